@@ -1,0 +1,1 @@
+"""Build models (filled in by the builds issue)."""

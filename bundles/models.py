@@ -1,0 +1,40 @@
+"""Bundles are blobs identified by the sha256 of their bytes."""
+from django.db import models
+
+from bundles.keys import blob_key
+
+
+class Bundle(models.Model):
+    """A stored `.tar.gz`, shared by every version that uses the same bytes."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    size = models.BigIntegerField()
+    member_count = models.IntegerField(default=0)
+    unpacked_size = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"sha256:{self.sha256[:12]}… ({self.size} bytes)"
+
+    @property
+    def storage_key(self) -> str:
+        """Where the blob lives in blob storage."""
+        return blob_key(self.sha256)
+
+
+class PendingBlob(models.Model):
+    """A blob write in flight. The orphan sweep never touches these keys.
+
+    Written (and committed) before the first byte goes to storage, deleted
+    after the bundle row commits; one left behind by a crash goes stale and
+    then stops protecting its key.
+    """
+
+    key = models.CharField(max_length=300, db_index=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.key

@@ -1,0 +1,143 @@
+"""Writes for the bundle store: publishing received blobs and sweeping orphans."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from swarm_agent.bundle_safety import BundleLimits, BundleRejected
+
+from bundles.blobstore import BlobStore
+from bundles.keys import BLOB_PREFIX, INCOMING_PREFIX, blob_key, sha256_from_key
+from bundles.models import Bundle, PendingBlob
+from bundles.upload import ReceivedBundle
+from swarm.core.errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+
+def bundle_limits() -> BundleLimits:
+    """The configured tar-bomb limits."""
+    return BundleLimits(
+        max_members=settings.SWARM_BUNDLE_MAX_MEMBERS,
+        max_unpacked_bytes=settings.SWARM_BUNDLE_MAX_UNPACKED_BYTES,
+    )
+
+
+def bundle_check_received(*, received: ReceivedBundle, declared_sha256: str | None) -> None:
+    """Refuse a received bundle whose digest or contents break the rules; nothing is kept."""
+    if declared_sha256 and declared_sha256.lower() != received.sha256:
+        received.discard()
+        raise ApiError(
+            f"The bundle's sha256 is {received.sha256}, not the declared {declared_sha256}.",
+            code="hash_mismatch",
+            field="sha256",
+        )
+    try:
+        summary = received.inspector.finish()
+    except BundleRejected as rejected:
+        received.writer.abort()
+        raise ApiError(rejected.detail, code=rejected.code, field="bundle", status_code=rejected.status) from None
+    received.summary = summary
+
+
+@dataclass(frozen=True)
+class PublishedBundle:
+    """The bundle row of a published blob, and whether this upload created it."""
+
+    bundle: Bundle
+    created: bool
+
+
+def bundle_publish(*, received: ReceivedBundle) -> PublishedBundle:
+    """Make a checked upload visible under its content key and record it.
+
+    The PendingBlob marker is committed before the blob appears, so the sweep
+    never removes a blob whose row is about to be written.
+    """
+    key = blob_key(received.sha256)
+    store = BlobStore()
+    marker = PendingBlob.objects.create(key=key)
+    try:
+        received.writer.commit(key)
+        bundle, created = Bundle.objects.get_or_create(
+            sha256=received.sha256,
+            defaults={
+                "size": received.size,
+                "member_count": received.summary.member_count,
+                "unpacked_size": received.summary.unpacked_size,
+            },
+        )
+        if not created and not store.exists(key):
+            # The row outlived its blob (e.g. deleted by hand): put it back.
+            logger.warning("bundle %s had a row but no blob; the blob was stored again", received.sha256)
+    finally:
+        marker.delete()
+    return PublishedBundle(bundle=bundle, created=created)
+
+
+def bundle_discard_if_unreferenced(*, bundle: Bundle) -> bool:
+    """Delete a bundle row and blob that no version uses (after a refused registration)."""
+    with transaction.atomic():
+        locked = Bundle.objects.select_for_update().filter(pk=bundle.pk).first()
+        if locked is None or locked.versions.exists():
+            return False
+        key = locked.storage_key
+        locked.delete()
+    BlobStore().delete(key)
+    return True
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What one orphan sweep removed."""
+
+    deleted_blobs: list[str]
+    deleted_rows: list[str]
+    aborted_uploads: int
+    removed_spool_files: int
+
+
+def bundle_sweep_orphans(*, grace_seconds: int | None = None) -> SweepReport:
+    """Remove blobs and bundle rows that no version references.
+
+    Only what is older than the grace period and not marked as in flight is
+    touched, so an upload between "blob written" and "row committed" is safe.
+    """
+    grace = timedelta(seconds=settings.SWARM_ORPHAN_GRACE_SECONDS if grace_seconds is None else grace_seconds)
+    cutoff = timezone.now() - grace
+    store = BlobStore()
+    stale_marker_cutoff = timezone.now() - max(grace, timedelta(hours=6))
+    in_flight = set(PendingBlob.objects.filter(started_at__gte=stale_marker_cutoff).values_list("key", flat=True))
+    PendingBlob.objects.filter(started_at__lt=stale_marker_cutoff).delete()
+
+    deleted_rows = []
+    for bundle in Bundle.objects.filter(versions__isnull=True, created_at__lt=cutoff):
+        if bundle.storage_key in in_flight:
+            continue
+        if bundle_discard_if_unreferenced(bundle=bundle):
+            deleted_rows.append(bundle.sha256)
+
+    referenced = set(Bundle.objects.values_list("sha256", flat=True))
+    deleted_blobs = []
+    for blob in store.list_blobs(BLOB_PREFIX):
+        digest = sha256_from_key(blob.key)
+        if digest is None or digest in referenced or blob.key in in_flight or blob.last_modified >= cutoff:
+            continue
+        store.delete(blob.key)
+        deleted_blobs.append(blob.key)
+
+    removed_spool_files = 0
+    if not store.is_s3:
+        for blob in store.list_blobs(INCOMING_PREFIX):
+            if blob.last_modified < cutoff:
+                store.delete(blob.key)
+                removed_spool_files += 1
+    aborted = store.abort_stale_multipart_uploads(cutoff)
+    report = SweepReport(deleted_blobs, deleted_rows, aborted, removed_spool_files)
+    if deleted_blobs or deleted_rows or aborted or removed_spool_files:
+        logger.info("orphan sweep: %s", report)
+    return report

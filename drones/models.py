@@ -1,0 +1,1 @@
+"""Drone models (filled in by the drones issue)."""

@@ -1,0 +1,9 @@
+"""Cross-cutting core: API tokens, authentication, errors, audit log, health."""
+from django.apps import AppConfig
+
+
+class CoreConfig(AppConfig):
+    name = "swarm.core"
+    label = "core"
+    verbose_name = "Access and audit"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,74 @@
+"""`Authorization: Bearer <token>` authentication for DRF."""
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication
+
+from swarm.core.models import ApiToken
+from swarm.core.principals import Principal
+from swarm.core.tokens import digests_match, split_prefix
+
+# Writing last_used_at on every request would make each authenticated read a
+# write; a minute's precision is enough for "is this token still in use?".
+LAST_USED_PRECISION = timedelta(seconds=60)
+
+
+def principal_from_token(token: ApiToken) -> Principal:
+    """The principal a stored token stands for."""
+    return Principal(
+        scope=token.scope,
+        tenant_id=token.tenant_id,
+        token_id=token.pk,
+        subject_type=token.subject_type,
+        subject_id=token.subject_id,
+        label=f"token:{token.name or token.prefix}",
+    )
+
+
+def authenticate_token(plaintext: str) -> ApiToken | None:
+    """Look a presented token up by prefix and check its digest in constant time."""
+    prefix = split_prefix(plaintext)
+    if prefix is None:
+        return None
+    for token in ApiToken.objects.usable().filter(prefix=prefix):
+        if digests_match(plaintext, token.digest):
+            now = timezone.now()
+            if token.last_used_at is None or now - token.last_used_at > LAST_USED_PRECISION:
+                ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+            return token
+    return None
+
+
+class BearerTokenAuthentication(BaseAuthentication):
+    """Authenticate API calls with a Swarm bearer token."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        keyword, _, plaintext = header.partition(" ")
+        if keyword.lower() != self.keyword.lower() or not plaintext.strip():
+            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
+        token = authenticate_token(plaintext.strip())
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
+        return principal_from_token(token), token
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="swarm"'
+
+
+class StaffSessionAuthentication(SessionAuthentication):
+    """Admin-site sessions act with admin scope (CSRF enforced as usual)."""
+
+    def authenticate(self, request):
+        result = super().authenticate(request)
+        if result is None:
+            return None
+        user, auth = result
+        if not user.is_staff:
+            return None
+        return user, auth

@@ -1,0 +1,214 @@
+"""Swarm settings, read from the environment (12-factor, django-environ).
+
+Every setting is listed with its default in the README's configuration table.
+`make run` and `make test` fill DATABASE_URL and REDIS_URL with embedded
+services when they are not configured; nothing here starts a process.
+"""
+import hashlib
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("SWARM_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+
+SECRET_KEY = env.str("SWARM_SECRET_KEY", default="swarm-insecure-development-key-change-me")
+DEBUG = env.bool("SWARM_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("SWARM_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("SWARM_CSRF_TRUSTED_ORIGINS", default=[])
+# Absolute base URL the control plane is reachable at; used in links handed to
+# runtimes and drones (metadata URL, signed downloads, bootstrap script).
+SWARM_PUBLIC_URL = env.str("SWARM_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_celery_beat",
+    "channels",
+    "swarm.core",
+    "bundles",
+    "workflows",
+    "drones",
+    "builds",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "swarm.urls"
+ASGI_APPLICATION = "swarm.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default="postgresql://127.0.0.1:5432/swarm")}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("SWARM_DB_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Test databases are named after the checkout so that two checkouts on one
+# machine (parallel work trees, CI next to a session) never share one.
+DATABASES["default"]["TEST"] = {
+    "NAME": env.str(
+        "SWARM_TEST_DATABASE_NAME",
+        default="test_swarm_" + hashlib.sha256(str(BASE_DIR).encode()).hexdigest()[:10],
+    ),
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env.str("SWARM_CACHE_PREFIX", default="swarm"),
+    }
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("SWARM_CHANNELS_PREFIX", default="swarm")},
+    }
+}
+
+# --- Celery -----------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = env.bool("SWARM_CELERY_EAGER", default=False)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+# The whole beat schedule, in one place. Every entry expires so a stopped
+# worker never comes back to a pile of stale runs.
+CELERY_BEAT_SCHEDULE = {
+    "bundles.sweep_orphan_blobs": {
+        "task": "bundles.sweep_orphan_blobs",
+        "schedule": env.int("SWARM_SWEEP_INTERVAL", default=3600),
+        "options": {"expires": 600},
+    },
+}
+
+# --- Storage ----------------------------------------------------------------
+MEDIA_ROOT = Path(env.str("SWARM_MEDIA_ROOT", default=str(VAR_DIR / "media")))
+STATIC_URL = "static/"
+# Static files are served by WhiteNoise straight from the finders; set
+# SWARM_STATIC_ROOT to serve a collectstatic output instead.
+STATIC_ROOT = env.str("SWARM_STATIC_ROOT", default="") or None
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+SWARM_S3_BUCKET = env.str("SWARM_S3_BUCKET", default="")
+if SWARM_S3_BUCKET:
+    BLOB_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": SWARM_S3_BUCKET,
+            "endpoint_url": env.str("SWARM_S3_ENDPOINT_URL", default="") or None,
+            "access_key": env.str("SWARM_S3_ACCESS_KEY", default="") or None,
+            "secret_key": env.str("SWARM_S3_SECRET_KEY", default="") or None,
+            "region_name": env.str("SWARM_S3_REGION", default="us-east-1"),
+            "addressing_style": env.str("SWARM_S3_ADDRESSING_STYLE", default="path"),
+            "signature_version": "s3v4",
+            "querystring_auth": True,
+            "querystring_expire": env.int("SWARM_DOWNLOAD_URL_TTL", default=900),
+            "file_overwrite": True,
+            "default_acl": None,
+        },
+    }
+else:
+    BLOB_STORAGE = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(MEDIA_ROOT), "base_url": "/media/"},
+    }
+
+STORAGES = {
+    "default": BLOB_STORAGE,
+    "blobs": BLOB_STORAGE,
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Bundles ----------------------------------------------------------------
+SWARM_BUNDLE_MAX_BYTES = env.int("SWARM_BUNDLE_MAX_BYTES", default=2 * 1024**3)
+SWARM_BUNDLE_MAX_MEMBERS = env.int("SWARM_BUNDLE_MAX_MEMBERS", default=20_000)
+SWARM_BUNDLE_MAX_UNPACKED_BYTES = env.int("SWARM_BUNDLE_MAX_UNPACKED_BYTES", default=8 * 1024**3)
+SWARM_DOWNLOAD_URL_TTL = env.int("SWARM_DOWNLOAD_URL_TTL", default=900)
+SWARM_ORPHAN_GRACE_SECONDS = env.int("SWARM_ORPHAN_GRACE_SECONDS", default=3600)
+SWARM_UPLOAD_TEMP_DIR = env.str("SWARM_UPLOAD_TEMP_DIR", default="") or None
+FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+# --- API --------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "swarm.core.authentication.BearerTokenAuthentication",
+        "swarm.core.authentication.StaffSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["swarm.core.permissions.HasScope"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "swarm.core.errors.json_exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Swarm API",
+    "DESCRIPTION": "Bundles, workflows, executions, drones and builds.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+EMAIL_BACKEND = env.str("SWARM_EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env.str("SWARM_EMAIL_HOST", default="127.0.0.1")
+EMAIL_PORT = env.int("SWARM_EMAIL_PORT", default=25)
+DEFAULT_FROM_EMAIL = env.str("SWARM_EMAIL_FROM", default="swarm@localhost")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("SWARM_LOG_LEVEL", default="INFO")},
+}

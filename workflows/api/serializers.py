@@ -1,0 +1,70 @@
+"""Serializers of the workflow registry API."""
+from rest_framework import serializers
+
+from workflows.choices import Runtime
+from workflows.models import Tenant, Workflow, WorkflowVersion
+
+
+class TenantSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Tenant
+        fields = ["id", "name", "slug", "created_at"]
+
+
+class WorkflowSerializer(serializers.ModelSerializer):
+    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    active_version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Workflow
+        fields = ["id", "tenant", "name", "slug", "description", "runtime", "entrypoint", "memory_mb",
+                  "timeout_sec", "created_at", "active_version"]
+
+    def get_active_version(self, workflow: Workflow) -> str | None:
+        active = next((v for v in workflow.versions.all() if v.is_active), None) if hasattr(
+            workflow, "_prefetched_objects_cache") else workflow.versions.filter(is_active=True).first()
+        return active.version if active else None
+
+
+class WorkflowCreateSerializer(serializers.Serializer):
+    slug = serializers.SlugField(max_length=64)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    runtime = serializers.ChoiceField(choices=Runtime.choices, default=Runtime.PYTHON311)
+    entrypoint = serializers.CharField(max_length=500, default="main.py")
+    memory_mb = serializers.IntegerField(min_value=16, max_value=1024 * 1024, default=512)
+    timeout_sec = serializers.IntegerField(min_value=1, max_value=7 * 24 * 3600, default=900)
+
+
+class WorkflowVersionSerializer(serializers.ModelSerializer):
+    workflow_id = serializers.IntegerField(read_only=True)
+    bundle_hash = serializers.CharField(source="bundle.sha256", read_only=True)
+    bundle_size = serializers.IntegerField(source="bundle.size", read_only=True)
+
+    class Meta:
+        model = WorkflowVersion
+        fields = ["id", "workflow_id", "version", "bundle_hash", "bundle_size", "metadata", "deployed_by",
+                  "created_at", "is_active", "activated_at"]
+
+
+class RegisteredVersionSerializer(WorkflowVersionSerializer):
+    deduplicated = serializers.BooleanField(read_only=True)
+    tenant = serializers.CharField(source="workflow.tenant.slug", read_only=True)
+    workflow = serializers.CharField(source="workflow.slug", read_only=True)
+
+    class Meta(WorkflowVersionSerializer.Meta):
+        fields = WorkflowVersionSerializer.Meta.fields + ["tenant", "workflow", "deduplicated"]
+
+
+class ActiveVersionSerializer(serializers.Serializer):
+    workflow_id = serializers.IntegerField()
+    version_id = serializers.IntegerField()
+    version = serializers.CharField()
+    bundle_url = serializers.URLField()
+    bundle_hash = serializers.CharField()
+    bundle_size = serializers.IntegerField()
+    runtime = serializers.CharField()
+    entrypoint = serializers.CharField()
+    memory_mb = serializers.IntegerField()
+    timeout_sec = serializers.IntegerField()
+    deployed_at = serializers.DateTimeField(allow_null=True)

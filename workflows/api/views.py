@@ -1,0 +1,166 @@
+"""Workflow registry API: bundle upload/registration, workflows, versions, activation."""
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+
+from bundles.api.serializers import BundleUploadFormSerializer
+from bundles.blobstore import BlobStore
+from bundles.services import bundle_limits
+from bundles.upload import BUNDLE_FIELD, BundleUploadHandler, ReceivedBundle
+from swarm.core.api import ErrorSerializer, ScopedAPIView
+from swarm.core.errors import ApiError, PayloadTooLarge
+from workflows import selectors, services
+from workflows.api.serializers import (
+    ActiveVersionSerializer,
+    RegisteredVersionSerializer,
+    TenantSerializer,
+    WorkflowCreateSerializer,
+    WorkflowSerializer,
+    WorkflowVersionSerializer,
+)
+from workflows.models import Tenant
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+
+
+class BundleUploadView(ScopedAPIView):
+    """`POST /api/v1/bundles`: stream a bundle in and register it as a workflow version.
+
+    The digest may be declared up front (`?sha256=` or `X-Swarm-Bundle-Sha256`)
+    so the server streams straight to its final S3 key; the `sha256` form
+    field is checked too.
+    """
+
+    parser_classes = [MultiPartParser]
+
+    def initial(self, request, *args, **kwargs):
+        # Installed before authentication: a session's CSRF check reads the form.
+        declared = request.query_params.get("sha256") or request.headers.get("X-Swarm-Bundle-Sha256")
+        content_length = int(request.META.get("CONTENT_LENGTH") or 0)
+        if content_length > settings.SWARM_BUNDLE_MAX_BYTES + 64 * 1024:
+            raise PayloadTooLarge(
+                f"The request is larger than the upload limit of {settings.SWARM_BUNDLE_MAX_BYTES} bytes.",
+                field=BUNDLE_FIELD,
+            )
+        self.upload_handler = BundleUploadHandler(
+            request._request, store=BlobStore(), limits=bundle_limits(),
+            max_bytes=settings.SWARM_BUNDLE_MAX_BYTES, declared_sha256=(declared or "").lower() or None,
+        )
+        request._request.upload_handlers = [self.upload_handler]
+        super().initial(request, *args, **kwargs)
+
+    @extend_schema(
+        request={"multipart/form-data": BundleUploadFormSerializer},
+        parameters=[OpenApiParameter("sha256", str, description="Declared digest (enables direct streaming to S3).")],
+        responses={201: RegisteredVersionSerializer, 200: RegisteredVersionSerializer, 400: ErrorSerializer,
+                   404: ErrorSerializer, 409: ErrorSerializer, 413: ErrorSerializer},
+        summary="Upload a bundle and register it as a workflow version",
+    )
+    def post(self, request):
+        try:
+            data, files = request.data, request.FILES
+            received = files.get(BUNDLE_FIELD)
+            if not isinstance(received, ReceivedBundle):
+                raise ApiError("Attach the .tar.gz as the 'bundle' file field.", code="missing_field",
+                               field=BUNDLE_FIELD)
+            self.upload_handler.received = None  # ownership passes to the service
+            declared = data.get("sha256") or request.query_params.get("sha256") or request.headers.get(
+                "X-Swarm-Bundle-Sha256")
+            defaults = {key: data[key] for key in ("runtime", "entrypoint") if data.get(key)}
+            activate = data.get("activate")
+            result = services.workflow_version_register(
+                principal=self.principal,
+                tenant_slug=data.get("tenant", ""),
+                workflow_slug=data.get("workflow", ""),
+                version=data.get("version", ""),
+                metadata=data.get("metadata"),
+                declared_sha256=(declared or "").lower() or None,
+                received=received,
+                activate=None if activate in (None, "") else activate.lower() in TRUE_WORDS,
+                workflow_defaults=defaults,
+            )
+        finally:
+            self.upload_handler.discard()
+        body = RegisteredVersionSerializer(result.version).data
+        body["deduplicated"] = result.deduplicated
+        return Response(body, status=status.HTTP_200_OK if result.deduplicated else status.HTTP_201_CREATED)
+
+
+class TenantListView(ScopedAPIView):
+    """Tenants visible to the caller; admins create new ones."""
+
+    write_scopes = {"admin"}
+
+    @extend_schema(responses=TenantSerializer(many=True), summary="List tenants")
+    def get(self, request):
+        return Response(TenantSerializer(Tenant.objects.for_principal(self.principal), many=True).data)
+
+    @extend_schema(request=TenantSerializer, responses={201: TenantSerializer, 409: ErrorSerializer},
+                   summary="Create a tenant")
+    def post(self, request):
+        serializer = TenantSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        tenant = services.tenant_create(name=serializer.validated_data["name"],
+                                        slug=serializer.validated_data["slug"], actor=self.principal)
+        return Response(TenantSerializer(tenant).data, status=201)
+
+
+class TenantWorkflowListView(ScopedAPIView):
+    """`GET/POST /api/v1/tenants/<slug>/workflows`."""
+
+    @extend_schema(responses=WorkflowSerializer(many=True), summary="List a tenant's workflows")
+    def get(self, request, slug: str):
+        tenant = selectors.tenant_get(self.principal, slug)
+        workflows = selectors.workflow_list(self.principal, tenant=tenant).prefetch_related("versions")
+        return Response(WorkflowSerializer(workflows, many=True).data)
+
+    @extend_schema(request=WorkflowCreateSerializer, responses={201: WorkflowSerializer, 409: ErrorSerializer},
+                   summary="Create a workflow")
+    def post(self, request, slug: str):
+        tenant = selectors.tenant_get(self.principal, slug)
+        serializer = WorkflowCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        workflow = services.workflow_create(principal=self.principal, tenant=tenant, **serializer.validated_data)
+        return Response(WorkflowSerializer(workflow).data, status=201)
+
+
+class WorkflowDetailView(ScopedAPIView):
+    @extend_schema(responses={200: WorkflowSerializer, 404: ErrorSerializer}, summary="Describe a workflow")
+    def get(self, request, workflow_id: int):
+        return Response(WorkflowSerializer(selectors.workflow_get(self.principal, workflow_id)).data)
+
+
+class WorkflowVersionListView(ScopedAPIView):
+    @extend_schema(responses=WorkflowVersionSerializer(many=True), summary="List a workflow's versions")
+    def get(self, request, workflow_id: int):
+        workflow = selectors.workflow_get(self.principal, workflow_id)
+        return Response(WorkflowVersionSerializer(selectors.version_list(workflow), many=True).data)
+
+
+class WorkflowActiveView(ScopedAPIView):
+    @extend_schema(responses={200: ActiveVersionSerializer, 404: ErrorSerializer},
+                   summary="What to boot: the active version's URL, hash and limits")
+    def get(self, request, workflow_id: int):
+        workflow = selectors.workflow_get(self.principal, workflow_id)
+        return Response(ActiveVersionSerializer(selectors.active_version_describe(workflow)).data)
+
+
+class WorkflowVersionActivateView(ScopedAPIView):
+    @extend_schema(request=None, responses={200: WorkflowVersionSerializer, 404: ErrorSerializer},
+                   summary="Activate a version")
+    def post(self, request, workflow_id: int, version_id: int):
+        workflow = selectors.workflow_get(self.principal, workflow_id)
+        version = selectors.version_get(workflow, version_id)
+        version = services.workflow_version_activate(workflow=workflow, version=version, actor=self.principal)
+        return Response(WorkflowVersionSerializer(version).data)
+
+
+class WorkflowRollbackView(ScopedAPIView):
+    @extend_schema(request=None, responses={200: WorkflowVersionSerializer, 409: ErrorSerializer},
+                   summary="Re-activate the previously active version")
+    def post(self, request, workflow_id: int):
+        workflow = selectors.workflow_get(self.principal, workflow_id)
+        version = services.workflow_rollback(workflow=workflow, actor=self.principal)
+        return Response(WorkflowVersionSerializer(version).data)

@@ -1,0 +1,143 @@
+"""Tenants, workflows and their immutable versions."""
+from django.db import models
+from django.db.models import Q
+
+from workflows.choices import Runtime
+
+
+class TenantQuerySet(models.QuerySet):
+    def for_principal(self, principal):
+        """Tenants visible to a principal (its own when tenant-bound)."""
+        return self.filter(pk=principal.tenant_id) if principal.is_tenant_bound else self
+
+
+class Tenant(models.Model):
+    """An isolated customer of the platform. Objects of other tenants are invisible."""
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class WorkflowQuerySet(models.QuerySet):
+    def for_principal(self, principal):
+        """Workflows visible to a principal."""
+        return self.filter(tenant_id=principal.tenant_id) if principal.is_tenant_bound else self
+
+
+class Workflow(models.Model):
+    """A tenant's named unit of code; versions of it are bundles."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="workflows")
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=64)
+    description = models.TextField(blank=True)
+    runtime = models.CharField(max_length=16, choices=Runtime.choices, default=Runtime.PYTHON311)
+    entrypoint = models.CharField(max_length=500, default="main.py")
+    memory_mb = models.PositiveIntegerField(default=512)
+    timeout_sec = models.PositiveIntegerField(default=900)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = WorkflowQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["tenant__slug", "slug"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "slug"], name="workflow_slug_unique_per_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}/{self.slug}"
+
+
+class WorkflowVersionQuerySet(models.QuerySet):
+    def for_principal(self, principal):
+        """Versions visible to a principal."""
+        return self.filter(workflow__tenant_id=principal.tenant_id) if principal.is_tenant_bound else self
+
+    def active(self):
+        return self.filter(is_active=True)
+
+
+class WorkflowVersion(models.Model):
+    """One immutable release of a workflow: a semver label bound to a bundle.
+
+    A database trigger refuses any change to `version`, `bundle`, `metadata`
+    or `workflow` once written; only activation fields move. At most one
+    version per workflow is active (partial unique index).
+    """
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
+    version = models.CharField(max_length=100)
+    bundle = models.ForeignKey("bundles.Bundle", on_delete=models.PROTECT, related_name="versions")
+    metadata = models.JSONField(default=dict, blank=True)
+    deployed_by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    is_active = models.BooleanField(default=False)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WorkflowVersionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "version"], name="version_label_unique_per_workflow"),
+            models.UniqueConstraint(
+                fields=["workflow"], condition=Q(is_active=True), name="one_active_version_per_workflow"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow} {self.version}"
+
+    @property
+    def bundle_hash(self) -> str:
+        return self.bundle.sha256
+
+
+class WorkflowActivation(models.Model):
+    """Every activation, with the version it replaced: the history rollback follows."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="activations")
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.CASCADE, related_name="+")
+    previous_version = models.ForeignKey(
+        WorkflowVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.CharField(max_length=16, choices=[("activate", "activate"), ("rollback", "rollback")])
+    activated_by = models.CharField(max_length=200, blank=True)
+    activated_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-activated_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.workflow} → {self.version.version} ({self.reason})"
+
+
+class ActiveWorkflowVersion(models.Model):
+    """Read-only model over the SQL view `active_workflow_versions`."""
+
+    version = models.OneToOneField(WorkflowVersion, primary_key=True, db_column="version_id",
+                                   on_delete=models.DO_NOTHING, related_name="+")
+    workflow = models.ForeignKey(Workflow, db_column="workflow_id", on_delete=models.DO_NOTHING, related_name="+")
+    tenant = models.ForeignKey(Tenant, db_column="tenant_id", on_delete=models.DO_NOTHING, related_name="+")
+    tenant_slug = models.CharField(max_length=64)
+    workflow_slug = models.CharField(max_length=64)
+    version_label = models.CharField(max_length=100)
+    bundle_hash = models.CharField(max_length=64)
+    bundle_size = models.BigIntegerField()
+    runtime = models.CharField(max_length=16)
+    entrypoint = models.CharField(max_length=500)
+    memory_mb = models.PositiveIntegerField()
+    timeout_sec = models.PositiveIntegerField()
+    activated_at = models.DateTimeField(null=True)
+
+    class Meta:
+        managed = False
+        db_table = "active_workflow_versions"

@@ -1,0 +1,74 @@
+"""Reads of the workflow registry, always scoped to the caller's tenant."""
+from django.db.models import QuerySet
+
+from bundles.downloads import bundle_download_url
+from swarm.core.errors import NotFound
+from swarm.core.principals import Principal
+from workflows.models import Tenant, Workflow, WorkflowVersion
+
+
+def tenant_get(principal: Principal, slug: str) -> Tenant:
+    """A visible tenant by slug; another tenant's is a 404."""
+    tenant = Tenant.objects.for_principal(principal).filter(slug=slug).first()
+    if tenant is None:
+        raise NotFound(f"No tenant {slug!r}.", field="tenant")
+    return tenant
+
+
+def workflow_queryset(principal: Principal) -> QuerySet[Workflow]:
+    return Workflow.objects.for_principal(principal).select_related("tenant")
+
+
+def workflow_list(principal: Principal, *, tenant: Tenant) -> QuerySet[Workflow]:
+    return workflow_queryset(principal).filter(tenant=tenant)
+
+
+def workflow_get(principal: Principal, workflow_id: int) -> Workflow:
+    """A visible workflow by id, else a 404."""
+    workflow = workflow_queryset(principal).filter(pk=workflow_id).first()
+    if workflow is None:
+        raise NotFound(f"No workflow {workflow_id}.")
+    return workflow
+
+
+def workflow_get_by_slug(principal: Principal, *, tenant_slug: str, workflow_slug: str) -> Workflow:
+    """A visible workflow by `tenant/workflow` slugs, else a 404."""
+    workflow = workflow_queryset(principal).filter(tenant__slug=tenant_slug, slug=workflow_slug).first()
+    if workflow is None:
+        raise NotFound(f"No workflow {tenant_slug}/{workflow_slug}.")
+    return workflow
+
+
+def version_list(workflow: Workflow) -> QuerySet[WorkflowVersion]:
+    return workflow.versions.select_related("bundle").order_by("-created_at", "-id")
+
+
+def version_get(workflow: Workflow, version_id: int) -> WorkflowVersion:
+    version = version_list(workflow).filter(pk=version_id).first()
+    if version is None:
+        raise NotFound(f"Workflow {workflow.pk} has no version {version_id}.")
+    return version
+
+
+def active_version(workflow: Workflow) -> WorkflowVersion | None:
+    return version_list(workflow).filter(is_active=True).first()
+
+
+def active_version_describe(workflow: Workflow) -> dict:
+    """What a runtime needs to boot the active version: URL, hash and limits."""
+    version = active_version(workflow)
+    if version is None:
+        raise NotFound(f"Workflow {workflow} has no active version.", code="no_active_version")
+    return {
+        "workflow_id": workflow.pk,
+        "version_id": version.pk,
+        "version": version.version,
+        "bundle_url": bundle_download_url(version.bundle),
+        "bundle_hash": version.bundle.sha256,
+        "bundle_size": version.bundle.size,
+        "runtime": workflow.runtime,
+        "entrypoint": workflow.entrypoint,
+        "memory_mb": workflow.memory_mb,
+        "timeout_sec": workflow.timeout_sec,
+        "deployed_at": version.activated_at,
+    }

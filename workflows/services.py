@@ -1,0 +1,232 @@
+"""Writes of the workflow registry: tenants, workflows, versions, activation, rollback."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import semver
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from bundles.services import bundle_check_received, bundle_discard_if_unreferenced, bundle_publish
+from bundles.upload import ReceivedBundle
+from swarm.core.errors import ApiError, Conflict, NotFound
+from swarm.core.principals import Principal
+from swarm.core.services import audit_record
+from workflows.choices import Runtime
+from workflows.models import Tenant, Workflow, WorkflowActivation, WorkflowVersion
+
+
+def tenant_create(*, name: str, slug: str = "", actor: Principal | str = "system") -> Tenant:
+    """Create a tenant; a slug already taken is a 409."""
+    slug = slug or slugify(name)
+    if not slug:
+        raise ApiError("A tenant needs a slug.", code="invalid", field="slug")
+    try:
+        with transaction.atomic():
+            tenant = Tenant.objects.create(name=name or slug, slug=slug)
+    except IntegrityError:
+        raise Conflict(f"Tenant {slug!r} already exists.", code="tenant_exists", field="slug") from None
+    audit_record(actor=actor, action="tenant.create", obj=tenant, tenant_id=tenant.pk)
+    return tenant
+
+
+def workflow_create(
+    *,
+    principal: Principal,
+    tenant: Tenant,
+    slug: str,
+    name: str = "",
+    description: str = "",
+    runtime: str = Runtime.PYTHON311,
+    entrypoint: str = "main.py",
+    memory_mb: int = 512,
+    timeout_sec: int = 900,
+) -> Workflow:
+    """Create a workflow in a tenant the principal may write to."""
+    if not principal.sees_tenant(tenant.pk):
+        raise NotFound(f"No tenant {tenant.slug!r}.", field="tenant")
+    if runtime not in Runtime.values:
+        raise ApiError(f"runtime must be one of {', '.join(Runtime.values)}.", code="invalid", field="runtime")
+    try:
+        with transaction.atomic():
+            workflow = Workflow.objects.create(
+                tenant=tenant, slug=slug, name=name or slug, description=description, runtime=runtime,
+                entrypoint=entrypoint, memory_mb=memory_mb, timeout_sec=timeout_sec,
+            )
+    except IntegrityError:
+        raise Conflict(
+            f"Workflow {tenant.slug}/{slug} already exists.", code="workflow_exists", field="slug"
+        ) from None
+    audit_record(actor=principal, action="workflow.create", obj=workflow, tenant_id=tenant.pk)
+    return workflow
+
+
+def parse_semver(version: str) -> str:
+    """Validate a semantic version label (`1.2.3`, `1.2.3-rc.1+build`)."""
+    label = (version or "").strip()
+    if label.startswith("v"):
+        label = label[1:]
+    try:
+        semver.Version.parse(label)
+    except (ValueError, TypeError):
+        raise ApiError(
+            f"version {version!r} is not a semantic version (MAJOR.MINOR.PATCH).", code="invalid_version",
+            field="version",
+        ) from None
+    return label
+
+
+def parse_metadata(raw) -> dict:
+    """Metadata is a JSON object (given as a string in multipart forms)."""
+    if raw in (None, ""):
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ApiError(f"metadata is not valid JSON: {exc.msg}.", code="invalid_metadata",
+                           field="metadata") from None
+    if not isinstance(raw, dict):
+        raise ApiError("metadata must be a JSON object.", code="invalid_metadata", field="metadata")
+    return raw
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """The outcome of a bundle upload: the version and whether it already existed."""
+
+    version: WorkflowVersion
+    deduplicated: bool
+
+
+def _resolve_workflow_for_upload(*, principal: Principal, tenant_slug: str, workflow_slug: str,
+                                 workflow_defaults: dict) -> Workflow:
+    """The target workflow; created (with its tenant, for unbound tokens) on first push."""
+    tenant = Tenant.objects.for_principal(principal).filter(slug=tenant_slug).first()
+    if tenant is None:
+        if principal.is_tenant_bound:
+            raise NotFound(f"No tenant {tenant_slug!r}.", field="tenant")
+        tenant, _ = Tenant.objects.get_or_create(slug=tenant_slug, defaults={"name": tenant_slug})
+    workflow = Workflow.objects.filter(tenant=tenant, slug=workflow_slug).first()
+    if workflow is None:
+        try:
+            workflow = workflow_create(principal=principal, tenant=tenant, slug=workflow_slug, **workflow_defaults)
+        except Conflict:  # created concurrently by another push
+            workflow = Workflow.objects.get(tenant=tenant, slug=workflow_slug)
+    return workflow
+
+
+def workflow_version_register(
+    *,
+    principal: Principal,
+    tenant_slug: str,
+    workflow_slug: str,
+    version: str,
+    received: ReceivedBundle,
+    declared_sha256: str | None = None,
+    metadata=None,
+    activate: bool | None = None,
+    workflow_defaults: dict | None = None,
+) -> RegisteredVersion:
+    """Register an uploaded bundle as a new immutable version of a workflow.
+
+    Same bytes for the same workflow → the existing version (deduplicated).
+    A label already used with other bytes → 409. Any refusal keeps nothing:
+    the received blob is discarded and no row is written. The first version
+    of a workflow becomes active; later ones only when `activate` is true.
+    """
+    try:
+        label = parse_semver(version)
+        metadata = parse_metadata(metadata)
+        if not tenant_slug:
+            raise ApiError("tenant is required.", code="missing_field", field="tenant")
+        if not workflow_slug:
+            raise ApiError("workflow is required.", code="missing_field", field="workflow")
+        bundle_check_received(received=received, declared_sha256=declared_sha256)
+        workflow = _resolve_workflow_for_upload(
+            principal=principal, tenant_slug=tenant_slug, workflow_slug=workflow_slug,
+            workflow_defaults=workflow_defaults or {},
+        )
+        existing = _existing_version(workflow, label, received.sha256)
+        if existing is not None:
+            received.discard()
+            return RegisteredVersion(version=existing, deduplicated=True)
+    except Exception:
+        received.discard()
+        raise
+
+    published = bundle_publish(received=received)
+    try:
+        with transaction.atomic():
+            Workflow.objects.select_for_update().get(pk=workflow.pk)
+            existing = _existing_version(workflow, label, received.sha256)
+            if existing is not None:
+                return RegisteredVersion(version=existing, deduplicated=True)
+            new_version = WorkflowVersion.objects.create(
+                workflow=workflow, version=label, bundle=published.bundle, metadata=metadata,
+                deployed_by=str(principal),
+            )
+            should_activate = activate if activate is not None else not workflow.versions.filter(is_active=True).exists()
+            if should_activate:
+                _activate(workflow=workflow, version=new_version, actor=principal, reason="activate")
+            audit_record(actor=principal, action="version.register", obj=new_version, tenant_id=workflow.tenant_id,
+                         detail={"version": label, "bundle": received.sha256})
+    except Exception:
+        if published.created:
+            bundle_discard_if_unreferenced(bundle=published.bundle)
+        raise
+    return RegisteredVersion(version=new_version, deduplicated=False)
+
+
+def _existing_version(workflow: Workflow, label: str, sha256: str) -> WorkflowVersion | None:
+    """The version these bytes already are, or a 409 when the label is taken by other bytes."""
+    same_bytes = workflow.versions.select_related("bundle").filter(bundle__sha256=sha256).first()
+    if same_bytes is not None:
+        return same_bytes
+    taken = workflow.versions.select_related("bundle").filter(version=label).first()
+    if taken is not None:
+        raise Conflict(
+            f"Version {label} of {workflow} already exists with bundle {taken.bundle.sha256}; versions are immutable.",
+            code="version_exists", field="version",
+        )
+    return None
+
+
+def _activate(*, workflow: Workflow, version: WorkflowVersion, actor, reason: str) -> WorkflowVersion:
+    """Make `version` the active one (caller holds the workflow row lock)."""
+    previous = workflow.versions.filter(is_active=True).first()
+    if previous is not None and previous.pk == version.pk:
+        return version
+    if previous is not None:
+        WorkflowVersion.objects.filter(pk=previous.pk).update(is_active=False)
+    now = timezone.now()
+    WorkflowVersion.objects.filter(pk=version.pk).update(is_active=True, activated_at=now)
+    WorkflowActivation.objects.create(
+        workflow=workflow, version=version, previous_version=previous, reason=reason, activated_by=str(actor)
+    )
+    version.is_active, version.activated_at = True, now
+    audit_record(actor=actor, action=f"version.{reason}", obj=version, tenant_id=workflow.tenant_id,
+                 detail={"version": version.version, "previous": previous.version if previous else None})
+    return version
+
+
+def workflow_version_activate(*, workflow: Workflow, version: WorkflowVersion, actor) -> WorkflowVersion:
+    """Activate one version of a workflow; the previously active one is deactivated."""
+    if version.workflow_id != workflow.pk:
+        raise NotFound(f"Workflow {workflow.pk} has no version {version.pk}.")
+    with transaction.atomic():
+        Workflow.objects.select_for_update().get(pk=workflow.pk)
+        return _activate(workflow=workflow, version=version, actor=actor, reason="activate")
+
+
+def workflow_rollback(*, workflow: Workflow, actor) -> WorkflowVersion:
+    """Re-activate the version that was active before the current one (409 when there is none)."""
+    with transaction.atomic():
+        Workflow.objects.select_for_update().get(pk=workflow.pk)
+        last = workflow.activations.select_related("previous_version").first()
+        current = workflow.versions.filter(is_active=True).first()
+        if last is None or last.previous_version is None or current is None or last.version_id != current.pk:
+            raise Conflict(f"Workflow {workflow} has no previous version to roll back to.", code="no_previous_version")
+        return _activate(workflow=workflow, version=last.previous_version, actor=actor, reason="rollback")
