@@ -175,3 +175,130 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "browser" in item.keywords:
                 item.add_marker(skip)
+
+
+# --- Real processes ---------------------------------------------------------
+
+
+def _database_url_for_tests() -> str:
+    """A URL for the test database pytest-django created (so subprocesses see test rows)."""
+    from django.db import connection
+
+    params = connection.settings_dict
+    user = params.get("USER") or ""
+    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    host = params.get("HOST") or "127.0.0.1"
+    port = f":{params['PORT']}" if params.get("PORT") else ""
+    if host.startswith("/"):
+        return f"postgresql://{auth}/{params['NAME']}?host={host}{port and '&port=' + port[1:]}"
+    return f"postgresql://{auth}{host}{port}/{params['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def subprocess_environment(django_db_setup, django_db_blocker, s3_server, tmp_path_factory):
+    """Environment for real server/worker/agent subprocesses: same DB, Redis and S3 as the tests."""
+    from django.conf import settings
+
+    with django_db_blocker.unblock():
+        database_url = _database_url_for_tests()
+    env = dict(os.environ)
+    env.update(s3_environment(s3_server))
+    env.update({
+        "DATABASE_URL": database_url,
+        "REDIS_URL": settings.REDIS_URL,
+        "SWARM_SECRET_KEY": settings.SECRET_KEY,
+        "SWARM_DB_CONN_MAX_AGE": "0",
+        "SWARM_VAR_DIR": str(tmp_path_factory.mktemp("var")),
+        "DJANGO_SETTINGS_MODULE": "swarm.settings",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+class LiveServer:
+    """A real uvicorn process serving the ASGI app on 127.0.0.1."""
+
+    def __init__(self, env: dict, log_path):
+        import subprocess
+        import sys
+
+        from swarm.embedded import free_port, wait_for_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = dict(env, SWARM_PUBLIC_URL=self.url)
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "swarm.asgi:application", "--host", "127.0.0.1",
+             "--port", str(self.port), "--no-access-log", "--log-level", "warning"],
+            env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for_port("127.0.0.1", self.port, timeout=60)
+
+    def stop(self) -> None:
+        import signal
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except Exception:  # noqa: BLE001
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+    def log_text(self) -> str:
+        return open(self.log_path, errors="replace").read()
+
+
+@pytest.fixture(scope="session")
+def live_server_process(subprocess_environment, tmp_path_factory):
+    """One uvicorn server for the session. Tests using it need `transactional_db`."""
+    server = LiveServer(subprocess_environment, tmp_path_factory.mktemp("live") / "uvicorn.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live_url(live_server_process, transactional_db):
+    """Base URL of the real server, with committed test data visible to it."""
+    return live_server_process.url
+
+
+class CeleryWorker:
+    """A real Celery worker process (threads pool) with the tests' settings."""
+
+    def __init__(self, env: dict, log_path):
+        import subprocess
+        import sys
+
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "swarm", "worker", "--pool", "threads", "--concurrency", "4",
+             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        import signal
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except Exception:  # noqa: BLE001
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(subprocess_environment, live_server_process, tmp_path_factory):
+    """One real Celery worker for the session, sharing the live server's settings."""
+    env = dict(subprocess_environment, SWARM_PUBLIC_URL=live_server_process.url)
+    worker = CeleryWorker(env, tmp_path_factory.mktemp("celery") / "worker.log")
+    yield worker
+    worker.stop()
