@@ -157,10 +157,8 @@ def local_agent_argv(directory: Path, host: str, port: int) -> list[tuple[str, l
     if os.environ.get("SWARM_LOCAL_AGENT", "1") != "1":
         return []
     try:
-        from swarm_agent import cli_agent  # noqa: F401
-    except ImportError:
-        return []
-    if not hasattr(cli_agent, "command_run"):
+        from swarm_agent.commands import run as agent_run  # noqa: F401
+    except ImportError:  # the drone agent is not installed: the control plane runs without it
         return []
     join_token = subprocess.run(
         [PYTHON, str(BASE_DIR / "manage.py"), "issue_join_token", "--name", "make-run-local", "--reuse"],

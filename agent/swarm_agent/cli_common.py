@@ -1,0 +1,35 @@
+"""Build an argparse CLI from the `register(subparsers)` functions of a package's modules."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from types import ModuleType
+
+from swarm_agent.client import ApiError
+
+
+def build_parser(prog: str, description: str, package: ModuleType) -> argparse.ArgumentParser:
+    """A parser with one subcommand group per module of `package` (sorted by name)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module_info in sorted(pkgutil.iter_modules(package.__path__), key=lambda info: info.name):
+        module = importlib.import_module(f"{package.__name__}.{module_info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(subparsers)
+    return parser
+
+
+def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse and dispatch to the chosen subcommand's `handler`; API errors become exit code 1."""
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except ApiError as error:
+        field = f" (field: {error.field})" if error.field else ""
+        print(f"error: {error.error}: {error.detail}{field}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,62 @@
+"""A small HTTP client for the control plane API (bearer token, JSON errors)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import httpx
+
+from swarm_agent import __version__
+
+USER_AGENT = f"swarm-agent/{__version__}"
+
+
+class ApiError(Exception):
+    """The control plane refused a call; carries its JSON error."""
+
+    def __init__(self, status: int, error: str, detail: str, field: str | None = None):
+        super().__init__(f"{status} {error}: {detail}")
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.field = field
+
+
+def raise_for_api_error(response: httpx.Response) -> None:
+    """Turn a 4xx/5xx response into an `ApiError` with the server's error body."""
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    raise ApiError(
+        response.status_code,
+        body.get("error", "http_error"),
+        body.get("detail", response.text[:300] or response.reason_phrase),
+        body.get("field"),
+    )
+
+
+@dataclass
+class ApiConfig:
+    """Where the control plane is and how to authenticate."""
+
+    url: str
+    token: str | None
+
+    @classmethod
+    def from_env(cls, url: str | None = None, token: str | None = None) -> "ApiConfig":
+        """`SWARM_URL` and `SWARM_TOKEN`, unless given explicitly."""
+        return cls(
+            url=(url or os.environ.get("SWARM_URL") or "http://127.0.0.1:8000").rstrip("/"),
+            token=token or os.environ.get("SWARM_TOKEN"),
+        )
+
+
+def api_client(config: ApiConfig, *, timeout: float = 60.0) -> httpx.Client:
+    """An httpx client with the base URL, bearer token and user agent set."""
+    headers = {"User-Agent": USER_AGENT}
+    if config.token:
+        headers["Authorization"] = f"Bearer {config.token}"
+    return httpx.Client(base_url=f"{config.url}/api/v1", headers=headers, timeout=timeout)

@@ -1,0 +1,1 @@
+"""`swarm-agent` subcommands: each module here defines `register(subparsers)`."""

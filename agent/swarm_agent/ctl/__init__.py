@@ -1,0 +1,1 @@
+"""`swarmctl` subcommands: each module here defines `register(subparsers)`."""
