@@ -21,8 +21,11 @@ class WorkflowSerializer(serializers.ModelSerializer):
                   "timeout_sec", "created_at", "active_version"]
 
     def get_active_version(self, workflow: Workflow) -> str | None:
-        active = next((v for v in workflow.versions.all() if v.is_active), None) if hasattr(
-            workflow, "_prefetched_objects_cache") else workflow.versions.filter(is_active=True).first()
+        # Querysets from workflows.selectors carry the label as an annotation
+        # (one query for any number of rows); a freshly created workflow does not.
+        if hasattr(workflow, "active_version_label"):
+            return workflow.active_version_label
+        active = workflow.versions.filter(is_active=True).only("version").first()
         return active.version if active else None
 
 
@@ -62,7 +65,6 @@ class ActiveVersionSerializer(serializers.Serializer):
     version = serializers.CharField()
     bundle_url = serializers.URLField()
     bundle_hash = serializers.CharField()
-    bundle_size = serializers.IntegerField()
     runtime = serializers.CharField()
     entrypoint = serializers.CharField()
     memory_mb = serializers.IntegerField()

@@ -113,7 +113,7 @@ class TenantWorkflowListView(ScopedAPIView):
     @extend_schema(responses=WorkflowSerializer(many=True), summary="List a tenant's workflows")
     def get(self, request, slug: str):
         tenant = selectors.tenant_get(self.principal, slug)
-        workflows = selectors.workflow_list(self.principal, tenant=tenant).prefetch_related("versions")
+        workflows = selectors.workflow_list(self.principal, tenant=tenant)
         return Response(WorkflowSerializer(workflows, many=True).data)
 
     @extend_schema(request=WorkflowCreateSerializer, responses={201: WorkflowSerializer, 409: ErrorSerializer},
