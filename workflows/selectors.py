@@ -7,6 +7,11 @@ from swarm.core.principals import Principal
 from workflows.models import Tenant, Workflow, WorkflowVersion
 
 
+def tenant_list(principal: Principal) -> QuerySet[Tenant]:
+    """Tenants the principal may see: all, or only its own when tenant-bound."""
+    return Tenant.objects.for_principal(principal)
+
+
 def tenant_get(principal: Principal, slug: str) -> Tenant:
     """A visible tenant by slug; another tenant's is a 404."""
     tenant = Tenant.objects.for_principal(principal).filter(slug=slug).first()

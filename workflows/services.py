@@ -9,7 +9,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from bundles.services import bundle_check_received, bundle_discard_if_unreferenced, bundle_publish
+from bundles.services import (
+    bundle_check_received,
+    bundle_discard_if_unreferenced,
+    bundle_publish,
+    bundle_release_marker,
+)
 from bundles.upload import ReceivedBundle
 from swarm.core.errors import ApiError, Conflict, NotFound
 from swarm.core.principals import Principal
@@ -177,6 +182,8 @@ def workflow_version_register(
         if published.created:
             bundle_discard_if_unreferenced(bundle=published.bundle)
         raise
+    finally:
+        bundle_release_marker(published=published)
     return RegisteredVersion(version=new_version, deduplicated=False)
 
 

@@ -6,12 +6,16 @@ from workflows.models import Tenant, Workflow, WorkflowVersion
 
 
 class TenantSerializer(serializers.ModelSerializer):
+    """A tenant."""
+
     class Meta:
         model = Tenant
         fields = ["id", "name", "slug", "created_at"]
 
 
 class WorkflowSerializer(serializers.ModelSerializer):
+    """A workflow with the label of its active version."""
+
     tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     active_version = serializers.SerializerMethodField()
 
@@ -30,6 +34,8 @@ class WorkflowSerializer(serializers.ModelSerializer):
 
 
 class WorkflowCreateSerializer(serializers.Serializer):
+    """The body of `POST /tenants/<slug>/workflows`."""
+
     slug = serializers.SlugField(max_length=64)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     description = serializers.CharField(required=False, allow_blank=True, default="")
@@ -40,6 +46,8 @@ class WorkflowCreateSerializer(serializers.Serializer):
 
 
 class WorkflowVersionSerializer(serializers.ModelSerializer):
+    """One immutable version and its bundle."""
+
     workflow_id = serializers.IntegerField(read_only=True)
     bundle_hash = serializers.CharField(source="bundle.sha256", read_only=True)
     bundle_size = serializers.IntegerField(source="bundle.size", read_only=True)
@@ -51,6 +59,8 @@ class WorkflowVersionSerializer(serializers.ModelSerializer):
 
 
 class RegisteredVersionSerializer(WorkflowVersionSerializer):
+    """The answer to a bundle upload."""
+
     deduplicated = serializers.BooleanField(read_only=True)
     tenant = serializers.CharField(source="workflow.tenant.slug", read_only=True)
     workflow = serializers.CharField(source="workflow.slug", read_only=True)
@@ -60,6 +70,8 @@ class RegisteredVersionSerializer(WorkflowVersionSerializer):
 
 
 class ActiveVersionSerializer(serializers.Serializer):
+    """What to boot (DESIGN.md §5: the `/active` contract)."""
+
     workflow_id = serializers.IntegerField()
     version_id = serializers.IntegerField()
     version = serializers.CharField()
