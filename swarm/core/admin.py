@@ -37,7 +37,8 @@ class ApiTokenCreateForm(forms.ModelForm):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["display_prefix", "name", "scope", "tenant", "created_at", "last_used_at", "expires_at", "state"]
+    list_display = ["display_prefix", "name", "scope_code", "tenant", "state", "created_at", "last_used_at",
+                    "expires_at"]
     list_filter = ["scope", "tenant", "revoked_at"]
     search_fields = ["name", "prefix"]
     actions = ["revoke_tokens"]
@@ -47,6 +48,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.display(description="token")
     def display_prefix(self, token: ApiToken) -> str:
         return f"swm_{token.prefix}_…"
+
+    @admin.display(description="scope", ordering="scope")
+    def scope_code(self, token: ApiToken) -> str:
+        return format_html('<code title="{}">{}</code>', token.get_scope_display(), token.scope)
 
     @admin.display(description="state")
     def state(self, token: ApiToken) -> str:
