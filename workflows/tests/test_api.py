@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from bundles.models import Bundle
 from conftest import make_bundle, token_client, upload
 from swarm.core.services import api_token_issue, api_token_revoke
 from workflows.models import ActiveWorkflowVersion, Workflow, WorkflowActivation, WorkflowVersion
@@ -166,13 +167,15 @@ def test_engine_token_works_within_its_tenant(worlds, name):
 @pytest.mark.parametrize("name", sorted(set(ENDPOINTS) - {"tenant-list", "tenant-create"}))
 def test_engine_token_gets_404_for_another_tenants_objects(worlds, name):
     own, other = worlds
-    before = (WorkflowVersion.objects.count(), WorkflowActivation.objects.count(), Workflow.objects.count())
+    counts = lambda: (WorkflowVersion.objects.count(), WorkflowActivation.objects.count(),  # noqa: E731
+                      Workflow.objects.count(), Bundle.objects.count())
+    before = counts()
     active_before = ActiveWorkflowVersion.objects.get(workflow=other.workflow).version_id
     response = call(token_client("engine", own.tenant), name, other)
     assert response.status_code == 404, response.content
     if name != "bundle-head":
         assert response.json()["error"] == "not_found"
-    assert (WorkflowVersion.objects.count(), WorkflowActivation.objects.count(), Workflow.objects.count()) == before
+    assert counts() == before
     assert ActiveWorkflowVersion.objects.get(workflow=other.workflow).version_id == active_before
 
 
@@ -462,6 +465,11 @@ def test_malformed_json_is_400_parse_error(admin_api, tenant):
     assert not Workflow.objects.filter(slug="broken").exists()
 
 
+def test_bundle_upload_must_be_multipart(admin_api, tenant):
+    response = admin_api.post("/api/v1/bundles", {"tenant": "acme"}, format="json")
+    assert_error(response, 415, "unsupported_media_type")
+
+
 def test_invalid_field_names_the_field(admin_api, tenant):
     response = admin_api.post("/api/v1/tenants/acme/workflows", {"slug": "ok", "runtime": "cobol"}, format="json")
     assert response.status_code == 400
@@ -475,5 +483,5 @@ def test_duplicate_workflow_and_tenant_are_409(admin_api, tenant):
     response = admin_api.post("/api/v1/tenants/acme/workflows", {"slug": "dup"}, format="json")
     assert_error(response, 409, "workflow_exists")
     response = admin_api.post("/api/v1/tenants", {"name": "Acme again", "slug": "acme"}, format="json")
-    assert response.status_code in (400, 409)
+    assert_error(response, 409, "tenant_exists")
     assert response.json()["field"] == "slug"
