@@ -2,6 +2,8 @@
 import re
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.test import Client
 from django.urls import reverse
@@ -185,3 +187,24 @@ def test_version_admin_is_read_only(admin_client_, workflow_with_history):
     assert admin_client_.post(reverse("admin:workflows_workflowversion_delete", args=[first.pk]),
                               {"post": "yes"}).status_code == 403
     assert WorkflowVersion.objects.filter(pk=first.pk).exists()
+
+
+@pytest.mark.parametrize("url_name", ["admin:workflows_workflow_changelist", "admin:workflows_workflowversion_changelist",
+                                      "admin:bundles_bundle_changelist", "admin:workflows_tenant_changelist"])
+def test_admin_lists_do_not_query_per_row(admin_client_, url_name, django_assert_max_num_queries):
+    tenant = make_tenant("acme")
+
+    def add_workflows(first: int, count: int) -> None:
+        for index in range(first, first + count):
+            workflow = make_workflow(tenant, f"wf-{index}")
+            make_version(workflow, "1.0.0", activate=True)
+            make_version(workflow, "1.1.0")
+
+    add_workflows(0, 2)
+    url = reverse(url_name)
+    admin_client_.get(url)
+    with CaptureQueriesContext(connection) as baseline:
+        assert admin_client_.get(url).status_code == 200
+    add_workflows(2, 12)
+    with django_assert_max_num_queries(len(baseline)):
+        assert admin_client_.get(url).status_code == 200
