@@ -15,6 +15,7 @@ from bundles.services import (
     bundle_publish,
     bundle_release_marker,
 )
+from bundles.models import Bundle
 from bundles.upload import ReceivedBundle
 from swarm.core.errors import ApiError, Conflict, NotFound
 from swarm.core.principals import Principal
@@ -169,6 +170,14 @@ def workflow_version_register(
             existing = _existing_version(workflow, label, received.sha256)
             if existing is not None:
                 return RegisteredVersion(version=existing, deduplicated=True)
+            # Holding the bundle row until the version commits keeps the orphan
+            # sweep off it; if the sweep got there first (an old unreferenced row
+            # reused by this upload), the blob is going too: ask for a retry.
+            if not Bundle.objects.select_for_update().filter(pk=published.bundle.pk).exists():
+                raise ApiError(
+                    "The orphan sweep removed this bundle while it was being registered; upload it again.",
+                    code="upload_raced_sweep", status_code=503, headers={"Retry-After": "1"},
+                )
             new_version = WorkflowVersion.objects.create(
                 workflow=workflow, version=label, bundle=published.bundle, metadata=metadata,
                 deployed_by=str(principal),
