@@ -54,7 +54,7 @@ class BundleUploadView(ScopedAPIView):
         request={"multipart/form-data": BundleUploadFormSerializer},
         parameters=[OpenApiParameter("sha256", str, description="Declared digest (enables direct streaming to S3).")],
         responses={201: RegisteredVersionSerializer, 200: RegisteredVersionSerializer,
-                   **error_responses(400, 404, 409, 413)},
+                   **error_responses(400, 404, 409, 413, 503)},
         summary="Upload a bundle and register it as a workflow version",
         description="201 with the new version; 200 with `deduplicated: true` when these bytes are already a "
                     "version of the workflow. 400 codes: missing_field, invalid_version, invalid_metadata, "

@@ -112,6 +112,11 @@ def test_operator_issues_token_then_activates_and_rolls_back(live_url, page):
     assert downloaded.status_code == 200
     assert hashlib.sha256(downloaded.content).hexdigest() == third["bundle_hash"]
 
+    page.goto(f"{live_url}/admin/workflows/workflowversion/{third['id']}/change/")
+    assert third["bundle_hash"] in page.inner_text(".field-bundle_hash")
+    assert page.locator("input[name=_save]").count() == 0  # versions are read-only
+    page.screenshot(path=str(SCREENSHOT_DIR / "swarm-admin-version.png"), full_page=True)
+
     page.goto(f"{live_url}/admin/")
     recent = page.inner_text("#recent-activations").lower()
     assert "recent activations" in recent and "rollback → 1.0.0 (was 1.2.0)" in recent
