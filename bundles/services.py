@@ -46,23 +46,26 @@ def bundle_check_received(*, received: ReceivedBundle, declared_sha256: str | No
 
 @dataclass(frozen=True)
 class PublishedBundle:
-    """The bundle row of a published blob, and whether this upload created it."""
+    """The bundle row of a published blob, whether this upload created it, and its in-flight marker."""
 
     bundle: Bundle
     created: bool
+    marker_id: int
 
 
 def bundle_publish(*, received: ReceivedBundle) -> PublishedBundle:
     """Make a checked upload visible under its content key and record it.
 
-    The PendingBlob marker is committed before the blob appears, so the sweep
-    never removes a blob whose row is about to be written.
+    The PendingBlob marker is committed before the blob appears and stays
+    until the caller has committed the row that references the bundle
+    (`bundle_release_marker`), so the sweep never removes a blob or an
+    unreferenced bundle row that a registration is about to use.
     """
     key = blob_key(received.sha256)
     store = BlobStore()
     marker = PendingBlob.objects.create(key=key)
     try:
-        received.writer.commit(key)
+        stored_now = received.writer.commit(key)
         bundle, created = Bundle.objects.get_or_create(
             sha256=received.sha256,
             defaults={
@@ -71,19 +74,30 @@ def bundle_publish(*, received: ReceivedBundle) -> PublishedBundle:
                 "unpacked_size": received.summary.unpacked_size,
             },
         )
-        if not created and not store.exists(key):
-            # The row outlived its blob (e.g. deleted by hand): put it back.
-            logger.warning("bundle %s had a row but no blob; the blob was stored again", received.sha256)
-    finally:
+        if not created and not stored_now and not store.exists(key):
+            logger.error("bundle %s has a row but no blob in storage", received.sha256)
+    except BaseException:
         marker.delete()
-    return PublishedBundle(bundle=bundle, created=created)
+        raise
+    return PublishedBundle(bundle=bundle, created=created, marker_id=marker.pk)
 
 
-def bundle_discard_if_unreferenced(*, bundle: Bundle) -> bool:
-    """Delete a bundle row and blob that no version uses (after a refused registration)."""
+def bundle_release_marker(*, published: PublishedBundle) -> None:
+    """Drop the in-flight marker of a publish once its referencing row is committed (or abandoned)."""
+    PendingBlob.objects.filter(pk=published.marker_id).delete()
+
+
+def bundle_discard_if_unreferenced(*, bundle: Bundle, respect_markers: bool = False) -> bool:
+    """Delete a bundle row and blob that no version uses (after a refused registration, or by the sweep).
+
+    With `respect_markers` (the sweep), a bundle that an upload has marked as
+    in flight is kept; the check runs under the row lock.
+    """
     with transaction.atomic():
         locked = Bundle.objects.select_for_update().filter(pk=bundle.pk).first()
         if locked is None or locked.versions.exists():
+            return False
+        if respect_markers and PendingBlob.objects.filter(key=locked.storage_key).exists():
             return False
         key = locked.storage_key
         locked.delete()
@@ -118,7 +132,7 @@ def bundle_sweep_orphans(*, grace_seconds: int | None = None) -> SweepReport:
     for bundle in Bundle.objects.filter(versions__isnull=True, created_at__lt=cutoff):
         if bundle.storage_key in in_flight:
             continue
-        if bundle_discard_if_unreferenced(bundle=bundle):
+        if bundle_discard_if_unreferenced(bundle=bundle, respect_markers=True):
             deleted_rows.append(bundle.sha256)
 
     referenced = set(Bundle.objects.values_list("sha256", flat=True))

@@ -1,10 +1,15 @@
 """Reads of the workflow registry, always scoped to the caller's tenant."""
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 
 from bundles.downloads import bundle_download_url
 from swarm.core.errors import NotFound
 from swarm.core.principals import Principal
 from workflows.models import Tenant, Workflow, WorkflowVersion
+
+
+def tenant_list(principal: Principal) -> QuerySet[Tenant]:
+    """Tenants the principal may see: all, or only its own when tenant-bound."""
+    return Tenant.objects.for_principal(principal)
 
 
 def tenant_get(principal: Principal, slug: str) -> Tenant:
@@ -16,10 +21,17 @@ def tenant_get(principal: Principal, slug: str) -> Tenant:
 
 
 def workflow_queryset(principal: Principal) -> QuerySet[Workflow]:
-    return Workflow.objects.for_principal(principal).select_related("tenant")
+    """Workflows the principal may see, with their tenant and active version label in the same query."""
+    active_label = WorkflowVersion.objects.filter(workflow=OuterRef("pk"), is_active=True).values("version")[:1]
+    return (
+        Workflow.objects.for_principal(principal)
+        .select_related("tenant")
+        .annotate(active_version_label=Subquery(active_label))
+    )
 
 
 def workflow_list(principal: Principal, *, tenant: Tenant) -> QuerySet[Workflow]:
+    """A tenant's workflows, as far as the principal may see them."""
     return workflow_queryset(principal).filter(tenant=tenant)
 
 
@@ -40,10 +52,12 @@ def workflow_get_by_slug(principal: Principal, *, tenant_slug: str, workflow_slu
 
 
 def version_list(workflow: Workflow) -> QuerySet[WorkflowVersion]:
+    """A workflow's versions, newest first, with their bundles."""
     return workflow.versions.select_related("bundle").order_by("-created_at", "-id")
 
 
 def version_get(workflow: Workflow, version_id: int) -> WorkflowVersion:
+    """One version of a workflow by id; any other id (another tenant's, another workflow's) is a 404."""
     version = version_list(workflow).filter(pk=version_id).first()
     if version is None:
         raise NotFound(f"Workflow {workflow.pk} has no version {version_id}.")
@@ -51,6 +65,7 @@ def version_get(workflow: Workflow, version_id: int) -> WorkflowVersion:
 
 
 def active_version(workflow: Workflow) -> WorkflowVersion | None:
+    """The workflow's active version, or None."""
     return version_list(workflow).filter(is_active=True).first()
 
 
@@ -65,7 +80,6 @@ def active_version_describe(workflow: Workflow) -> dict:
         "version": version.version,
         "bundle_url": bundle_download_url(version.bundle),
         "bundle_hash": version.bundle.sha256,
-        "bundle_size": version.bundle.size,
         "runtime": workflow.runtime,
         "entrypoint": workflow.entrypoint,
         "memory_mb": workflow.memory_mb,

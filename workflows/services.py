@@ -9,7 +9,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from bundles.services import bundle_check_received, bundle_discard_if_unreferenced, bundle_publish
+from bundles.services import (
+    bundle_check_received,
+    bundle_discard_if_unreferenced,
+    bundle_publish,
+    bundle_release_marker,
+)
+from bundles.models import Bundle
 from bundles.upload import ReceivedBundle
 from swarm.core.errors import ApiError, Conflict, NotFound
 from swarm.core.principals import Principal
@@ -164,6 +170,14 @@ def workflow_version_register(
             existing = _existing_version(workflow, label, received.sha256)
             if existing is not None:
                 return RegisteredVersion(version=existing, deduplicated=True)
+            # Holding the bundle row until the version commits keeps the orphan
+            # sweep off it; if the sweep got there first (an old unreferenced row
+            # reused by this upload), the blob is going too: ask for a retry.
+            if not Bundle.objects.select_for_update().filter(pk=published.bundle.pk).exists():
+                raise ApiError(
+                    "The orphan sweep removed this bundle while it was being registered; upload it again.",
+                    code="upload_raced_sweep", status_code=503, headers={"Retry-After": "1"},
+                )
             new_version = WorkflowVersion.objects.create(
                 workflow=workflow, version=label, bundle=published.bundle, metadata=metadata,
                 deployed_by=str(principal),
@@ -177,6 +191,8 @@ def workflow_version_register(
         if published.created:
             bundle_discard_if_unreferenced(bundle=published.bundle)
         raise
+    finally:
+        bundle_release_marker(published=published)
     return RegisteredVersion(version=new_version, deduplicated=False)
 
 

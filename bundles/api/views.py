@@ -13,7 +13,7 @@ from bundles.downloads import download_signature_valid
 from bundles.keys import blob_key, is_sha256_hex
 from bundles.models import Bundle
 from bundles.selectors import bundle_get, bundle_queryset
-from swarm.core.api import ErrorSerializer, ScopedAPIView
+from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.errors import error_body
 
 RANGE_HEADER = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -22,7 +22,9 @@ RANGE_HEADER = re.compile(r"^bytes=(\d*)-(\d*)$")
 class BundleDetailView(ScopedAPIView):
     """`HEAD` answers whether a bundle is stored; `GET` describes it with a download URL."""
 
-    @extend_schema(responses={200: BundleSerializer, 404: ErrorSerializer}, summary="Describe a stored bundle")
+    @extend_schema(responses={200: BundleSerializer, **error_responses(404)}, summary="Describe a stored bundle",
+                   description="`HEAD` on the same path answers 200 (with `X-Bundle-Size`) or 404 without a body. "
+                               "A tenant-bound token sees only bundles its tenant's versions use.")
     def get(self, request, sha256: str):
         return Response(BundleSerializer(bundle_get(self.principal, sha256)).data)
 

@@ -17,6 +17,14 @@ class ScopedAPIView(APIView):
 class ErrorSerializer(serializers.Serializer):
     """The shape of every API error (for the OpenAPI schema)."""
 
-    error = serializers.CharField()
-    detail = serializers.CharField()
-    field = serializers.CharField(required=False)
+    error = serializers.CharField(help_text="Machine-readable code, e.g. not_found, hash_mismatch, version_exists.")
+    detail = serializers.CharField(help_text="A human sentence saying what is wrong.")
+    field = serializers.CharField(required=False, help_text="The request field at fault, when there is one.")
+
+
+AUTH_ERROR_STATUSES = (401, 403)
+
+
+def error_responses(*statuses: int) -> dict:
+    """OpenAPI responses for error statuses, all with the one error shape; 401 and 403 are always included."""
+    return {status: ErrorSerializer for status in sorted(set(statuses) | set(AUTH_ERROR_STATUSES))}

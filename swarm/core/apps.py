@@ -7,3 +7,7 @@ class CoreConfig(AppConfig):
     label = "core"
     verbose_name = "Access and audit"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registers the OpenAPI authentication extensions with drf-spectacular.
+        from swarm.core import schema  # noqa: F401

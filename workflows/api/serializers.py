@@ -6,12 +6,19 @@ from workflows.models import Tenant, Workflow, WorkflowVersion
 
 
 class TenantSerializer(serializers.ModelSerializer):
+    """A tenant."""
+
+    # Declared so that a taken slug reaches `tenant_create` and is a 409 `tenant_exists`, not a 400.
+    slug = serializers.SlugField(max_length=64)
+
     class Meta:
         model = Tenant
         fields = ["id", "name", "slug", "created_at"]
 
 
 class WorkflowSerializer(serializers.ModelSerializer):
+    """A workflow with the label of its active version."""
+
     tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     active_version = serializers.SerializerMethodField()
 
@@ -21,12 +28,17 @@ class WorkflowSerializer(serializers.ModelSerializer):
                   "timeout_sec", "created_at", "active_version"]
 
     def get_active_version(self, workflow: Workflow) -> str | None:
-        active = next((v for v in workflow.versions.all() if v.is_active), None) if hasattr(
-            workflow, "_prefetched_objects_cache") else workflow.versions.filter(is_active=True).first()
+        # Querysets from workflows.selectors carry the label as an annotation
+        # (one query for any number of rows); a freshly created workflow does not.
+        if hasattr(workflow, "active_version_label"):
+            return workflow.active_version_label
+        active = workflow.versions.filter(is_active=True).only("version").first()
         return active.version if active else None
 
 
 class WorkflowCreateSerializer(serializers.Serializer):
+    """The body of `POST /tenants/<slug>/workflows`."""
+
     slug = serializers.SlugField(max_length=64)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     description = serializers.CharField(required=False, allow_blank=True, default="")
@@ -37,6 +49,8 @@ class WorkflowCreateSerializer(serializers.Serializer):
 
 
 class WorkflowVersionSerializer(serializers.ModelSerializer):
+    """One immutable version and its bundle."""
+
     workflow_id = serializers.IntegerField(read_only=True)
     bundle_hash = serializers.CharField(source="bundle.sha256", read_only=True)
     bundle_size = serializers.IntegerField(source="bundle.size", read_only=True)
@@ -48,6 +62,8 @@ class WorkflowVersionSerializer(serializers.ModelSerializer):
 
 
 class RegisteredVersionSerializer(WorkflowVersionSerializer):
+    """The answer to a bundle upload."""
+
     deduplicated = serializers.BooleanField(read_only=True)
     tenant = serializers.CharField(source="workflow.tenant.slug", read_only=True)
     workflow = serializers.CharField(source="workflow.slug", read_only=True)
@@ -57,12 +73,13 @@ class RegisteredVersionSerializer(WorkflowVersionSerializer):
 
 
 class ActiveVersionSerializer(serializers.Serializer):
+    """What to boot (DESIGN.md §5: the `/active` contract)."""
+
     workflow_id = serializers.IntegerField()
     version_id = serializers.IntegerField()
     version = serializers.CharField()
     bundle_url = serializers.URLField()
     bundle_hash = serializers.CharField()
-    bundle_size = serializers.IntegerField()
     runtime = serializers.CharField()
     entrypoint = serializers.CharField()
     memory_mb = serializers.IntegerField()

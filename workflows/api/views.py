@@ -9,7 +9,7 @@ from bundles.api.serializers import BundleUploadFormSerializer
 from bundles.blobstore import BlobStore
 from bundles.services import bundle_limits
 from bundles.upload import BUNDLE_FIELD, BundleUploadHandler, ReceivedBundle
-from swarm.core.api import ErrorSerializer, ScopedAPIView
+from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.errors import ApiError, PayloadTooLarge
 from workflows import selectors, services
 from workflows.api.serializers import (
@@ -20,7 +20,6 @@ from workflows.api.serializers import (
     WorkflowSerializer,
     WorkflowVersionSerializer,
 )
-from workflows.models import Tenant
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
@@ -54,9 +53,14 @@ class BundleUploadView(ScopedAPIView):
     @extend_schema(
         request={"multipart/form-data": BundleUploadFormSerializer},
         parameters=[OpenApiParameter("sha256", str, description="Declared digest (enables direct streaming to S3).")],
-        responses={201: RegisteredVersionSerializer, 200: RegisteredVersionSerializer, 400: ErrorSerializer,
-                   404: ErrorSerializer, 409: ErrorSerializer, 413: ErrorSerializer},
+        responses={201: RegisteredVersionSerializer, 200: RegisteredVersionSerializer,
+                   **error_responses(400, 404, 409, 413, 503)},
         summary="Upload a bundle and register it as a workflow version",
+        description="201 with the new version; 200 with `deduplicated: true` when these bytes are already a "
+                    "version of the workflow. 400 codes: missing_field, invalid_version, invalid_metadata, "
+                    "hash_mismatch and the bundle safety rules (not_a_tar_gz, absolute_path, path_traversal, "
+                    "link_escapes_root, device_file, fifo, special_file, setuid_bit, too_many_members, "
+                    "too_large_unpacked, empty_bundle); 404 another tenant; 409 version_exists; 413 too_large.",
     )
     def post(self, request):
         try:
@@ -93,12 +97,12 @@ class TenantListView(ScopedAPIView):
 
     write_scopes = {"admin"}
 
-    @extend_schema(responses=TenantSerializer(many=True), summary="List tenants")
+    @extend_schema(responses={200: TenantSerializer(many=True), **error_responses()}, summary="List tenants")
     def get(self, request):
-        return Response(TenantSerializer(Tenant.objects.for_principal(self.principal), many=True).data)
+        return Response(TenantSerializer(selectors.tenant_list(self.principal), many=True).data)
 
-    @extend_schema(request=TenantSerializer, responses={201: TenantSerializer, 409: ErrorSerializer},
-                   summary="Create a tenant")
+    @extend_schema(request=TenantSerializer, responses={201: TenantSerializer, **error_responses(400, 409)},
+                   summary="Create a tenant (admin scope)")
     def post(self, request):
         serializer = TenantSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -110,14 +114,15 @@ class TenantListView(ScopedAPIView):
 class TenantWorkflowListView(ScopedAPIView):
     """`GET/POST /api/v1/tenants/<slug>/workflows`."""
 
-    @extend_schema(responses=WorkflowSerializer(many=True), summary="List a tenant's workflows")
+    @extend_schema(responses={200: WorkflowSerializer(many=True), **error_responses(404)},
+                   summary="List a tenant's workflows")
     def get(self, request, slug: str):
         tenant = selectors.tenant_get(self.principal, slug)
-        workflows = selectors.workflow_list(self.principal, tenant=tenant).prefetch_related("versions")
+        workflows = selectors.workflow_list(self.principal, tenant=tenant)
         return Response(WorkflowSerializer(workflows, many=True).data)
 
-    @extend_schema(request=WorkflowCreateSerializer, responses={201: WorkflowSerializer, 409: ErrorSerializer},
-                   summary="Create a workflow")
+    @extend_schema(request=WorkflowCreateSerializer,
+                   responses={201: WorkflowSerializer, **error_responses(400, 404, 409)}, summary="Create a workflow")
     def post(self, request, slug: str):
         tenant = selectors.tenant_get(self.principal, slug)
         serializer = WorkflowCreateSerializer(data=request.data)
@@ -127,29 +132,39 @@ class TenantWorkflowListView(ScopedAPIView):
 
 
 class WorkflowDetailView(ScopedAPIView):
-    @extend_schema(responses={200: WorkflowSerializer, 404: ErrorSerializer}, summary="Describe a workflow")
+    """`GET /api/v1/workflows/<id>`."""
+
+    @extend_schema(responses={200: WorkflowSerializer, **error_responses(404)}, summary="Describe a workflow")
     def get(self, request, workflow_id: int):
         return Response(WorkflowSerializer(selectors.workflow_get(self.principal, workflow_id)).data)
 
 
 class WorkflowVersionListView(ScopedAPIView):
-    @extend_schema(responses=WorkflowVersionSerializer(many=True), summary="List a workflow's versions")
+    """`GET /api/v1/workflows/<id>/versions`: the version history."""
+
+    @extend_schema(responses={200: WorkflowVersionSerializer(many=True), **error_responses(404)},
+                   summary="List a workflow's versions, newest first")
     def get(self, request, workflow_id: int):
         workflow = selectors.workflow_get(self.principal, workflow_id)
         return Response(WorkflowVersionSerializer(selectors.version_list(workflow), many=True).data)
 
 
 class WorkflowActiveView(ScopedAPIView):
-    @extend_schema(responses={200: ActiveVersionSerializer, 404: ErrorSerializer},
-                   summary="What to boot: the active version's URL, hash and limits")
+    """`GET /api/v1/workflows/<id>/active`: what a runtime should boot."""
+
+    @extend_schema(responses={200: ActiveVersionSerializer, **error_responses(404)},
+                   summary="What to boot: the active version's URL, hash and limits",
+                   description="404 `no_active_version` when no version of the workflow is active.")
     def get(self, request, workflow_id: int):
         workflow = selectors.workflow_get(self.principal, workflow_id)
         return Response(ActiveVersionSerializer(selectors.active_version_describe(workflow)).data)
 
 
 class WorkflowVersionActivateView(ScopedAPIView):
-    @extend_schema(request=None, responses={200: WorkflowVersionSerializer, 404: ErrorSerializer},
-                   summary="Activate a version")
+    """`POST /api/v1/workflows/<id>/versions/<version_id>/activate`."""
+
+    @extend_schema(request=None, responses={200: WorkflowVersionSerializer, **error_responses(404)},
+                   summary="Activate a version (the previously active one is deactivated)")
     def post(self, request, workflow_id: int, version_id: int):
         workflow = selectors.workflow_get(self.principal, workflow_id)
         version = selectors.version_get(workflow, version_id)
@@ -158,8 +173,12 @@ class WorkflowVersionActivateView(ScopedAPIView):
 
 
 class WorkflowRollbackView(ScopedAPIView):
-    @extend_schema(request=None, responses={200: WorkflowVersionSerializer, 409: ErrorSerializer},
-                   summary="Re-activate the previously active version")
+    """`POST /api/v1/workflows/<id>/rollback`."""
+
+    @extend_schema(request=None, responses={200: WorkflowVersionSerializer, **error_responses(404, 409)},
+                   summary="Re-activate the previously active version",
+                   description="409 `no_previous_version` when there is nothing to roll back to. Rolling back "
+                               "twice returns to the version rolled away from.")
     def post(self, request, workflow_id: int):
         workflow = selectors.workflow_get(self.principal, workflow_id)
         version = services.workflow_rollback(workflow=workflow, actor=self.principal)

@@ -117,6 +117,8 @@ BAD_BUNDLES = {
     "setuid_bit": _member("tool", mode=0o4755),
     "setgid_bit": _member("tool", mode=0o2755),
     "plain_gzip": __import__("gzip").compress(b"just gzip, no tar inside" * 100),
+    "empty_bundle": _tar_gz(lambda archive: None),
+    "truncated": make_bundle({"main.py": "print('x')\n" * 500})[:-40],
 }
 EXPECTED_CODE = {
     "hardlink_escapes_root": "link_escapes_root",
@@ -124,6 +126,7 @@ EXPECTED_CODE = {
     "char_device": "device_file",
     "setgid_bit": "setuid_bit",
     "plain_gzip": "not_a_tar_gz",
+    "truncated": "not_a_tar_gz",
 }
 
 
