@@ -87,6 +87,29 @@ class BundleUploadHandler(FileUploadHandler):
         self._inspector = self._writer = None
         return self.received
 
+    def receive_stream(self, stream, *, content_length: int) -> ReceivedBundle:
+        """Take a raw request body that is the tarball itself (no multipart framing).
+
+        The bytes go through exactly the path multipart uploads take
+        (`new_file` → `receive_data_chunk` → `file_complete`), so hashing,
+        inspection, size limits and storage behave the same.
+        """
+        self.new_file(BUNDLE_FIELD, "bundle.tar.gz", "application/gzip", content_length)
+        received = 0
+        while received < content_length:
+            chunk = stream.read(min(self.chunk_size, content_length - received))
+            if not chunk:
+                break
+            self.receive_data_chunk(chunk, received)
+            received += len(chunk)
+        if received != content_length:
+            self.discard()
+            raise ApiError(
+                f"The body ended after {received} of the {content_length} bytes announced by Content-Length.",
+                code="incomplete_body", field=BUNDLE_FIELD,
+            )
+        return self.file_complete(received)
+
     def upload_interrupted(self):
         self.discard()
 
