@@ -34,6 +34,13 @@ class ReceivedBundle(UploadedFile):
         self.inspector.abandon()
         self.writer.abort()
 
+    def close(self) -> None:
+        """Nothing to close: the bytes live in the writer, which the handler or the service owns.
+
+        (Django closes every uploaded file after a failed parse and at the end
+        of the request; `discard()` is the explicit way to drop an upload.)
+        """
+
 
 class BundleUploadHandler(FileUploadHandler):
     """Streams the `bundle` field; any other file field is skipped."""
