@@ -199,7 +199,9 @@ def main() -> int:
         workdir = Path(tempfile.mkdtemp(prefix="swarm-bench-upload-"))
         if not options.keep:
             stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-        env = {key: value for key, value in os.environ.items() if not key.startswith("SWARM_")}
+        # The server's own settings (e.g. SWARM_S3_PART_SIZE, SWARM_S3_UPLOAD_THREADS) pass through;
+        # what this script sets below (database, S3, secrets) wins.
+        env = dict(os.environ)
 
         admin_database_url = os.environ.get("DATABASE_URL")
         if admin_database_url:
@@ -306,6 +308,8 @@ def main() -> int:
         "benchmark": "bundle_upload",
         "cpus": os.cpu_count(),
         "s3_concurrency": options.s3_concurrency,
+        "server_s3_part_size_mib": int(os.environ.get("SWARM_S3_PART_SIZE", 5 * MIB)) // MIB,
+        "server_s3_upload_threads": int(os.environ.get("SWARM_S3_UPLOAD_THREADS", 4)),
         "results": results,
         "targets": {
             "ratio_at_largest": TARGET_RATIO, "rss_growth_mib_max": TARGET_RSS_GROWTH_MIB,

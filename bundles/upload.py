@@ -104,7 +104,10 @@ class BundleUploadHandler(FileUploadHandler):
         self.new_file(BUNDLE_FIELD, "bundle.tar.gz", "application/gzip", content_length)
         received = 0
         while received < content_length:
-            chunk = stream.read(min(self.chunk_size, content_length - received))
+            try:
+                chunk = stream.read(min(self.chunk_size, content_length - received))
+            except OSError:  # the client went away mid-body (Django raises UnreadablePostError)
+                chunk = b""
             if not chunk:
                 break
             self.receive_data_chunk(chunk, received)

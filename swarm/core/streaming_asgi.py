@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 #: Bytes handed from the event loop to the view per queue item, and how many items may wait.
 STREAM_CHUNK = 1024 * 1024
-STREAM_QUEUE_DEPTH = 4
+STREAM_QUEUE_DEPTH = 2
 #: Unread body (e.g. after an early 401/413) drained before answering, so the client sees the answer.
 MAX_DRAIN_BYTES = 16 * 1024 * 1024
 
@@ -53,6 +53,7 @@ class StreamingRequestBody:
         self._receive = receive
         self._loop = loop
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=STREAM_QUEUE_DEPTH)
+        self._chunk = b""
         self._buffer = memoryview(b"")
         self._finished = False
         self.disconnected = False
@@ -60,7 +61,8 @@ class StreamingRequestBody:
 
     async def pump(self) -> None:
         """Read body messages until the end of the body (or a disconnect)."""
-        pending = bytearray()
+        pending: list[bytes] = []
+        pending_size = 0
         while True:
             message = await self._receive()
             if message["type"] == "http.disconnect":
@@ -68,15 +70,16 @@ class StreamingRequestBody:
                 break
             chunk = message.get("body", b"")
             if chunk:
-                pending += chunk
-                if len(pending) >= STREAM_CHUNK:
-                    await self._queue.put(bytes(pending))
-                    pending.clear()
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= STREAM_CHUNK:
+                    await self._queue.put(b"".join(pending))  # one copy per MiB, not one per message
+                    pending, pending_size = [], 0
             if not message.get("more_body", False):
                 self.body_complete = True
                 break
         if pending and not self.disconnected:
-            await self._queue.put(bytes(pending))
+            await self._queue.put(b"".join(pending))
         await self._queue.put(_END)
 
     def _next_chunk(self):
@@ -94,11 +97,15 @@ class StreamingRequestBody:
             if self.disconnected:
                 raise ClientDisconnected("the client disconnected before sending the whole body")
             return False
+        self._chunk = chunk
         self._buffer = memoryview(chunk)
         return True
 
     def _take(self, count: int) -> bytes:
-        taken = bytes(self._buffer[:count])
+        if count == len(self._buffer) == len(self._chunk):
+            taken = self._chunk  # a whole chunk: hand over the bytes object itself, no copy
+        else:
+            taken = bytes(self._buffer[:count])
         self._buffer = self._buffer[count:]
         return taken
 

@@ -262,3 +262,67 @@ def test_no_swarm_agent_module_imports_django():
                             cwd="/")
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) >= 8
+
+
+# --- streamed request bodies (swarm/core/streaming_asgi.py) -------------------------------------------
+
+
+def test_streamed_upload_refused_early_still_answers_with_json(live_url):
+    body = os.urandom(4 * 1024 * 1024)
+    digest = hashlib.sha256(body).hexdigest()
+    response = httpx.put(f"{live_url}/api/v1/bundles/{digest}", params={"tenant": "acme", "workflow": "w",
+                         "version": "1.0.0"}, content=body, headers={"Authorization": "Bearer nope"}, timeout=30)
+    assert response.status_code == 401
+    assert response.json()["error"] == "authentication_failed"
+    assert httpx.get(f"{live_url}/healthz", timeout=10).status_code == 200
+
+
+def test_client_disconnecting_mid_upload_leaves_nothing_behind(live_url):
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    token = engine_token("acme")
+    digest = hashlib.sha256(b"never completed").hexdigest()
+    address = urlparse(live_url)
+    announced = 64 * 1024 * 1024
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(
+            f"PUT /api/v1/bundles/{digest}?tenant=acme&workflow=cut&version=1.0.0 HTTP/1.1\r\n"
+            f"Host: {address.netloc}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/gzip\r\n"
+            f"Content-Length: {announced}\r\n\r\n".encode()
+        )
+        chunk = os.urandom(1024 * 1024)
+        for _ in range(20):  # more than one S3 part, well short of the announced length
+            connection.sendall(chunk)
+        time.sleep(0.5)
+
+    client = BlobStore().s3_client()
+    bucket = BlobStore().storage.bucket_name
+    deadline = time.monotonic() + 20
+    while True:
+        uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=blob_key(digest)).get("Uploads", [])
+        if not uploads or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert uploads == [], "the aborted upload's S3 multipart upload was not aborted"
+    assert not BlobStore().exists(blob_key(digest))
+    assert not Bundle.objects.filter(sha256=digest).exists()
+    assert not WorkflowVersion.objects.filter(workflow__slug="cut").exists()
+    assert httpx.get(f"{live_url}/healthz", timeout=10).status_code == 200
+
+
+def test_multi_part_bundle_arrives_intact_on_s3(live_url, tmp_path, settings):
+    """Bigger than several S3 parts: the pooled part buffers must reassemble the exact bytes."""
+    token = engine_token("acme")
+    tree = tmp_path / "big"
+    tree.mkdir()
+    (tree / "main.py").write_text("print('big')\n")
+    (tree / "payload.bin").write_bytes(os.urandom(3 * settings.SWARM_S3_PART_SIZE + 12345))
+    pushed = json.loads(swarmctl("bundle", "push", str(tree), "--tenant", "acme", "--workflow", "big",
+                                 "--version", "1.0.0", "--json", url=live_url, token=token).stdout)
+    assert pushed["bundle_size"] > 3 * settings.SWARM_S3_PART_SIZE
+    described = json.loads(swarmctl("workflow", "active", "acme/big", url=live_url, token=token).stdout)
+    downloaded = httpx.get(described["bundle_url"], timeout=60)
+    assert len(downloaded.content) == pushed["bundle_size"]
+    assert hashlib.sha256(downloaded.content).hexdigest() == pushed["bundle_hash"] == described["bundle_hash"]
