@@ -15,7 +15,9 @@ so each backend gets a writer:
 """
 from __future__ import annotations
 
+import io
 import logging
+import mmap
 import os
 import queue
 import tempfile
@@ -31,7 +33,6 @@ from django.core.files.storage import FileSystemStorage, Storage, storages
 
 logger = logging.getLogger(__name__)
 
-S3_PART_SIZE = 16 * 1024 * 1024
 from bundles.keys import INCOMING_PREFIX
 
 INCOMING_DIR = INCOMING_PREFIX.rstrip("/")
@@ -125,69 +126,163 @@ class LocalSpoolWriter(BlobWriter):
         self.path.unlink(missing_ok=True)
 
 
-class S3MultipartWriter(BlobWriter):
-    """Stream parts to an S3 multipart upload from a background thread.
+class _PartBuffer:
+    """One reusable part-sized buffer in anonymous memory (returned to the OS when closed).
 
-    At most `max_pending` parts wait in memory, so memory stays flat whatever
-    the blob size. The upload only becomes an object on `commit()`.
+    Buffers are `mmap`s rather than `bytes`: every part reuses the same pages,
+    so the process never allocates (and fragments the heap with) a fresh
+    multi-MiB object per part, and RSS stays at pool size × part size.
     """
 
-    def __init__(self, store: BlobStore, key: str, part_size: int = S3_PART_SIZE, max_pending: int = 2):
+    def __init__(self, size: int):
+        self.memory = mmap.mmap(-1, size)
+        self.view = memoryview(self.memory)
+        self.length = 0
+
+    def close(self) -> None:
+        self.view.release()
+        self.memory.close()
+
+
+class _PartReader(io.RawIOBase):
+    """A seekable read-only file over the filled part of a `_PartBuffer` (what botocore sends)."""
+
+    def __init__(self, buffer: _PartBuffer):
+        super().__init__()
+        self._view = buffer.view[: buffer.length]
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:
+        count = min(len(target), len(self._view) - self._position)
+        target[:count] = self._view[self._position:self._position + count]
+        self._position += count
+        return count
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._position + size)
+        chunk = bytes(self._view[self._position:end])
+        self._position = end
+        return chunk
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}[whence]
+        self._position = max(0, min(len(self._view), base + offset))
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def close(self) -> None:
+        self._view.release()
+        super().close()
+
+
+class S3MultipartWriter(BlobWriter):
+    """Stream parts to an S3 multipart upload from background threads.
+
+    Incoming bytes are copied into one of `upload_threads + 1` fixed
+    part buffers; a full buffer is handed to an uploader thread and comes back
+    to the pool once S3 has it. `write()` blocks while every buffer is busy,
+    which is the back-pressure that keeps memory flat (pool size × part size)
+    whatever the blob size. The upload only becomes an object on `commit()`.
+    """
+
+    def __init__(self, store: BlobStore, key: str, part_size: int | None = None, upload_threads: int | None = None):
         self.store = store
         self.key = key
-        self.part_size = part_size
+        self.part_size = part_size or settings.SWARM_S3_PART_SIZE
+        threads = upload_threads or settings.SWARM_S3_UPLOAD_THREADS
         self.client = store.s3_client()
         self.bucket = store.storage.bucket_name
         self.upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
-        self._buffer = bytearray()
+        self._pool = [_PartBuffer(self.part_size) for _ in range(threads + 1)]
+        self._free: queue.Queue = queue.Queue()
+        for buffer in self._pool:
+            self._free.put(buffer)
+        self._current: _PartBuffer | None = None
         self._next_part_number = 1
         self._closed = False
         self._parts: list[dict] = []
-        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._parts_lock = threading.Lock()
+        self._queue: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._upload_parts, name="s3-part-uploader", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._upload_parts, name=f"s3-part-uploader-{index}", daemon=True)
+            for index in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def _upload_parts(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            number, body = item
-            if self._error is not None:
-                continue
+            number, buffer = item
             try:
-                response = self.client.upload_part(
-                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
-                )
-                self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
-            except BaseException as exc:  # noqa: BLE001 - surfaced on commit
+                if self._error is None:
+                    with _PartReader(buffer) as body:
+                        response = self.client.upload_part(
+                            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body,
+                        )
+                    with self._parts_lock:
+                        self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+            except BaseException as exc:  # noqa: BLE001 - surfaced on write/commit
                 self._error = exc
+            finally:
+                buffer.length = 0
+                self._free.put(buffer)
 
-    def _send_buffer(self) -> None:
-        self._queue.put((self._next_part_number, bytes(self._buffer)))
+    def _send_current(self) -> None:
+        self._queue.put((self._next_part_number, self._current))
         self._next_part_number += 1
-        self._buffer.clear()
+        self._current = None
 
     def write(self, chunk: bytes) -> None:
         if self._error is not None:
             raise self._error
-        self._buffer += chunk
         self.bytes_written += len(chunk)
-        if len(self._buffer) >= self.part_size:
-            self._send_buffer()
+        data = memoryview(chunk)
+        while data:
+            if self._current is None:
+                self._current = self._free.get()  # blocks while every buffer is being uploaded
+                if self._error is not None:
+                    raise self._error
+            buffer = self._current
+            count = min(len(data), self.part_size - buffer.length)
+            buffer.view[buffer.length:buffer.length + count] = data[:count]
+            buffer.length += count
+            data = data[count:]
+            if buffer.length == self.part_size:
+                self._send_current()
 
-    def _finish_thread(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+    def _finish_threads(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        for buffer in self._pool:
+            buffer.close()
 
     def commit(self, key: str) -> bool:
         if key != self.key:
             raise ValueError(f"multipart upload was started for {self.key}, not {key}")
         self._closed = True
-        if self._buffer or self._next_part_number == 1:
-            self._send_buffer()  # the last part may be short; S3 wants at least one
-        self._finish_thread()
+        if self._current is not None and (self._current.length or self._next_part_number == 1):
+            self._send_current()  # the last part may be short; S3 wants at least one
+        elif self._next_part_number == 1:
+            self._current = self._free.get()
+            self._send_current()
+        self._finish_threads()
         if self._error is not None:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
             raise self._error
@@ -202,7 +297,7 @@ class S3MultipartWriter(BlobWriter):
             return
         self._closed = True
         self._error = self._error or RuntimeError("aborted")
-        self._finish_thread()
+        self._finish_threads()
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
         except Exception:  # noqa: BLE001 - the sweep aborts stale uploads too
@@ -249,7 +344,8 @@ class BlobStore:
         """Concurrent multipart upload of a local file (S3 only)."""
         from boto3.s3.transfer import TransferConfig
 
-        config = TransferConfig(multipart_chunksize=S3_PART_SIZE, max_concurrency=4)
+        config = TransferConfig(multipart_chunksize=settings.SWARM_S3_PART_SIZE,
+                                max_concurrency=settings.SWARM_S3_UPLOAD_THREADS)
         self.s3_client().upload_file(str(path), self.storage.bucket_name, key, Config=config)
 
     def writer(self, *, known_key: str | None) -> BlobWriter:

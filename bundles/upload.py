@@ -34,6 +34,13 @@ class ReceivedBundle(UploadedFile):
         self.inspector.abandon()
         self.writer.abort()
 
+    def close(self) -> None:
+        """Nothing to close: the bytes live in the writer, which the handler or the service owns.
+
+        (Django closes every uploaded file after a failed parse and at the end
+        of the request; `discard()` is the explicit way to drop an upload.)
+        """
+
 
 class BundleUploadHandler(FileUploadHandler):
     """Streams the `bundle` field; any other file field is skipped."""
@@ -86,6 +93,32 @@ class BundleUploadHandler(FileUploadHandler):
         )
         self._inspector = self._writer = None
         return self.received
+
+    def receive_stream(self, stream, *, content_length: int) -> ReceivedBundle:
+        """Take a raw request body that is the tarball itself (no multipart framing).
+
+        The bytes go through exactly the path multipart uploads take
+        (`new_file` → `receive_data_chunk` → `file_complete`), so hashing,
+        inspection, size limits and storage behave the same.
+        """
+        self.new_file(BUNDLE_FIELD, "bundle.tar.gz", "application/gzip", content_length)
+        received = 0
+        while received < content_length:
+            try:
+                chunk = stream.read(min(self.chunk_size, content_length - received))
+            except OSError:  # the client went away mid-body (Django raises UnreadablePostError)
+                chunk = b""
+            if not chunk:
+                break
+            self.receive_data_chunk(chunk, received)
+            received += len(chunk)
+        if received != content_length:
+            self.discard()
+            raise ApiError(
+                f"The body ended after {received} of the {content_length} bytes announced by Content-Length.",
+                code="incomplete_body", field=BUNDLE_FIELD,
+            )
+        return self.file_complete(received)
 
     def upload_interrupted(self):
         self.discard()

@@ -168,6 +168,10 @@ SWARM_BUNDLE_MAX_UNPACKED_BYTES = env.int("SWARM_BUNDLE_MAX_UNPACKED_BYTES", def
 SWARM_DOWNLOAD_URL_TTL = env.int("SWARM_DOWNLOAD_URL_TTL", default=900)
 SWARM_ORPHAN_GRACE_SECONDS = env.int("SWARM_ORPHAN_GRACE_SECONDS", default=3600)
 SWARM_UPLOAD_TEMP_DIR = env.str("SWARM_UPLOAD_TEMP_DIR", default="") or None
+# Streaming uploads to S3: part size (S3's minimum, 5 MiB, keeps memory low) and parallel part
+# uploads; buffer memory per upload ≈ (threads + 1) × part size. See docs/cli-and-bench.md.
+SWARM_S3_PART_SIZE = env.int("SWARM_S3_PART_SIZE", default=5 * 1024 * 1024)
+SWARM_S3_UPLOAD_THREADS = env.int("SWARM_S3_UPLOAD_THREADS", default=4)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 

@@ -9,6 +9,7 @@ handler404 = "swarm.core.errors.api_not_found"
 handler500 = "swarm.core.errors.api_server_error"
 
 api_v1 = [
+    path("", include("workflows.api.bundle_urls")),  # PUT /bundles/<sha256> must win over bundles' GET route
     path("", include("bundles.api.urls")),
     path("", include("workflows.api.urls")),
 ]

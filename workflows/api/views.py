@@ -1,12 +1,15 @@
 """Workflow registry API: bundle upload/registration, workflows, versions, activation."""
 from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from bundles.api.serializers import BundleUploadFormSerializer
+from bundles.api.views import BundleDetailView
 from bundles.blobstore import BlobStore
+from bundles.keys import is_sha256_hex
 from bundles.services import bundle_limits
 from bundles.upload import BUNDLE_FIELD, BundleUploadHandler, ReceivedBundle
 from swarm.core.api import ScopedAPIView, error_responses
@@ -72,24 +75,87 @@ class BundleUploadView(ScopedAPIView):
             self.upload_handler.received = None  # ownership passes to the service
             declared = data.get("sha256") or request.query_params.get("sha256") or request.headers.get(
                 "X-Swarm-Bundle-Sha256")
-            defaults = {key: data[key] for key in ("runtime", "entrypoint") if data.get(key)}
-            activate = data.get("activate")
-            result = services.workflow_version_register(
-                principal=self.principal,
-                tenant_slug=data.get("tenant", ""),
-                workflow_slug=data.get("workflow", ""),
-                version=data.get("version", ""),
-                metadata=data.get("metadata"),
-                declared_sha256=(declared or "").lower() or None,
-                received=received,
-                activate=None if activate in (None, "") else activate.lower() in TRUE_WORDS,
-                workflow_defaults=defaults,
-            )
+            result = _register_received(self.principal, data, received=received, declared_sha256=declared)
         finally:
             self.upload_handler.discard()
-        body = RegisteredVersionSerializer(result.version).data
-        body["deduplicated"] = result.deduplicated
-        return Response(body, status=status.HTTP_200_OK if result.deduplicated else status.HTTP_201_CREATED)
+        return _registered_response(result)
+
+
+def _register_received(principal, fields, *, received: ReceivedBundle, declared_sha256: str | None):
+    """Register a received bundle with the version fields of a form or query string (both upload paths)."""
+    defaults = {key: fields[key] for key in ("runtime", "entrypoint") if fields.get(key)}
+    activate = fields.get("activate")
+    return services.workflow_version_register(
+        principal=principal,
+        tenant_slug=fields.get("tenant", ""),
+        workflow_slug=fields.get("workflow", ""),
+        version=fields.get("version", ""),
+        metadata=fields.get("metadata"),
+        declared_sha256=(declared_sha256 or "").lower() or None,
+        received=received,
+        activate=None if activate in (None, "") else activate.lower() in TRUE_WORDS,
+        workflow_defaults=defaults,
+    )
+
+
+def _registered_response(result) -> Response:
+    body = RegisteredVersionSerializer(result.version).data
+    body["deduplicated"] = result.deduplicated
+    return Response(body, status=status.HTTP_200_OK if result.deduplicated else status.HTTP_201_CREATED)
+
+
+class BundleView(BundleDetailView):
+    """`/api/v1/bundles/<sha256>`: `HEAD`/`GET` describe a stored bundle; `PUT` uploads one.
+
+    `PUT` takes the tarball itself as the body (no multipart framing) with the
+    version fields in the query string, and registers it exactly like the
+    multipart `POST /api/v1/bundles`. The digest in the path is the declared
+    one, so the server streams straight to the blob's final S3 key and refuses
+    bytes that do not match it.
+    """
+
+    @extend_schema(
+        request={"application/gzip": OpenApiTypes.BINARY},
+        parameters=[
+            OpenApiParameter("tenant", str, required=True, description="Tenant slug."),
+            OpenApiParameter("workflow", str, required=True, description="Workflow slug (created on first push)."),
+            OpenApiParameter("version", str, required=True, description="Semantic version, e.g. 1.2.0."),
+            OpenApiParameter("metadata", str, description="JSON object stored with the version."),
+            OpenApiParameter("activate", bool, description="Make the new version active."),
+            OpenApiParameter("runtime", str, description="Runtime of a workflow created by this push."),
+            OpenApiParameter("entrypoint", str, description="Entrypoint of a workflow created by this push."),
+        ],
+        responses={201: RegisteredVersionSerializer, 200: RegisteredVersionSerializer, 400: ErrorSerializer,
+                   404: ErrorSerializer, 409: ErrorSerializer, 411: ErrorSerializer, 413: ErrorSerializer},
+        summary="Upload a bundle as the raw request body and register it as a workflow version",
+    )
+    def put(self, request, sha256: str):
+        declared = sha256.lower()
+        if not is_sha256_hex(declared):
+            raise ApiError("The path must end in the bundle's sha256 as 64 hex digits.", code="invalid_sha256",
+                           field="sha256")
+        raw_length = request.META.get("CONTENT_LENGTH")
+        if not raw_length or not raw_length.isdigit():
+            raise ApiError("Send the bundle with a Content-Length header.", code="length_required",
+                           status_code=status.HTTP_411_LENGTH_REQUIRED)
+        content_length = int(raw_length)
+        if content_length > settings.SWARM_BUNDLE_MAX_BYTES:
+            raise PayloadTooLarge(
+                f"The bundle is larger than the upload limit of {settings.SWARM_BUNDLE_MAX_BYTES} bytes.",
+                field=BUNDLE_FIELD,
+            )
+        handler = BundleUploadHandler(
+            request._request, store=BlobStore(), limits=bundle_limits(),
+            max_bytes=settings.SWARM_BUNDLE_MAX_BYTES, declared_sha256=declared,
+        )
+        try:
+            received = handler.receive_stream(request._request, content_length=content_length)
+            handler.received = None  # ownership passes to the service
+            result = _register_received(self.principal, request.query_params, received=received,
+                                        declared_sha256=declared)
+        finally:
+            handler.discard()
+        return _registered_response(result)
 
 
 class TenantListView(ScopedAPIView):
@@ -129,6 +195,16 @@ class TenantWorkflowListView(ScopedAPIView):
         serializer.is_valid(raise_exception=True)
         workflow = services.workflow_create(principal=self.principal, tenant=tenant, **serializer.validated_data)
         return Response(WorkflowSerializer(workflow).data, status=201)
+
+
+class TenantWorkflowDetailView(ScopedAPIView):
+    """`GET /api/v1/tenants/<slug>/workflows/<workflow_slug>`: a workflow by its slugs (what swarmctl resolves)."""
+
+    @extend_schema(responses={200: WorkflowSerializer, 404: ErrorSerializer},
+                   summary="Describe a workflow by tenant and workflow slug")
+    def get(self, request, slug: str, workflow_slug: str):
+        workflow = selectors.workflow_get_by_slug(self.principal, tenant_slug=slug, workflow_slug=workflow_slug)
+        return Response(WorkflowSerializer(workflow).data)
 
 
 class WorkflowDetailView(ScopedAPIView):
