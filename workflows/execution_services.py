@@ -351,7 +351,10 @@ def execution_report(*, execution: Execution, events) -> Execution:
                     execution.deadline_at = execution.started_at + timedelta(seconds=execution.timeout_sec)
             elif event_type == ExecutionEventType.EXITED:
                 code = event["data"]["exit_code"]
-                if _move_to(execution, ExecutionStatus.SUCCEEDED if code == 0 else ExecutionStatus.FAILED):
+                outcome = ExecutionStatus.SUCCEEDED if code == 0 else ExecutionStatus.FAILED
+                if event["data"].get("timed_out") is True:
+                    outcome = ExecutionStatus.TIMED_OUT
+                if _move_to(execution, outcome):
                     execution.exit_code = code
             elif event_type == ExecutionEventType.ERROR:
                 _move_to(execution, ExecutionStatus.FAILED)

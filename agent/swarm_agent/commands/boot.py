@@ -51,6 +51,9 @@ def register(subparsers) -> None:
                         help="without metadata: the file to run (env SWARM_ENTRYPOINT)")
     parser.add_argument("--timeout", type=int, default=int(os.environ.get("SWARM_TIMEOUT_SEC", "0")),
                         help="without metadata: seconds before the entrypoint is killed (0: none)")
+    parser.add_argument("--timeout-grace", type=int, default=int(os.environ.get("SWARM_TIMEOUT_GRACE_SEC", "15")),
+                        help="seconds past timeout_sec before the boot itself kills the entrypoint "
+                             "(env SWARM_TIMEOUT_GRACE_SEC, default 15; the control plane times out first)")
     parser.add_argument("--cache-dir", default=os.environ.get("SWARM_CACHE_DIR", DEFAULT_CACHE_DIR),
                         help=f"bundle cache root (env SWARM_CACHE_DIR, default {DEFAULT_CACHE_DIR})")
     parser.add_argument("--cache-budget-mb", type=int,
@@ -180,7 +183,10 @@ def handle_boot(args) -> int:
         reporter.event("started", f"started {' '.join(Path(a).name if i == 0 else a for i, a in enumerate(argv))}",
                        {"runtime": metadata["runtime"], "entrypoint": metadata["entrypoint"],
                         "pid": run.process.pid})
-        exit_code = run.wait(metadata.get("timeout_sec") or None)
+        # The control plane enforces timeout_sec; this is the backstop should it be unreachable.
+        timeout = metadata.get("timeout_sec") or 0
+        grace = args.timeout_grace if args.metadata_url else 0
+        exit_code = run.wait(timeout + grace if timeout else None)
         reporter.flush()
         note = " (killed: timeout)" if run.timed_out else " (killed: the execution ended)" if run.stopped else ""
         reporter.event("exited", f"exited with code {exit_code}{note}",
