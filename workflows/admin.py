@@ -117,3 +117,6 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
             services.workflow_version_activate(workflow=version.workflow, version=version, actor=actor)
             self.log_change(request, version, "Activated")
             self.message_user(request, f"{version.workflow}: {version.version} is now active.")
+
+# Executions and tenant secrets (issue 3) register their admin here.
+from workflows import execution_admin  # noqa: E402,F401
