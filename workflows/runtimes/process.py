@@ -115,7 +115,7 @@ class ProcessRuntime(ExecutionRuntime):
             shutil.rmtree(root)  # a redelivered start begins from nothing
         workdir.mkdir(parents=True)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        boot = [sys.executable, "-m", "swarm_agent.cli_agent", "boot",
+        boot = [sys.executable, "-m", "swarm_agent.boot",
                 "--cache-budget-mb", str(settings.SWARM_PROCESS_CACHE_BUDGET_MB)]
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",

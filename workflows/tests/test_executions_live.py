@@ -176,3 +176,27 @@ def test_timeout_is_enforced_by_the_control_plane(live_system, admin_api, engine
         events = events_of(api, execution["id"])
     timed_out = next(e for e in events if e["type"] == "timed_out")
     assert timed_out["data"]["timeout_sec"] == 2
+
+
+def test_swarmctl_run_follow_prints_events_and_exits_with_the_code(live_system, admin_api, engine_token):
+    import subprocess
+    import sys
+
+    publish(admin_api, {"main.py": "import os, sys\nprint('hi ' + os.environ['WHO'])\nsys.exit(3)\n"},
+            workflow="ctl")
+    result = subprocess.run(
+        [sys.executable, "-m", "swarm_agent.cli_ctl", "run", "acme/ctl", "--env", "WHO=there", "--follow"],
+        env={"PATH": os.environ["PATH"], "SWARM_URL": live_system.url, "SWARM_TOKEN": engine_token},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 3, result.stderr
+    assert result.stdout.splitlines() == ["hi there"]
+    for stage in ("[spawn_requested]", "[bundle_cache_miss]", "[bundle_fetched]", "[bundle_verified]",
+                  "[started]", "[exited] exited with code 3"):
+        assert stage in result.stderr, result.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "swarm_agent.cli_ctl", "run", "acme/nope"],
+        env={"PATH": os.environ["PATH"], "SWARM_URL": live_system.url, "SWARM_TOKEN": engine_token},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert missing.returncode != 0 and "no workflow acme/nope" in missing.stderr

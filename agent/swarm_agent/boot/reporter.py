@@ -15,9 +15,7 @@ import sys
 import threading
 import time
 
-import httpx
-
-from swarm_agent.client import USER_AGENT
+from swarm_agent.boot.http import HttpFailure, request_json
 
 BATCH_LINES = 500
 BATCH_SECONDS = 0.2
@@ -33,9 +31,7 @@ class EventReporter:
         self.ended = threading.Event()
         self.echo_output = echo_output or events_url is None
         self._queue: queue.Queue = queue.Queue()
-        self._client = httpx.Client(
-            headers={"User-Agent": USER_AGENT, "X-Swarm-Metadata-Token": token or ""}, timeout=30
-        ) if events_url else None
+        self._headers = {"X-Swarm-Metadata-Token": token or ""}
         self._thread = threading.Thread(target=self._run, name="event-reporter", daemon=True)
         self._thread.start()
 
@@ -59,8 +55,6 @@ class EventReporter:
         """Deliver what is queued and stop the sender."""
         self._queue.put(_STOP)
         self._thread.join()
-        if self._client is not None:
-            self._client.close()
 
     def _run(self) -> None:
         while True:
@@ -89,7 +83,7 @@ class EventReporter:
                 return
 
     def _send(self, batch: list[dict]) -> None:
-        if self._client is None:
+        if self.events_url is None:
             for item in batch:
                 if item["type"] != "output":
                     print(json.dumps(item), file=sys.stderr, flush=True)
@@ -98,20 +92,21 @@ class EventReporter:
             return
         for attempt in range(RETRIES):
             try:
-                response = self._client.post(self.events_url, json={"events": batch})
-            except httpx.HTTPError as exc:
+                status, text = request_json("POST", self.events_url, headers=self._headers,
+                                            payload={"events": batch})
+            except HttpFailure as exc:
                 print(f"[swarm-agent boot] reporting failed ({exc}); retrying", file=sys.stderr, flush=True)
                 time.sleep(min(2 ** attempt * 0.2, 5))
                 continue
-            if response.status_code in (401, 403, 404, 409):
+            if status in (401, 403, 404, 409):
                 # The execution ended (cancelled / timed out) and its token died with it.
                 self.ended.set()
                 return
-            if response.status_code >= 500:
+            if status >= 500:
                 time.sleep(min(2 ** attempt * 0.2, 5))
                 continue
-            if response.status_code >= 400:
-                print(f"[swarm-agent boot] the control plane refused events: {response.text[:300]}",
+            if status >= 400:
+                print(f"[swarm-agent boot] the control plane refused events: {text[:300]}",
                       file=sys.stderr, flush=True)
             return
         print(f"[swarm-agent boot] gave up reporting {len(batch)} events", file=sys.stderr, flush=True)

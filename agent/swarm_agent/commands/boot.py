@@ -20,15 +20,15 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+import json
 
 from swarm_agent.boot.cache import BundleCache, HashMismatch
 from swarm_agent.boot.fetch import FetchError
 from swarm_agent.boot.reporter import EventReporter
 from swarm_agent.boot.runner import EntrypointError, EntrypointRun, child_environment, entrypoint_argv
 from swarm_agent.boot.unpack import limits_from_environment, unpack_bundle
+from swarm_agent.boot.http import HttpFailure, request_json
 from swarm_agent.bundle_safety import BundleRejected
-from swarm_agent.client import USER_AGENT
 
 DEFAULT_CACHE_DIR = "/var/cache/swarm"
 DEFAULT_WORKDIR = "/opt/workflow"
@@ -68,20 +68,18 @@ def _fetch_metadata(url: str, token: str) -> dict:
     last_error = None
     for attempt in range(METADATA_ATTEMPTS):
         try:
-            response = httpx.get(url, headers={"X-Swarm-Metadata-Token": token, "User-Agent": USER_AGENT},
-                                 timeout=30)
-        except httpx.HTTPError as exc:
+            status, text = request_json("GET", url, headers={"X-Swarm-Metadata-Token": token})
+        except HttpFailure as exc:
             last_error = str(exc)
             time.sleep(0.2 * 2 ** attempt)
             continue
-        if response.status_code >= 500:
-            last_error = f"HTTP {response.status_code}"
+        if status >= 500:
+            last_error = f"HTTP {status}"
             time.sleep(0.2 * 2 ** attempt)
             continue
-        if response.status_code != 200:
-            raise SystemExit(f"swarm-agent boot: the metadata service refused: {response.status_code} "
-                             f"{response.text[:300]}")
-        return response.json()
+        if status != 200:
+            raise SystemExit(f"swarm-agent boot: the metadata service refused: {status} {text[:300]}")
+        return json.loads(text)
     raise SystemExit(f"swarm-agent boot: the metadata service is unreachable: {last_error}")
 
 
