@@ -225,6 +225,8 @@ LOGGING = {
 # Unset: one key derived from SECRET_KEY (fine for development only).
 SWARM_SECRETS_KEYS = env.list("SWARM_SECRETS_KEYS", default=[])
 SWARM_EXECUTION_RUNTIME = env.str("SWARM_EXECUTION_RUNTIME", default="process")
+# Modules that register more execution runtimes (e.g. the drone runtime).
+SWARM_EXTRA_RUNTIME_MODULES = env.list("SWARM_EXTRA_RUNTIME_MODULES", default=[])
 SWARM_EXECUTION_BOOT_TIMEOUT = env.int("SWARM_EXECUTION_BOOT_TIMEOUT", default=600)
 SWARM_EXECUTION_REAP_INTERVAL = env.int("SWARM_EXECUTION_REAP_INTERVAL", default=10)
 SWARM_PROCESS_RUNTIME_DIR = env.str("SWARM_PROCESS_RUNTIME_DIR", default=str(VAR_DIR / "executions"))
