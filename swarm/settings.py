@@ -119,6 +119,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.int("SWARM_SWEEP_INTERVAL", default=3600),
         "options": {"expires": 600},
     },
+    # Marks overdue executions timed_out and kills their runtime (DESIGN §5 Executions).
+    "workflows.reap_executions": {
+        "task": "workflows.reap_executions",
+        "schedule": env.int("SWARM_EXECUTION_REAP_INTERVAL", default=10),
+        "options": {"expires": max(5, env.int("SWARM_EXECUTION_REAP_INTERVAL", default=10))},
+    },
 }
 
 # --- Storage ----------------------------------------------------------------
@@ -222,3 +228,18 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("SWARM_LOG_LEVEL", default="INFO")},
 }
+
+# --- Executions ---------------------------------------------------------------
+# Fernet keys for tenant secrets: the first encrypts, all decrypt (rotation:
+# prepend a new key, run `manage.py rotate_secrets`, then drop the old one).
+# Unset: one key derived from SECRET_KEY (fine for development only).
+SWARM_SECRETS_KEYS = env.list("SWARM_SECRETS_KEYS", default=[])
+SWARM_EXECUTION_RUNTIME = env.str("SWARM_EXECUTION_RUNTIME", default="process")
+# Modules that register more execution runtimes (e.g. the drone runtime).
+SWARM_EXTRA_RUNTIME_MODULES = env.list("SWARM_EXTRA_RUNTIME_MODULES", default=[])
+SWARM_EXECUTION_BOOT_TIMEOUT = env.int("SWARM_EXECUTION_BOOT_TIMEOUT", default=600)
+SWARM_EXECUTION_REAP_INTERVAL = env.int("SWARM_EXECUTION_REAP_INTERVAL", default=10)
+SWARM_PROCESS_RUNTIME_DIR = env.str("SWARM_PROCESS_RUNTIME_DIR", default=str(VAR_DIR / "executions"))
+SWARM_PROCESS_CACHE_DIR = env.str("SWARM_PROCESS_CACHE_DIR", default=str(VAR_DIR / "cache"))
+SWARM_PROCESS_CACHE_BUDGET_MB = env.int("SWARM_PROCESS_CACHE_BUDGET_MB", default=2048)
+SWARM_PROCESS_SANDBOX = env.str("SWARM_PROCESS_SANDBOX", default="auto")

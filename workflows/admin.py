@@ -352,3 +352,7 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
             services.workflow_version_activate(workflow=workflow, version=version, actor=actor)
             self.log_change(request, workflow, f"Activated version {version.version}.")
             self.message_user(request, f"{workflow}: version {version.version} is now active.", messages.SUCCESS)
+
+
+# Executions and tenant secrets (issue 3) register their admin here.
+from workflows import execution_admin  # noqa: E402,F401

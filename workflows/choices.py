@@ -8,3 +8,69 @@ class Runtime(models.TextChoices):
     NODE20 = "node20", "Node.js 20"
     PYTHON311 = "python311", "Python 3.11"
     CUSTOM = "custom", "Custom executable"
+
+
+class ExecutionStatus(models.TextChoices):
+    """Where an execution is in its life; the last four are terminal."""
+
+    PENDING = "pending", "pending"
+    PROVISIONING = "provisioning", "provisioning"
+    BOOTING = "booting", "booting"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+    TIMED_OUT = "timed_out", "timed out"
+
+
+TERMINAL_STATUSES = frozenset(
+    {ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED, ExecutionStatus.TIMED_OUT}
+)
+
+# Forward order of the live statuses; a transition never moves backwards and
+# never leaves a terminal status.
+STATUS_ORDER = {
+    ExecutionStatus.PENDING: 0,
+    ExecutionStatus.PROVISIONING: 1,
+    ExecutionStatus.BOOTING: 2,
+    ExecutionStatus.RUNNING: 3,
+    ExecutionStatus.SUCCEEDED: 4,
+    ExecutionStatus.FAILED: 4,
+    ExecutionStatus.CANCELLED: 4,
+    ExecutionStatus.TIMED_OUT: 4,
+}
+
+
+class ExecutionEventType(models.TextChoices):
+    """Typed entries of an execution's append-only event stream."""
+
+    SPAWN_REQUESTED = "spawn_requested", "spawn requested"
+    RUNTIME_STARTED = "runtime_started", "runtime started"
+    METADATA_SERVED = "metadata_served", "metadata served"
+    BUNDLE_CACHE_HIT = "bundle_cache_hit", "bundle cache hit"
+    BUNDLE_CACHE_MISS = "bundle_cache_miss", "bundle cache miss"
+    BUNDLE_FETCHED = "bundle_fetched", "bundle fetched"
+    BUNDLE_VERIFIED = "bundle_verified", "bundle verified"
+    UNPACKED = "unpacked", "unpacked"
+    STARTED = "started", "started"
+    OUTPUT = "output", "output"
+    EXITED = "exited", "exited"
+    CANCEL_REQUESTED = "cancel_requested", "cancel requested"
+    TIMED_OUT = "timed_out", "timed out"
+    ERROR = "error", "error"
+
+
+# What the boot script (holding an execution token) may report; the rest are
+# written by the control plane itself.
+BOOT_REPORTED_EVENTS = frozenset({
+    ExecutionEventType.BUNDLE_CACHE_HIT, ExecutionEventType.BUNDLE_CACHE_MISS, ExecutionEventType.BUNDLE_FETCHED,
+    ExecutionEventType.BUNDLE_VERIFIED, ExecutionEventType.UNPACKED, ExecutionEventType.STARTED,
+    ExecutionEventType.OUTPUT, ExecutionEventType.EXITED, ExecutionEventType.ERROR,
+})
+
+
+class OutputStream(models.TextChoices):
+    """Which stream an output line came from."""
+
+    STDOUT = "stdout", "stdout"
+    STDERR = "stderr", "stderr"

@@ -44,6 +44,10 @@ class Workflow(models.Model):
     entrypoint = models.CharField(max_length=500, default="main.py")
     memory_mb = models.PositiveIntegerField(default=512)
     timeout_sec = models.PositiveIntegerField(default=900)
+    execution_runtime = models.CharField(
+        max_length=32, blank=True, default="",
+        help_text="Where executions run (process, drone, ...); blank means SWARM_EXECUTION_RUNTIME.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = WorkflowQuerySet.as_manager()
@@ -141,3 +145,120 @@ class ActiveWorkflowVersion(models.Model):
     class Meta:
         managed = False
         db_table = "active_workflow_versions"
+
+
+# --- Executions and tenant secrets ------------------------------------------
+
+from workflows.choices import TERMINAL_STATUSES, ExecutionEventType, ExecutionStatus, OutputStream  # noqa: E402
+
+
+class ExecutionQuerySet(models.QuerySet):
+    def for_principal(self, principal):
+        """Executions visible to a principal (its tenant's when tenant-bound)."""
+        return self.filter(tenant_id=principal.tenant_id) if principal.is_tenant_bound else self
+
+    def live(self):
+        """Executions that have not reached a terminal status."""
+        return self.exclude(status__in=TERMINAL_STATUSES)
+
+
+class Execution(models.Model):
+    """One run of a workflow's version, from spawn to exit.
+
+    The version is pinned at spawn time: activating another version later
+    never changes what an execution runs. `runtime_state` is what the runtime
+    needs to find its process again (pid, host, sandbox) for cancel/timeout.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="executions")
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="executions")
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="executions")
+    runtime = models.CharField(max_length=32, help_text="The execution runtime (process, drone, ...).")
+    status = models.CharField(max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.PENDING,
+                              db_index=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    env = models.JSONField(default=dict, blank=True)
+    inputs = models.JSONField(default=dict, blank=True)
+    timeout_sec = models.PositiveIntegerField()
+    spawned_by = models.CharField(max_length=200, blank=True)
+    runtime_state = models.JSONField(default=dict, blank=True)
+    last_seq = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    objects = ExecutionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"execution {self.pk} of {self.workflow_id}"
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether the execution reached a terminal status."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Seconds from spawn to finish (or until now while it runs)."""
+        from django.utils import timezone
+
+        end = self.finished_at or (None if self.is_finished else timezone.now())
+        return None if end is None else (end - self.created_at).total_seconds()
+
+
+class ExecutionEvent(models.Model):
+    """One entry of an execution's append-only event stream, numbered by `seq`.
+
+    A database trigger refuses UPDATE: events are written once.
+    """
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    type = models.CharField(max_length=32, choices=ExecutionEventType.choices)
+    at = models.DateTimeField(auto_now_add=True)
+    stream = models.CharField(max_length=8, choices=OutputStream.choices, blank=True)
+    message = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["execution", "seq"]
+        constraints = [models.UniqueConstraint(fields=["execution", "seq"], name="execution_event_seq_unique")]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.type}"
+
+
+class TenantSecretQuerySet(models.QuerySet):
+    def for_principal(self, principal):
+        """Secrets visible to a principal (metadata only: values are never serialised)."""
+        return self.filter(tenant_id=principal.tenant_id) if principal.is_tenant_bound else self
+
+
+class TenantSecret(models.Model):
+    """A tenant's secret, encrypted at rest (Fernet), handed to executions of attached workflows.
+
+    `name` is the environment variable the entrypoint sees. The plaintext is
+    never stored and only leaves the control plane through the metadata
+    service.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="secrets")
+    name = models.CharField(max_length=128)
+    ciphertext = models.TextField(editable=False)
+    workflows = models.ManyToManyField(Workflow, blank=True, related_name="secrets",
+                                       help_text="Workflows whose executions receive this secret.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantSecretQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["tenant__slug", "name"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="secret_name_unique_per_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}:{self.name}"

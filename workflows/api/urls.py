@@ -16,3 +16,18 @@ urlpatterns = [
          views.WorkflowVersionActivateView.as_view(), name="workflow-version-activate"),
     path("workflows/<int:workflow_id>/rollback", views.WorkflowRollbackView.as_view(), name="workflow-rollback"),
 ]
+
+# Executions and the metadata service (issue 3).
+from workflows.api import execution_views  # noqa: E402
+
+urlpatterns += [
+    path("workflows/<int:workflow_id>/executions", execution_views.WorkflowExecutionsView.as_view(),
+         name="workflow-executions"),
+    path("executions/<int:execution_id>", execution_views.ExecutionDetailView.as_view(), name="execution-detail"),
+    path("executions/<int:execution_id>/events", execution_views.ExecutionEventsView.as_view(),
+         name="execution-events"),
+    path("executions/<int:execution_id>/cancel", execution_views.ExecutionCancelView.as_view(),
+         name="execution-cancel"),
+    path("metadata", execution_views.MetadataServiceView.as_view(), name="metadata"),
+    path("metadata/events", execution_views.MetadataEventsView.as_view(), name="metadata-events"),
+]

@@ -1,0 +1,115 @@
+"""Run a workflow's entrypoint with its env and secrets, streaming output lines to the reporter.
+
+The entrypoint gets a clean environment (PATH, LANG, HOME, the execution's
+env and secrets, SWARM_EXECUTION_ID, SWARM_INPUTS) — never the boot's own
+environment, so the metadata token is not handed to the workflow. It runs in
+its own process group, which the boot kills as a whole on timeout, when the
+control plane says the execution ended, or when the boot itself is told to
+stop (SIGTERM/SIGINT).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+RUNTIMES = ("python311", "node20", "custom")
+
+
+class EntrypointError(Exception):
+    """The entrypoint cannot be started (unknown runtime, missing file, no interpreter)."""
+
+
+def entrypoint_argv(runtime: str, entrypoint: str, workdir: Path) -> list[str]:
+    """The command for a runtime: `python <entrypoint>`, `node <entrypoint>`, or the file itself."""
+    target = (workdir / entrypoint).resolve()
+    if workdir.resolve() not in target.parents:
+        raise EntrypointError(f"entrypoint {entrypoint!r} is outside the workdir")
+    if not target.is_file():
+        raise EntrypointError(f"entrypoint {entrypoint!r} is not a file in the bundle")
+    if runtime == "python311":
+        interpreter = shutil.which("python3") or shutil.which("python") or sys.executable
+        return [interpreter, str(target)]
+    if runtime == "node20":
+        interpreter = shutil.which("node")
+        if interpreter is None:
+            raise EntrypointError("runtime node20 needs `node` on PATH")
+        return [interpreter, str(target)]
+    if runtime == "custom":
+        if not os.access(target, os.X_OK):
+            raise EntrypointError(f"entrypoint {entrypoint!r} is not executable (runtime custom)")
+        return [str(target)]
+    raise EntrypointError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+
+
+def child_environment(*, workdir: Path, env: dict, secrets: dict, execution_id, inputs: dict) -> dict:
+    """The entrypoint's whole environment (nothing inherited from the boot)."""
+    child = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "HOME": str(workdir),
+        "TMPDIR": "/tmp",
+        "PYTHONUNBUFFERED": "1",
+        "SWARM_EXECUTION_ID": str(execution_id or ""),
+        "SWARM_INPUTS": json.dumps(inputs or {}),
+    }
+    child.update({str(k): str(v) for k, v in (env or {}).items()})
+    child.update({str(k): str(v) for k, v in (secrets or {}).items()})
+    return child
+
+
+class EntrypointRun:
+    """One running entrypoint; `wait()` returns its exit code (128+N when killed by signal N)."""
+
+    def __init__(self, argv: list[str], *, workdir: Path, environment: dict, reporter):
+        self.reporter = reporter
+        self.timed_out = False
+        self.stopped = False
+        self.process = subprocess.Popen(
+            argv, cwd=str(workdir), env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, process_group=0,
+        )
+        self._readers = [
+            threading.Thread(target=self._pump, args=(self.process.stdout, "stdout"), daemon=True),
+            threading.Thread(target=self._pump, args=(self.process.stderr, "stderr"), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _pump(self, pipe, stream: str) -> None:
+        for raw in iter(pipe.readline, b""):
+            self.reporter.output(stream, raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+        pipe.close()
+
+    def kill(self) -> None:
+        """Kill the entrypoint's whole process group."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def wait(self, timeout_sec: float | None) -> int:
+        deadline = None if not timeout_sec else time.monotonic() + timeout_sec
+        while self.process.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                self.timed_out = True
+                self.kill()
+            elif self.reporter.ended.is_set():
+                self.stopped = True
+                self.kill()
+            try:
+                self.process.wait(0.1)
+            except subprocess.TimeoutExpired:
+                pass
+        for reader in self._readers:
+            reader.join(5)
+        # Reap anything the entrypoint left behind in its group.
+        self.kill()
+        code = self.process.returncode
+        return 128 - code if code < 0 else code

@@ -1,0 +1,195 @@
+"""`swarm-agent boot`: the VM boot script — metadata, cached verified bundle, safe unpack, run, report.
+
+Two ways to say what to run:
+
+* `--metadata-url` / `SWARM_METADATA_URL` with `SWARM_METADATA_TOKEN` (the
+  orchestrated way): everything, including env and secrets, comes from the
+  control plane's metadata service, and events/output go back to it.
+* `BUNDLE_URL` + `BUNDLE_HASH` (+ `SWARM_RUNTIME`, `SWARM_ENTRYPOINT`): a bare
+  boot without a control plane; events are printed as JSON lines on stderr.
+
+Exit code: the entrypoint's (128+N when killed by signal N); 70 when the
+bundle could not be fetched, verified or unpacked (nothing ran).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import json
+
+from swarm_agent.boot.cache import BundleCache, HashMismatch
+from swarm_agent.boot.fetch import FetchError
+from swarm_agent.boot.reporter import EventReporter
+from swarm_agent.boot.runner import EntrypointError, EntrypointRun, child_environment, entrypoint_argv
+from swarm_agent.boot.unpack import limits_from_environment, unpack_bundle
+from swarm_agent.boot.http import HttpFailure, request_json
+from swarm_agent.bundle_safety import BundleRejected
+
+DEFAULT_CACHE_DIR = "/var/cache/swarm"
+DEFAULT_WORKDIR = "/opt/workflow"
+DEFAULT_CACHE_BUDGET_MB = 2048
+BOOT_FAILED = 70
+METADATA_ATTEMPTS = 5
+
+
+def register(subparsers) -> None:
+    """Add the `boot` subcommand."""
+    parser = subparsers.add_parser("boot", help="fetch, verify, unpack and run a workflow bundle",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--metadata-url", default=os.environ.get("SWARM_METADATA_URL"),
+                        help="metadata service URL (env SWARM_METADATA_URL; token in SWARM_METADATA_TOKEN)")
+    parser.add_argument("--bundle-url", default=os.environ.get("BUNDLE_URL"), help="env BUNDLE_URL")
+    parser.add_argument("--bundle-hash", default=os.environ.get("BUNDLE_HASH"), help="env BUNDLE_HASH (sha256)")
+    parser.add_argument("--runtime", default=os.environ.get("SWARM_RUNTIME", "python311"),
+                        help="without metadata: python311, node20 or custom (env SWARM_RUNTIME)")
+    parser.add_argument("--entrypoint", default=os.environ.get("SWARM_ENTRYPOINT", "main.py"),
+                        help="without metadata: the file to run (env SWARM_ENTRYPOINT)")
+    parser.add_argument("--timeout", type=int, default=int(os.environ.get("SWARM_TIMEOUT_SEC", "0")),
+                        help="without metadata: seconds before the entrypoint is killed (0: none)")
+    parser.add_argument("--timeout-grace", type=int, default=int(os.environ.get("SWARM_TIMEOUT_GRACE_SEC", "15")),
+                        help="seconds past timeout_sec before the boot itself kills the entrypoint "
+                             "(env SWARM_TIMEOUT_GRACE_SEC, default 15; the control plane times out first)")
+    parser.add_argument("--cache-dir", default=os.environ.get("SWARM_CACHE_DIR", DEFAULT_CACHE_DIR),
+                        help=f"bundle cache root (env SWARM_CACHE_DIR, default {DEFAULT_CACHE_DIR})")
+    parser.add_argument("--cache-budget-mb", type=int,
+                        default=int(os.environ.get("SWARM_CACHE_BUDGET_MB", DEFAULT_CACHE_BUDGET_MB)),
+                        help="cache size budget in MiB, least recently used out first (env SWARM_CACHE_BUDGET_MB)")
+    parser.add_argument("--workdir", default=os.environ.get("SWARM_WORKDIR", DEFAULT_WORKDIR),
+                        help=f"where the bundle is unpacked (env SWARM_WORKDIR, default {DEFAULT_WORKDIR})")
+    parser.set_defaults(handler=handle_boot)
+
+
+def _fetch_metadata(url: str, token: str) -> dict:
+    last_error = None
+    for attempt in range(METADATA_ATTEMPTS):
+        try:
+            status, text = request_json("GET", url, headers={"X-Swarm-Metadata-Token": token})
+        except HttpFailure as exc:
+            last_error = str(exc)
+            time.sleep(0.2 * 2 ** attempt)
+            continue
+        if status >= 500:
+            last_error = f"HTTP {status}"
+            time.sleep(0.2 * 2 ** attempt)
+            continue
+        if status != 200:
+            raise SystemExit(f"swarm-agent boot: the metadata service refused: {status} {text[:300]}")
+        return json.loads(text)
+    raise SystemExit(f"swarm-agent boot: the metadata service is unreachable: {last_error}")
+
+
+def _plan(args) -> tuple[dict, EventReporter]:
+    """What to run, and where to report it."""
+    if args.metadata_url:
+        token = os.environ.get("SWARM_METADATA_TOKEN", "")
+        if not token:
+            raise SystemExit("swarm-agent boot: SWARM_METADATA_TOKEN is required with a metadata URL")
+        metadata = _fetch_metadata(args.metadata_url, token)
+        return metadata, EventReporter(args.metadata_url.rstrip("/") + "/events", token)
+    if not (args.bundle_url and args.bundle_hash):
+        raise SystemExit("swarm-agent boot: give --metadata-url (SWARM_METADATA_URL) or BUNDLE_URL and BUNDLE_HASH")
+    metadata = {"execution_id": None, "bundle_url": args.bundle_url, "bundle_hash": args.bundle_hash.lower(),
+                "runtime": args.runtime, "entrypoint": args.entrypoint, "timeout_sec": args.timeout,
+                "env": {}, "secrets": {}, "inputs": {}}
+    return metadata, EventReporter(None, None)
+
+
+def _prepare_bundle(metadata: dict, cache: BundleCache, workdir: Path, reporter: EventReporter) -> None:
+    """Get the bundle through the cache and unpack it, verified; raises on any failure.
+
+    A hit is verified while it is unpacked (one read of the file); a miss is
+    verified while it is downloaded. Either way the hash is checked before
+    anything runs.
+    """
+    sha256, url = metadata["bundle_hash"], metadata["bundle_url"]
+    limits = limits_from_environment()
+    if not cache.path_for(sha256).exists():
+        reporter.event("bundle_cache_miss", f"bundle {sha256[:12]} is not in the cache", {"reason": "absent"})
+    entry = cache.obtain(sha256, url)
+    if entry.hit:
+        try:
+            unpacked = unpack_bundle(entry.path, workdir, limits=limits, expected_sha256=sha256)
+        except HashMismatch as mismatch:
+            cache.discard_if_unchanged(sha256, entry.identity)
+            reporter.event("bundle_cache_miss", "the cached bundle is corrupt: discarded, fetching it again",
+                           {"reason": "corrupt", "actual_sha256": mismatch.actual})
+            entry = cache.obtain(sha256, url)
+        else:
+            reporter.event("bundle_cache_hit", f"bundle {sha256[:12]} found in the cache", {"path": str(entry.path)})
+            reporter.event("bundle_verified", f"sha256 {sha256} verified", {"sha256": sha256, "cached": True})
+            _report_unpacked(reporter, unpacked, workdir)
+            return
+        if entry.hit:  # a concurrent boot fetched it again first
+            unpacked = unpack_bundle(entry.path, workdir, limits=limits, expected_sha256=sha256)
+            reporter.event("bundle_verified", f"sha256 {sha256} verified", {"sha256": sha256, "cached": True})
+            _report_unpacked(reporter, unpacked, workdir)
+            return
+    fetched = entry.fetched
+    reporter.event("bundle_fetched", f"fetched {fetched.size} bytes in {fetched.seconds * 1000:.0f} ms",
+                   {"bytes": fetched.size, "ms": round(fetched.seconds * 1000),
+                    "mib_per_s": round(fetched.size / 1048576 / max(fetched.seconds, 1e-6), 1)})
+    reporter.event("bundle_verified", f"sha256 {sha256} verified", {"sha256": sha256, "cached": False})
+    unpacked = unpack_bundle(entry.path, workdir, limits=limits)
+    _report_unpacked(reporter, unpacked, workdir)
+
+
+def _report_unpacked(reporter: EventReporter, unpacked, workdir: Path) -> None:
+    reporter.event("unpacked", f"{unpacked.members} members, {unpacked.unpacked_bytes} bytes into {workdir}",
+                   {"members": unpacked.members, "bytes": unpacked.unpacked_bytes,
+                    "ms": round(unpacked.seconds * 1000), "workdir": str(workdir)})
+
+
+def handle_boot(args) -> int:
+    """Run the whole boot; returns the entrypoint's exit code (or 70 when nothing ran)."""
+    metadata, reporter = _plan(args)
+    workdir = Path(args.workdir)
+    running: dict[str, EntrypointRun] = {}
+
+    def on_signal(signum, frame):
+        run = running.get("run")
+        if run is not None:
+            run.kill()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        cache = BundleCache(args.cache_dir, budget_bytes=args.cache_budget_mb * 1024 * 1024)
+        try:
+            _prepare_bundle(metadata, cache, workdir, reporter)
+            argv = entrypoint_argv(metadata["runtime"], metadata["entrypoint"], workdir)
+        except HashMismatch as mismatch:
+            reporter.event("error", f"{mismatch}; the bundle was discarded and nothing ran",
+                           {"code": "hash_mismatch", "expected": mismatch.expected, "actual": mismatch.actual})
+            return BOOT_FAILED
+        except BundleRejected as rejected:
+            reporter.event("error", f"unsafe bundle refused: {rejected.detail}; nothing ran",
+                           {"code": rejected.code})
+            return BOOT_FAILED
+        except (FetchError, EntrypointError, OSError, ValueError) as exc:
+            reporter.event("error", f"{exc}; nothing ran", {"code": type(exc).__name__})
+            return BOOT_FAILED
+        environment = child_environment(workdir=workdir, env=metadata.get("env"), secrets=metadata.get("secrets"),
+                                        execution_id=metadata.get("execution_id"), inputs=metadata.get("inputs"))
+        run = EntrypointRun(argv, workdir=workdir, environment=environment, reporter=reporter)
+        running["run"] = run
+        reporter.event("started", f"started {' '.join(Path(a).name if i == 0 else a for i, a in enumerate(argv))}",
+                       {"runtime": metadata["runtime"], "entrypoint": metadata["entrypoint"],
+                        "pid": run.process.pid})
+        # The control plane enforces timeout_sec; this is the backstop should it be unreachable.
+        timeout = metadata.get("timeout_sec") or 0
+        grace = args.timeout_grace if args.metadata_url else 0
+        exit_code = run.wait(timeout + grace if timeout else None)
+        reporter.flush()
+        note = " (killed: timeout)" if run.timed_out else " (killed: the execution ended)" if run.stopped else ""
+        reporter.event("exited", f"exited with code {exit_code}{note}",
+                       {"exit_code": exit_code, "timed_out": run.timed_out})
+        return exit_code
+    finally:
+        reporter.close()
+        sys.stdout.flush()

@@ -1,0 +1,203 @@
+"""Executions API: spawn, read, tail events, cancel; and the metadata service for the boot script.
+
+The metadata service (`/api/v1/metadata`, `/api/v1/metadata/events`,
+`POST /api/v1/executions/<id>/events`) authenticates only with the
+`X-Swarm-Metadata-Token` header (an `execution`-scope token bound to one
+execution), and refuses any request that carries `X-Forwarded-For`: a proxy
+in between means the request did not come straight from the sandbox (the
+IMDSv2 lesson: a server-side request forgery through a proxy must not be
+able to read secrets).
+"""
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+
+from swarm.core.api import ErrorSerializer, ScopedAPIView
+from swarm.core.authentication import authenticate_token, principal_from_token
+from swarm.core.choices import TokenScope
+from swarm.core.errors import ApiError, NotFound
+from workflows import execution_selectors, execution_services, selectors
+from workflows.api.execution_serializers import (
+    EventReportResultSerializer,
+    EventReportSerializer,
+    ExecutionEventPageSerializer,
+    ExecutionEventSerializer,
+    ExecutionSerializer,
+    ExecutionSpawnSerializer,
+    MetadataSerializer,
+)
+from workflows.models import Execution
+
+METADATA_TOKEN_HEADER = "X-Swarm-Metadata-Token"
+
+
+class ForwardedRequestRefused(ApiError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "forwarded_request_refused"
+
+
+class MetadataTokenAuthentication(BaseAuthentication):
+    """Authenticate the boot script by `X-Swarm-Metadata-Token` (never by Authorization)."""
+
+    def authenticate(self, request):
+        if "HTTP_X_FORWARDED_FOR" in request.META:
+            raise ForwardedRequestRefused(
+                "The metadata service refuses requests that passed through a proxy (X-Forwarded-For is set)."
+            )
+        plaintext = request.META.get("HTTP_X_SWARM_METADATA_TOKEN", "").strip()
+        if not plaintext:
+            raise exceptions.NotAuthenticated(f"The {METADATA_TOKEN_HEADER} header is required.")
+        token = authenticate_token(plaintext)
+        if token is None or token.scope != TokenScope.EXECUTION or token.subject_type != "execution":
+            raise exceptions.AuthenticationFailed("Invalid, expired or revoked metadata token.")
+        return principal_from_token(token), token
+
+    def authenticate_header(self, request) -> str:
+        return METADATA_TOKEN_HEADER
+
+
+class IsExecutionToken(BasePermission):
+    def has_permission(self, request, view) -> bool:
+        return getattr(request.user, "scope", None) == TokenScope.EXECUTION
+
+
+class MetadataView(ScopedAPIView):
+    """Base for endpoints the boot script calls with its metadata token."""
+
+    authentication_classes = [MetadataTokenAuthentication]
+    permission_classes = [IsExecutionToken]
+
+    def token_execution(self, execution_id: int | None = None) -> Execution:
+        """The execution the token is bound to; a token of another execution gets a 404."""
+        return token_execution(self.principal, execution_id)
+
+
+def token_execution(principal, execution_id: int | None = None) -> Execution:
+    """The execution a metadata token is bound to; asking about another execution is a 404."""
+    bound = int(principal.subject_id)
+    if execution_id is not None and execution_id != bound:
+        raise NotFound(f"No execution {execution_id}.")
+    execution = Execution.objects.select_related("workflow", "version__bundle").filter(pk=bound).first()
+    if execution is None:
+        raise NotFound(f"No execution {bound}.")
+    return execution
+
+
+def _tail_page(execution: Execution, after: int) -> dict:
+    events = list(execution_selectors.execution_events_after(execution, after=after))
+    return {
+        "execution_id": execution.pk,
+        "status": execution.status,
+        "exit_code": execution.exit_code,
+        "finished": execution.is_finished,
+        "next_after": events[-1].seq if events else after,
+        "events": ExecutionEventSerializer(events, many=True).data,
+    }
+
+
+class WorkflowExecutionsView(ScopedAPIView):
+    """`POST /api/v1/workflows/<id>/executions` spawns; `GET` lists that workflow's executions."""
+
+    @extend_schema(request=ExecutionSpawnSerializer,
+                   responses={202: ExecutionSerializer, 400: ErrorSerializer, 404: ErrorSerializer,
+                              409: ErrorSerializer},
+                   summary="Spawn an execution of the active version")
+    def post(self, request, workflow_id: int):
+        workflow = selectors.workflow_get(self.principal, workflow_id)
+        serializer = ExecutionSpawnSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        execution = execution_services.execution_spawn(
+            principal=self.principal, workflow=workflow, env=serializer.validated_data["env"],
+            inputs=serializer.validated_data["inputs"],
+        )
+        execution = execution_selectors.execution_get(self.principal, execution.pk)
+        body = ExecutionSerializer(execution, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+    @extend_schema(responses={200: ExecutionSerializer(many=True), 404: ErrorSerializer},
+                   summary="List a workflow's executions (newest first)")
+    def get(self, request, workflow_id: int):
+        workflow = selectors.workflow_get(self.principal, workflow_id)
+        executions = execution_selectors.execution_queryset(self.principal).filter(workflow=workflow)[:100]
+        return Response(ExecutionSerializer(executions, many=True, context={"request": request}).data)
+
+
+class ExecutionDetailView(ScopedAPIView):
+    @extend_schema(responses={200: ExecutionSerializer, 404: ErrorSerializer}, summary="Describe an execution")
+    def get(self, request, execution_id: int):
+        execution = execution_selectors.execution_get(self.principal, execution_id)
+        return Response(ExecutionSerializer(execution, context={"request": request}).data)
+
+
+class ExecutionEventsView(ScopedAPIView):
+    """`GET` tails events (engine/read/admin tokens); `POST` reports events (the execution's metadata token)."""
+
+    def get_authenticators(self):
+        if self.request.method == "POST":
+            return [MetadataTokenAuthentication()]
+        return super().get_authenticators()
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [IsExecutionToken()]
+        return super().get_permissions()
+
+    @extend_schema(parameters=[OpenApiParameter("after", int, description="Only events with seq > after.")],
+                   responses={200: ExecutionEventPageSerializer, 400: ErrorSerializer, 404: ErrorSerializer},
+                   summary="Tail an execution's events")
+    def get(self, request, execution_id: int):
+        execution = execution_selectors.execution_get(self.principal, execution_id)
+        raw_after = request.query_params.get("after", "0") or "0"
+        if not raw_after.isdigit():
+            raise ApiError("after must be a non-negative integer (an event seq).", code="invalid", field="after")
+        return Response(_tail_page(execution, int(raw_after)))
+
+    @extend_schema(request=EventReportSerializer,
+                   parameters=[OpenApiParameter(METADATA_TOKEN_HEADER, str, OpenApiParameter.HEADER, required=True)],
+                   responses={200: EventReportResultSerializer, 400: ErrorSerializer, 401: ErrorSerializer,
+                              403: ErrorSerializer, 404: ErrorSerializer, 409: ErrorSerializer},
+                   summary="Report events and output (boot script, metadata token)")
+    def post(self, request, execution_id: int):
+        execution = token_execution(self.principal, execution_id)
+        return _report(execution, request.data)
+
+
+def _report(execution: Execution, body) -> Response:
+    events = body.get("events") if isinstance(body, dict) else None
+    execution = execution_services.execution_report(execution=execution, events=events)
+    return Response({"accepted": len(events), "status": execution.status, "last_seq": execution.last_seq})
+
+
+class ExecutionCancelView(ScopedAPIView):
+    @extend_schema(request=None, responses={202: ExecutionSerializer, 404: ErrorSerializer, 409: ErrorSerializer},
+                   summary="Cancel an execution (kills its whole process group)")
+    def post(self, request, execution_id: int):
+        execution = execution_selectors.execution_get(self.principal, execution_id)
+        execution = execution_services.execution_cancel(principal=self.principal, execution=execution)
+        execution = execution_selectors.execution_get(self.principal, execution.pk)
+        return Response(ExecutionSerializer(execution, context={"request": request}).data,
+                        status=status.HTTP_202_ACCEPTED)
+
+
+class MetadataServiceView(MetadataView):
+    @extend_schema(parameters=[OpenApiParameter(METADATA_TOKEN_HEADER, str, OpenApiParameter.HEADER, required=True)],
+                   responses={200: MetadataSerializer, 401: ErrorSerializer, 403: ErrorSerializer,
+                              409: ErrorSerializer},
+                   summary="What the boot script needs: bundle URL and hash, env and secrets")
+    def get(self, request):
+        execution = self.token_execution()
+        body = execution_services.execution_metadata_serve(execution=execution,
+                                                           remote_addr=request.META.get("REMOTE_ADDR", ""))
+        return Response(body, headers={"Cache-Control": "no-store"})
+
+
+class MetadataEventsView(MetadataView):
+    @extend_schema(request=EventReportSerializer,
+                   parameters=[OpenApiParameter(METADATA_TOKEN_HEADER, str, OpenApiParameter.HEADER, required=True)],
+                   responses={200: EventReportResultSerializer, 400: ErrorSerializer, 401: ErrorSerializer,
+                              403: ErrorSerializer, 409: ErrorSerializer},
+                   summary="Report events and output of the token's execution")
+    def post(self, request):
+        return _report(self.token_execution(), request.data)

@@ -1,0 +1,160 @@
+"""Operator UI for executions and tenant secrets.
+
+Executions: list with status and duration, a page with the event timeline
+and output, a "spawn" action on workflows and a "cancel" action on
+executions — both call the same services as the API. Tenant secrets: the
+value field is write-only (a password input that never renders the stored
+value; left empty on change, the value is kept).
+"""
+from django import forms
+from django.contrib import admin, messages
+from django.utils.html import format_html, format_html_join
+
+from swarm.core.errors import ApiError
+from swarm.core.principals import principal_for_user
+from workflows import execution_services
+from workflows.admin import WorkflowAdmin
+from workflows.models import Execution, TenantSecret
+
+TIMELINE_LIMIT = 2000
+
+
+@admin.action(description="Spawn an execution of the active version", permissions=["change"])
+def spawn_executions(modeladmin, request, queryset):
+    """Admin action on workflows: spawn each selected workflow's active version."""
+    principal = principal_for_user(request.user)
+    for workflow in queryset.select_related("tenant"):
+        try:
+            execution = execution_services.execution_spawn(principal=principal, workflow=workflow)
+        except ApiError as error:
+            modeladmin.message_user(request, f"{workflow}: {error.detail}", messages.ERROR)
+            continue
+        modeladmin.log_change(request, workflow, f"Spawned execution {execution.pk}")
+        modeladmin.message_user(request, format_html(
+            '{}: spawned <a href="/admin/workflows/execution/{}/change/">execution {}</a>.', workflow, execution.pk,
+            execution.pk))
+
+
+WorkflowAdmin.actions = [*WorkflowAdmin.actions, spawn_executions]
+
+
+@admin.register(Execution)
+class ExecutionAdmin(admin.ModelAdmin):
+    list_display = ["id", "workflow", "version_label", "status", "exit_code", "runtime", "duration", "spawned_by",
+                    "created_at"]
+    list_filter = ["status", "runtime", "tenant"]
+    search_fields = ["id", "workflow__slug", "tenant__slug"]
+    list_select_related = ["workflow__tenant", "version"]
+    readonly_fields = ["tenant", "workflow", "version", "runtime", "status", "exit_code", "duration", "env",
+                       "inputs", "timeout_sec", "spawned_by", "created_at", "started_at", "finished_at",
+                       "deadline_at", "sandbox", "timeline", "output"]
+    fieldsets = [
+        (None, {"fields": ["tenant", "workflow", "version", "runtime", "sandbox", "status", "exit_code",
+                           "duration", "spawned_by"]}),
+        ("Parameters", {"fields": ["env", "inputs", "timeout_sec"]}),
+        ("Times", {"fields": ["created_at", "started_at", "finished_at", "deadline_at"]}),
+        ("Event timeline", {"fields": ["timeline"]}),
+        ("Output", {"fields": ["output"]}),
+    ]
+    actions = ["cancel_executions"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="version")
+    def version_label(self, execution: Execution) -> str:
+        return execution.version.version
+
+    @admin.display(description="duration")
+    def duration(self, execution: Execution) -> str:
+        seconds = execution.duration_seconds
+        return "—" if seconds is None else f"{seconds:.1f} s"
+
+    @admin.display(description="sandbox")
+    def sandbox(self, execution: Execution) -> str:
+        return (execution.runtime_state or {}).get("sandbox", "—")
+
+    @admin.display(description="events")
+    def timeline(self, execution: Execution) -> str:
+        events = execution.events.exclude(type="output").order_by("seq")[:TIMELINE_LIMIT]
+        rows = format_html_join(
+            "", '<tr class="event-{}"><td>{}</td><td>{}</td><td><strong>{}</strong></td><td>{}</td></tr>',
+            ((e.type, e.seq, e.at.strftime("%H:%M:%S.%f")[:-3], e.type, e.message) for e in events),
+        )
+        return format_html('<table id="execution-timeline"><tr><th>seq</th><th>at</th><th>event</th>'
+                           '<th>detail</th></tr>{}</table>', rows)
+
+    @admin.display(description="output")
+    def output(self, execution: Execution) -> str:
+        lines = execution.events.filter(type="output").order_by("seq")[:TIMELINE_LIMIT]
+        text = "\n".join(f"{'! ' if line.stream == 'stderr' else ''}{line.message}" for line in lines)
+        return format_html('<pre id="execution-output" style="white-space: pre-wrap">{}</pre>', text or "(none)")
+
+    @admin.action(description="Cancel selected executions", permissions=["change"])
+    def cancel_executions(self, request, queryset):
+        principal = principal_for_user(request.user)
+        for execution in queryset:
+            try:
+                execution_services.execution_cancel(principal=principal, execution=execution)
+            except ApiError as error:
+                self.message_user(request, f"Execution {execution.pk}: {error.detail}", messages.WARNING)
+                continue
+            self.log_change(request, execution, "Cancelled")
+            self.message_user(request, f"Execution {execution.pk}: cancelled.")
+
+
+class TenantSecretForm(forms.ModelForm):
+    """The value is write-only: entered, encrypted, never rendered back."""
+
+    value = forms.CharField(
+        widget=forms.PasswordInput(render_value=False), required=False, strip=False,
+        help_text="Write-only. Leave empty to keep the current value; it is never shown again.",
+    )
+
+    class Meta:
+        model = TenantSecret
+        fields = ["tenant", "name", "value", "workflows"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.instance.pk is None and not cleaned.get("value"):
+            self.add_error("value", "A new secret needs a value.")
+        tenant = cleaned.get("tenant") or getattr(self.instance, "tenant", None)
+        for workflow in cleaned.get("workflows") or []:
+            if tenant is not None and workflow.tenant_id != tenant.pk:
+                self.add_error("workflows", f"{workflow} belongs to another tenant.")
+        return cleaned
+
+
+@admin.register(TenantSecret)
+class TenantSecretAdmin(admin.ModelAdmin):
+    form = TenantSecretForm
+    list_display = ["name", "tenant", "attached_to", "updated_at"]
+    list_filter = ["tenant"]
+    search_fields = ["name", "tenant__slug"]
+    filter_horizontal = ["workflows"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["tenant", "name"] if obj is not None else []
+
+    @admin.display(description="workflows")
+    def attached_to(self, secret: TenantSecret) -> str:
+        return ", ".join(workflow.slug for workflow in secret.workflows.all()) or "—"
+
+    def save_model(self, request, obj, form, change):
+        secret = execution_services.tenant_secret_set(
+            tenant=obj.tenant, name=obj.name, value=form.cleaned_data.get("value") or None,
+            workflows=form.cleaned_data.get("workflows"), actor=principal_for_user(request.user),
+        )
+        obj.pk = secret.pk
+        obj.ciphertext = secret.ciphertext
+
+    def save_related(self, request, form, formsets, change):
+        """Attachments were set by the service together with the value."""
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+

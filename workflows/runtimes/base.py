@@ -1,0 +1,78 @@
+"""The runtime interface and its registry.
+
+Contract for a runtime (`ExecutionRuntime` subclass):
+
+* `start(execution, metadata_url, token) -> dict` launches `swarm-agent boot`
+  somewhere with `SWARM_METADATA_URL` and `SWARM_METADATA_TOKEN` and returns
+  quickly (it must not hold a Celery worker for the execution's life). The
+  returned JSON-able dict is stored as `execution.runtime_state` and handed
+  back to `cancel()` / `is_alive()` — it is how the runtime finds its work
+  again from any worker. Raise `RuntimeStartFailed` when nothing was started.
+* `cancel(execution)` kills everything the execution started (the whole
+  process group / VM). Idempotent: cancelling a finished one is a no-op.
+* `is_alive(execution) -> bool | None` answers whether the boot is still
+  running, or None when this worker cannot tell (another host).
+
+The boot script reports status itself through the API, so a runtime never
+has to translate exit codes; it only reports a boot that died silently.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+
+from django.conf import settings
+
+_RUNTIMES: dict[str, type["ExecutionRuntime"]] = {}
+# Modules that register built-in runtimes on import.
+_BUILTIN_MODULES = ("workflows.runtimes.process",)
+
+
+class RuntimeStartFailed(Exception):
+    """The runtime could not start the boot; nothing is running."""
+
+
+class ExecutionRuntime(ABC):
+    """Where and how an execution's boot script runs."""
+
+    name: str = ""
+
+    @abstractmethod
+    def start(self, execution, metadata_url: str, token: str) -> dict:
+        """Launch the boot for `execution`; return the state `cancel()` needs."""
+
+    @abstractmethod
+    def cancel(self, execution) -> None:
+        """Kill whatever runs for `execution` (all of its processes)."""
+
+    def is_alive(self, execution) -> bool | None:
+        """Whether the boot still runs; None when unknown from here."""
+        return None
+
+
+def register_runtime(name: str):
+    """Class decorator registering a runtime under `name`."""
+
+    def decorator(cls: type[ExecutionRuntime]) -> type[ExecutionRuntime]:
+        cls.name = name
+        _RUNTIMES[name] = cls
+        return cls
+
+    return decorator
+
+
+def _load_builtins() -> None:
+    for module in (*_BUILTIN_MODULES, *getattr(settings, "SWARM_EXTRA_RUNTIME_MODULES", ())):
+        importlib.import_module(module)
+
+
+def runtime_names() -> list[str]:
+    """Names of every registered runtime."""
+    _load_builtins()
+    return sorted(_RUNTIMES)
+
+
+def get_runtime(name: str) -> ExecutionRuntime:
+    """An instance of the runtime registered as `name` (KeyError when unknown)."""
+    _load_builtins()
+    return _RUNTIMES[name]()

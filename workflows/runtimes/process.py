@@ -1,0 +1,214 @@
+"""The `process` runtime: `swarm-agent boot` as a local, sandboxed process group.
+
+With bubblewrap (`bwrap`) on PATH the boot runs in a sandbox: the system
+directories and the Python environment bound read-only, a private /tmp,
+/proc and /dev, new pid/ipc/uts namespaces, a new session, the bundle
+cache and a fresh per-execution workdir (at /opt/workflow) the only
+writable places, and `--die-with-parent`. Without bwrap it is a plain
+subprocess in its own session, and a warning is logged for every start.
+
+Network is NOT isolated: the sandbox shares the host's network namespace, so
+the workflow can reach anything the worker can (see docs/executions.md).
+
+The Celery task returns as soon as the process started; a daemon thread in
+the worker reaps it and reports a boot that died without reporting its own
+exit. If the worker itself dies, `--die-with-parent` takes the sandbox down
+with it and the reaper marks the execution failed (`is_alive()` is False).
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import close_old_connections, connections
+
+from workflows.runtimes.base import ExecutionRuntime, RuntimeStartFailed, register_runtime
+
+logger = logging.getLogger(__name__)
+
+SANDBOX_WORKDIR = "/opt/workflow"
+SANDBOX_CACHE_DIR = "/var/cache/swarm"
+# Read-only system paths visible in the sandbox (missing ones are skipped).
+SYSTEM_BINDS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32")
+ETC_BINDS = ("/etc/alternatives", "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/resolv.conf", "/etc/hosts",
+             "/etc/nsswitch.conf", "/etc/passwd", "/etc/group", "/etc/localtime", "/etc/ld.so.cache",
+             "/etc/mime.types")
+KILL_GRACE_SECONDS = 3.0
+
+
+def _process_start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (guards against pid reuse), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            fields = stat_file.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return fields[19] if fields[0] != "Z" else None
+
+
+def sandbox_mode() -> str:
+    """`bwrap` when bubblewrap is used for new executions, else `none`."""
+    wanted = settings.SWARM_PROCESS_SANDBOX
+    if wanted == "none":
+        return "none"
+    if shutil.which("bwrap"):
+        return "bwrap"
+    if wanted == "bwrap":
+        raise RuntimeStartFailed("SWARM_PROCESS_SANDBOX=bwrap but bubblewrap (bwrap) is not installed")
+    return "none"
+
+
+def _python_paths() -> list[str]:
+    """Directories the boot's Python needs: the interpreter, the venv, the agent package."""
+    paths = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), sys.prefix}
+    spec = importlib.util.find_spec("swarm_agent")
+    if spec is not None and spec.origin:
+        paths.add(str(Path(spec.origin).resolve().parent.parent))
+    executable_dir = os.path.dirname(os.path.realpath(sys.executable))
+    paths.add(executable_dir)
+    return sorted(p for p in paths if p and os.path.exists(p))
+
+
+def bwrap_argv(*, workdir: Path, cache_dir: Path) -> list[str]:
+    """The bubblewrap prefix for one execution's boot."""
+    argv = ["bwrap"]
+    for path in SYSTEM_BINDS:
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.exists(path):
+            argv += ["--ro-bind", path, path]
+    for path in ETC_BINDS:
+        argv += ["--ro-bind-try", path, path]
+    for path in _python_paths():
+        argv += ["--ro-bind", path, path]
+    argv += [
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+        "--bind", str(cache_dir), SANDBOX_CACHE_DIR,
+        "--bind", str(workdir), SANDBOX_WORKDIR,
+        "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+        "--new-session", "--die-with-parent",
+        "--chdir", SANDBOX_WORKDIR,
+    ]
+    return argv
+
+
+@register_runtime("process")
+class ProcessRuntime(ExecutionRuntime):
+    """Runs the boot as a local process group, in bubblewrap when available."""
+
+    def start(self, execution, metadata_url: str, token: str) -> dict:
+        mode = sandbox_mode()
+        root = Path(settings.SWARM_PROCESS_RUNTIME_DIR) / str(execution.pk)
+        workdir = root / "workflow"
+        cache_dir = Path(settings.SWARM_PROCESS_CACHE_DIR)
+        if root.exists():
+            shutil.rmtree(root)  # a redelivered start begins from nothing
+        workdir.mkdir(parents=True)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        boot = [sys.executable, "-m", "swarm_agent.boot",
+                "--cache-budget-mb", str(settings.SWARM_PROCESS_CACHE_BUDGET_MB)]
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": "/tmp",
+            "PYTHONUNBUFFERED": "1",
+            "SWARM_METADATA_URL": metadata_url,
+            "SWARM_METADATA_TOKEN": token,
+        }
+        if mode == "bwrap":
+            argv = bwrap_argv(workdir=workdir, cache_dir=cache_dir) + boot
+            env.update(SWARM_CACHE_DIR=SANDBOX_CACHE_DIR, SWARM_WORKDIR=SANDBOX_WORKDIR)
+        else:
+            logger.warning(
+                "bubblewrap (bwrap) is not installed: execution %s runs as a plain, UNSANDBOXED subprocess",
+                execution.pk,
+            )
+            argv = boot
+            env.update(SWARM_CACHE_DIR=str(cache_dir), SWARM_WORKDIR=str(workdir))
+        log_path = root / "boot.log"
+        try:
+            with open(log_path, "ab") as log:
+                process = subprocess.Popen(
+                    argv, env=env, cwd=str(workdir), stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True,
+                )
+        except OSError as exc:
+            raise RuntimeStartFailed(f"could not start the boot process: {exc}") from exc
+        state = {
+            "host": socket.gethostname(),
+            "pid": process.pid,
+            "pgid": process.pid,
+            "start_time": _process_start_time(process.pid),
+            "sandbox": mode,
+            "workdir": str(workdir),
+            "log": str(log_path),
+        }
+        threading.Thread(target=_supervise, args=(execution.pk, process, root), daemon=True,
+                         name=f"execution-{execution.pk}-supervisor").start()
+        return state
+
+    def _owned_process(self, execution) -> int | None:
+        """The boot's pgid when it still runs on this host, else None."""
+        state = execution.runtime_state or {}
+        if state.get("host") != socket.gethostname() or not state.get("pid"):
+            return None
+        started = _process_start_time(state["pid"])
+        if started is None or (state.get("start_time") and started != state["start_time"]):
+            return None
+        return state["pgid"]
+
+    def cancel(self, execution) -> None:
+        pgid = self._owned_process(execution)
+        if pgid is None:
+            return
+        kill_process_group(pgid)
+
+    def is_alive(self, execution) -> bool | None:
+        state = execution.runtime_state or {}
+        if state.get("host") != socket.gethostname():
+            return None
+        return self._owned_process(execution) is not None
+
+
+def kill_process_group(pgid: int, grace: float = KILL_GRACE_SECONDS) -> None:
+    """SIGTERM a process group, then SIGKILL whatever is left after `grace` seconds."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _supervise(execution_id: int, process: subprocess.Popen, root: Path) -> None:
+    """Wait for the boot, then report a silent death and clean the workdir."""
+    returncode = process.wait()
+    try:
+        from workflows.execution_services import execution_runtime_exited
+
+        close_old_connections()
+        execution_runtime_exited(execution_id=execution_id, returncode=returncode)
+    except Exception:  # noqa: BLE001 - a supervisor thread must never take the worker down
+        logger.exception("could not record the exit of execution %s", execution_id)
+    finally:
+        connections.close_all()
+        shutil.rmtree(root / "workflow", ignore_errors=True)
