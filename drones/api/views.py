@@ -22,7 +22,7 @@ from drones.api.serializers import (
     SetTypeSerializer,
 )
 from drones.heartbeat_hooks import run_heartbeat_hooks
-from drones.provisioning import agent_package_bytes, bootstrap_script
+from drones.provisioning import agent_package_bytes, agent_wheel_bytes, bootstrap_script
 from swarm.core.api import ErrorSerializer, ScopedAPIView
 from swarm.core.choices import TokenScope
 from swarm.core.principals import READ_SCOPES
@@ -109,6 +109,23 @@ class AgentPackageView(APIView):
         package, version = agent_package_bytes()
         response = HttpResponse(package, content_type="application/gzip")
         response["Content-Disposition"] = f'attachment; filename="swarm-agent-{version}.tar.gz"'
+        return response
+
+
+class AgentWheelView(APIView):
+    """`GET /api/v1/provision/agent.whl?token=<join token>`: the swarm-agent wheel the bootstrap script installs."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(parameters=[OpenApiParameter("token", str, required=True, description="join token")],
+                   responses={(200, "application/zip"): OpenApiTypes.BINARY, **ERRORS},
+                   summary="Download the agent wheel")
+    def get(self, request):
+        services.join_token_check(request.query_params.get("token", ""), field="token")
+        wheel, filename = agent_wheel_bytes()
+        response = HttpResponse(wheel, content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
 
 
