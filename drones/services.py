@@ -17,6 +17,7 @@ from drones.choices import DroneAction, DroneStatus, DroneType, EscalationLevel,
 from drones.events import drone_send
 from drones.models import Drone, EscalationEvent, JoinToken
 from drones.redis_client import key, redis_client
+from drones.secrets_box import encrypt_secret
 from drones.selectors import DRONE_SUBJECT, join_token_find
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
@@ -40,6 +41,7 @@ def join_token_issue(*, name: str, expires_at: datetime | None = None, max_uses:
         raise ApiError("max_uses must be at least 1.", code="invalid", field="max_uses")
     generated = generate_token("swj")
     token = JoinToken.objects.create(name=name, prefix=generated.prefix, digest=generated.digest,
+                                     plaintext_encrypted=encrypt_secret(generated.plaintext),
                                      expires_at=expires_at, max_uses=max_uses, created_by=created_by)
     audit_record(actor=created_by.get_username() if created_by else "system", action="join_token.issue", obj=token)
     return token, generated.plaintext
@@ -54,16 +56,19 @@ def join_token_revoke(*, token: JoinToken, actor: str = "system") -> JoinToken:
     return token
 
 
-def join_token_reissue(*, name: str) -> tuple[JoinToken, str]:
-    """Revoke every live join token called `name` and issue a fresh one (`issue_join_token --reuse`).
+def join_token_reuse(*, name: str) -> tuple[JoinToken, str]:
+    """The usable join token called `name` with its plaintext, or a new one (`issue_join_token --reuse`).
 
-    Join tokens are stored hashed, so an existing one cannot be shown again;
-    replacing it is the honest equivalent. Drones that already registered keep
-    their drone tokens.
+    Tokens whose plaintext can no longer be decrypted (the secret key changed)
+    are revoked and replaced. Drones that already registered keep their tokens.
     """
     with transaction.atomic():
-        for token in JoinToken.objects.select_for_update().filter(name=name, revoked_at__isnull=True):
-            join_token_revoke(token=token, actor="system:reissue")
+        for token in JoinToken.objects.select_for_update().filter(name=name, revoked_at__isnull=True).order_by(
+                "-created_at"):
+            plaintext = token.plaintext
+            if token.is_usable and plaintext:
+                return token, plaintext
+            join_token_revoke(token=token, actor="system:reuse")
         return join_token_issue(name=name)
 
 
