@@ -93,3 +93,43 @@ def test_bootstrap_script_installs_and_registers_the_agent(live_url, join_token,
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(20)
         log.close()
+
+
+def test_restart_commands_over_the_websocket(live_url, start_agent, join_token, tmp_path):
+    """restart_service re-execs the agent (it reconnects); a configured hard_restart command is run."""
+    from drones.events import drone_send
+
+    marker = tmp_path / "hard-restarted"
+    agent = start_agent("restart-1", join_token, extra=["--hard-restart-command", f"touch {marker}"])
+    drone = wait_until(lambda: Drone.objects.filter(name="restart-1", ws_connected=True).first(),
+                       message="the WebSocket")
+    first_connection = drone.ws_connected_at
+    drone_send(drone.pk, {"type": "restart_service", "id": "t1"})
+    wait_until(lambda: Drone.objects.get(pk=drone.pk).ws_connected_at > first_connection
+               and Drone.objects.get(pk=drone.pk).ws_connected, message="the re-executed agent to reconnect")
+    assert "re-executing the agent" in agent.log_text()
+    assert agent.process.poll() is None  # same process (exec), still running
+    drone_send(drone.pk, {"type": "hard_restart", "id": "t2"})
+    wait_until(marker.exists, message="the hard_restart command")
+
+
+def test_heartbeat_stop_action_stops_the_agent(live_url, start_agent, join_token):
+    agent = start_agent("stop-1", join_token)
+    wait_until(lambda: Drone.objects.filter(name="stop-1", first_heartbeat_at__isnull=False).exists(),
+               message="the first heartbeat")
+    Drone.objects.filter(name="stop-1").update(stop_requested=True)
+    assert agent.process.wait(30) == 0
+
+
+def test_health_check_runs_in_a_real_celery_worker(live_url, celery_worker_process, join_token):
+    from drones.models import EscalationEvent
+    from drones.services import drone_register
+    from drones.tasks import check_health
+
+    drone = drone_register(join_token=join_token, name="celery-1", drone_type="bare-metal").drone
+    Drone.objects.filter(pk=drone.pk).update(registered_at=drone.registered_at.replace(year=2020))
+    check_health.delay()
+    event = wait_until(lambda: EscalationEvent.objects.filter(drone=drone).first(), timeout=60,
+                       message="the worker's ladder step")
+    assert (event.level, event.action) == (1, "restart_service")
+    assert Drone.objects.get(pk=drone.pk).status == "offline"
