@@ -64,13 +64,19 @@ def test_bad_registration_input_names_the_field(anonymous_api, join_token):
     assert not Drone.objects.exists()
 
 
-def test_forged_and_wrong_scope_tokens_cannot_heartbeat(admin_api):
+def test_forged_and_wrong_scope_tokens_cannot_heartbeat(admin_api, anonymous_api, drone_api):
     forged = APIClient()
     forged.credentials(HTTP_AUTHORIZATION="Bearer swm_0badc0de_notarealtokenatallnotarealtoken")
     response = forged.post("/api/v1/drones/heartbeat", {}, format="json")
     assert response.status_code == 401 and response.json()["error"] == "authentication_failed"
+    # A real token's prefix with a forged secret is refused too.
+    forged.credentials(HTTP_AUTHORIZATION=f"Bearer {drone_api.token[:13]}forgedforgedforgedforgedforged12")
+    assert forged.post("/api/v1/drones/heartbeat", {}, format="json").status_code == 401
+    assert anonymous_api.post("/api/v1/drones/heartbeat", {}, format="json").status_code == 401
     response = admin_api.post("/api/v1/drones/heartbeat", {}, format="json")
-    assert response.status_code == 403
+    assert response.status_code == 403 and response.json()["error"] == "permission_denied"
+    Drone.objects.filter(pk=drone_api.drone.pk).delete()
+    assert drone_api.post("/api/v1/drones/heartbeat", {}, format="json").status_code == 404
 
 
 def test_heartbeat_records_metrics_and_answers_the_action(drone_api, admin_api):
@@ -85,11 +91,15 @@ def test_heartbeat_records_metrics_and_answers_the_action(drone_api, admin_api):
         assert drone_api.post("/api/v1/drones/heartbeat", {}, format="json").json()["action"] == action
     bad = drone_api.post("/api/v1/drones/heartbeat", {"metrics": [1, 2]}, format="json")
     assert bad.status_code == 400 and bad.json()["field"] == "metrics"
+    huge = drone_api.post("/api/v1/drones/heartbeat", {"metrics": {"x": "y" * 20000}}, format="json")
+    assert huge.status_code == 400 and huge.json()["field"] == "metrics"
+    assert drone_api.post("/api/v1/drones/heartbeat", [1], format="json").status_code == 400
+    assert Drone.objects.get(pk=drone.pk).metrics == {}  # refused heartbeats changed nothing
 
 
-def test_heartbeat_is_two_queries(drone_api, django_assert_max_num_queries):
+def test_heartbeat_is_one_query(drone_api, django_assert_num_queries):
     drone_api.post("/api/v1/drones/heartbeat", {"metrics": {}}, format="json")  # the first one also updates provisioning
-    with django_assert_max_num_queries(2):  # token lookup and one UPDATE … RETURNING
+    with django_assert_num_queries(1):  # token check and drone update in one UPDATE … RETURNING
         assert drone_api.post("/api/v1/drones/heartbeat", {"metrics": {}}, format="json").status_code == 200
 
 
