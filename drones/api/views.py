@@ -3,7 +3,6 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -30,6 +29,7 @@ from swarm.core.choices import TokenScope
 from swarm.core.principals import READ_SCOPES
 
 ADMIN_ONLY = frozenset({TokenScope.ADMIN})
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="swarm"'}
 ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
 
 
@@ -79,7 +79,8 @@ class DroneHeartbeatView(ScopedAPIView):
     def post(self, request):
         keyword, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
         if keyword.lower() != "bearer" or not token.strip():
-            raise NotAuthenticated("Send the drone token as 'Authorization: Bearer <token>'.")
+            raise ApiError("Send the drone token as 'Authorization: Bearer <token>'.", code="not_authenticated",
+                           status_code=401, headers=BEARER_CHALLENGE)
         body = request.data
         if not isinstance(body, dict):
             raise ApiError("The heartbeat body must be a JSON object.", code="invalid")
@@ -96,7 +97,8 @@ class DroneHeartbeatView(ScopedAPIView):
         """Why a token did not heartbeat: unknown/revoked (401), not a drone token (403), drone gone (404)."""
         stored = authenticate_token(token)
         if stored is None:
-            raise AuthenticationFailed("Invalid, expired or revoked token.")
+            raise ApiError("Invalid, expired or revoked token.", code="authentication_failed", status_code=401,
+                           headers=BEARER_CHALLENGE)
         selectors.drone_for_principal(principal_from_token(stored))  # raises 403 or 404
         raise NotFound("The drone this token belongs to no longer exists.")
 
