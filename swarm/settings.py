@@ -125,6 +125,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.int("SWARM_EXECUTION_REAP_INTERVAL", default=10),
         "options": {"expires": max(5, env.int("SWARM_EXECUTION_REAP_INTERVAL", default=10))},
     },
+    "drones.check_health": {
+        "task": "drones.check_health",
+        "schedule": float(env.float("SWARM_DRONE_HEALTH_CHECK_INTERVAL", default=10.0)),
+        "options": {"expires": float(env.float("SWARM_DRONE_HEALTH_CHECK_INTERVAL", default=10.0))},
+    },
 }
 
 # --- Storage ----------------------------------------------------------------
@@ -243,3 +248,28 @@ SWARM_PROCESS_RUNTIME_DIR = env.str("SWARM_PROCESS_RUNTIME_DIR", default=str(VAR
 SWARM_PROCESS_CACHE_DIR = env.str("SWARM_PROCESS_CACHE_DIR", default=str(VAR_DIR / "cache"))
 SWARM_PROCESS_CACHE_BUDGET_MB = env.int("SWARM_PROCESS_CACHE_BUDGET_MB", default=2048)
 SWARM_PROCESS_SANDBOX = env.str("SWARM_PROCESS_SANDBOX", default="auto")
+# --- Drones (docs/drones.md has the table) ----------------------------------
+# Intervals the server hands the agents at registration.
+SWARM_DRONE_HEARTBEAT_INTERVAL = env.float("SWARM_DRONE_HEARTBEAT_INTERVAL", default=15.0)
+SWARM_DRONE_PING_INTERVAL = env.float("SWARM_DRONE_PING_INTERVAL", default=10.0)
+# A drone is stale after this many missed heartbeats, offline after the second number.
+SWARM_DRONE_STALE_AFTER_MISSED = env.int("SWARM_DRONE_STALE_AFTER_MISSED", default=2)
+SWARM_DRONE_OFFLINE_AFTER_MISSED = env.int("SWARM_DRONE_OFFLINE_AFTER_MISSED", default=6)
+# A ping not answered within this many seconds is a missed pong; this many missed pongs is unhealthy.
+SWARM_DRONE_PONG_TIMEOUT = env.float("SWARM_DRONE_PONG_TIMEOUT", default=5.0)
+SWARM_DRONE_UNHEALTHY_AFTER_MISSED_PONGS = env.int("SWARM_DRONE_UNHEALTHY_AFTER_MISSED_PONGS", default=3)
+# Escalation ladder: cooldown after an action at each level (seconds), doubled per
+# repeated attempt at that level up to the cap; attempts per level before climbing.
+SWARM_ESCALATION_COOLDOWNS = {
+    1: env.float("SWARM_ESCALATION_L1_COOLDOWN", default=30.0),
+    2: env.float("SWARM_ESCALATION_L2_COOLDOWN", default=30.0),
+    3: env.float("SWARM_ESCALATION_L3_COOLDOWN", default=120.0),
+    4: env.float("SWARM_ESCALATION_L4_COOLDOWN", default=900.0),
+}
+SWARM_ESCALATION_COOLDOWN_CAP = env.float("SWARM_ESCALATION_COOLDOWN_CAP", default=3600.0)
+SWARM_ESCALATION_ATTEMPTS_PER_LEVEL = env.int("SWARM_ESCALATION_ATTEMPTS_PER_LEVEL", default=1)
+SWARM_ESCALATION_RESET_AFTER = env.float("SWARM_ESCALATION_RESET_AFTER", default=300.0)
+SWARM_ESCALATION_ALERT_EMAILS = env.list("SWARM_ESCALATION_ALERT_EMAILS", default=[])
+SWARM_ESCALATION_WEBHOOK_URL = env.str("SWARM_ESCALATION_WEBHOOK_URL", default="")
+SWARM_ESCALATION_HTTP_TIMEOUT = env.float("SWARM_ESCALATION_HTTP_TIMEOUT", default=10.0)
+SWARM_ESCALATION_SSH_TIMEOUT = env.float("SWARM_ESCALATION_SSH_TIMEOUT", default=20.0)

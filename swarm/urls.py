@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("workflows.api.bundle_urls")),  # PUT /bundles/<sha256> must win over bundles' GET route
     path("", include("bundles.api.urls")),
     path("", include("workflows.api.urls")),
+    path("", include("drones.api.urls")),
 ]
 
 urlpatterns = [
