@@ -11,6 +11,7 @@ handler500 = "swarm.core.errors.api_server_error"
 api_v1 = [
     path("", include("bundles.api.urls")),
     path("", include("workflows.api.urls")),
+    path("", include("builds.api.urls")),
 ]
 
 urlpatterns = [
@@ -20,4 +21,5 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("", include("django_prometheus.urls")),
 ]
