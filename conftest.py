@@ -212,6 +212,10 @@ def subprocess_environment(django_db_setup, django_db_blocker, s3_server, tmp_pa
         "SWARM_VAR_DIR": str(tmp_path_factory.mktemp("var")),
         "DJANGO_SETTINGS_MODULE": "swarm.settings",
         "PYTHONUNBUFFERED": "1",
+        # Drones heartbeat and answer pings quickly in tests (drones/tests mirror these in-process).
+        "SWARM_DRONE_HEARTBEAT_INTERVAL": "1",
+        "SWARM_DRONE_PING_INTERVAL": "1",
+        "SWARM_DRONE_PONG_TIMEOUT": "2",
     })
     return env
 

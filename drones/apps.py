@@ -6,3 +6,8 @@ class DronesConfig(AppConfig):
     name = "drones"
     verbose_name = "Drones"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from drones.agent_messages import register_handlers
+
+        register_handlers()

@@ -1,1 +1,188 @@
-"""Drone models (filled in by the drones issue)."""
+"""Drone fleet models: drones, join tokens, hypervisors and the escalation history."""
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from drones.choices import (
+    DroneStatus,
+    DroneType,
+    EscalationLevel,
+    EscalationResult,
+    ProvisioningStatus,
+)
+from drones.secrets_box import decrypt_secret, encrypt_secret
+
+
+class Hypervisor(models.Model):
+    """A Proxmox VE API endpoint that can reboot the containers/VMs drones run in (L3).
+
+    The API token is `USER@REALM!TOKENID` plus its secret; the secret is stored
+    encrypted (see drones.secrets_box).
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    url = models.URLField(help_text="Base URL, e.g. https://pve.example.com:8006")
+    token_id = models.CharField(max_length=200, help_text="USER@REALM!TOKENID")
+    token_secret_encrypted = models.TextField(blank=True, default="", editable=False)
+    verify_tls = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def token_secret(self) -> str:
+        """The decrypted API token secret."""
+        return decrypt_secret(self.token_secret_encrypted)
+
+    @token_secret.setter
+    def token_secret(self, value: str) -> None:
+        self.token_secret_encrypted = encrypt_secret(value)
+
+
+class DroneQuerySet(models.QuerySet):
+    """Scoping helpers for drones."""
+
+    def escalating(self):
+        """Drones somewhere on the ladder below critical."""
+        return self.filter(escalation_level__gte=1, escalation_level__lt=EscalationLevel.ALERT_ADMIN)
+
+    def critical(self):
+        """Drones that reached L4 (a human was alerted)."""
+        return self.filter(escalation_level=EscalationLevel.ALERT_ADMIN)
+
+    def healthy(self):
+        """Drones at L0."""
+        return self.filter(escalation_level=EscalationLevel.HEALTHY)
+
+
+class Drone(models.Model):
+    """A machine that runs `swarm-agent run`: it heartbeats, answers pings and runs builds."""
+
+    name = models.CharField(max_length=100, unique=True)
+    hostname = models.CharField(max_length=255, blank=True, default="")
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    drone_type = models.CharField(max_length=16, choices=DroneType.choices, default=DroneType.UNKNOWN)
+    drone_type_locked = models.BooleanField(
+        default=False, help_text="Set by an operator (set-type); the agent's detection no longer overrides it.")
+    labels = models.JSONField(default=list, blank=True)
+    capacity = models.PositiveIntegerField(default=1)
+    agent_version = models.CharField(max_length=64, blank=True, default="")
+    os = models.CharField(max_length=64, blank=True, default="")
+    arch = models.CharField(max_length=32, blank=True, default="")
+
+    status = models.CharField(max_length=16, choices=DroneStatus.choices, default=DroneStatus.ONLINE, db_index=True)
+    stop_requested = models.BooleanField(default=False, help_text="The next heartbeat answers action=stop.")
+    registered_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(null=True, blank=True, help_text="Any agent call (HTTP or WebSocket).")
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    first_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+
+    ws_connected = models.BooleanField(default=False)
+    ws_connected_at = models.DateTimeField(null=True, blank=True)
+    last_ping_at = models.DateTimeField(null=True, blank=True)
+    last_pong_at = models.DateTimeField(null=True, blank=True)
+    ping_latency_ms = models.FloatField(null=True, blank=True)
+    missed_pongs = models.PositiveIntegerField(default=0)
+
+    escalation_level = models.PositiveSmallIntegerField(
+        choices=EscalationLevel.choices, default=EscalationLevel.HEALTHY, db_index=True)
+    last_escalation_at = models.DateTimeField(null=True, blank=True)
+    escalation_attempts = models.PositiveIntegerField(
+        default=0, help_text="Actions taken at the current level (each repeat doubles the cooldown).")
+    healthy_since = models.DateTimeField(null=True, blank=True)
+
+    # L3: the container/VM this drone lives in.
+    hypervisor = models.ForeignKey(Hypervisor, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="drones")
+    hypervisor_node = models.CharField(max_length=100, blank=True, default="", help_text="Proxmox node name")
+    hypervisor_vmid = models.PositiveIntegerField(null=True, blank=True, help_text="Proxmox CT/VM id")
+
+    # L1/L2 fallback when the WebSocket is down.
+    ssh_host = models.CharField(max_length=255, blank=True, default="")
+    ssh_port = models.PositiveIntegerField(default=22)
+    ssh_user = models.CharField(max_length=64, blank=True, default="root")
+    ssh_key_path = models.CharField(max_length=500, blank=True, default="",
+                                    help_text="Private key file readable by the Celery worker")
+    ssh_known_hosts = models.TextField(blank=True, default="",
+                                       help_text="known_hosts lines for this host; SSH refuses unknown keys")
+    ssh_restart_command = models.CharField(max_length=500, blank=True, default="systemctl restart swarm-agent")
+    ssh_hard_restart_command = models.CharField(
+        max_length=500, blank=True, default="systemctl kill --signal=SIGKILL swarm-agent; systemctl restart swarm-agent")
+
+    objects = DroneQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def ssh_configured(self) -> bool:
+        """Whether L1/L2 can fall back to SSH."""
+        return bool(self.ssh_host and self.ssh_known_hosts.strip())
+
+    @property
+    def hypervisor_configured(self) -> bool:
+        """Whether L3 has a hypervisor, node and vmid to call."""
+        return bool(self.hypervisor_id and self.hypervisor_node and self.hypervisor_vmid)
+
+
+class JoinToken(models.Model):
+    """A token a new machine presents once to register as a drone (hashed like API tokens)."""
+
+    name = models.CharField(max_length=100, db_index=True)
+    prefix = models.CharField(max_length=16, db_index=True, editable=False)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    max_uses = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: unlimited")
+    uses = models.PositiveIntegerField(default=0)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    # The plaintext is shown once; the admin keeps a bootstrap command only
+    # while the issuing session shows it (see admin), never in the database.
+    provisioning_status = models.CharField(max_length=16, choices=ProvisioningStatus.choices,
+                                           default=ProvisioningStatus.ISSUED)
+    script_fetched_at = models.DateTimeField(null=True, blank=True)
+    registered_at = models.DateTimeField(null=True, blank=True)
+    first_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    last_drone = models.ForeignKey(Drone, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (swj_{self.prefix}_…)"
+
+    @property
+    def is_usable(self) -> bool:
+        """Not revoked, not expired and uses left."""
+        if self.revoked_at is not None:
+            return False
+        if self.expires_at is not None and self.expires_at <= timezone.now():
+            return False
+        return self.max_uses is None or self.uses < self.max_uses
+
+
+class EscalationEvent(models.Model):
+    """One step of the ladder (or its reset): what was done to which drone and how it went."""
+
+    drone = models.ForeignKey(Drone, on_delete=models.CASCADE, related_name="escalation_events")
+    level = models.PositiveSmallIntegerField(choices=EscalationLevel.choices)
+    action = models.CharField(max_length=32)
+    result = models.CharField(max_length=16, choices=EscalationResult.choices)
+    detail = models.TextField(blank=True, default="")
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.drone} L{self.level} {self.action}: {self.result}"

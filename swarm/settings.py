@@ -118,6 +118,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.int("SWARM_SWEEP_INTERVAL", default=3600),
         "options": {"expires": 600},
     },
+    "drones.check_health": {
+        "task": "drones.check_health",
+        "schedule": float(env.float("SWARM_DRONE_HEALTH_CHECK_INTERVAL", default=10.0)),
+        "options": {"expires": float(env.float("SWARM_DRONE_HEALTH_CHECK_INTERVAL", default=10.0))},
+    },
 }
 
 # --- Storage ----------------------------------------------------------------
@@ -213,6 +218,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("SWARM_LOG_LEVEL", default="INFO")},
 }
 
+<<<<<<< HEAD
 # --- Builds -----------------------------------------------------------------
 # Seconds a drone has to acknowledge (PUT state running) a claimed build before it is requeued.
 SWARM_BUILD_ACK_TIMEOUT = env.int("SWARM_BUILD_ACK_TIMEOUT", default=30)
@@ -240,3 +246,30 @@ CELERY_BEAT_SCHEDULE["builds.archive_pending_logs"] = {
     "task": "builds.archive_pending_logs", "schedule": 300, "options": {"expires": 240},
 }
 INSTALLED_APPS.append("django_prometheus")
+=======
+# --- Drones (docs/drones.md has the table) ----------------------------------
+# Intervals the server hands the agents at registration.
+SWARM_DRONE_HEARTBEAT_INTERVAL = env.float("SWARM_DRONE_HEARTBEAT_INTERVAL", default=15.0)
+SWARM_DRONE_PING_INTERVAL = env.float("SWARM_DRONE_PING_INTERVAL", default=10.0)
+# A drone is stale after this many missed heartbeats, offline after the second number.
+SWARM_DRONE_STALE_AFTER_MISSED = env.int("SWARM_DRONE_STALE_AFTER_MISSED", default=2)
+SWARM_DRONE_OFFLINE_AFTER_MISSED = env.int("SWARM_DRONE_OFFLINE_AFTER_MISSED", default=6)
+# A ping not answered within this many seconds is a missed pong; this many missed pongs is unhealthy.
+SWARM_DRONE_PONG_TIMEOUT = env.float("SWARM_DRONE_PONG_TIMEOUT", default=5.0)
+SWARM_DRONE_UNHEALTHY_AFTER_MISSED_PONGS = env.int("SWARM_DRONE_UNHEALTHY_AFTER_MISSED_PONGS", default=3)
+# Escalation ladder: cooldown after an action at each level (seconds), doubled per
+# repeated attempt at that level up to the cap; attempts per level before climbing.
+SWARM_ESCALATION_COOLDOWNS = {
+    1: env.float("SWARM_ESCALATION_L1_COOLDOWN", default=30.0),
+    2: env.float("SWARM_ESCALATION_L2_COOLDOWN", default=30.0),
+    3: env.float("SWARM_ESCALATION_L3_COOLDOWN", default=120.0),
+    4: env.float("SWARM_ESCALATION_L4_COOLDOWN", default=900.0),
+}
+SWARM_ESCALATION_COOLDOWN_CAP = env.float("SWARM_ESCALATION_COOLDOWN_CAP", default=3600.0)
+SWARM_ESCALATION_ATTEMPTS_PER_LEVEL = env.int("SWARM_ESCALATION_ATTEMPTS_PER_LEVEL", default=1)
+SWARM_ESCALATION_RESET_AFTER = env.float("SWARM_ESCALATION_RESET_AFTER", default=300.0)
+SWARM_ESCALATION_ALERT_EMAILS = env.list("SWARM_ESCALATION_ALERT_EMAILS", default=[])
+SWARM_ESCALATION_WEBHOOK_URL = env.str("SWARM_ESCALATION_WEBHOOK_URL", default="")
+SWARM_ESCALATION_HTTP_TIMEOUT = env.float("SWARM_ESCALATION_HTTP_TIMEOUT", default=10.0)
+SWARM_ESCALATION_SSH_TIMEOUT = env.float("SWARM_ESCALATION_SSH_TIMEOUT", default=20.0)
+>>>>>>> drones

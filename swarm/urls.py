@@ -11,6 +11,7 @@ handler500 = "swarm.core.errors.api_server_error"
 api_v1 = [
     path("", include("bundles.api.urls")),
     path("", include("workflows.api.urls")),
+    path("", include("drones.api.urls")),
     path("", include("builds.api.urls")),
 ]
 

@@ -1,0 +1,66 @@
+"""Agent plugins: every module in this package that defines `plugin_factory(daemon)` is loaded by `swarm-agent run`.
+
+A plugin is any object with:
+
+    name: str
+    async start() -> None                      # after registration, before the loops
+    async stop() -> None                       # on shutdown / restart
+    heartbeat_fields() -> dict                 # merged into every heartbeat body (e.g. running_build_ids)
+    async on_heartbeat_response(body: dict)    # the server's heartbeat answer (action, hook fields)
+    async on_ws_message(message: dict) -> bool # True when it handled a WebSocket message
+
+It may use `daemon.api` (httpx.AsyncClient on `<server>/api/v1` with the drone
+token), `await daemon.send_ws(message)`, `daemon.config` and `daemon.action`.
+`AgentPlugin` below is a convenient base with no-op defaults.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+
+logger = logging.getLogger(__name__)
+
+
+class AgentPlugin:
+    """No-op defaults for the plugin interface; subclass and override what you need."""
+
+    name = "plugin"
+
+    def __init__(self, daemon):
+        self.daemon = daemon
+
+    async def start(self) -> None:
+        """Called once the agent is registered."""
+
+    async def stop(self) -> None:
+        """Called when the agent stops or restarts."""
+
+    def heartbeat_fields(self) -> dict:
+        """Extra fields for the heartbeat body."""
+        return {}
+
+    async def on_heartbeat_response(self, body: dict) -> None:
+        """The server's answer to a heartbeat."""
+
+    async def on_ws_message(self, message: dict) -> bool:
+        """A server message over the WebSocket; return True when handled."""
+        return False
+
+
+def load_plugins(daemon, *, disabled: set[str] | None = None) -> list:
+    """Instantiate every plugin module's `plugin_factory(daemon)` (sorted by module name)."""
+    disabled = disabled or set()
+    plugins = []
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
+        if module_info.name in disabled:
+            continue
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        factory = getattr(module, "plugin_factory", None)
+        if factory is None:
+            continue
+        plugin = factory(daemon)
+        if plugin is not None:
+            logger.info("loaded agent plugin %s", getattr(plugin, "name", module_info.name))
+            plugins.append(plugin)
+    return plugins

@@ -1,0 +1,37 @@
+"""The one place that sends messages to a drone's WebSocket (Channels group `drone.<id>`)."""
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+logger = logging.getLogger(__name__)
+
+AGENT_MESSAGE_EVENT = "agent.message"
+
+
+def drone_group(drone_id: int) -> str:
+    """The Channels group the drone's agent consumer joins."""
+    return f"drone.{int(drone_id)}"
+
+
+async def drone_send_async(drone_id: int, message: dict) -> None:
+    """Push a JSON message to the drone's agent (async callers)."""
+    layer = get_channel_layer()
+    await layer.group_send(drone_group(drone_id), {"type": AGENT_MESSAGE_EVENT, "message": message})
+
+
+def drone_send(drone_id: int, message: dict) -> None:
+    """Push a JSON message to the drone's agent over its WebSocket (sync callers: views, tasks).
+
+    Delivery is best effort: when no agent is connected the message is
+    dropped by the channel layer, which callers detect through the missing
+    reply (pong, ack) rather than here.
+    """
+    if "type" not in message:
+        raise ValueError("a message to a drone needs a 'type'")
+    async_to_sync(drone_send_async)(drone_id, message)
+
+
+def drone_disconnect(drone_id: int, *, code: int = 4000) -> None:
+    """Close the drone's WebSocket from the server side (the agent reconnects with its token, if still valid)."""
+    async_to_sync(get_channel_layer().group_send)(drone_group(drone_id), {"type": "agent.close", "code": code})

@@ -1,0 +1,338 @@
+"""Writes of the drone fleet: join tokens, registration, heartbeats, ping/pong, operator holds."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from drones.choices import DroneAction, DroneStatus, DroneType, EscalationLevel, EscalationResult, ProvisioningStatus
+from drones.events import drone_send
+from drones.models import Drone, EscalationEvent, JoinToken
+from drones.redis_client import key, redis_client
+from drones.selectors import DRONE_SUBJECT, join_token_find
+from swarm.core.choices import TokenScope
+from swarm.core.errors import ApiError, NotFound
+from swarm.core.services import api_token_issue, api_tokens_revoke_for_subject, audit_record
+from swarm.core.tokens import generate_token
+
+logger = logging.getLogger(__name__)
+
+PING_RECORD_TTL = 300
+
+
+# --- Join tokens ---------------------------------------------------------------
+
+
+def join_token_issue(*, name: str, expires_at: datetime | None = None, max_uses: int | None = None,
+                     created_by=None) -> tuple[JoinToken, str]:
+    """Create a join token; returns it with its plaintext (`swj_…`), which is never stored."""
+    if not name or len(name) > 100:
+        raise ApiError("A join token needs a name of 1-100 characters.", code="invalid", field="name")
+    if max_uses is not None and max_uses < 1:
+        raise ApiError("max_uses must be at least 1.", code="invalid", field="max_uses")
+    generated = generate_token("swj")
+    token = JoinToken.objects.create(name=name, prefix=generated.prefix, digest=generated.digest,
+                                     expires_at=expires_at, max_uses=max_uses, created_by=created_by)
+    audit_record(actor=created_by.get_username() if created_by else "system", action="join_token.issue", obj=token)
+    return token, generated.plaintext
+
+
+def join_token_revoke(*, token: JoinToken, actor: str = "system") -> JoinToken:
+    """Revoke a join token; registrations with it are refused from now on."""
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        audit_record(actor=actor, action="join_token.revoke", obj=token)
+    return token
+
+
+def join_token_reissue(*, name: str) -> tuple[JoinToken, str]:
+    """Revoke every live join token called `name` and issue a fresh one (`issue_join_token --reuse`).
+
+    Join tokens are stored hashed, so an existing one cannot be shown again;
+    replacing it is the honest equivalent. Drones that already registered keep
+    their drone tokens.
+    """
+    with transaction.atomic():
+        for token in JoinToken.objects.select_for_update().filter(name=name, revoked_at__isnull=True):
+            join_token_revoke(token=token, actor="system:reissue")
+        return join_token_issue(name=name)
+
+
+def join_token_check(plaintext: str, *, field: str = "token") -> JoinToken:
+    """The usable join token matching `plaintext`, or a 401/403 JSON error saying why not."""
+    if not plaintext:
+        raise ApiError("A join token is required.", code="missing_field", field=field, status_code=401)
+    token = join_token_find(plaintext)
+    if token is None:
+        raise ApiError("Unknown join token.", code="authentication_failed", field=field, status_code=401)
+    if token.revoked_at is not None:
+        raise ApiError("This join token was revoked.", code="token_revoked", field=field, status_code=403)
+    if token.expires_at is not None and token.expires_at <= timezone.now():
+        raise ApiError("This join token has expired.", code="token_expired", field=field, status_code=403)
+    if token.max_uses is not None and token.uses >= token.max_uses:
+        raise ApiError("This join token has no uses left.", code="token_used_up", field=field, status_code=403)
+    return token
+
+
+def join_token_mark_script_fetched(*, token: JoinToken) -> None:
+    """Provisioning progress: the bootstrap script was downloaded with this token."""
+    JoinToken.objects.filter(pk=token.pk, provisioning_status=ProvisioningStatus.ISSUED).update(
+        provisioning_status=ProvisioningStatus.SCRIPT_FETCHED, script_fetched_at=timezone.now())
+
+
+# --- Registration and heartbeat -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What `POST /drones/register` returns: the drone, its new token and the intervals."""
+
+    drone: Drone
+    token: str
+    created: bool
+
+
+def drone_register(*, join_token: str, name: str, hostname: str = "", ip: str | None = None,
+                   drone_type: str = DroneType.UNKNOWN, labels: list[str] | None = None, capacity: int = 1,
+                   version: str = "", os: str = "", arch: str = "") -> Registration:
+    """Register (or re-register) a drone with a join token and issue its drone token.
+
+    Re-registering an existing name rotates the drone's token: every earlier
+    token of that drone is revoked in the same transaction.
+    """
+    if drone_type not in DroneType.values:
+        raise ApiError(f"drone_type must be one of {', '.join(DroneType.values)}.", code="invalid",
+                       field="drone_type")
+    with transaction.atomic():
+        token = join_token_check(join_token, field="join_token")
+        token = JoinToken.objects.select_for_update().get(pk=token.pk)
+        token = join_token_check(join_token, field="join_token")  # re-checked under the lock (max uses)
+        now = timezone.now()
+        drone, created = Drone.objects.select_for_update().get_or_create(name=name, defaults={"registered_at": now})
+        drone.hostname = hostname
+        drone.ip = ip or None
+        if not drone.drone_type_locked:
+            drone.drone_type = drone_type
+        drone.labels = sorted(set(labels or []))
+        drone.capacity = capacity
+        drone.agent_version = version
+        drone.os = os
+        drone.arch = arch
+        drone.registered_at = now
+        drone.last_seen_at = now
+        drone.stop_requested = False
+        if drone.status in (DroneStatus.OFFLINE, DroneStatus.STALE):
+            drone.status = DroneStatus.ONLINE
+        drone.save()
+        api_tokens_revoke_for_subject(subject_type=DRONE_SUBJECT, subject_id=str(drone.pk))
+        _, plaintext = api_token_issue(scope=TokenScope.DRONE, name=f"drone:{name}", subject_type=DRONE_SUBJECT,
+                                       subject_id=str(drone.pk))
+        JoinToken.objects.filter(pk=token.pk).update(uses=F("uses") + 1, last_drone=drone, registered_at=now)
+        JoinToken.objects.filter(pk=token.pk).exclude(provisioning_status=ProvisioningStatus.HEARTBEAT).update(
+            provisioning_status=ProvisioningStatus.REGISTERED)
+        audit_record(actor=f"join_token:{token.name}", action="drone.register" if created else "drone.reregister",
+                     obj=drone, detail={"join_token_id": token.pk})
+    return Registration(drone=drone, token=plaintext, created=created)
+
+
+def drone_intervals() -> dict:
+    """The server-set intervals every registration and heartbeat response carries."""
+    return {
+        "heartbeat_interval": settings.SWARM_DRONE_HEARTBEAT_INTERVAL,
+        "ping_interval": settings.SWARM_DRONE_PING_INTERVAL,
+    }
+
+
+def action_for(status: str, stop_requested: bool) -> str:
+    """The action a heartbeat response tells the agent to take."""
+    if stop_requested:
+        return DroneAction.STOP
+    if status == DroneStatus.PAUSED:
+        return DroneAction.PAUSE
+    if status == DroneStatus.DRAINING:
+        return DroneAction.DRAIN
+    return DroneAction.RUN
+
+
+# One statement: record the heartbeat, bring a stale/offline drone back online,
+# remember the first heartbeat, and read back what the response needs.
+HEARTBEAT_SQL = """
+UPDATE drones_drone SET
+    last_heartbeat_at = %(now)s,
+    last_seen_at = %(now)s,
+    metrics = %(metrics)s::jsonb,
+    status = CASE WHEN status IN ('stale', 'offline') THEN 'online' ELSE status END,
+    first_heartbeat_at = COALESCE(first_heartbeat_at, %(now)s)
+WHERE id = %(drone_id)s
+RETURNING status, stop_requested, first_heartbeat_at = %(now)s
+"""
+
+
+def drone_heartbeat(*, drone_id: int, metrics: dict) -> dict:
+    """Record a heartbeat in one UPDATE and return `{action, status, intervals…}`.
+
+    The first heartbeat also moves the join token's provisioning status on.
+    """
+    if not isinstance(metrics, dict):
+        raise ApiError("metrics must be a JSON object.", code="invalid", field="metrics")
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(HEARTBEAT_SQL, {"now": now, "metrics": json.dumps(metrics), "drone_id": drone_id})
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound("The drone this token belongs to no longer exists.")
+    status, stop_requested, first = row
+    if first:
+        JoinToken.objects.filter(last_drone_id=drone_id).exclude(
+            provisioning_status=ProvisioningStatus.HEARTBEAT).update(
+            provisioning_status=ProvisioningStatus.HEARTBEAT, first_heartbeat_at=now)
+    return {"action": action_for(status, stop_requested), "status": status, **drone_intervals()}
+
+
+# --- WebSocket presence, ping and pong -------------------------------------------
+
+
+def drone_ws_connected(*, drone_id: int) -> None:
+    """The agent's WebSocket is up (called by the consumer)."""
+    now = timezone.now()
+    Drone.objects.filter(pk=drone_id).update(ws_connected=True, ws_connected_at=now, last_seen_at=now)
+
+
+def drone_ws_disconnected(*, drone_id: int) -> None:
+    """The agent's WebSocket closed."""
+    Drone.objects.filter(pk=drone_id).update(ws_connected=False)
+
+
+def drone_ping_send(*, drone: Drone) -> str:
+    """Push a `ping` to the drone over its WebSocket and record when; returns the ping id.
+
+    The send time goes to Redis under the ping id, so whichever ASGI worker
+    receives the pong can compute the latency and hand it back.
+    """
+    ping_id = uuid.uuid4().hex
+    sent_at = time.time()
+    redis_client().set(key("ping", ping_id), json.dumps({"drone_id": drone.pk, "sent_at": sent_at}),
+                       ex=PING_RECORD_TTL)
+    Drone.objects.filter(pk=drone.pk).update(last_ping_at=timezone.now())
+    drone_send(drone.pk, {"type": "ping", "id": ping_id, "sent_at": sent_at})
+    return ping_id
+
+
+def drone_pong_record(*, drone_id: int, ping_id: str) -> float | None:
+    """Record a pong: latency from the ping's send time; wakes any waiter. None if the ping is unknown."""
+    client = redis_client()
+    raw = client.getdel(key("ping", ping_id)) if ping_id else None
+    if raw is None:
+        return None
+    record = json.loads(raw)
+    if int(record["drone_id"]) != int(drone_id):
+        return None  # a drone cannot answer another drone's ping
+    latency_ms = round((time.time() - float(record["sent_at"])) * 1000.0, 3)
+    now = timezone.now()
+    Drone.objects.filter(pk=drone_id).update(last_pong_at=now, last_seen_at=now, ping_latency_ms=latency_ms,
+                                             missed_pongs=0)
+    result_key = key("pong", ping_id)
+    client.rpush(result_key, json.dumps({"latency_ms": latency_ms}))
+    client.expire(result_key, 60)
+    return latency_ms
+
+
+def drone_ping(*, drone: Drone, timeout: float | None = None) -> dict:
+    """Ping a drone and wait for its pong (from any ASGI worker) up to `timeout` seconds.
+
+    Returns `{name, ok, latency_ms, ws_connected, detail}`; a missing pong is
+    `ok: false`, not an error (the drone's health is the answer).
+    """
+    timeout = settings.SWARM_DRONE_PONG_TIMEOUT if timeout is None else timeout
+    drone.refresh_from_db(fields=["ws_connected"])
+    ping_id = drone_ping_send(drone=drone)
+    answer = redis_client().blpop([key("pong", ping_id)], timeout=max(1, int(round(timeout))))
+    if answer is None:
+        return {"name": drone.name, "ok": False, "latency_ms": None, "ws_connected": drone.ws_connected,
+                "detail": f"no pong within {timeout:g} s"}
+    latency = json.loads(answer[1])["latency_ms"]
+    return {"name": drone.name, "ok": True, "latency_ms": latency, "ws_connected": True, "detail": "pong"}
+
+
+def drone_ping_all() -> list[str]:
+    """Push a ping to every drone (answers arrive asynchronously); returns the names pinged."""
+    names = []
+    for drone in Drone.objects.exclude(status=DroneStatus.PAUSED).only("pk", "name"):
+        drone_ping_send(drone=drone)
+        names.append(drone.name)
+    return names
+
+
+# --- Operator holds --------------------------------------------------------------
+
+
+def _set_status(*, drone: Drone, status: str, actor) -> Drone:
+    drone.status = status
+    drone.save(update_fields=["status"])
+    audit_record(actor=actor, action=f"drone.{status}", obj=drone)
+    return drone
+
+
+def drone_pause(*, drone: Drone, actor="system") -> Drone:
+    """Hold the drone: its heartbeats answer `pause` and the ladder leaves it alone."""
+    return _set_status(drone=drone, status=DroneStatus.PAUSED, actor=actor)
+
+
+def drone_drain(*, drone: Drone, actor="system") -> Drone:
+    """Let the drone finish its work but take no new work (`drain`)."""
+    return _set_status(drone=drone, status=DroneStatus.DRAINING, actor=actor)
+
+
+def drone_resume(*, drone: Drone, actor="system") -> Drone:
+    """Back to `run`; the next health check decides online/stale/offline."""
+    drone.stop_requested = False
+    drone.save(update_fields=["stop_requested"])
+    return _set_status(drone=drone, status=DroneStatus.ONLINE, actor=actor)
+
+
+def drone_set_type(*, drone: Drone, drone_type: str, actor="system") -> Drone:
+    """Override the detected drone type (the agent's detection no longer changes it)."""
+    if drone_type not in DroneType.values:
+        raise ApiError(f"drone_type must be one of {', '.join(DroneType.values)}.", code="invalid",
+                       field="drone_type")
+    drone.drone_type = drone_type
+    drone.drone_type_locked = True
+    drone.save(update_fields=["drone_type", "drone_type_locked"])
+    audit_record(actor=actor, action="drone.set_type", obj=drone, detail={"drone_type": drone_type})
+    return drone
+
+
+def drone_reset_escalation(*, drone: Drone, actor="system") -> Drone:
+    """Put the drone back to L0 by hand (recorded as an escalation event)."""
+    with transaction.atomic():
+        locked = Drone.objects.select_for_update().get(pk=drone.pk)
+        previous = locked.escalation_level
+        locked.escalation_level = EscalationLevel.HEALTHY
+        locked.escalation_attempts = 0
+        locked.missed_pongs = 0
+        locked.save(update_fields=["escalation_level", "escalation_attempts", "missed_pongs"])
+        EscalationEvent.objects.create(drone=locked, level=EscalationLevel.HEALTHY, action="reset",
+                                       result=EscalationResult.RESET,
+                                       detail=f"reset by {actor} from L{previous}")
+        audit_record(actor=actor, action="drone.reset_escalation", obj=locked, detail={"from_level": previous})
+    return locked
+
+
+def cooldown_seconds(*, level: int, attempts: int) -> float:
+    """The wait after the `attempts`-th action at `level`: base × 2^(attempts-1), capped."""
+    base = float(settings.SWARM_ESCALATION_COOLDOWNS.get(level, 30.0))
+    return min(base * (2 ** max(0, attempts - 1)), float(settings.SWARM_ESCALATION_COOLDOWN_CAP))
+
+
+def heartbeat_overdue_after() -> timedelta:
+    """How long without a heartbeat makes a drone stale."""
+    return timedelta(seconds=settings.SWARM_DRONE_HEARTBEAT_INTERVAL * settings.SWARM_DRONE_STALE_AFTER_MISSED)
