@@ -54,12 +54,24 @@ class LogRangeMismatch(ApiError):
 # --- jobs --------------------------------------------------------------------
 
 
+#: The queues every installation has (also created by migration 0002).
+DEFAULT_QUEUES = (
+    {"name": "default", "priority": 50, "description": "Everyday builds."},
+    {"name": "test", "priority": 10, "description": "Low-priority test builds; claimed after every other queue."},
+)
+
+
+def queues_ensure_defaults() -> None:
+    """Create the `default` and low-priority `test` queues when they are missing."""
+    for queue in DEFAULT_QUEUES:
+        Queue.objects.get_or_create(name=queue["name"], defaults=queue)
+
+
 def _default_queue() -> Queue:
     queue = Queue.objects.filter(name="default").first()
     if queue is None:
-        queue = Queue.objects.order_by("-priority").first()
-    if queue is None:
-        raise ApiError("No build queue exists; create one first.", code="no_queue", field="queue")
+        queues_ensure_defaults()
+        queue = Queue.objects.get(name="default")
     return queue
 
 
