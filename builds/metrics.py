@@ -21,6 +21,13 @@ CLAIM_SECONDS = Histogram(
 class BuildsCollector:
     """Queue depth per queue, builds by state, drones by status and escalation level."""
 
+    def describe(self):
+        """Metric names without touching the database (called once, at registration)."""
+        yield GaugeMetricFamily("swarm_build_queue_depth", "Pending builds per queue.", labels=["queue"])
+        yield GaugeMetricFamily("swarm_builds", "Builds by state.", labels=["state"])
+        yield GaugeMetricFamily("swarm_drones", "Drones by status and escalation level.",
+                                labels=["status", "escalation_level"])
+
     def collect(self):
         from django.db.models import Count
 
