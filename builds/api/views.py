@@ -214,6 +214,7 @@ class BuildLogView(AgentMixin, ScopedAPIView):
         response["X-Log-Offset"] = str(offset + len(body))
         response["X-Build-State"] = build.state
         response["X-Build-Attempt"] = str(attempt.number if attempt else 0)
+        response["X-Build-Latest-Attempt"] = str(build.attempt_count)
         response["X-Build-Finished"] = "true" if build.is_finished else "false"
         return response
 
