@@ -274,4 +274,7 @@ SWARM_BUILD_ARTIFACT_MAX_BYTES = env.int("SWARM_BUILD_ARTIFACT_MAX_BYTES", defau
 SWARM_BUILD_REAP_INTERVAL = env.int("SWARM_BUILD_REAP_INTERVAL", default=10)
 # Global webhook secret (GitHub/Bitbucket HMAC key, GitLab token); jobs may set their own.
 SWARM_WEBHOOK_SECRET = env.str("SWARM_WEBHOOK_SECRET", default="")
+# /metrics: django-prometheus request metrics plus the builds gauges (builds.metrics).
 INSTALLED_APPS.append("django_prometheus")
+MIDDLEWARE.insert(0, "django_prometheus.middleware.PrometheusBeforeMiddleware")
+MIDDLEWARE.append("django_prometheus.middleware.PrometheusAfterMiddleware")
