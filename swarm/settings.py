@@ -130,6 +130,16 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env.float("SWARM_DRONE_HEALTH_CHECK_INTERVAL", default=10.0)),
         "options": {"expires": float(env.float("SWARM_DRONE_HEALTH_CHECK_INTERVAL", default=10.0))},
     },
+    "builds.reap": {
+        "task": "builds.reap",
+        "schedule": env.int("SWARM_BUILD_REAP_INTERVAL", default=10),
+        "options": {"expires": env.int("SWARM_BUILD_REAP_INTERVAL", default=10)},
+    },
+    "builds.archive_pending_logs": {
+        "task": "builds.archive_pending_logs",
+        "schedule": 300,
+        "options": {"expires": 240},
+    },
 }
 
 # --- Storage ----------------------------------------------------------------
@@ -273,3 +283,28 @@ SWARM_ESCALATION_ALERT_EMAILS = env.list("SWARM_ESCALATION_ALERT_EMAILS", defaul
 SWARM_ESCALATION_WEBHOOK_URL = env.str("SWARM_ESCALATION_WEBHOOK_URL", default="")
 SWARM_ESCALATION_HTTP_TIMEOUT = env.float("SWARM_ESCALATION_HTTP_TIMEOUT", default=10.0)
 SWARM_ESCALATION_SSH_TIMEOUT = env.float("SWARM_ESCALATION_SSH_TIMEOUT", default=20.0)
+
+# --- Builds -----------------------------------------------------------------
+# Seconds a drone has to acknowledge (PUT state running) a claimed build before it is requeued.
+SWARM_BUILD_ACK_TIMEOUT = env.int("SWARM_BUILD_ACK_TIMEOUT", default=30)
+# A held build's lease; any agent call renews it; the reaper fails expired ones.
+SWARM_BUILD_LEASE_SECONDS = env.int("SWARM_BUILD_LEASE_SECONDS", default=60)
+# How often the agent reports on a running build (keep-alive and cancel poll).
+SWARM_BUILD_UPDATE_INTERVAL = env.int("SWARM_BUILD_UPDATE_INTERVAL", default=5)
+# Pending longer than this → stuck_or_timeout_failure.
+SWARM_BUILD_PENDING_LIMIT = env.int("SWARM_BUILD_PENDING_LIMIT", default=3600)
+# The reaper fails a build this long after its own timeout (the agent enforces the timeout first).
+SWARM_BUILD_TIMEOUT_GRACE = env.int("SWARM_BUILD_TIMEOUT_GRACE", default=30)
+# Seconds between SIGTERM and SIGKILL when a build is cancelled.
+SWARM_BUILD_CANCEL_GRACE = env.int("SWARM_BUILD_CANCEL_GRACE", default=10)
+# A retried build avoids the drone that failed it for this long.
+SWARM_BUILD_RETRY_AVOID_SECONDS = env.int("SWARM_BUILD_RETRY_AVOID_SECONDS", default=300)
+SWARM_BUILD_LOG_MAX_BYTES = env.int("SWARM_BUILD_LOG_MAX_BYTES", default=256 * 1024**2)
+SWARM_BUILD_ARTIFACT_MAX_BYTES = env.int("SWARM_BUILD_ARTIFACT_MAX_BYTES", default=5 * 1024**3)
+SWARM_BUILD_REAP_INTERVAL = env.int("SWARM_BUILD_REAP_INTERVAL", default=10)
+# Global webhook secret (GitHub/Bitbucket HMAC key, GitLab token); jobs may set their own.
+SWARM_WEBHOOK_SECRET = env.str("SWARM_WEBHOOK_SECRET", default="")
+# /metrics: django-prometheus request metrics plus the builds gauges (builds.metrics).
+INSTALLED_APPS.append("django_prometheus")
+MIDDLEWARE.insert(0, "django_prometheus.middleware.PrometheusBeforeMiddleware")
+MIDDLEWARE.append("django_prometheus.middleware.PrometheusAfterMiddleware")

@@ -13,6 +13,7 @@ api_v1 = [
     path("", include("bundles.api.urls")),
     path("", include("workflows.api.urls")),
     path("", include("drones.api.urls")),
+    path("", include("builds.api.urls")),
 ]
 
 urlpatterns = [
@@ -22,4 +23,5 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("", include("django_prometheus.urls")),
 ]

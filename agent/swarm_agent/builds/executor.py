@@ -1,0 +1,52 @@
+"""The executor interface: how a build's steps run on a drone.
+
+An executor runs one shell step at a time in the build's workspace, streams
+its output to a callback as it comes, and can stop it (SIGTERM to the whole
+process group, SIGKILL after a grace period). `process` is the built-in one;
+a container executor (Docker/Podman, using the job's `image`) implements the
+same three methods.
+"""
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+OutputCallback = Callable[[bytes], None]
+
+
+@dataclass
+class StepResult:
+    """How a step ended: its exit code, or that it was stopped."""
+
+    exit_code: int
+    stopped: bool = False
+
+
+class Executor(abc.ABC):
+    """Runs build steps in a workspace."""
+
+    name = "executor"
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """One line for the build log: what runs the steps and how it is isolated."""
+
+    @abc.abstractmethod
+    async def run_step(self, command: str, *, workspace: Path, env: dict[str, str], output: OutputCallback,
+                       image: str = "") -> StepResult:
+        """Run one shell command; return when it exits or was stopped."""
+
+    @abc.abstractmethod
+    async def stop(self, *, grace: float) -> None:
+        """Stop the running step: SIGTERM its process group, SIGKILL after `grace` seconds."""
+
+
+def executor_for(name: str) -> Executor:
+    """The executor called `name` (only `process` ships)."""
+    if name == "process":
+        from swarm_agent.builds.process import ProcessExecutor
+
+        return ProcessExecutor()
+    raise ValueError(f"unknown executor {name!r}; available: process")

@@ -1,0 +1,210 @@
+"""Admin for builds: jobs with "trigger", builds with cancel/retry and a live log page, queues, deliveries.
+
+Every action calls the same service the API calls (`build_trigger`,
+`build_cancel`, `build_retry`).
+"""
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from builds import services
+from builds.choices import TERMINAL_STATES, TriggerKind
+from builds.models import Artifact, Build, BuildAttempt, BuildEvent, Job, Queue, WebhookDelivery
+from builds.selectors import build_artifacts
+from swarm.core.errors import ApiError
+
+
+def _actor(request) -> str:
+    return f"user:{request.user.get_username()}"
+
+
+@admin.register(Queue)
+class QueueAdmin(admin.ModelAdmin):
+    list_display = ["name", "priority", "max_concurrent", "tenant_rate_limit_per_minute", "description"]
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["name", "tenant", "scm_url", "default_branch", "branch_filter", "queue", "enabled", "last_build"]
+    list_filter = ["enabled", "queue", "tenant"]
+    search_fields = ["name", "scm_url"]
+    readonly_fields = ["scm_url_normalized", "next_build_number", "created_at", "updated_at"]
+    actions = ["trigger_builds"]
+
+    @admin.display(description="last build")
+    def last_build(self, job):
+        build = job.builds.order_by("-number").first()
+        if build is None:
+            return "—"
+        url = reverse("admin:builds_build_change", args=[build.pk])
+        return format_html('<a href="{}">#{} {}</a>', url, build.number, build.state)
+
+    def save_model(self, request, obj, form, change):
+        from builds.config import normalize_scm_url, validate_build_config
+
+        try:
+            obj.build_config = validate_build_config(obj.build_config)
+        except ApiError as error:
+            messages.error(request, error.detail)
+            raise
+        obj.scm_url_normalized = normalize_scm_url(obj.scm_url)
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Trigger a build of the selected jobs (default branch)", permissions=["change"])
+    def trigger_builds(self, request, queryset):
+        for job in queryset:
+            try:
+                build = services.build_trigger(job=job, trigger=TriggerKind.MANUAL, triggered_by=_actor(request))
+            except ApiError as error:
+                self.message_user(request, f"{job.name}: {error.detail}", messages.ERROR)
+                continue
+            url = reverse("admin:builds_build_change", args=[build.pk])
+            self.message_user(request, format_html('Queued <a href="{}">{} #{}</a>', url, job.name, build.number))
+
+
+class AttemptInline(admin.TabularInline):
+    model = BuildAttempt
+    extra = 0
+    can_delete = False
+    fields = ["number", "drone", "state", "failure_reason", "detail", "exit_code", "started_at", "finished_at",
+              "log_size", "log_checksum"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class EventInline(admin.TabularInline):
+    model = BuildEvent
+    extra = 0
+    can_delete = False
+    fields = ["at", "kind", "attempt_number", "actor", "detail"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Build)
+class BuildAdmin(admin.ModelAdmin):
+    list_display = ["id", "job", "number", "state", "failure_reason", "duration", "drone", "attempt_count", "branch",
+                    "short_sha", "trigger", "created_at"]
+    list_filter = ["state", "failure_reason", "trigger", "queue", "job"]
+    search_fields = ["job__name", "commit_sha", "branch"]
+    list_select_related = ["job", "drone"]
+    actions = ["cancel_builds", "retry_builds"]
+    inlines = [AttemptInline, EventInline]
+    change_form_template = "admin/builds/build/change_form.html"
+    readonly_fields = [f.name for f in Build._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_staff
+
+    @admin.display(description="duration")
+    def duration(self, build):
+        seconds = build.duration_seconds
+        return "—" if seconds is None else f"{seconds:.1f} s"
+
+    @admin.display(description="commit")
+    def short_sha(self, build):
+        return build.commit_sha[:10]
+
+    def get_urls(self):
+        return [
+            path("<int:build_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="builds_build_cancel"),
+            path("<int:build_id>/retry/", self.admin_site.admin_view(self.retry_view), name="builds_build_retry"),
+            *super().get_urls(),
+        ]
+
+    def _post_only(self, request, build_id):
+        build = get_object_or_404(Build, pk=build_id)
+        if request.method != "POST" or not self.has_change_permission(request, build):
+            return None, HttpResponseRedirect(reverse("admin:builds_build_change", args=[build_id]))
+        return build, None
+
+    def cancel_view(self, request, build_id: int):
+        build, redirect = self._post_only(request, build_id)
+        if redirect:
+            return redirect
+        try:
+            build = services.build_cancel(build=build, actor=_actor(request))
+            self.log_change(request, build, f"cancel requested ({build.state})")
+            self.message_user(request, f"Build {build} is {build.state}.")
+        except ApiError as error:
+            self.message_user(request, error.detail, messages.ERROR)
+        return HttpResponseRedirect(reverse("admin:builds_build_change", args=[build_id]))
+
+    def retry_view(self, request, build_id: int):
+        build, redirect = self._post_only(request, build_id)
+        if redirect:
+            return redirect
+        try:
+            new_build = services.build_retry(build=build, actor=_actor(request))
+            self.log_change(request, build, f"retried as build {new_build.pk}")
+            return HttpResponseRedirect(reverse("admin:builds_build_change", args=[new_build.pk]))
+        except ApiError as error:
+            self.message_user(request, error.detail, messages.ERROR)
+        return HttpResponseRedirect(reverse("admin:builds_build_change", args=[build_id]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        build = get_object_or_404(Build, pk=object_id)
+        artifacts = [
+            {"artifact": artifact,
+             "url": reverse("build-artifact-download", kwargs={"build_id": build.pk, "artifact_id": artifact.pk})}
+            for artifact in build_artifacts(build)
+        ]
+        extra_context = dict(extra_context or {}, build=build, artifacts=artifacts,
+                             can_cancel=build.state not in TERMINAL_STATES,
+                             can_retry=build.state in TERMINAL_STATES,
+                             log_ws_path=f"/ws/builds/{build.pk}/log/",
+                             log_api_path=reverse("build-log", kwargs={"build_id": build.pk}))
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.action(description="Cancel the selected builds", permissions=["change"])
+    def cancel_builds(self, request, queryset):
+        for build in queryset:
+            try:
+                services.build_cancel(build=build, actor=_actor(request))
+                self.log_change(request, build, "cancel requested")
+            except ApiError as error:
+                self.message_user(request, f"{build}: {error.detail}", messages.WARNING)
+
+    @admin.action(description="Retry the selected builds", permissions=["change"])
+    def retry_builds(self, request, queryset):
+        for build in queryset:
+            try:
+                new_build = services.build_retry(build=build, actor=_actor(request))
+                self.log_change(request, build, f"retried as build {new_build.pk}")
+            except ApiError as error:
+                self.message_user(request, f"{build}: {error.detail}", messages.WARNING)
+
+
+@admin.register(Artifact)
+class ArtifactAdmin(admin.ModelAdmin):
+    list_display = ["path", "build", "size", "sha256", "state", "download"]
+    list_filter = ["state"]
+    readonly_fields = [f.name for f in Artifact._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="download")
+    def download(self, artifact):
+        url = reverse("build-artifact-download", kwargs={"build_id": artifact.build_id, "artifact_id": artifact.pk})
+        return format_html('<a href="{}">download</a>', url)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["delivery_id", "provider", "event", "status", "build_ids", "received_at", "detail"]
+    list_filter = ["provider", "status"]
+    search_fields = ["delivery_id"]
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

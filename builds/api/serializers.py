@@ -1,0 +1,131 @@
+"""Serializers of the builds API (shapes only; validation of meaning lives in services)."""
+from rest_framework import serializers
+
+from builds.models import Artifact, Build, BuildAttempt, Job, Queue
+from builds.secrets import decrypt_mapping
+
+
+class QueueSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Queue
+        fields = ["id", "name", "priority", "max_concurrent", "tenant_rate_limit_per_minute", "description"]
+
+
+class JobSerializer(serializers.ModelSerializer):
+    """A job as the API shows it; secrets appear only as names."""
+
+    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    queue = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    has_scm_credential = serializers.SerializerMethodField()
+    secret_names = serializers.SerializerMethodField()
+    has_webhook_secret = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = ["id", "name", "tenant", "description", "scm_url", "default_branch", "branch_filter", "build_config",
+                  "queue", "enabled", "has_scm_credential", "secret_names", "has_webhook_secret", "created_at",
+                  "updated_at"]
+
+    def get_has_scm_credential(self, job) -> bool:
+        return bool(job.scm_credential_encrypted)
+
+    def get_secret_names(self, job) -> list[str]:
+        return sorted(decrypt_mapping(job.secrets_encrypted))
+
+    def get_has_webhook_secret(self, job) -> bool:
+        return bool(job.webhook_secret)
+
+
+class JobWriteSerializer(serializers.Serializer):
+    """Fields accepted when creating or changing a job."""
+
+    name = serializers.SlugField(max_length=100)
+    tenant = serializers.SlugField(required=False, help_text="Admin tokens only; engine tokens use their own tenant.")
+    description = serializers.CharField(max_length=300, required=False, allow_blank=True)
+    scm_url = serializers.CharField(max_length=500)
+    default_branch = serializers.CharField(max_length=200, required=False)
+    branch_filter = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    build_config = serializers.JSONField()
+    queue = serializers.SlugField(required=False)
+    enabled = serializers.BooleanField(required=False)
+    scm_credential = serializers.CharField(required=False, allow_blank=True, write_only=True,
+                                           help_text="Token or password used to clone (never returned).")
+    secrets = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, write_only=True)
+    webhook_secret = serializers.CharField(max_length=200, required=False, allow_blank=True, write_only=True)
+
+
+class TriggerSerializer(serializers.Serializer):
+    branch = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    commit_sha = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    sha = serializers.CharField(max_length=64, required=False, allow_blank=True, help_text="Alias of commit_sha.")
+    params = serializers.DictField(required=False)
+
+
+class AttemptSerializer(serializers.ModelSerializer):
+    drone = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        model = BuildAttempt
+        fields = ["number", "drone", "state", "failure_reason", "detail", "exit_code", "assigned_at", "started_at",
+                  "finished_at", "log_size", "log_checksum", "log_checksum_reported"]
+
+
+class BuildSerializer(serializers.ModelSerializer):
+    job = serializers.SerializerMethodField()
+    drone = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    queue = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Build
+        fields = ["id", "url", "job", "number", "commit_sha", "branch", "trigger", "triggered_by", "params", "state",
+                  "failure_reason", "exit_code", "queue", "drone", "attempt_count", "retries_used", "retry_of",
+                  "created_at", "assigned_at", "started_at", "finished_at", "duration_seconds", "lease_expires_at"]
+
+    def get_job(self, build) -> dict:
+        return {"id": build.job_id, "name": build.job.name}
+
+    def get_url(self, build) -> str:
+        return f"/api/v1/builds/{build.pk}"
+
+
+class BuildDetailSerializer(BuildSerializer):
+    attempts = AttemptSerializer(many=True, read_only=True)
+
+    class Meta(BuildSerializer.Meta):
+        fields = BuildSerializer.Meta.fields + ["attempts"]
+
+
+class ArtifactSerializer(serializers.ModelSerializer):
+    attempt = serializers.IntegerField(source="attempt.number", read_only=True)
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Artifact
+        fields = ["id", "name", "path", "size", "sha256", "attempt", "stored_at", "download_url"]
+
+    def get_download_url(self, artifact) -> str:
+        return f"/api/v1/builds/{artifact.build_id}/artifacts/{artifact.pk}/download"
+
+
+class ClaimRequestSerializer(serializers.Serializer):
+    free_slots = serializers.IntegerField(min_value=0, max_value=1000, default=1)
+    labels = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
+
+
+class StateUpdateSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=["running", "success", "failed", "canceled"])
+    attempt = serializers.IntegerField(required=False, min_value=1)
+    exit_code = serializers.IntegerField(required=False, allow_null=True)
+    failure_reason = serializers.CharField(required=False, allow_blank=True)
+    log_bytesize = serializers.IntegerField(required=False, min_value=0)
+    log_checksum = serializers.CharField(required=False, allow_blank=True, max_length=80)
+    commit_sha = serializers.CharField(required=False, allow_blank=True, max_length=64)
+
+
+class ArtifactAnnounceSerializer(serializers.Serializer):
+    path = serializers.CharField(max_length=1000)
+    size = serializers.IntegerField(min_value=0)
+    sha256 = serializers.CharField(max_length=64, min_length=64)
+    attempt = serializers.IntegerField(required=False, min_value=1)

@@ -1,0 +1,528 @@
+"""Builds API: jobs, builds, logs, artifacts, the drone agent protocol and forge webhooks.
+
+Agent-facing responses about a build carry `Job-Status: <state>` (GitLab
+Runner's header), so an agent learns of a cancel from any call it makes.
+"""
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.db import transaction
+from django.http import FileResponse, HttpResponseRedirect, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers as drf_serializers
+from rest_framework import status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+
+from builds import metrics, selectors, services, webhooks
+from builds.api.serializers import (
+    ArtifactAnnounceSerializer,
+    ArtifactSerializer,
+    BuildDetailSerializer,
+    BuildSerializer,
+    ClaimRequestSerializer,
+    JobSerializer,
+    JobWriteSerializer,
+    QueueSerializer,
+    StateUpdateSerializer,
+    TriggerSerializer,
+)
+from builds.choices import ArtifactState, BuildState, TriggerKind
+from builds.models import Artifact, Build, Queue
+from builds.secrets import decrypt_mapping, decrypt_text
+from swarm.core.api import ErrorSerializer, ScopedAPIView
+from swarm.core.choices import TokenScope
+from swarm.core.errors import ApiError, NotFound
+from swarm.core.principals import READ_SCOPES, WRITE_SCOPES
+
+DRONE_SCOPES = frozenset({TokenScope.DRONE})
+CONTENT_RANGE = re.compile(r"^(?:bytes\s+)?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+MAX_LOG_PATCH_BYTES = 1024 * 1024
+
+
+def _paginate(view, queryset, serializer_class):
+    paginator = view.paginator_class()
+    page = paginator.paginate_queryset(queryset, view.request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+# --- agent helpers -----------------------------------------------------------
+
+
+class AgentMixin:
+    """Resolves the calling drone for agent methods and renews its build leases."""
+
+    def agent_drone(self):
+        from drones.selectors import drone_for_principal
+
+        principal = self.principal
+        if principal is None or principal.scope != TokenScope.DRONE:
+            raise ApiError("This call needs a drone token.", code="permission_denied", status_code=403)
+        drone = drone_for_principal(principal)
+        services.builds_renew_leases(drone=drone)
+        return drone
+
+    @staticmethod
+    def with_job_status(response: Response, build_id: int) -> Response:
+        state = Build.objects.filter(pk=build_id).values_list("state", flat=True).first()
+        if state:
+            response["Job-Status"] = state
+        return response
+
+
+def _build_env(build: Build, attempt_number: int) -> dict[str, str]:
+    env = dict(build.job.build_config.get("env", {}))
+    for name, value in (build.params or {}).items():
+        if re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(name)):
+            env[str(name)] = str(value)
+    env.update({
+        "CI": "true",
+        "SWARM_BUILD_ID": str(build.pk),
+        "SWARM_BUILD_NUMBER": str(build.number),
+        "SWARM_BUILD_ATTEMPT": str(attempt_number),
+        "SWARM_JOB_NAME": build.job.name,
+        "SWARM_BRANCH": build.branch,
+        "SWARM_COMMIT_SHA": build.commit_sha,
+    })
+    return env
+
+
+def claim_payload(result: services.ClaimResult) -> dict:
+    """What a drone needs to run a claimed build (the only place secrets leave in clear)."""
+    build, attempt = result.build, result.attempt
+    config = build.job.build_config
+    return {
+        "id": build.pk,
+        "number": build.number,
+        "attempt": attempt.number,
+        "job": {"id": build.job_id, "name": build.job.name},
+        "scm_url": build.job.scm_url,
+        "scm_credential": decrypt_text(build.job.scm_credential_encrypted),
+        "branch": build.branch,
+        "commit_sha": build.commit_sha,
+        "image": config.get("image", ""),
+        "steps": list(config.get("steps", [])),
+        "env": _build_env(build, attempt.number),
+        "secrets": decrypt_mapping(build.job.secrets_encrypted),
+        "artifacts": list(config.get("artifacts", [])),
+        "timeout": build.timeout_seconds,
+        "log_offset": attempt.log_size,
+        "lease_seconds": result.lease_seconds,
+        "lease_expires_at": build.lease_expires_at.isoformat() if build.lease_expires_at else None,
+        "ack_timeout": result.ack_timeout,
+        "update_interval": settings.SWARM_BUILD_UPDATE_INTERVAL,
+        "cancel_grace": settings.SWARM_BUILD_CANCEL_GRACE,
+        "max_log_patch_bytes": MAX_LOG_PATCH_BYTES,
+    }
+
+
+# --- the agent protocol ------------------------------------------------------
+
+
+class BuildRequestView(AgentMixin, ScopedAPIView):
+    """`POST /builds/request`: a drone asks for work → 201 with one build, or 204."""
+
+    read_scopes = DRONE_SCOPES
+    write_scopes = DRONE_SCOPES
+
+    @extend_schema(request=ClaimRequestSerializer,
+                   responses={201: OpenApiTypes.OBJECT, 204: OpenApiResponse(description="No build for this drone"),
+                              403: ErrorSerializer},
+                   summary="Claim a build (drone token)", tags=["agent"])
+    def post(self, request):
+        body = ClaimRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        drone = self.agent_drone()
+        with metrics.CLAIM_SECONDS.time():
+            result = services.build_claim(drone=drone, free_slots=body.validated_data["free_slots"],
+                                          labels=body.validated_data.get("labels"))
+        if result is None:
+            response = Response(status=status.HTTP_204_NO_CONTENT)
+        else:
+            response = Response(claim_payload(result), status=status.HTTP_201_CREATED)
+            response["Job-Status"] = result.build.state
+        canceling = selectors.drone_canceling_build_ids(drone.pk)
+        if canceling:
+            response["Swarm-Canceling-Builds"] = ",".join(str(pk) for pk in canceling)
+        return response
+
+
+class BuildStateView(AgentMixin, ScopedAPIView):
+    """`PUT /builds/<id>/state`: acknowledge (running), keep alive, or report the final state."""
+
+    read_scopes = DRONE_SCOPES
+    write_scopes = DRONE_SCOPES
+
+    @extend_schema(request=StateUpdateSerializer,
+                   responses={200: OpenApiTypes.OBJECT, 404: ErrorSerializer, 409: ErrorSerializer,
+                              416: ErrorSerializer},
+                   summary="Update a build's state (drone token)", tags=["agent"])
+    def put(self, request, build_id: int):
+        body = StateUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        drone = self.agent_drone()
+        try:
+            if data["state"] == BuildState.RUNNING:
+                build = services.build_set_running(build_id=build_id, drone=drone, attempt_number=data.get("attempt"),
+                                                   commit_sha=data.get("commit_sha", ""))
+            else:
+                if "log_bytesize" not in data:
+                    raise ApiError("log_bytesize: required with a final state", code="missing_field",
+                                   field="log_bytesize")
+                build = services.build_finish_from_agent(
+                    build_id=build_id, drone=drone, state=data["state"], exit_code=data.get("exit_code"),
+                    failure_reason=data.get("failure_reason", ""), log_bytesize=data["log_bytesize"],
+                    log_checksum=data.get("log_checksum", ""), attempt_number=data.get("attempt"),
+                )
+        except ApiError as error:
+            error.headers.setdefault("Job-Status", Build.objects.filter(pk=build_id).values_list(
+                "state", flat=True).first() or "")
+            raise
+        build.refresh_from_db(fields=["state", "failure_reason", "attempt_count"])
+        response = Response({"id": build.pk, "state": build.state, "failure_reason": build.failure_reason,
+                             "attempt": build.attempt_count})
+        response["Job-Status"] = build.state
+        return response
+
+
+class BuildLogView(AgentMixin, ScopedAPIView):
+    """`GET /builds/<id>/log?offset=` reads the log as text; `PATCH` appends (drone token)."""
+
+    read_scopes = READ_SCOPES
+    write_scopes = DRONE_SCOPES
+
+    @extend_schema(parameters=[OpenApiParameter("offset", int, description="First byte to return (default 0)"),
+                               OpenApiParameter("attempt", int, description="Attempt number (default: latest)")],
+                   responses={(200, "text/plain"): OpenApiTypes.STR, 404: ErrorSerializer},
+                   summary="Read a build's log from a byte offset")
+    def get(self, request, build_id: int):
+        build = selectors.build_get(self.principal, build_id)
+        attempt = selectors.build_attempt_get(build, request.query_params.get("attempt"))
+        offset_text = request.query_params.get("offset", "0")
+        if not offset_text.isdigit():
+            raise ApiError("offset: must be a non-negative integer", code="invalid", field="offset")
+        offset = int(offset_text)
+        size = attempt.log_size if attempt else 0
+        body = b"".join(services.attempt_log_iter(attempt, offset)) if attempt and offset < size else b""
+        response = StreamingHttpResponse([body], content_type="text/plain; charset=utf-8")
+        response["X-Log-Size"] = str(size)
+        response["X-Log-Offset"] = str(offset + len(body))
+        response["X-Build-State"] = build.state
+        response["X-Build-Attempt"] = str(attempt.number if attempt else 0)
+        response["X-Build-Latest-Attempt"] = str(build.attempt_count)
+        response["X-Build-Finished"] = "true" if build.is_finished else "false"
+        return response
+
+    @extend_schema(request={"text/plain": OpenApiTypes.BINARY},
+                   parameters=[OpenApiParameter("Content-Range", str, OpenApiParameter.HEADER, required=True,
+                                                description="`<start>-<end>` (inclusive) of this piece")],
+                   responses={202: OpenApiResponse(description="Appended; `Range: 0-<size>`"),
+                              416: OpenApiResponse(description="Wrong start; `Range: 0-<size>` says where to resume")},
+                   summary="Append to a build's log (drone token)", tags=["agent"])
+    def patch(self, request, build_id: int):
+        drone = self.agent_drone()
+        header = request.headers.get("Content-Range", "").strip()
+        match = CONTENT_RANGE.match(header)
+        if not match:
+            raise ApiError("Content-Range: must be '<start>-<end>'", code="invalid", field="Content-Range")
+        start, end = int(match.group(1)), int(match.group(2))
+        data = request._request.body
+        if len(data) > MAX_LOG_PATCH_BYTES:
+            raise ApiError(f"A log patch carries at most {MAX_LOG_PATCH_BYTES} bytes.", code="too_large",
+                           status_code=413)
+        if end < start or end - start + 1 != len(data):
+            raise ApiError(f"Content-Range {start}-{end} does not match the {len(data)} bytes sent.",
+                           code="invalid", field="Content-Range")
+        attempt_header = request.headers.get("Build-Attempt")
+        attempt_number = int(attempt_header) if attempt_header and attempt_header.isdigit() else None
+        try:
+            size = services.build_log_append(build_id=build_id, drone=drone, start=start, data=data,
+                                             attempt_number=attempt_number)
+        except ApiError as error:
+            state = Build.objects.filter(pk=build_id).values_list("state", flat=True).first()
+            if state:
+                error.headers.setdefault("Job-Status", state)
+            raise
+        response = Response(status=status.HTTP_202_ACCEPTED)
+        response["Range"] = f"0-{size}"
+        return self.with_job_status(response, build_id)
+
+
+class BuildArtifactsView(AgentMixin, ScopedAPIView):
+    """`GET /builds/<id>/artifacts` lists stored artifacts; `POST` announces one (drone token)."""
+
+    read_scopes = READ_SCOPES
+    write_scopes = DRONE_SCOPES
+
+    @extend_schema(responses={200: ArtifactSerializer(many=True), 404: ErrorSerializer},
+                   summary="List a build's artifacts")
+    def get(self, request, build_id: int):
+        build = selectors.build_get(self.principal, build_id)
+        return Response(ArtifactSerializer(selectors.build_artifacts(build), many=True).data)
+
+    @extend_schema(request=ArtifactAnnounceSerializer, responses={201: OpenApiTypes.OBJECT, 400: ErrorSerializer},
+                   summary="Announce an artifact and get where to upload it (drone token)", tags=["agent"])
+    def post(self, request, build_id: int):
+        body = ArtifactAnnounceSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        drone = self.agent_drone()
+        artifact = services.artifact_announce(build_id=build_id, drone=drone, attempt_number=body.validated_data.get(
+            "attempt"), path=body.validated_data["path"], size=body.validated_data["size"],
+            sha256=body.validated_data["sha256"])
+        from bundles.blobstore import BlobStore
+
+        store = BlobStore()
+        content_path = f"/api/v1/builds/{build_id}/artifacts/{artifact.pk}/content"
+        if store.is_s3:
+            url = store.s3_client().generate_presigned_url(
+                "put_object", Params={"Bucket": store.storage.bucket_name, "Key": artifact.storage_key},
+                ExpiresIn=settings.SWARM_DOWNLOAD_URL_TTL)
+            upload = {"method": "PUT", "url": url, "direct": True,
+                      "commit_url": f"/api/v1/builds/{build_id}/artifacts/{artifact.pk}/commit"}
+        else:
+            upload = {"method": "PUT", "url": content_path, "direct": False}
+        response = Response({"id": artifact.pk, "path": artifact.path, "upload": upload}, status=201)
+        return self.with_job_status(response, build_id)
+
+
+class ArtifactContentView(AgentMixin, ScopedAPIView):
+    """`PUT /builds/<id>/artifacts/<aid>/content`: stream the bytes through the API (drone token)."""
+
+    read_scopes = DRONE_SCOPES
+    write_scopes = DRONE_SCOPES
+
+    @extend_schema(request={"application/octet-stream": OpenApiTypes.BINARY},
+                   responses={200: ArtifactSerializer, 400: ErrorSerializer},
+                   summary="Upload an artifact's bytes through the API (drone token)", tags=["agent"])
+    def put(self, request, build_id: int, artifact_id: int):
+        drone = self.agent_drone()
+        artifact = _agent_artifact(drone, build_id, artifact_id)
+        artifact = services.artifact_store_stream(artifact=artifact, stream=request._request)
+        return self.with_job_status(Response(ArtifactSerializer(artifact).data), build_id)
+
+
+class ArtifactCommitView(AgentMixin, ScopedAPIView):
+    """`POST /builds/<id>/artifacts/<aid>/commit`: after a presigned PUT, verify size and sha256."""
+
+    read_scopes = DRONE_SCOPES
+    write_scopes = DRONE_SCOPES
+
+    @extend_schema(request=None, responses={200: ArtifactSerializer, 400: ErrorSerializer},
+                   summary="Verify an artifact uploaded straight to S3 (drone token)", tags=["agent"])
+    def post(self, request, build_id: int, artifact_id: int):
+        drone = self.agent_drone()
+        artifact = _agent_artifact(drone, build_id, artifact_id)
+        artifact = services.artifact_verify_stored(artifact=artifact)
+        return self.with_job_status(Response(ArtifactSerializer(artifact).data), build_id)
+
+
+def _agent_artifact(drone, build_id: int, artifact_id: int) -> Artifact:
+    artifact = Artifact.objects.filter(pk=artifact_id, build_id=build_id, attempt__drone_id=drone.pk).first()
+    if artifact is None:
+        raise NotFound("No such artifact of a build assigned to this drone.")
+    if artifact.state == ArtifactState.STORED:
+        raise ApiError("This artifact is already stored.", code="conflict", status_code=409)
+    return artifact
+
+
+# --- users: jobs -------------------------------------------------------------
+
+
+def _tenant_for_write(principal, slug: str | None):
+    from workflows.models import Tenant
+
+    if principal.is_tenant_bound:
+        if slug and Tenant.objects.filter(pk=principal.tenant_id, slug=slug).count() == 0:
+            raise NotFound(f"No tenant {slug!r}.")
+        return Tenant.objects.get(pk=principal.tenant_id)
+    if not slug:
+        return None
+    tenant = Tenant.objects.filter(slug=slug).first()
+    if tenant is None:
+        raise NotFound(f"No tenant {slug!r}.", field="tenant")
+    return tenant
+
+
+def _queue_by_name(name: str | None):
+    if not name:
+        return None
+    queue = Queue.objects.filter(name=name).first()
+    if queue is None:
+        raise ApiError(f"queue: no queue named {name!r}", code="invalid", field="queue")
+    return queue
+
+
+class JobListView(ScopedAPIView):
+    """`GET /jobs` lists jobs; `POST /jobs` creates one."""
+
+    paginator_class = LimitOffsetPagination
+
+    @extend_schema(responses={200: JobSerializer(many=True)}, summary="List jobs")
+    def get(self, request):
+        return _paginate(self, selectors.job_list(self.principal), JobSerializer)
+
+    @extend_schema(request=JobWriteSerializer, responses={201: JobSerializer, 400: ErrorSerializer,
+                                                          409: ErrorSerializer}, summary="Create a job")
+    def post(self, request):
+        body = JobWriteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        with transaction.atomic():
+            job = services.job_create(
+                name=data["name"], scm_url=data["scm_url"], build_config=data["build_config"],
+                tenant=_tenant_for_write(self.principal, data.get("tenant")), queue=_queue_by_name(data.get("queue")),
+                default_branch=data.get("default_branch", "main"), branch_filter=data.get("branch_filter", ""),
+                description=data.get("description", ""), scm_credential=data.get("scm_credential", ""),
+                secrets=data.get("secrets"), webhook_secret=data.get("webhook_secret", ""), actor=self.principal,
+            )
+        return Response(JobSerializer(job).data, status=201)
+
+
+class JobDetailView(ScopedAPIView):
+    """`GET|PATCH|DELETE /jobs/<id>`."""
+
+    @extend_schema(responses={200: JobSerializer, 404: ErrorSerializer}, summary="Describe a job")
+    def get(self, request, job_id: str):
+        return Response(JobSerializer(selectors.job_get(self.principal, job_id)).data)
+
+    @extend_schema(request=JobWriteSerializer(partial=True), responses={200: JobSerializer, 400: ErrorSerializer},
+                   summary="Change a job")
+    def patch(self, request, job_id: str):
+        job = selectors.job_get(self.principal, job_id)
+        body = JobWriteSerializer(data=request.data, partial=True)
+        body.is_valid(raise_exception=True)
+        changes = dict(body.validated_data)
+        changes.pop("tenant", None)
+        if "queue" in changes:
+            changes["queue"] = _queue_by_name(changes["queue"])
+        with transaction.atomic():
+            job = services.job_update(job=job, actor=self.principal, **changes)
+        return Response(JobSerializer(job).data)
+
+    @extend_schema(responses={204: None, 404: ErrorSerializer, 409: ErrorSerializer}, summary="Delete a job")
+    def delete(self, request, job_id: str):
+        job = selectors.job_get(self.principal, job_id)
+        services.job_delete(job=job, actor=self.principal)
+        return Response(status=204)
+
+
+class JobTriggerView(ScopedAPIView):
+    """`POST /jobs/<id>/trigger {branch, commit_sha, params}` → 201 with the queued build."""
+
+    @extend_schema(request=TriggerSerializer, responses={201: BuildSerializer, 404: ErrorSerializer,
+                                                         409: ErrorSerializer}, summary="Trigger a build of a job")
+    def post(self, request, job_id: str):
+        job = selectors.job_get(self.principal, job_id)
+        body = TriggerSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        build = services.build_trigger(
+            job=job, trigger=TriggerKind.API, triggered_by=str(self.principal), branch=data.get("branch", ""),
+            commit_sha=data.get("commit_sha") or data.get("sha") or "", params=data.get("params"),
+        )
+        return Response(BuildSerializer(build).data, status=201)
+
+
+class QueueListView(ScopedAPIView):
+    """`GET /queues`."""
+
+    @extend_schema(responses={200: QueueSerializer(many=True)}, summary="List build queues")
+    def get(self, request):
+        return Response(QueueSerializer(Queue.objects.all(), many=True).data)
+
+
+# --- users: builds -----------------------------------------------------------
+
+
+class BuildListView(ScopedAPIView):
+    """`GET /builds?job=&state=&drone=`."""
+
+    paginator_class = LimitOffsetPagination
+
+    @extend_schema(parameters=[OpenApiParameter("job", str), OpenApiParameter("state", str),
+                               OpenApiParameter("drone", str)],
+                   responses={200: BuildSerializer(many=True), 400: ErrorSerializer}, summary="List builds")
+    def get(self, request):
+        builds = selectors.build_list(self.principal, job=request.query_params.get("job"),
+                                      state=request.query_params.get("state"),
+                                      drone=request.query_params.get("drone"))
+        return _paginate(self, builds, BuildSerializer)
+
+
+class BuildDetailView(ScopedAPIView):
+    """`GET /builds/<id>` with its attempts."""
+
+    @extend_schema(responses={200: BuildDetailSerializer, 404: ErrorSerializer}, summary="Describe a build")
+    def get(self, request, build_id: int):
+        return Response(BuildDetailSerializer(selectors.build_get(self.principal, build_id)).data)
+
+
+class BuildCancelView(ScopedAPIView):
+    """`POST /builds/<id>/cancel` → 202 (the drone stops it) or 200 when it was still pending."""
+
+    @extend_schema(request=None, responses={200: BuildSerializer, 202: BuildSerializer, 409: ErrorSerializer},
+                   summary="Cancel a build")
+    def post(self, request, build_id: int):
+        build = services.build_cancel(build=selectors.build_get(self.principal, build_id), actor=self.principal)
+        code = 202 if build.state == BuildState.CANCELING else 200
+        return Response(BuildSerializer(build).data, status=code)
+
+
+class BuildRetryView(ScopedAPIView):
+    """`POST /builds/<id>/retry` → 201 with the new build."""
+
+    @extend_schema(request=None, responses={201: BuildSerializer, 409: ErrorSerializer}, summary="Retry a build")
+    def post(self, request, build_id: int):
+        build = services.build_retry(build=selectors.build_get(self.principal, build_id), actor=self.principal)
+        return Response(BuildSerializer(build).data, status=201)
+
+
+class ArtifactDownloadView(ScopedAPIView):
+    """`GET /builds/<id>/artifacts/<aid>/download`: a redirect to S3, or the bytes."""
+
+    @extend_schema(responses={200: OpenApiTypes.BINARY, 302: OpenApiResponse(description="Presigned S3 URL"),
+                              404: ErrorSerializer}, summary="Download an artifact")
+    def get(self, request, build_id: int, artifact_id: int):
+        from bundles.blobstore import BlobStore
+
+        build = selectors.build_get(self.principal, build_id)
+        artifact = selectors.build_artifacts(build).filter(pk=artifact_id).first()
+        if artifact is None:
+            raise NotFound(f"Build {build.pk} has no artifact {artifact_id}.")
+        store = BlobStore()
+        if store.is_s3:
+            url = store.s3_client().generate_presigned_url(
+                "get_object", Params={"Bucket": store.storage.bucket_name, "Key": artifact.storage_key,
+                                      "ResponseContentDisposition": f'attachment; filename="{artifact.name}"'},
+                ExpiresIn=settings.SWARM_DOWNLOAD_URL_TTL)
+            return HttpResponseRedirect(url)
+        response = FileResponse(store.open(artifact.storage_key), as_attachment=True, filename=artifact.name)
+        response["X-Artifact-Sha256"] = artifact.sha256
+        return response
+
+
+# --- webhooks ----------------------------------------------------------------
+
+
+class WebhookView(ScopedAPIView):
+    """`POST /webhooks/<provider>`: verify the signature on the raw body, record once, process in a task."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(request={"application/json": OpenApiTypes.OBJECT},
+                   responses={202: inline_serializer("WebhookAccepted", {
+                       "delivery": drf_serializers.CharField(), "duplicate": drf_serializers.BooleanField()}),
+                       200: OpenApiResponse(description="A replayed delivery; nothing new is queued"),
+                       401: ErrorSerializer, 400: ErrorSerializer},
+                   summary="Receive a forge push webhook", tags=["webhooks"])
+    def post(self, request, provider: str):
+        raw_body = request._request.body
+        delivery, created = webhooks.webhook_receive(provider=provider, headers=request.headers, raw_body=raw_body)
+        return Response({"delivery": delivery.delivery_id, "duplicate": not created, "status": delivery.status},
+                        status=202 if created else 200)

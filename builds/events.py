@@ -1,0 +1,48 @@
+"""The one place builds talk to live viewers and drones: channel-layer group sends and drone pushes."""
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+logger = logging.getLogger(__name__)
+
+
+def build_group_name(build_id: int) -> str:
+    """Channel-layer group of everyone watching one build."""
+    return f"build-{build_id}"
+
+
+def _group_send(group: str, message: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, message)
+    except Exception:  # noqa: BLE001 - a live view missing an update must never fail a build
+        logger.warning("could not notify %s", group, exc_info=True)
+
+
+def emit_log_appended(*, build_id: int, attempt_number: int, log_size: int) -> None:
+    """Tell live viewers that an attempt's log grew to `log_size` bytes (they read the new bytes)."""
+    _group_send(build_group_name(build_id), {
+        "type": "build.log", "attempt": attempt_number, "log_size": log_size,
+    })
+
+
+def emit_build_changed(*, build_id: int, state: str, attempt_number: int) -> None:
+    """Tell live viewers that a build changed state or started a new attempt."""
+    _group_send(build_group_name(build_id), {
+        "type": "build.state", "state": state, "attempt": attempt_number,
+    })
+
+
+def tell_drone(drone_id: int, message: dict) -> None:
+    """Push a message to a drone's WebSocket through the drones app's single sender."""
+    from drones.events import drone_send
+
+    try:
+        drone_send(drone_id, message)
+    except Exception:  # noqa: BLE001 - the agent also polls, so a lost push only delays
+        logger.warning("could not push %s to drone %s", message.get("type"), drone_id, exc_info=True)

@@ -1,0 +1,70 @@
+"""The admin build page tails the log live over its WebSocket, in a real Chromium."""
+import pytest
+
+from builds.tests.factories import make_git_repo, make_job
+from drones.tests.conftest import wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.live]
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def browser_page(monkeypatch):
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop on this thread; the ORM calls here are still plain sync calls.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        yield page
+        browser.close()
+
+
+def admin_login(page, base_url):
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_superuser("ops", "ops@example.com", "correct-horse-battery")
+    page.goto(f"{base_url}/admin/login/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", "correct-horse-battery")
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{base_url}/admin/")
+
+
+def test_build_page_tails_the_log_live_and_links_artifacts(builds_live_url, build_agent, tmp_path, browser_page):
+    make_git_repo(tmp_path / "repo", {"README": "x\n"})
+    job = make_job(name="browser-job", scm_url=f"file://{tmp_path / 'repo'}",
+                   steps=["for i in 1 2 3 4 5; do echo tail-line-$i; sleep 0.4; done",
+                          "mkdir -p out && echo report > out/report.txt"],
+                   artifacts=["out/report.txt"])
+    page = browser_page
+    admin_login(page, builds_live_url)
+    # Trigger from the admin, like an operator: select the job, run the "trigger" action.
+    page.goto(f"{builds_live_url}/admin/builds/job/")
+    page.check(f"input[name=_selected_action][value='{job.pk}']")
+    page.select_option("select[name=action]", "trigger_builds")
+    page.click("button[name=index]")
+    page.click("text=browser-job #1")
+    page.wait_for_selector("#build-log-connection:text('live')")
+    assert page.text_content("#build-state") == "pending"
+    # Only now does a drone appear: everything after this arrives over the open WebSocket.
+    build_agent("browser-drone")
+    page.wait_for_function("document.querySelector('#build-log').textContent.includes('tail-line-1')",
+                           timeout=30_000)
+    page.wait_for_function("document.querySelector('#build-log').textContent.includes('tail-line-5')",
+                           timeout=30_000)
+    page.wait_for_function("document.querySelector('#build-state').textContent === 'success'", timeout=30_000)
+    text = page.text_content("#build-log")
+    assert text.index("tail-line-1") < text.index("tail-line-5")
+    assert text.count("tail-line-3") == 1, "no byte doubled on the live tail"
+    page.reload()
+    wait_until(lambda: "report.txt" in (page.text_content("#build-artifacts") or ""), timeout=10,
+               message="the artifact row")
+    with page.expect_download() as download_info:
+        page.click("#build-artifacts a")
+    assert open(download_info.value.path(), "rb").read() == b"report\n"
+    assert page.query_selector("#build-retry") is not None and page.query_selector("#build-cancel") is None

@@ -1,0 +1,120 @@
+"""The user-facing builds API: jobs CRUD, triggers, lists and filters, logs, cancel, retry, tenancy, schema."""
+import pytest
+
+from builds.choices import BuildState
+from builds.models import Build, BuildAttempt, BuildLogChunk, Job
+from builds.services import build_claim, build_trigger
+from builds.tests.factories import make_drone, make_job
+
+JOB = {"name": "web", "scm_url": "https://git.example.com/acme/web.git",
+       "build_config": {"steps": ["make test"], "artifacts": ["dist/*"], "timeout": 600, "labels": ["linux"]}}
+
+
+@pytest.mark.django_db
+def test_job_crud_with_validation_and_hidden_secrets(engine_api, tenant):
+    response = engine_api.post("/api/v1/jobs", {**JOB, "secrets": {"NPM_TOKEN": "abcdef"},
+                                                "scm_credential": "user:pw"}, format="json")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["tenant"] == "acme" and body["queue"] == "default" and body["secret_names"] == ["NPM_TOKEN"]
+    assert body["has_scm_credential"] is True and "abcdef" not in str(body) and "pw" not in str(body)
+    assert body["build_config"]["retry"] == {"max": 1, "when": ["runner_system_failure"]}
+    job_id = body["id"]
+    assert engine_api.post("/api/v1/jobs", JOB, format="json").status_code == 409
+    bad = engine_api.post("/api/v1/jobs", {**JOB, "name": "x", "build_config": {"steps": []}}, format="json")
+    assert bad.status_code == 400 and bad.json()["field"] == "build_config.steps"
+    bad = engine_api.post("/api/v1/jobs", {**JOB, "name": "y", "build_config": {"steps": ["a"], "timeout": -1}},
+                          format="json")
+    assert bad.json()["field"] == "build_config.timeout"
+    bad = engine_api.post("/api/v1/jobs", {**JOB, "name": "z", "scm_url": "ftp://x"}, format="json")
+    assert bad.status_code == 400 and bad.json()["field"] == "scm_url"
+    bad = engine_api.post("/api/v1/jobs", {**JOB, "name": "q", "queue": "nope"}, format="json")
+    assert bad.status_code == 400 and bad.json()["field"] == "queue"
+    assert Job.objects.count() == 1
+    patched = engine_api.patch(f"/api/v1/jobs/{job_id}", {"branch_filter": "main", "queue": "test"}, format="json")
+    assert patched.status_code == 200 and patched.json()["queue"] == "test"
+    assert engine_api.get("/api/v1/jobs/web").json()["id"] == job_id
+    assert engine_api.get("/api/v1/jobs").json()["count"] == 1
+    assert engine_api.delete(f"/api/v1/jobs/{job_id}").status_code == 204
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_another_tenants_jobs_and_builds_are_404(engine_api, other_engine_api, tenant, read_api):
+    job = make_job(tenant=tenant)
+    build = build_trigger(job=job, trigger="api")
+    for path in (f"/api/v1/jobs/{job.pk}", f"/api/v1/builds/{build.pk}", f"/api/v1/builds/{build.pk}/log",
+                 f"/api/v1/builds/{build.pk}/artifacts"):
+        assert other_engine_api.get(path).status_code == 404, path
+        assert engine_api.get(path).status_code == 200, path
+    assert other_engine_api.post(f"/api/v1/jobs/{job.pk}/trigger", {}, format="json").status_code == 404
+    assert other_engine_api.post(f"/api/v1/builds/{build.pk}/cancel").status_code == 404
+    assert other_engine_api.get("/api/v1/builds").json()["count"] == 0
+    assert read_api.get(f"/api/v1/builds/{build.pk}").status_code == 200
+    assert read_api.post(f"/api/v1/builds/{build.pk}/cancel").status_code == 403
+    assert read_api.post(f"/api/v1/jobs/{job.pk}/trigger", {}, format="json").status_code == 403
+
+
+@pytest.mark.django_db
+def test_trigger_list_filters_cancel_and_retry(admin_api):
+    job = make_job(name="api-job")
+    response = admin_api.post(f"/api/v1/jobs/{job.pk}/trigger", {"branch": "dev", "sha": "ABC123",
+                                                                 "params": {"FLAVOR": "fast"}}, format="json")
+    assert response.status_code == 201
+    build = response.json()
+    assert (build["branch"], build["commit_sha"], build["state"], build["number"]) == ("dev", "abc123", "pending", 1)
+    bad = admin_api.post(f"/api/v1/jobs/{job.pk}/trigger", {"sha": "not-hex!"}, format="json")
+    assert bad.status_code == 400 and bad.json()["field"] == "commit_sha"
+    second = build_trigger(job=job, trigger="api")
+    assert second.number == 2
+    assert admin_api.get("/api/v1/builds?state=pending&job=api-job").json()["count"] == 2
+    assert admin_api.get("/api/v1/builds?state=bogus").status_code == 400
+    cancel = admin_api.post(f"/api/v1/builds/{build['id']}/cancel")
+    assert cancel.status_code == 200 and cancel.json()["state"] == "canceled"
+    assert admin_api.post(f"/api/v1/builds/{build['id']}/cancel").status_code == 409
+    assert admin_api.post(f"/api/v1/builds/{second.pk}/retry").status_code == 409
+    retry = admin_api.post(f"/api/v1/builds/{build['id']}/retry")
+    assert retry.status_code == 201
+    assert (retry.json()["trigger"], retry.json()["retry_of"], retry.json()["commit_sha"]) == (
+        "retry", build["id"], "abc123")
+    drone, _ = make_drone("lister")
+    build_claim(drone=drone)
+    assert admin_api.get("/api/v1/builds?drone=lister").json()["count"] == 1
+
+
+@pytest.mark.django_db
+def test_log_reads_from_an_offset(admin_api):
+    job = make_job()
+    build = build_trigger(job=job, trigger="api")
+    drone, _ = make_drone()
+    build_claim(drone=drone)
+    attempt = BuildAttempt.objects.get(build=build)
+    BuildLogChunk.objects.create(attempt=attempt, offset=0, data=b"hello ")
+    BuildLogChunk.objects.create(attempt=attempt, offset=6, data=b"world\n")
+    BuildAttempt.objects.filter(pk=attempt.pk).update(log_size=12)
+    response = admin_api.get(f"/api/v1/builds/{build.pk}/log")
+    assert b"".join(response.streaming_content) == b"hello world\n" and response["X-Log-Size"] == "12"
+    response = admin_api.get(f"/api/v1/builds/{build.pk}/log?offset=8")
+    assert b"".join(response.streaming_content) == b"rld\n" and response["X-Log-Offset"] == "12"
+    assert admin_api.get(f"/api/v1/builds/{build.pk}/log?offset=-1").status_code == 400
+    assert admin_api.get(f"/api/v1/builds/{build.pk}/log?attempt=9").status_code == 404
+    detail = admin_api.get(f"/api/v1/builds/{build.pk}").json()
+    assert detail["attempts"][0]["log_size"] == 12 and detail["state"] == BuildState.ASSIGNED
+
+
+@pytest.mark.django_db
+def test_drone_tokens_cannot_use_user_endpoints_and_users_cannot_claim(admin_api):
+    _, drone_client = make_drone()
+    assert drone_client.get("/api/v1/jobs").status_code == 403
+    assert admin_api.post("/api/v1/builds/request", {"free_slots": 1}, format="json").status_code == 403
+    assert Build.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_openapi_schema_is_valid(admin_api):
+    from drf_spectacular.generators import SchemaGenerator
+    from drf_spectacular.validation import validate_schema
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    validate_schema(schema)
+    assert "/api/v1/builds/request" in schema["paths"] and "/api/v1/builds/{build_id}/log" in schema["paths"]
