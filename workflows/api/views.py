@@ -125,8 +125,8 @@ class BundleView(BundleDetailView):
             OpenApiParameter("runtime", str, description="Runtime of a workflow created by this push."),
             OpenApiParameter("entrypoint", str, description="Entrypoint of a workflow created by this push."),
         ],
-        responses={201: RegisteredVersionSerializer, 200: RegisteredVersionSerializer, 400: ErrorSerializer,
-                   404: ErrorSerializer, 409: ErrorSerializer, 411: ErrorSerializer, 413: ErrorSerializer},
+        responses={201: RegisteredVersionSerializer, 200: RegisteredVersionSerializer,
+                   **error_responses(400, 404, 409, 411, 413, 503)},
         summary="Upload a bundle as the raw request body and register it as a workflow version",
     )
     def put(self, request, sha256: str):
@@ -200,7 +200,7 @@ class TenantWorkflowListView(ScopedAPIView):
 class TenantWorkflowDetailView(ScopedAPIView):
     """`GET /api/v1/tenants/<slug>/workflows/<workflow_slug>`: a workflow by its slugs (what swarmctl resolves)."""
 
-    @extend_schema(responses={200: WorkflowSerializer, 404: ErrorSerializer},
+    @extend_schema(responses={200: WorkflowSerializer, **error_responses(404)},
                    summary="Describe a workflow by tenant and workflow slug")
     def get(self, request, slug: str, workflow_slug: str):
         workflow = selectors.workflow_get_by_slug(self.principal, tenant_slug=slug, workflow_slug=workflow_slug)
