@@ -17,8 +17,11 @@ shrink) and uploads:
 * `api_put`: `PUT /api/v1/bundles/<sha256>` (raw body, what swarmctl uses).
 
 Each API upload is a fresh file (otherwise the second would be deduplicated
-and never reach S3). A thread samples the server process's RSS every ~20 ms;
-"RSS growth" is the peak during an upload minus the RSS just before it.
+and never reach S3). Every size runs `--rounds` times (default 2) with direct
+and API uploads interleaved; throughput is the median of the rounds, ratios
+are medians over medians. A thread samples the server process's RSS every
+~20 ms; "RSS growth" is the peak during an upload minus the RSS just before
+it, worst round reported.
 The last line printed is the JSON summary.
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ import os
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -190,6 +194,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-mib", default="100,1024", help="Comma-separated bundle sizes in MiB.")
     parser.add_argument("--s3-concurrency", type=int, default=4, help="boto3 threads for the direct upload.")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="Repetitions per size (median throughput, worst RSS growth are reported).")
     parser.add_argument("--keep", action="store_true", help="Keep the temp directory (logs) afterwards.")
     options = parser.parse_args()
     sizes = [int(size) for size in options.sizes_mib.split(",")]
@@ -278,28 +284,38 @@ def main() -> int:
 
         results = {}
         for size_mib in sizes:
-            log(f"{size_mib} MiB: writing bundles")
-            files = {}
-            for name in ("post", "put"):
-                path = workdir / f"{name}-{size_mib}.tar.gz"
-                files[name] = (path, *write_random_bundle(path, size_mib * MIB))
-            direct_path, direct_digest, direct_size = files["post"]
-            direct_seconds = timed(lambda: s3_client.upload_file(
-                str(direct_path), bucket, f"bench-direct/{direct_digest}", Config=transfer))
-            direct = {"seconds": round(direct_seconds, 3), "mib_per_s": round(direct_size / MIB / direct_seconds, 1)}
-            log(f"{size_mib} MiB direct S3: {direct}")
-            post = api_upload(*files["post"], raw=False, label=f"post-{size_mib}")
-            log(f"{size_mib} MiB API POST: {post}")
-            put = api_upload(*files["put"], raw=True, label=f"put-{size_mib}")
-            log(f"{size_mib} MiB API PUT: {put}")
-            for path, *_ in files.values():
-                path.unlink()
-            results[f"{size_mib}MiB"] = {
-                "bytes": direct_size,
-                "direct_s3": direct,
-                "api_post": {**post, "ratio_vs_s3": round(post["mib_per_s"] / direct["mib_per_s"], 3)},
-                "api_put": {**put, "ratio_vs_s3": round(put["mib_per_s"] / direct["mib_per_s"], 3)},
-            }
+            rounds = {"direct_s3": [], "api_post": [], "api_put": []}
+            size = 0
+            # Rounds interleave direct and API uploads so that both see the same background load.
+            for round_number in range(options.rounds):
+                log(f"{size_mib} MiB round {round_number + 1}: writing bundles")
+                files = {}
+                for name in ("post", "put"):
+                    path = workdir / f"{name}-{size_mib}-{round_number}.tar.gz"
+                    files[name] = (path, *write_random_bundle(path, size_mib * MIB))
+                direct_path, direct_digest, size = files["post"]
+                direct_seconds = timed(lambda: s3_client.upload_file(
+                    str(direct_path), bucket, f"bench-direct/{direct_digest}", Config=transfer))
+                rounds["direct_s3"].append({"seconds": round(direct_seconds, 3),
+                                            "mib_per_s": round(size / MIB / direct_seconds, 1)})
+                rounds["api_post"].append(api_upload(*files["post"], raw=False, label=f"post-{size_mib}-{round_number}"))
+                rounds["api_put"].append(api_upload(*files["put"], raw=True, label=f"put-{size_mib}-{round_number}"))
+                for kind, measured in rounds.items():
+                    log(f"{size_mib} MiB {kind}: {measured[-1]}")
+                for path, *_ in files.values():
+                    path.unlink()
+            direct_rate = round(statistics.median(entry["mib_per_s"] for entry in rounds["direct_s3"]), 1)
+            entry = {"bytes": size, "rounds": options.rounds,
+                     "direct_s3": {"mib_per_s": direct_rate, "runs": rounds["direct_s3"]}}
+            for kind in ("api_post", "api_put"):
+                rate = round(statistics.median(run["mib_per_s"] for run in rounds[kind]), 1)
+                entry[kind] = {
+                    "mib_per_s": rate,
+                    "ratio_vs_s3": round(rate / direct_rate, 3),
+                    "rss_growth_mib": max(run["rss_growth_mib"] for run in rounds[kind]),
+                    "runs": rounds[kind],
+                }
+            results[f"{size_mib}MiB"] = entry
 
     largest = results[f"{max(sizes)}MiB"]
     best_ratio = max(largest["api_post"]["ratio_vs_s3"], largest["api_put"]["ratio_vs_s3"])
@@ -318,6 +334,7 @@ def main() -> int:
             "put_ratio_met": largest["api_put"]["ratio_vs_s3"] >= TARGET_RATIO,
             "rss_met": peak_growth < TARGET_RSS_GROWTH_MIB,
         },
+        "load_average_1min": round(os.getloadavg()[0], 1),
         "total_seconds": round(time.monotonic() - started, 1),
     }
     print(json.dumps(summary))

@@ -141,11 +141,19 @@ class _PartBuffer:
 
     def close(self) -> None:
         self.view.release()
-        self.memory.close()
+        try:
+            self.memory.close()
+        except BufferError:  # a slice handed to botocore is still referenced; unmapped when collected
+            logger.debug("part buffer still referenced at close; leaving it to the garbage collector")
 
 
 class _PartReader(io.RawIOBase):
-    """A seekable read-only file over the filled part of a `_PartBuffer` (what botocore sends)."""
+    """A seekable read-only file over the filled part of a `_PartBuffer` (what botocore sends).
+
+    `read()` returns memoryview slices of the buffer instead of bytes copies:
+    botocore reads each part three times (SigV4 payload hash, checksum, socket
+    send) and all of them accept any buffer, so no part is ever copied again.
+    """
 
     def __init__(self, buffer: _PartBuffer):
         super().__init__()
@@ -164,9 +172,9 @@ class _PartReader(io.RawIOBase):
         self._position += count
         return count
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1) -> memoryview:
         end = len(self._view) if size is None or size < 0 else min(len(self._view), self._position + size)
-        chunk = bytes(self._view[self._position:end])
+        chunk = self._view[self._position:end]
         self._position = end
         return chunk
 

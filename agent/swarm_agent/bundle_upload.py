@@ -109,6 +109,11 @@ def push_bundle(client: httpx.Client, push: BundlePush, *, on_progress: Progress
     multipart `POST /bundles`. Both register the version the same way.
     Raises `ApiError` when the server refuses.
     """
+    # Refuse a bad or revoked token before sending what may be a GiB (the answer to a
+    # refused upload can only come after the server has drained or dropped the body).
+    preflight = client.get(f"/bundles/{push.sha256}")
+    if preflight.status_code in (401, 403):
+        raise_for_api_error(preflight)
     if raw:
         params = {key: value for key, value in push.form_fields().items() if key != "sha256"}
         response = client.put(

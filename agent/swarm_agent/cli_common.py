@@ -7,6 +7,8 @@ import pkgutil
 import sys
 from types import ModuleType
 
+import httpx
+
 from swarm_agent.client import ApiError
 
 
@@ -30,6 +32,9 @@ def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     except ApiError as error:
         field = f" (field: {error.field})" if error.field else ""
         print(f"error: {error.error}: {error.detail}{field}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as error:
+        print(f"error: connection_failed: {error or type(error).__name__}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -176,6 +176,20 @@ def test_push_unsafe_or_tampered_tarball_exits_1_with_the_rule_code(live_url, tm
                 if blob.key in {blob_key(hashlib.sha256(corrupt.read_bytes()).hexdigest())}]
 
 
+def test_push_with_a_bad_token_or_no_server_exits_1(live_url, tmp_path):
+    tree = write_tree(tmp_path / "hello", SAMPLE)
+    push = ("bundle", "push", str(tree), "--tenant", "acme", "--workflow", "hello", "--version", "1.0.0")
+    refused = swarmctl(*push, url=live_url, token="not-a-token", check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: authentication_failed:"), refused.stderr
+    from swarm.embedded import free_port
+
+    unreachable = swarmctl(*push, url=f"http://127.0.0.1:{free_port()}", token="x", check=False)
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.startswith("error: connection_failed:"), unreachable.stderr
+    assert not WorkflowVersion.objects.exists()
+
+
 def test_raw_put_refuses_a_body_that_does_not_match_its_digest(live_url):
     token = engine_token("acme")
     headers = {"Authorization": f"Bearer {token}"}
