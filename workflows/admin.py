@@ -31,6 +31,12 @@ class SwarmAdminMedia:
     css = {"all": ["swarm/admin.css"]}
 
 
+def exact_size(size: int) -> str:
+    """`4.2 MB (4404019 bytes)`; just `142 bytes` when the short form is already exact."""
+    short = filesizeformat(size)
+    return short if size < 1024 else f"{short} ({size} bytes)"
+
+
 def active_badge(is_active: bool) -> str:
     """A green "active" pill, or a dash."""
     if is_active:
@@ -316,7 +322,7 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="size", ordering="bundle__size")
     def bundle_size(self, version: WorkflowVersion) -> str:
-        return f"{filesizeformat(version.bundle.size)} ({version.bundle.size} bytes)"
+        return exact_size(version.bundle.size)
 
     @admin.display(description="download")
     def download(self, version: WorkflowVersion) -> str:
