@@ -327,7 +327,7 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
     def active(self, version: WorkflowVersion) -> str:
         return active_badge(version.is_active)
 
-    @admin.display(description="")
+    @admin.display(description="activation")
     def activate(self, version: WorkflowVersion) -> str:
         return activate_button(version) or "This is the active version."
 
