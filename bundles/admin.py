@@ -28,7 +28,8 @@ class BundleAdmin(admin.ModelAdmin):
 
     @admin.display(description="size", ordering="size")
     def human_size(self, bundle: Bundle) -> str:
-        return f"{filesizeformat(bundle.size)} ({bundle.size} bytes)"
+        short = filesizeformat(bundle.size)
+        return short if bundle.size < 1024 else f"{short} ({bundle.size} bytes)"
 
     @admin.display(description="unpacked size")
     def human_unpacked_size(self, bundle: Bundle) -> str:

@@ -31,6 +31,12 @@ class SwarmAdminMedia:
     css = {"all": ["swarm/admin.css"]}
 
 
+def exact_size(size: int) -> str:
+    """`4.2 MB (4404019 bytes)`; just `142 bytes` when the short form is already exact."""
+    short = filesizeformat(size)
+    return short if size < 1024 else f"{short} ({size} bytes)"
+
+
 def active_badge(is_active: bool) -> str:
     """A green "active" pill, or a dash."""
     if is_active:
@@ -46,6 +52,22 @@ def bundle_hash_cell(sha256: str) -> str:
 def download_link(version: WorkflowVersion) -> str:
     """A short-lived link to the version's .tar.gz (presigned on S3, signed on local storage)."""
     return format_html('<a href="{}" class="swarm-download">download .tar.gz</a>', bundle_download_url(version.bundle))
+
+
+def activate_button(version: WorkflowVersion) -> str:
+    """An Activate button for an inactive version (nothing for the active one).
+
+    The button submits the surrounding change form (and with it the CSRF
+    token) to the workflow's activate view; nested <form>s are not allowed in HTML.
+    """
+    if version.is_active:
+        return ""
+    url = reverse("admin:workflows_workflow_activate", args=[version.workflow_id, version.pk])
+    return format_html(
+        '<button type="submit" class="button swarm-activate" formaction="{}" formmethod="post" formnovalidate '
+        'name="activate_version" value="{}" data-version="{}">Activate</button>',
+        url, version.pk, version.version,
+    )
 
 
 class WorkflowInline(admin.TabularInline):
@@ -84,6 +106,14 @@ class TenantAdmin(admin.ModelAdmin):
     def get_prepopulated_fields(self, request, obj=None):
         return {} if obj else self.prepopulated_fields
 
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        # New tenants go through the same service as `POST /api/v1/tenants` (audit log).
+        created = services.tenant_create(name=obj.name, slug=obj.slug, actor=principal_for_user(request.user))
+        obj.pk, obj.created_at = created.pk, created.created_at
+        obj._state.adding = False
+
 
 class WorkflowVersionInline(admin.TabularInline):
     """The version history on a workflow's page, newest first, each inactive one with an Activate button."""
@@ -119,16 +149,7 @@ class WorkflowVersionInline(admin.TabularInline):
 
     @admin.display(description="")
     def activate_button(self, version: WorkflowVersion) -> str:
-        if version.is_active:
-            return ""
-        url = reverse("admin:workflows_workflow_activate", args=[version.workflow_id, version.pk])
-        # The button submits the surrounding change form (and with it the CSRF
-        # token) to the activate view; nested <form>s are not allowed in HTML.
-        return format_html(
-            '<button type="submit" class="button swarm-activate" formaction="{}" formmethod="post" formnovalidate '
-            'name="activate_version" value="{}" data-version="{}">Activate</button>',
-            url, version.pk, version.version,
-        )
+        return activate_button(version)
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -297,14 +318,18 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
     list_filter = ["is_active", "workflow__tenant", WorkflowFilter]
     list_select_related = ["workflow__tenant", "bundle"]
     search_fields = ["version", "workflow__slug", "bundle__sha256"]
-    readonly_fields = ["workflow", "version", "active", "bundle", "bundle_hash", "bundle_size", "download",
-                       "metadata", "deployed_by", "created_at", "activated_at"]
+    readonly_fields = ["workflow", "version", "active", "activate", "bundle", "bundle_hash", "bundle_size",
+                       "download", "metadata", "deployed_by", "created_at", "activated_at"]
     fields = readonly_fields
     actions = ["activate_versions"]
 
     @admin.display(description="active", ordering="is_active")
     def active(self, version: WorkflowVersion) -> str:
         return active_badge(version.is_active)
+
+    @admin.display(description="activation")
+    def activate(self, version: WorkflowVersion) -> str:
+        return activate_button(version) or "This is the active version."
 
     @admin.display(description="bundle")
     def bundle_short(self, version: WorkflowVersion) -> str:
@@ -316,7 +341,7 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
 
     @admin.display(description="size", ordering="bundle__size")
     def bundle_size(self, version: WorkflowVersion) -> str:
-        return f"{filesizeformat(version.bundle.size)} ({version.bundle.size} bytes)"
+        return exact_size(version.bundle.size)
 
     @admin.display(description="download")
     def download(self, version: WorkflowVersion) -> str:

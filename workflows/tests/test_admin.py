@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from swarm.core.models import ApiToken, AuditLogEntry
 from swarm.core.tokens import token_digest
-from workflows.models import WorkflowActivation, WorkflowVersion
+from workflows.models import Tenant, WorkflowActivation, WorkflowVersion
 from workflows.tests.factories import make_tenant, make_version, make_workflow
 
 pytestmark = pytest.mark.django_db
@@ -63,6 +63,9 @@ def test_object_pages_render(admin_client_, workflow_with_history):
     assert version_page.status_code == 200
     assert second.bundle.sha256 in version_page.content.decode()
     assert 'name="_save"' not in version_page.content.decode()  # read-only
+    activate_url = reverse("admin:workflows_workflow_activate", args=[workflow.pk, second.pk])
+    assert f'formaction="{activate_url}"' in version_page.content.decode()
+    assert "csrfmiddlewaretoken" in version_page.content.decode()
     assert admin_client_.get(reverse("admin:bundles_bundle_change", args=[first.bundle.pk])).status_code == 200
     assert admin_client_.get(reverse("admin:workflows_tenant_change", args=[workflow.tenant.pk])).status_code == 200
     index = admin_client_.get(reverse("admin:index")).content.decode()
@@ -176,6 +179,16 @@ def test_workflow_created_in_admin_goes_through_the_service(admin_client_, djang
     assert workflow.slug == "hello"
     entry = AuditLogEntry.objects.get(action="workflow.create")
     assert (entry.object_id, entry.actor) == (str(workflow.pk), "user:operator")
+
+
+def test_tenant_created_in_admin_goes_through_the_service(admin_client_, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client_.post(reverse("admin:workflows_tenant_add"), {
+            "name": "Initech", "slug": "initech", "workflows-TOTAL_FORMS": 0, "workflows-INITIAL_FORMS": 0})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    entry = AuditLogEntry.objects.get(action="tenant.create")
+    assert entry.actor == "user:operator"
+    assert entry.object_id == str(Tenant.objects.get(slug="initech").pk)
 
 
 def test_version_admin_is_read_only(admin_client_, workflow_with_history):

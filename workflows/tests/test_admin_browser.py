@@ -116,6 +116,9 @@ def test_operator_issues_token_then_activates_and_rolls_back(live_url, page):
     assert third["bundle_hash"] in page.inner_text(".field-bundle_hash")
     assert page.locator("input[name=_save]").count() == 0  # versions are read-only
     page.screenshot(path=str(SCREENSHOT_DIR / "swarm-admin-version.png"), full_page=True)
+    page.click('button.swarm-activate[data-version="1.2.0"]')  # the same button on the version's own page
+    page.wait_for_selector(".messagelist .success")
+    assert active_version(live_url, token, workflow_id) == "1.2.0"
 
     page.goto(f"{live_url}/admin/")
     recent = page.inner_text("#recent-activations").lower()
