@@ -260,3 +260,14 @@ def test_secret_names_and_tenants_are_checked(workflow, other_tenant):
     with pytest.raises(ApiError):
         execution_services.tenant_secret_set(tenant=other_tenant, name="OK", value="x", workflows=[workflow])
     assert not TenantSecret.objects.exists()
+
+
+def test_openapi_schema_describes_the_execution_endpoints(admin_api):
+    response = admin_api.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for path in ("/api/v1/workflows/{workflow_id}/executions", "/api/v1/executions/{execution_id}",
+                 "/api/v1/executions/{execution_id}/events", "/api/v1/executions/{execution_id}/cancel",
+                 "/api/v1/metadata", "/api/v1/metadata/events"):
+        assert path in paths, path
+    assert "202" in paths["/api/v1/workflows/{workflow_id}/executions"]["post"]["responses"]
