@@ -289,3 +289,13 @@ def test_an_execution_whose_boot_vanished_is_failed_by_the_reaper(engine_api, wo
     other = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
     Execution.objects.filter(pk=other.pk).update(status="running", runtime_state={"host": "elsewhere", "pid": 1})
     assert execution_services.executions_reap()["lost"] == 0
+
+
+def test_metadata_delivers_only_secrets_attached_to_this_workflow(engine_api, workflow, other_tenant, admin_api):
+    other_workflow = Workflow.objects.get(pk=upload(admin_api, make_bundle(), tenant="globex",
+                                                    workflow="hello").json()["workflow_id"])
+    execution_services.tenant_secret_set(tenant=other_tenant, name="API_KEY", value="globex-value",
+                                         workflows=[other_workflow])
+    execution_services.tenant_secret_set(tenant=workflow.tenant, name="UNATTACHED", value="not-for-hello")
+    execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
+    assert _metadata_client(execution).get("/api/v1/metadata").json()["secrets"] == {}
