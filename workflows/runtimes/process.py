@@ -2,7 +2,7 @@
 
 With bubblewrap (`bwrap`) on PATH the boot runs in a sandbox: the system
 directories and the Python environment bound read-only, a private /tmp,
-/proc and /dev, new pid/ipc/uts namespaces, a new session, the bundle
+/proc and /dev, new pid/ipc/uts namespaces, every capability dropped, a new session, the bundle
 cache and a fresh per-execution workdir (at /opt/workflow) the only
 writable places, and `--die-with-parent`. Without bwrap it is a plain
 subprocess in its own session, and a warning is logged for every start.
@@ -101,6 +101,8 @@ def bwrap_argv(*, workdir: Path, cache_dir: Path, relay_dir: Path | None = None)
         "--bind", str(cache_dir), SANDBOX_CACHE_DIR,
         "--bind", str(workdir), SANDBOX_WORKDIR,
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+        # Run as root, bwrap would keep nearly every capability inside (mount, ptrace, ...).
+        "--cap-drop", "ALL",
         "--new-session", "--die-with-parent",
         "--chdir", SANDBOX_WORKDIR,
     ]

@@ -234,3 +234,24 @@ def test_the_sandbox_reaches_only_the_control_plane_and_bundle_store_through_rel
     # ... while the entrypoint has no direct route to either endpoint.
     assert output == [f"blocked 127.0.0.1 {port} ConnectionRefusedError",
                       f"blocked {s3.hostname} {s3.port} ConnectionRefusedError"], output
+
+
+def test_the_sandbox_has_no_capabilities_and_a_read_only_system(live_system, admin_api, engine_token):
+    probe = (
+        "import os\n"
+        "status = open('/proc/self/status').read()\n"
+        "print('CapEff', status.split('CapEff:')[1].split()[0])\n"
+        "for path in ('/usr/probe', '/etc/passwd', '/opt/workflow/probe', '/tmp/probe'):\n"
+        "    try:\n"
+        "        open(path, 'a').close(); print('writable', path)\n"
+        "    except OSError as error:\n"
+        "        print('read-only', path)\n"
+        "print('project visible', os.path.exists(%r))\n" % str(live_system.cache_dir.parent)
+    )
+    workflow = publish(admin_api, {"main.py": probe}, workflow="caps")
+    with live_system.api(engine_token) as api:
+        execution = api.post(f"/workflows/{workflow.pk}/executions", json={}).json()
+        assert wait_finished(api, execution["id"])["status"] == "succeeded"
+        output = [e["message"] for e in events_of(api, execution["id"]) if e["type"] == "output"]
+    assert output == ["CapEff 0000000000000000", "read-only /usr/probe", "read-only /etc/passwd",
+                      "writable /opt/workflow/probe", "writable /tmp/probe", "project visible False"], output
