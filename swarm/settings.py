@@ -258,6 +258,8 @@ SWARM_PROCESS_RUNTIME_DIR = env.str("SWARM_PROCESS_RUNTIME_DIR", default=str(VAR
 SWARM_PROCESS_CACHE_DIR = env.str("SWARM_PROCESS_CACHE_DIR", default=str(VAR_DIR / "cache"))
 SWARM_PROCESS_CACHE_BUDGET_MB = env.int("SWARM_PROCESS_CACHE_BUDGET_MB", default=2048)
 SWARM_PROCESS_SANDBOX = env.str("SWARM_PROCESS_SANDBOX", default="auto")
+# isolated: the bwrap sandbox reaches only the control plane and the bundle store; host: no restriction.
+SWARM_PROCESS_NETWORK = env.str("SWARM_PROCESS_NETWORK", default="isolated")
 # --- Drones (docs/drones.md has the table) ----------------------------------
 # Intervals the server hands the agents at registration.
 SWARM_DRONE_HEARTBEAT_INTERVAL = env.float("SWARM_DRONE_HEARTBEAT_INTERVAL", default=15.0)

@@ -250,7 +250,7 @@ def execution_provision(*, execution_id: int) -> Execution | None:
             "type": ExecutionEventType.RUNTIME_STARTED,
             "message": f"{execution.runtime} runtime started the boot"
                        + (f" (sandbox: {state['sandbox']})" if state.get("sandbox") else ""),
-            "data": {key: value for key, value in state.items() if key in ("sandbox", "host", "pid")},
+            "data": {key: state[key] for key in ("sandbox", "network", "host", "pid") if key in state},
         }])
     return execution
 

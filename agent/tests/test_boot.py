@@ -102,8 +102,9 @@ def events_of(stderr: str) -> list[dict]:
 
 
 def test_boot_runs_the_entrypoint_with_a_clean_environment(blob_server, tmp_path):
-    url, sha256 = blob_server.publish(tarball({"main.py": "import os,sys\nprint('parent', os.environ.get('PARENT_ONLY'),"
-                                                         " os.environ.get('BUNDLE_URL'))\nsys.exit(3)\n"}))
+    entrypoint = ("import os,sys\nprint('parent', os.environ.get('PARENT_ONLY'), os.environ.get('BUNDLE_URL'))\n"
+                  "sys.exit(3)\n")
+    url, sha256 = blob_server.publish(tarball({"main.py": entrypoint}))
     process = subprocess.run(
         [sys.executable, "-m", "swarm_agent.cli_agent", "boot", "--cache-dir", str(tmp_path / "c"),
          "--workdir", str(tmp_path / "w")],
@@ -198,7 +199,8 @@ def test_sigterm_kills_the_entrypoints_whole_process_group(blob_server, tmp_path
 
 
 def test_timeout_kills_the_entrypoint(blob_server, tmp_path):
-    url, sha256 = blob_server.publish(tarball({"main.py": "import time\nprint('sleeping', flush=True)\ntime.sleep(60)\n"}))
+    entrypoint = "import time\nprint('sleeping', flush=True)\ntime.sleep(60)\n"
+    url, sha256 = blob_server.publish(tarball({"main.py": entrypoint}))
     process = boot(url, sha256, tmp_path / "cache", tmp_path / "work", SWARM_TIMEOUT_SEC="1")
     assert process.returncode == 128 + signal.SIGKILL
     exited = events_of(process.err)[-1]

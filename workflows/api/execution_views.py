@@ -134,13 +134,17 @@ class ExecutionDetailView(ScopedAPIView):
 class ExecutionEventsView(ScopedAPIView):
     """`GET` tails events (engine/read/admin tokens); `POST` reports events (the execution's metadata token)."""
 
+    def _is_report(self) -> bool:
+        request = getattr(self, "request", None)
+        return request is not None and request.method == "POST"
+
     def get_authenticators(self):
-        if self.request.method == "POST":
+        if self._is_report():
             return [MetadataTokenAuthentication()]
         return super().get_authenticators()
 
     def get_permissions(self):
-        if self.request.method == "POST":
+        if self._is_report():
             return [IsExecutionToken()]
         return super().get_permissions()
 

@@ -2,13 +2,15 @@
 
 With bubblewrap (`bwrap`) on PATH the boot runs in a sandbox: the system
 directories and the Python environment bound read-only, a private /tmp,
-/proc and /dev, new pid/ipc/uts namespaces, a new session, the bundle
+/proc and /dev, new pid/ipc/uts namespaces, every capability dropped, a new session, the bundle
 cache and a fresh per-execution workdir (at /opt/workflow) the only
 writable places, and `--die-with-parent`. Without bwrap it is a plain
 subprocess in its own session, and a warning is logged for every start.
 
-Network is NOT isolated: the sandbox shares the host's network namespace, so
-the workflow can reach anything the worker can (see docs/executions.md).
+Network (`SWARM_PROCESS_NETWORK=isolated`, the default, with bwrap): the
+sandbox gets its own network namespace (`--unshare-net`: loopback only) and
+unix sockets relayed to exactly two endpoints — the control plane and the
+bundle store (see `relay.py`). With `host` it shares the worker's network.
 
 The Celery task returns as soon as the process started; a daemon thread in
 the worker reaps it and reports a boot that died without reporting its own
@@ -32,12 +34,15 @@ from pathlib import Path
 from django.conf import settings
 from django.db import close_old_connections, connections
 
+from bundles.downloads import bundle_download_url
 from workflows.runtimes.base import ExecutionRuntime, RuntimeStartFailed, register_runtime
+from workflows.runtimes.relay import start_relays
 
 logger = logging.getLogger(__name__)
 
 SANDBOX_WORKDIR = "/opt/workflow"
 SANDBOX_CACHE_DIR = "/var/cache/swarm"
+SANDBOX_RELAY_DIR = "/run/swarm-net"
 # Read-only system paths visible in the sandbox (missing ones are skipped).
 SYSTEM_BINDS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32")
 ETC_BINDS = ("/etc/alternatives", "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/resolv.conf", "/etc/hosts",
@@ -79,7 +84,7 @@ def _python_paths() -> list[str]:
     return sorted(p for p in paths if p and os.path.exists(p))
 
 
-def bwrap_argv(*, workdir: Path, cache_dir: Path) -> list[str]:
+def bwrap_argv(*, workdir: Path, cache_dir: Path, relay_dir: Path | None = None) -> list[str]:
     """The bubblewrap prefix for one execution's boot."""
     argv = ["bwrap"]
     for path in SYSTEM_BINDS:
@@ -96,9 +101,14 @@ def bwrap_argv(*, workdir: Path, cache_dir: Path) -> list[str]:
         "--bind", str(cache_dir), SANDBOX_CACHE_DIR,
         "--bind", str(workdir), SANDBOX_WORKDIR,
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+        # Run as root, bwrap would keep nearly every capability inside (mount, ptrace, ...).
+        "--cap-drop", "ALL",
         "--new-session", "--die-with-parent",
         "--chdir", SANDBOX_WORKDIR,
     ]
+    if relay_dir is not None:
+        # No network at all inside, except the relays to the control plane and the bundle store.
+        argv += ["--unshare-net", "--bind", str(relay_dir), SANDBOX_RELAY_DIR]
     return argv
 
 
@@ -125,8 +135,17 @@ class ProcessRuntime(ExecutionRuntime):
             "SWARM_METADATA_URL": metadata_url,
             "SWARM_METADATA_TOKEN": token,
         }
+        relays = []
         if mode == "bwrap":
-            argv = bwrap_argv(workdir=workdir, cache_dir=cache_dir) + boot
+            relay_dir = None
+            if settings.SWARM_PROCESS_NETWORK == "isolated":
+                relay_dir = root / "net"
+                relays, socket_map = start_relays(
+                    relay_dir, [metadata_url, bundle_download_url(execution.version.bundle)],
+                    sandbox_directory=SANDBOX_RELAY_DIR,
+                )
+                env["SWARM_HTTP_UNIX_SOCKETS"] = socket_map
+            argv = bwrap_argv(workdir=workdir, cache_dir=cache_dir, relay_dir=relay_dir) + boot
             env.update(SWARM_CACHE_DIR=SANDBOX_CACHE_DIR, SWARM_WORKDIR=SANDBOX_WORKDIR)
         else:
             logger.warning(
@@ -143,6 +162,8 @@ class ProcessRuntime(ExecutionRuntime):
                     stderr=subprocess.STDOUT, start_new_session=True,
                 )
         except OSError as exc:
+            for relay in relays:
+                relay.close()
             raise RuntimeStartFailed(f"could not start the boot process: {exc}") from exc
         state = {
             "host": socket.gethostname(),
@@ -150,10 +171,11 @@ class ProcessRuntime(ExecutionRuntime):
             "pgid": process.pid,
             "start_time": _process_start_time(process.pid),
             "sandbox": mode,
+            "network": "isolated" if relays else "host",
             "workdir": str(workdir),
             "log": str(log_path),
         }
-        threading.Thread(target=_supervise, args=(execution.pk, process, root), daemon=True,
+        threading.Thread(target=_supervise, args=(execution.pk, process, root, relays), daemon=True,
                          name=f"execution-{execution.pk}-supervisor").start()
         return state
 
@@ -199,9 +221,11 @@ def kill_process_group(pgid: int, grace: float = KILL_GRACE_SECONDS) -> None:
         pass
 
 
-def _supervise(execution_id: int, process: subprocess.Popen, root: Path) -> None:
-    """Wait for the boot, then report a silent death and clean the workdir."""
+def _supervise(execution_id: int, process: subprocess.Popen, root: Path, relays: list) -> None:
+    """Wait for the boot, then close its relays, report a silent death and clean the workdir."""
     returncode = process.wait()
+    for relay in relays:
+        relay.close()
     try:
         from workflows.execution_services import execution_runtime_exited
 

@@ -260,3 +260,42 @@ def test_secret_names_and_tenants_are_checked(workflow, other_tenant):
     with pytest.raises(ApiError):
         execution_services.tenant_secret_set(tenant=other_tenant, name="OK", value="x", workflows=[workflow])
     assert not TenantSecret.objects.exists()
+
+
+def test_openapi_schema_describes_the_execution_endpoints(admin_api):
+    response = admin_api.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for path in ("/api/v1/workflows/{workflow_id}/executions", "/api/v1/executions/{execution_id}",
+                 "/api/v1/executions/{execution_id}/events", "/api/v1/executions/{execution_id}/cancel",
+                 "/api/v1/metadata", "/api/v1/metadata/events"):
+        assert path in paths, path
+    assert "202" in paths["/api/v1/workflows/{workflow_id}/executions"]["post"]["responses"]
+
+
+def test_an_execution_whose_boot_vanished_is_failed_by_the_reaper(engine_api, workflow):
+    import socket
+
+    execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
+    # A pid that is not running on this host (e.g. the worker restarted and took the sandbox down).
+    Execution.objects.filter(pk=execution.pk).update(
+        status="running", runtime_state={"host": socket.gethostname(), "pid": 2**22 + 17, "pgid": 2**22 + 17,
+                                         "start_time": "1", "sandbox": "bwrap"})
+    assert execution_services.executions_reap() == {"timed_out": 0, "lost": 1}
+    execution.refresh_from_db()
+    assert execution.status == "failed"
+    assert "gone" in execution.events.get(type="error").message
+    # Another host's execution is left alone: this worker cannot tell.
+    other = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
+    Execution.objects.filter(pk=other.pk).update(status="running", runtime_state={"host": "elsewhere", "pid": 1})
+    assert execution_services.executions_reap()["lost"] == 0
+
+
+def test_metadata_delivers_only_secrets_attached_to_this_workflow(engine_api, workflow, other_tenant, admin_api):
+    other_workflow = Workflow.objects.get(pk=upload(admin_api, make_bundle(), tenant="globex",
+                                                    workflow="hello").json()["workflow_id"])
+    execution_services.tenant_secret_set(tenant=other_tenant, name="API_KEY", value="globex-value",
+                                         workflows=[other_workflow])
+    execution_services.tenant_secret_set(tenant=workflow.tenant, name="UNATTACHED", value="not-for-hello")
+    execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
+    assert _metadata_client(execution).get("/api/v1/metadata").json()["secrets"] == {}

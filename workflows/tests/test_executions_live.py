@@ -200,3 +200,58 @@ def test_swarmctl_run_follow_prints_events_and_exits_with_the_code(live_system, 
         capture_output=True, text=True, timeout=60,
     )
     assert missing.returncode != 0 and "no workflow acme/nope" in missing.stderr
+
+
+NETWORK_PROBE = """
+import socket
+for host, port in (("127.0.0.1", {port}), ("{s3_host}", {s3_port})):
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        print("reachable", host, port)
+    except OSError as error:
+        print("blocked", host, port, type(error).__name__)
+"""
+
+
+def test_the_sandbox_reaches_only_the_control_plane_and_bundle_store_through_relays(live_system, admin_api,
+                                                                                  engine_token, s3_server):
+    from urllib.parse import urlsplit
+
+    port = urlsplit(live_system.url).port
+    s3 = urlsplit(s3_server.endpoint_url)
+    workflow = publish(admin_api, {"main.py": NETWORK_PROBE.format(port=port, s3_host=s3.hostname,
+                                                                   s3_port=s3.port)}, workflow="netprobe")
+    with live_system.api(engine_token) as api:
+        execution = api.post(f"/workflows/{workflow.pk}/executions", json={}).json()
+        finished = wait_finished(api, execution["id"])
+        events = events_of(api, execution["id"])
+    assert finished["status"] == "succeeded", events
+    runtime = next(e for e in events if e["type"] == "runtime_started")
+    assert runtime["data"]["sandbox"] == "bwrap"
+    output = [e["message"] for e in events if e["type"] == "output"]
+    # The boot itself fetched the bundle and reported all of this through the relays ...
+    assert {"bundle_fetched", "started", "exited"} <= {e["type"] for e in events}
+    # ... while the entrypoint has no direct route to either endpoint.
+    assert output == [f"blocked 127.0.0.1 {port} ConnectionRefusedError",
+                      f"blocked {s3.hostname} {s3.port} ConnectionRefusedError"], output
+
+
+def test_the_sandbox_has_no_capabilities_and_a_read_only_system(live_system, admin_api, engine_token):
+    probe = (
+        "import os\n"
+        "status = open('/proc/self/status').read()\n"
+        "print('CapEff', status.split('CapEff:')[1].split()[0])\n"
+        "for path in ('/usr/probe', '/etc/passwd', '/opt/workflow/probe', '/tmp/probe'):\n"
+        "    try:\n"
+        "        open(path, 'a').close(); print('writable', path)\n"
+        "    except OSError as error:\n"
+        "        print('read-only', path)\n"
+        "print('project visible', os.path.exists(%r))\n" % str(live_system.cache_dir.parent)
+    )
+    workflow = publish(admin_api, {"main.py": probe}, workflow="caps")
+    with live_system.api(engine_token) as api:
+        execution = api.post(f"/workflows/{workflow.pk}/executions", json={}).json()
+        assert wait_finished(api, execution["id"])["status"] == "succeeded"
+        output = [e["message"] for e in events_of(api, execution["id"]) if e["type"] == "output"]
+    assert output == ["CapEff 0000000000000000", "read-only /usr/probe", "read-only /etc/passwd",
+                      "writable /opt/workflow/probe", "writable /tmp/probe", "project visible False"], output

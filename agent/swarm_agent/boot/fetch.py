@@ -16,6 +16,8 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
+from swarm_agent.boot.http import HttpFailure, connection_for
+
 CHUNK_BYTES = 1024 * 1024
 BUFFERS = 16
 MAX_REDIRECTS = 5
@@ -35,14 +37,6 @@ class FetchResult:
     seconds: float
 
 
-def _connection(url: urllib.parse.SplitResult, timeout: float) -> http.client.HTTPConnection:
-    if url.scheme == "https":
-        return http.client.HTTPSConnection(url.hostname, url.port, timeout=timeout)
-    if url.scheme == "http":
-        return http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
-    raise FetchError(f"unsupported URL scheme {url.scheme!r}")
-
-
 def fetch_to_file(url: str, destination, *, timeout: float = 60.0, max_bytes: int | None = None) -> FetchResult:
     """GET `url` into the open binary file `destination`; returns the sha256 of what was written.
 
@@ -51,11 +45,10 @@ def fetch_to_file(url: str, destination, *, timeout: float = 60.0, max_bytes: in
     """
     started = time.monotonic()
     for _ in range(MAX_REDIRECTS + 1):
-        parsed = urllib.parse.urlsplit(url)
-        connection = _connection(parsed, timeout)
-        target = parsed.path or "/"
-        if parsed.query:
-            target += "?" + parsed.query
+        try:
+            connection, target = connection_for(url, timeout)
+        except HttpFailure as exc:
+            raise FetchError(str(exc)) from exc
         try:
             connection.request("GET", target, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
             response = connection.getresponse()
