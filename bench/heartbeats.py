@@ -165,7 +165,7 @@ async def paced_heartbeats(url: str, tokens: list[str], rate: float, duration: f
 
     latencies, errors, kinds = [], 0, {}
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
 
         async def one(token: str) -> None:
             nonlocal errors
@@ -185,10 +185,14 @@ async def paced_heartbeats(url: str, tokens: list[str], rate: float, duration: f
 
         pending = set()
         start = time.perf_counter()
-        sent = 0
+        sent = skipped = 0
+        max_in_flight = max(64, int(rate))  # one second's worth: beyond that the server is not keeping up
         while (now := time.perf_counter()) - start < duration:
-            due = int((now - start) * rate) - sent
+            due = int((now - start) * rate) - sent - skipped
             for _ in range(max(0, due)):
+                if len(pending) >= max_in_flight:
+                    skipped += 1  # counted, never sent: keeps a saturated run bounded in time
+                    continue
                 pending.add(asyncio.ensure_future(one(tokens[sent % len(tokens)])))
                 sent += 1
             pending = {task for task in pending if not task.done()}
@@ -198,6 +202,7 @@ async def paced_heartbeats(url: str, tokens: list[str], rate: float, duration: f
         elapsed = time.perf_counter() - start
     result = summarise(latencies, errors, elapsed)
     result["offered_per_second"] = rate
+    result["not_sent_server_saturated"] = skipped
     result["error_kinds"] = kinds
     return result
 
@@ -299,6 +304,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per measured run")
     parser.add_argument("--concurrency", type=int, default=64, help="clients in the capacity runs")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (server/worker/agent logs)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="swarm-bench-heartbeats-"))
@@ -355,6 +361,7 @@ def main() -> int:
             "baseline_per_second": baseline["per_second"],
             "ratio_to_baseline": round(capacity["per_second"] / baseline["per_second"], 3)
             if baseline["per_second"] else None,
+            "load_average_at_end": os.getloadavg(),
             "target_met": bool(paced["per_second"] >= 0.98 * args.rate and (paced["p99_ms"] or 1e9) < 100
                                and paced["errors"] == 0 and baseline["per_second"]
                                and capacity["per_second"] / baseline["per_second"] >= 0.5),
@@ -366,7 +373,10 @@ def main() -> int:
         connections.close_all()
         stop(server)
         services.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            say(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(result))
     return 0
 
