@@ -26,6 +26,11 @@ def browser_page(monkeypatch):
         page.set_default_timeout(20_000)
         yield page
         browser.close()
+        # ORM calls made while Playwright's loop ran used their own connection; close it here,
+        # in the same context, so the test database can be dropped.
+        from django.db import connections
+
+        connections.close_all()
 
 
 def _login(page, live_url):
