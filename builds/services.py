@@ -40,6 +40,13 @@ logger = logging.getLogger(__name__)
 NO_NEW_WORK_STATUSES = ("paused", "draining", "offline")
 
 
+@dataclass(frozen=True)
+class DroneRef:
+    """A drone known by id only: what the agent endpoints pass to services (no row load per call)."""
+
+    pk: int
+
+
 class LogRangeMismatch(ApiError):
     """The agent's `Content-Range` does not start where the stored log ends (HTTP 416)."""
 
@@ -258,7 +265,14 @@ class _QueueLimits:
 def _queue_limits(now) -> _QueueLimits:
     """Queues at their concurrency cap and (queue, tenant) pairs over their start rate."""
     limits = _QueueLimits()
-    capped = list(Queue.objects.filter(max_concurrent__isnull=False).values_list("pk", "max_concurrent"))
+    limited = list(
+        Queue.objects.filter(Q(max_concurrent__isnull=False) | Q(tenant_rate_limit_per_minute__isnull=False))
+        .values_list("pk", "max_concurrent", "tenant_rate_limit_per_minute")
+    )
+    if not limited:
+        return limits
+    capped = [(pk, cap) for pk, cap, _ in limited if cap is not None]
+    rated = {pk: rate for pk, _, rate in limited if rate is not None}
     if capped:
         limits.limited_queue_ids = {pk for pk, _ in capped}
         held = dict(
@@ -266,8 +280,6 @@ def _queue_limits(now) -> _QueueLimits:
             .values_list("queue_id").annotate(n=Count("id")).values_list("queue_id", "n")
         )
         limits.full_queue_ids = {pk for pk, cap in capped if held.get(pk, 0) >= cap}
-    rated = dict(Queue.objects.filter(tenant_rate_limit_per_minute__isnull=False)
-                 .values_list("pk", "tenant_rate_limit_per_minute"))
     if rated:
         recent = (
             BuildAttempt.objects.filter(build__queue_id__in=rated, assigned_at__gte=now - timedelta(minutes=1))
@@ -294,7 +306,10 @@ def build_claim(*, drone, free_slots: int = 1, labels: list[str] | None = None) 
     lease = settings.SWARM_BUILD_LEASE_SECONDS
     ack_timeout = settings.SWARM_BUILD_ACK_TIMEOUT
     with transaction.atomic():
-        locked_drone = Drone.objects.select_for_update().get(pk=drone.pk)
+        locked_drone = (Drone.objects.select_for_update().only("pk", "name", "status", "labels", "capacity")
+                        .filter(pk=drone.pk).first())
+        if locked_drone is None:
+            raise NotFound("This drone no longer exists.")
         if locked_drone.status in NO_NEW_WORK_STATUSES:
             return None
         drone_labels = list(locked_drone.labels or labels or [])
@@ -332,11 +347,14 @@ def build_claim(*, drone, free_slots: int = 1, labels: list[str] | None = None) 
             build=build, number=attempt_number, drone_id=locked_drone.pk, state=AttemptState.ASSIGNED,
             assigned_at=now,
         )
-        Build.objects.filter(pk=build.pk).update(
-            state=BuildState.ASSIGNED, drone_id=locked_drone.pk, attempt_count=attempt_number, assigned_at=now,
-            ack_deadline=now + timedelta(seconds=ack_timeout), lease_expires_at=now + timedelta(seconds=lease),
-        )
-        build.refresh_from_db()
+        build.state = BuildState.ASSIGNED
+        build.drone_id = locked_drone.pk
+        build.attempt_count = attempt_number
+        build.assigned_at = now
+        build.ack_deadline = now + timedelta(seconds=ack_timeout)
+        build.lease_expires_at = now + timedelta(seconds=lease)
+        build.save(update_fields=["state", "drone_id", "attempt_count", "assigned_at", "ack_deadline",
+                                  "lease_expires_at"])
         _record(build, "claimed", actor=f"drone:{locked_drone.pk}", attempt_number=attempt_number,
                 drone=locked_drone.name)
         transaction.on_commit(lambda: events.emit_build_changed(
