@@ -15,11 +15,14 @@ import argparse
 import asyncio
 import json
 import logging
+import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
-from _harness import Server, log, percentile, prepare_environment
+sys.path.insert(0, str(Path(__file__).resolve().parent / "_support"))
+from harness import Server, log, percentile, prepare_environment  # noqa: E402
 
 RAW_CLAIM = """
 WITH candidate AS (

@@ -410,13 +410,31 @@ def build_log_append(*, build_id: int, drone, start: int, data: bytes, attempt_n
             return attempt.log_size
         if attempt.log_size + len(data) > max_bytes:
             raise ApiError(f"The log would exceed {max_bytes} bytes.", code="log_size_exceeded", status_code=413)
-        BuildLogChunk.objects.create(attempt=attempt, offset=start, data=data)
+        _insert_log_chunk(attempt_id=attempt.pk, offset=start, data=data)
         attempt.log_size = start + len(data)
         BuildAttempt.objects.filter(pk=attempt.pk).update(log_size=attempt.log_size)
         size, number = attempt.log_size, attempt.number
         transaction.on_commit(lambda: events.emit_log_appended(build_id=build.pk, attempt_number=number,
                                                                 log_size=size))
     return size
+
+
+def _insert_log_chunk(*, attempt_id: int, offset: int, data: bytes) -> None:
+    """Insert one chunk with a server-side-bound parameter.
+
+    Django's psycopg backend binds parameters client-side, which escapes a
+    bytea into SQL text (twice the bytes, plus the escaping work); the raw
+    psycopg cursor of the same connection and transaction sends it as binary.
+    """
+    import psycopg
+    from django.db import connection
+
+    connection.ensure_connection()
+    table = BuildLogChunk._meta.db_table
+    # The connection's default cursor factory is Django's ClientCursor; ask for a plain one.
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(f'INSERT INTO {table} (attempt_id, "offset", data) VALUES (%s, %s, %s)',
+                       (attempt_id, offset, data))
 
 
 def attempt_log_checksum(attempt: BuildAttempt) -> str:
