@@ -59,14 +59,15 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         self.group_name = drone_group(self.drone_id)
         await self.channel_layer.group_add(self.group_name, self.channel_name)
         await self.accept()
-        await database_sync_to_async(services.drone_ws_connected)(drone_id=self.drone_id)
+        self.connected_at = await database_sync_to_async(services.drone_ws_connected)(drone_id=self.drone_id)
         await self.send_json({"type": "hello", "drone_id": self.drone_id})
 
     async def disconnect(self, code):
         if self.drone_id is None:
             return
         await self.channel_layer.group_discard(self.group_name, self.channel_name)
-        await database_sync_to_async(services.drone_ws_disconnected)(drone_id=self.drone_id)
+        await database_sync_to_async(services.drone_ws_disconnected)(
+            drone_id=self.drone_id, connected_at=getattr(self, "connected_at", None))
 
     async def receive_json(self, content, **kwargs):
         if not isinstance(content, dict) or not isinstance(content.get("type"), str):

@@ -21,7 +21,7 @@ class Hypervisor(models.Model):
     """
 
     name = models.CharField(max_length=100, unique=True)
-    url = models.URLField(help_text="Base URL, e.g. https://pve.example.com:8006")
+    url = models.URLField(help_text="Base URL, e.g. https://pve.example.com:8006")  # scheme required
     token_id = models.CharField(max_length=200, help_text="USER@REALM!TOKENID")
     token_secret_encrypted = models.TextField(blank=True, default="", editable=False)
     verify_tls = models.BooleanField(default=True)
@@ -146,8 +146,10 @@ class JoinToken(models.Model):
     max_uses = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: unlimited")
     uses = models.PositiveIntegerField(default=0)
     revoked_at = models.DateTimeField(null=True, blank=True)
-    # The plaintext is shown once; the admin keeps a bootstrap command only
-    # while the issuing session shows it (see admin), never in the database.
+    # Encrypted (drones.secrets_box) so the admin can show the bootstrap command
+    # again and `issue_join_token --reuse` can hand out the same token; lookups
+    # still go through prefix + digest.
+    plaintext_encrypted = models.TextField(blank=True, default="", editable=False)
     provisioning_status = models.CharField(max_length=16, choices=ProvisioningStatus.choices,
                                            default=ProvisioningStatus.ISSUED)
     script_fetched_at = models.DateTimeField(null=True, blank=True)
@@ -160,6 +162,14 @@ class JoinToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} (swj_{self.prefix}_…)"
+
+    @property
+    def plaintext(self) -> str:
+        """The token itself (empty when it cannot be decrypted any more)."""
+        try:
+            return decrypt_secret(self.plaintext_encrypted)
+        except ValueError:
+            return ""
 
     @property
     def is_usable(self) -> bool:

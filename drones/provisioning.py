@@ -1,11 +1,15 @@
 """Provisioning a new drone: the agent package served by the control plane and the bootstrap script."""
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import io
 import re
 import shlex
 import tarfile
+import tomllib
+import zipfile
 from pathlib import Path
 
 from django.conf import settings
@@ -57,6 +61,58 @@ def agent_package_bytes() -> tuple[bytes, str]:
     return _package_for(_fingerprint())
 
 
+def _pyproject() -> dict:
+    return tomllib.loads((AGENT_SOURCE_DIR / "pyproject.toml").read_text())["project"]
+
+
+def wheel_filename() -> str:
+    """`swarm_agent-<version>-py3-none-any.whl`: the name pip needs to see on the downloaded file."""
+    project = _pyproject()
+    return f"{project['name'].replace('-', '_')}-{project['version']}-py3-none-any.whl"
+
+
+@functools.lru_cache(maxsize=2)
+def _wheel_for(fingerprint: tuple) -> bytes:
+    project = _pyproject()
+    distribution = f"{project['name'].replace('-', '_')}-{project['version']}"
+    dist_info = f"{distribution}.dist-info"
+    metadata = [f"Metadata-Version: 2.1", f"Name: {project['name']}", f"Version: {project['version']}",
+                f"Summary: {project.get('description', '')}",
+                f"Requires-Python: {project.get('requires-python', '>=3.11')}"]
+    metadata += [f"Requires-Dist: {requirement}" for requirement in project.get("dependencies", [])]
+    entry_points = "[console_scripts]\n" + "".join(
+        f"{name} = {target}\n" for name, target in project.get("scripts", {}).items())
+    generated = {
+        f"{dist_info}/METADATA": "\n".join(metadata) + "\n",
+        f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: swarm.drones.provisioning\nRoot-Is-Purelib: true\n"
+                              "Tag: py3-none-any\n",
+        f"{dist_info}/entry_points.txt": entry_points,
+        f"{dist_info}/top_level.txt": "swarm_agent\n",
+    }
+    records, buffer = [], io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as wheel:
+        def add(name: str, data: bytes) -> None:
+            wheel.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            records.append(f"{name},sha256={digest},{len(data)}")
+
+        for path in _agent_files():
+            relative = path.relative_to(AGENT_SOURCE_DIR).as_posix()
+            if relative.startswith("swarm_agent/"):
+                add(relative, path.read_bytes())
+        for name, text in generated.items():
+            add(name, text.encode())
+        records.append(f"{dist_info}/RECORD,,")
+        wheel.writestr(zipfile.ZipInfo(f"{dist_info}/RECORD", date_time=(2020, 1, 1, 0, 0, 0)),
+                       "\n".join(records) + "\n")
+    return buffer.getvalue()
+
+
+def agent_wheel_bytes() -> tuple[bytes, str]:
+    """The agent as a pure-Python wheel built from agent/ (no build step on the drone) and its file name."""
+    return _wheel_for(_fingerprint()), wheel_filename()
+
+
 BOOTSTRAP_TEMPLATE = r"""#!/bin/sh
 # Swarm drone bootstrap: installs swarm-agent from this control plane into a
 # virtualenv and starts it, which registers this machine as a drone.
@@ -69,19 +125,20 @@ JOIN_TOKEN={token}
 AGENT_DIR="${{SWARM_AGENT_DIR:-$HOME/.swarm-agent}}"
 PYTHON="${{SWARM_PYTHON:-python3}}"
 NAME="${{SWARM_DRONE_NAME:-$(hostname)}}"
+WHEEL={wheel}
 mkdir -p "$AGENT_DIR/state"
 echo "[swarm] downloading the agent from $SERVER"
 if command -v curl >/dev/null 2>&1; then
-    curl -fsS "$SERVER/api/v1/provision/agent.tar.gz?token=$JOIN_TOKEN" -o "$AGENT_DIR/swarm-agent.tar.gz"
+    curl -fsS "$SERVER/api/v1/provision/agent.whl?token=$JOIN_TOKEN" -o "$AGENT_DIR/$WHEEL"
 else
-    wget -q -O "$AGENT_DIR/swarm-agent.tar.gz" "$SERVER/api/v1/provision/agent.tar.gz?token=$JOIN_TOKEN"
+    wget -q -O "$AGENT_DIR/$WHEEL" "$SERVER/api/v1/provision/agent.whl?token=$JOIN_TOKEN"
 fi
 if [ ! -x "$AGENT_DIR/venv/bin/python" ]; then
     "$PYTHON" -m venv "$AGENT_DIR/venv"
 fi
 echo "[swarm] installing swarm-agent into $AGENT_DIR/venv"
 # shellcheck disable=SC2086
-"$AGENT_DIR/venv/bin/python" -m pip install --quiet ${{SWARM_AGENT_PIP_ARGS:-}} "$AGENT_DIR/swarm-agent.tar.gz"
+"$AGENT_DIR/venv/bin/python" -m pip install --quiet ${{SWARM_AGENT_PIP_ARGS:-}} "$AGENT_DIR/$WHEEL"
 set -- run --server "$SERVER" --join-token "$JOIN_TOKEN" --state-dir "$AGENT_DIR/state" --name "$NAME"
 if [ -n "${{SWARM_AGENT_LABELS:-}}" ]; then
     set -- "$@" --labels "$SWARM_AGENT_LABELS"
@@ -122,7 +179,8 @@ exec "$AGENT_DIR/venv/bin/swarm-agent" "$@"
 def bootstrap_script(*, server_url: str, join_token: str) -> str:
     """The shell script `GET /provision/bootstrap` serves (values shell-quoted)."""
     server = getattr(settings, "SWARM_PUBLIC_URL", "") or server_url
-    return BOOTSTRAP_TEMPLATE.format(server=shlex.quote(server), token=shlex.quote(join_token))
+    return BOOTSTRAP_TEMPLATE.format(server=shlex.quote(server), token=shlex.quote(join_token),
+                                     wheel=shlex.quote(wheel_filename()))
 
 
 def bootstrap_command(*, join_token: str) -> str:

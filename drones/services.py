@@ -14,18 +14,20 @@ from django.db.models import F
 from django.utils import timezone
 
 from drones.choices import DroneAction, DroneStatus, DroneType, EscalationLevel, EscalationResult, ProvisioningStatus
-from drones.events import drone_send
+from drones.events import drone_disconnect, drone_send
 from drones.models import Drone, EscalationEvent, JoinToken
 from drones.redis_client import key, redis_client
+from drones.secrets_box import encrypt_secret
 from drones.selectors import DRONE_SUBJECT, join_token_find
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.services import api_token_issue, api_tokens_revoke_for_subject, audit_record
-from swarm.core.tokens import generate_token
+from swarm.core.tokens import generate_token, split_prefix, token_digest
 
 logger = logging.getLogger(__name__)
 
 PING_RECORD_TTL = 300
+MAX_METRICS_BYTES = 16 * 1024
 
 
 # --- Join tokens ---------------------------------------------------------------
@@ -40,6 +42,7 @@ def join_token_issue(*, name: str, expires_at: datetime | None = None, max_uses:
         raise ApiError("max_uses must be at least 1.", code="invalid", field="max_uses")
     generated = generate_token("swj")
     token = JoinToken.objects.create(name=name, prefix=generated.prefix, digest=generated.digest,
+                                     plaintext_encrypted=encrypt_secret(generated.plaintext),
                                      expires_at=expires_at, max_uses=max_uses, created_by=created_by)
     audit_record(actor=created_by.get_username() if created_by else "system", action="join_token.issue", obj=token)
     return token, generated.plaintext
@@ -54,16 +57,19 @@ def join_token_revoke(*, token: JoinToken, actor: str = "system") -> JoinToken:
     return token
 
 
-def join_token_reissue(*, name: str) -> tuple[JoinToken, str]:
-    """Revoke every live join token called `name` and issue a fresh one (`issue_join_token --reuse`).
+def join_token_reuse(*, name: str) -> tuple[JoinToken, str]:
+    """The usable join token called `name` with its plaintext, or a new one (`issue_join_token --reuse`).
 
-    Join tokens are stored hashed, so an existing one cannot be shown again;
-    replacing it is the honest equivalent. Drones that already registered keep
-    their drone tokens.
+    Tokens whose plaintext can no longer be decrypted (the secret key changed)
+    are revoked and replaced. Drones that already registered keep their tokens.
     """
     with transaction.atomic():
-        for token in JoinToken.objects.select_for_update().filter(name=name, revoked_at__isnull=True):
-            join_token_revoke(token=token, actor="system:reissue")
+        for token in JoinToken.objects.select_for_update().filter(name=name, revoked_at__isnull=True).order_by(
+                "-created_at"):
+            plaintext = token.plaintext
+            if token.is_usable and plaintext:
+                return token, plaintext
+            join_token_revoke(token=token, actor="system:reuse")
         return join_token_issue(name=name)
 
 
@@ -141,6 +147,10 @@ def drone_register(*, join_token: str, name: str, hostname: str = "", ip: str | 
             provisioning_status=ProvisioningStatus.REGISTERED)
         audit_record(actor=f"join_token:{token.name}", action="drone.register" if created else "drone.reregister",
                      obj=drone, detail={"join_token_id": token.pk})
+        if not created:
+            # A WebSocket opened with the old token must not outlive it.
+            drone_id = drone.pk
+            transaction.on_commit(lambda: drone_disconnect(drone_id))
     return Registration(drone=drone, token=plaintext, created=created)
 
 
@@ -163,53 +173,82 @@ def action_for(status: str, stop_requested: bool) -> str:
     return DroneAction.RUN
 
 
-# One statement: record the heartbeat, bring a stale/offline drone back online,
-# remember the first heartbeat, and read back what the response needs.
+# One statement per heartbeat: find the drone through its token (prefix + sha256
+# digest, usable, drone-scoped; the scalar subquery runs once and the drone is
+# then an index hit), record the heartbeat, bring a stale/offline drone back
+# online, remember the first heartbeat and read back what the answer needs.
+# `synchronous_commit` is relaxed for this statement only: losing the last
+# heartbeat on a database crash costs nothing (the next one comes within an
+# interval), and not waiting for the WAL flush halves the endpoint's latency.
 HEARTBEAT_SQL = """
-UPDATE drones_drone SET
+WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+UPDATE drones_drone AS drone SET
     last_heartbeat_at = %(now)s,
     last_seen_at = %(now)s,
     metrics = %(metrics)s::jsonb,
-    status = CASE WHEN status IN ('stale', 'offline') THEN 'online' ELSE status END,
-    first_heartbeat_at = COALESCE(first_heartbeat_at, %(now)s)
-WHERE id = %(drone_id)s
-RETURNING status, stop_requested, first_heartbeat_at = %(now)s
+    status = CASE WHEN drone.status IN ('stale', 'offline') THEN 'online' ELSE drone.status END,
+    first_heartbeat_at = COALESCE(drone.first_heartbeat_at, %(now)s)
+FROM relaxed
+WHERE drone.id = (
+    SELECT CASE WHEN token.subject_id ~ '^[0-9]{1,18}$' THEN CAST(token.subject_id AS bigint) END
+    FROM core_apitoken AS token
+    WHERE token.prefix = %(prefix)s AND token.digest = %(digest)s AND token.scope = 'drone'
+      AND token.subject_type = 'drone' AND token.revoked_at IS NULL
+      AND (token.expires_at IS NULL OR token.expires_at > %(now)s)
+)
+RETURNING drone.id, drone.status, drone.stop_requested, drone.first_heartbeat_at = %(now)s
 """
 
 
-def drone_heartbeat(*, drone_id: int, metrics: dict) -> dict:
-    """Record a heartbeat in one UPDATE and return `{action, status, intervals…}`.
+def drone_heartbeat(*, token: str, metrics: dict) -> dict | None:
+    """Record a heartbeat for the drone a drone token belongs to, in one statement.
 
-    The first heartbeat also moves the join token's provisioning status on.
+    Returns `{drone_id, action, status, intervals…}`, or None when the token
+    is not a usable drone token of an existing drone (the caller then works out
+    the right 401/403/404 on the slow path). The first heartbeat also moves
+    the join token's provisioning status on.
     """
     if not isinstance(metrics, dict):
         raise ApiError("metrics must be a JSON object.", code="invalid", field="metrics")
+    encoded_metrics = json.dumps(metrics)
+    if len(encoded_metrics) > MAX_METRICS_BYTES:
+        raise ApiError(f"metrics must stay under {MAX_METRICS_BYTES} bytes of JSON.", code="too_large",
+                       field="metrics")
+    prefix = split_prefix(token or "")
+    if prefix is None:
+        return None
     now = timezone.now()
     with connection.cursor() as cursor:
-        cursor.execute(HEARTBEAT_SQL, {"now": now, "metrics": json.dumps(metrics), "drone_id": drone_id})
+        cursor.execute(HEARTBEAT_SQL, {"now": now, "metrics": encoded_metrics, "prefix": prefix,
+                                       "digest": token_digest(token)})
         row = cursor.fetchone()
     if row is None:
-        raise NotFound("The drone this token belongs to no longer exists.")
-    status, stop_requested, first = row
+        return None
+    drone_id, status, stop_requested, first = row
     if first:
         JoinToken.objects.filter(last_drone_id=drone_id).exclude(
             provisioning_status=ProvisioningStatus.HEARTBEAT).update(
             provisioning_status=ProvisioningStatus.HEARTBEAT, first_heartbeat_at=now)
-    return {"action": action_for(status, stop_requested), "status": status, **drone_intervals()}
+    return {"drone_id": drone_id, "action": action_for(status, stop_requested), "status": status,
+            **drone_intervals()}
 
 
 # --- WebSocket presence, ping and pong -------------------------------------------
 
 
-def drone_ws_connected(*, drone_id: int) -> None:
-    """The agent's WebSocket is up (called by the consumer)."""
+def drone_ws_connected(*, drone_id: int) -> datetime:
+    """The agent's WebSocket is up (called by the consumer); returns the connection time."""
     now = timezone.now()
     Drone.objects.filter(pk=drone_id).update(ws_connected=True, ws_connected_at=now, last_seen_at=now)
+    return now
 
 
-def drone_ws_disconnected(*, drone_id: int) -> None:
-    """The agent's WebSocket closed."""
-    Drone.objects.filter(pk=drone_id).update(ws_connected=False)
+def drone_ws_disconnected(*, drone_id: int, connected_at: datetime | None) -> None:
+    """The agent's WebSocket closed; a newer connection of the same drone keeps the flag up."""
+    drones = Drone.objects.filter(pk=drone_id)
+    if connected_at is not None:
+        drones = drones.filter(ws_connected_at__lte=connected_at)
+    drones.update(ws_connected=False)
 
 
 def drone_ping_send(*, drone: Drone) -> str:

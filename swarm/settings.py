@@ -95,7 +95,10 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("SWARM_CHANNELS_PREFIX", default="swarm")},
+        # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's
+        # BZPOPMIN timeout: every idle consumer died with TimeoutError after ~5 s. Read longer.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30, "health_check_interval": 15}],
+                   "prefix": env.str("SWARM_CHANNELS_PREFIX", default="swarm")},
     }
 }
 
@@ -204,6 +207,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "ENUM_NAME_OVERRIDES": {"EscalationLevelEnum": "drones.choices.EscalationLevel"},
 }
 
 AUTH_PASSWORD_VALIDATORS = [

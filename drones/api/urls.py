@@ -19,5 +19,6 @@ urlpatterns = [
     path("ping/all", views.PingAllView.as_view(), name="ping-all"),
     path("escalation", views.EscalationListView.as_view(), name="escalation-list"),
     path("provision/bootstrap", views.BootstrapScriptView.as_view(), name="provision-bootstrap"),
+    path("provision/agent.whl", views.AgentWheelView.as_view(), name="provision-agent-wheel"),
     path("provision/agent.tar.gz", views.AgentPackageView.as_view(), name="provision-agent-package"),
 ]

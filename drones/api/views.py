@@ -8,7 +8,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from drones import selectors, services
-from drones.api.base import DroneAgentAPIView
 from drones.api.serializers import (
     DroneSerializer,
     EscalationEventSerializer,
@@ -22,12 +21,15 @@ from drones.api.serializers import (
     SetTypeSerializer,
 )
 from drones.heartbeat_hooks import run_heartbeat_hooks
-from drones.provisioning import agent_package_bytes, bootstrap_script
+from drones.provisioning import agent_package_bytes, agent_wheel_bytes, bootstrap_script
 from swarm.core.api import ErrorSerializer, ScopedAPIView
+from swarm.core.authentication import authenticate_token, principal_from_token
+from swarm.core.errors import ApiError, NotFound
 from swarm.core.choices import TokenScope
 from swarm.core.principals import READ_SCOPES
 
 ADMIN_ONLY = frozenset({TokenScope.ADMIN})
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="swarm"'}
 ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
 
 
@@ -60,22 +62,45 @@ class DroneRegisterView(APIView):
         return Response(body, status=status.HTTP_201_CREATED if registration.created else status.HTTP_200_OK)
 
 
-class DroneHeartbeatView(DroneAgentAPIView):
-    """`POST /api/v1/drones/heartbeat`: the agent is alive; the answer says run, pause, drain or stop."""
+class DroneHeartbeatView(ScopedAPIView):
+    """`POST /api/v1/drones/heartbeat`: the agent is alive; the answer says run, pause, drain or stop.
 
-    renews_last_seen = False  # the heartbeat's own UPDATE sets last_seen_at
+    The fleet's hottest endpoint, so it does not go through DroneAgentAPIView:
+    a valid drone token is checked and the heartbeat recorded in one SQL
+    statement (drones.services.drone_heartbeat). Only when that finds nothing
+    does the usual authentication run, to answer the precise 401/403/404.
+    """
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
 
     @extend_schema(request=HeartbeatSerializer, responses={200: HeartbeatAnswerSerializer, **ERRORS},
                    summary="Drone heartbeat")
     def post(self, request):
-        body = request.data if isinstance(request.data, dict) else None
-        if body is None:
-            return Response({"error": "invalid", "detail": "The heartbeat body must be a JSON object."}, status=400)
-        serializer = HeartbeatSerializer(data=body)
-        serializer.is_valid(raise_exception=True)
-        answer = services.drone_heartbeat(drone_id=self.drone_id, metrics=serializer.validated_data["metrics"])
-        answer.update(run_heartbeat_hooks(self.drone_id, body))
+        keyword, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if keyword.lower() != "bearer" or not token.strip():
+            raise ApiError("Send the drone token as 'Authorization: Bearer <token>'.", code="not_authenticated",
+                           status_code=401, headers=BEARER_CHALLENGE)
+        body = request.data
+        if not isinstance(body, dict):
+            raise ApiError("The heartbeat body must be a JSON object.", code="invalid")
+        metrics = body.get("metrics", {})
+        answer = services.drone_heartbeat(token=token.strip(), metrics=metrics)
+        if answer is None:
+            self._refuse(token.strip())
+        drone_id = answer.pop("drone_id")
+        answer.update(run_heartbeat_hooks(drone_id, body))
         return Response(answer)
+
+    @staticmethod
+    def _refuse(token: str):
+        """Why a token did not heartbeat: unknown/revoked (401), not a drone token (403), drone gone (404)."""
+        stored = authenticate_token(token)
+        if stored is None:
+            raise ApiError("Invalid, expired or revoked token.", code="authentication_failed", status_code=401,
+                           headers=BEARER_CHALLENGE)
+        selectors.drone_for_principal(principal_from_token(stored))  # raises 403 or 404
+        raise NotFound("The drone this token belongs to no longer exists.")
 
 
 class BootstrapScriptView(APIView):
@@ -109,6 +134,23 @@ class AgentPackageView(APIView):
         package, version = agent_package_bytes()
         response = HttpResponse(package, content_type="application/gzip")
         response["Content-Disposition"] = f'attachment; filename="swarm-agent-{version}.tar.gz"'
+        return response
+
+
+class AgentWheelView(APIView):
+    """`GET /api/v1/provision/agent.whl?token=<join token>`: the swarm-agent wheel the bootstrap script installs."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(parameters=[OpenApiParameter("token", str, required=True, description="join token")],
+                   responses={(200, "application/zip"): OpenApiTypes.BINARY, **ERRORS},
+                   summary="Download the agent wheel")
+    def get(self, request):
+        services.join_token_check(request.query_params.get("token", ""), field="token")
+        wheel, filename = agent_wheel_bytes()
+        response = HttpResponse(wheel, content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
 
 

@@ -114,3 +114,68 @@ def start_agent(live_url, tmp_path):
     yield start
     for agent in agents:
         agent.stop()
+
+
+@pytest.fixture(autouse=True)
+def drone_intervals_like_live_server(settings):
+    """The in-process settings match the live server's test environment (see the root conftest)."""
+    settings.SWARM_DRONE_HEARTBEAT_INTERVAL = 1.0
+    settings.SWARM_DRONE_PING_INTERVAL = 1.0
+    settings.SWARM_DRONE_PONG_TIMEOUT = 2.0
+
+
+@pytest.fixture
+def fake_proxmox():
+    from drones.tests.fakes import FakeProxmox
+
+    server = FakeProxmox()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_webhook():
+    from drones.tests.fakes import FakeWebhookReceiver
+
+    server = FakeWebhookReceiver()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_smtp():
+    from drones.tests.fakes import FakeSmtpServer
+
+    server = FakeSmtpServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def short_ladder(settings, fake_smtp, fake_webhook):
+    """Ladder settings with second-long cooldowns, mail to the fake SMTP server and the fake webhook."""
+    settings.SWARM_DRONE_STALE_AFTER_MISSED = 2
+    settings.SWARM_DRONE_OFFLINE_AFTER_MISSED = 6
+    settings.SWARM_DRONE_UNHEALTHY_AFTER_MISSED_PONGS = 3
+    settings.SWARM_ESCALATION_COOLDOWNS = {1: 1.0, 2: 1.0, 3: 2.0, 4: 60.0}
+    settings.SWARM_ESCALATION_COOLDOWN_CAP = 120.0
+    settings.SWARM_ESCALATION_ATTEMPTS_PER_LEVEL = 1
+    settings.SWARM_ESCALATION_RESET_AFTER = 2.0
+    settings.SWARM_ESCALATION_ALERT_EMAILS = ["ops@example.test"]
+    settings.SWARM_ESCALATION_WEBHOOK_URL = f"{fake_webhook.url}/hooks/swarm"
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = fake_smtp.port
+    settings.EMAIL_USE_TLS = False
+    return settings
+
+
+def run_ladder_until(predicate, *, timeout: float = 40.0, interval: float = 0.25, message: str = "the ladder"):
+    """Run the beat task's body repeatedly (as beat would) until `predicate()` holds."""
+    from drones.ladder import fleet_evaluate
+
+    def tick():
+        fleet_evaluate()
+        return predicate()
+
+    return wait_until(tick, timeout=timeout, interval=interval, message=message)

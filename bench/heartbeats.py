@@ -1,0 +1,385 @@
+"""Heartbeat throughput and failure-detection latency of one Swarm server on this machine.
+
+    .venv/bin/python bench/heartbeats.py [--drones 15000] [--rate 500] [--duration 20]
+                                         [--concurrency 64] [--workers 2]
+
+What it does, all on 127.0.0.1:
+1. Services: DATABASE_URL / REDIS_URL when set (a fresh throw-away database is
+   created on that server), else embedded PostgreSQL and Redis (swarm.embedded).
+2. One uvicorn server (`--workers` processes) with the real ASGI app.
+3. `--drones` drones with real drone tokens. Paced run: heartbeats from those
+   drones at `--rate` per second (15,000 drones every 30 s = 500/s) for
+   `--duration` seconds, each a real `POST /api/v1/drones/heartbeat` with
+   metrics → achieved heartbeats/s, p50/p99 latency, errors.
+4. Capacity run: `--concurrency` async clients heartbeating as fast as they
+   can, then the same clients against the trivial JSON `GET /healthz` of the
+   same server (the baseline) → the ratio of the two throughputs.
+5. Detection: a real `swarm-agent run` plus a real Celery worker and beat
+   (health check every second, heartbeat interval 1 s); the agent is killed
+   with SIGKILL and the time until its L1 EscalationEvent is measured.
+
+The last line of output is the JSON result.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+
+from swarm.embedded import free_port, start_postgres, start_redis, wait_for_port  # noqa: E402
+
+PYTHON = sys.executable
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# --- services -------------------------------------------------------------------
+
+
+class Services:
+    """Database and Redis for the run; everything it started or created is undone in close()."""
+
+    def __init__(self, workdir: Path):
+        self.started = []
+        self.dropped_database = None
+        database_url = os.environ.get("DATABASE_URL")
+        if database_url:
+            import psycopg
+
+            name = f"bench_heartbeats_{os.getpid()}"
+            parts = urlsplit(database_url)
+            with psycopg.connect(database_url, autocommit=True) as connection:
+                connection.execute(f'CREATE DATABASE "{name}"')
+            self.admin_url = database_url
+            self.dropped_database = name
+            self.database_url = urlunsplit(parts._replace(path=f"/{name}"))
+        else:
+            say("DATABASE_URL not set: starting embedded PostgreSQL")
+            postgres = start_postgres(workdir / "postgres", database="swarm_bench")
+            self.started.append(postgres)
+            self.database_url = postgres.url
+        self.redis_url = os.environ.get("REDIS_URL")
+        if not self.redis_url:
+            say("REDIS_URL not set: starting embedded Redis")
+            redis_server = start_redis(workdir / "redis")
+            self.started.append(redis_server)
+            self.redis_url = redis_server.url
+
+    def close(self) -> None:
+        if self.dropped_database:
+            import psycopg
+
+            with psycopg.connect(self.admin_url, autocommit=True) as connection:
+                connection.execute(f'DROP DATABASE IF EXISTS "{self.dropped_database}" WITH (FORCE)')
+        for service in reversed(self.started):
+            service.stop()
+
+
+def spawn(argv: list[str], env: dict, log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
+    process = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    log.close()
+    return process
+
+
+def stop(process: subprocess.Popen | None, timeout: float = 20) -> None:
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+# --- fleet ---------------------------------------------------------------------------
+
+
+def create_fleet(count: int) -> list[str]:
+    """`count` drones with drone tokens, created in bulk; returns the token plaintexts."""
+    from drones.models import Drone
+    from swarm.core.models import ApiToken
+    from swarm.core.tokens import generate_token
+
+    drones = Drone.objects.bulk_create([Drone(name=f"bench-{index:05d}", drone_type="lxc") for index in
+                                        range(count)], batch_size=2000)
+    tokens, plaintexts = [], []
+    for drone in drones:
+        generated = generate_token()
+        plaintexts.append(generated.plaintext)
+        tokens.append(ApiToken(name=f"drone:{drone.name}", scope="drone", prefix=generated.prefix,
+                               digest=generated.digest, subject_type="drone", subject_id=str(drone.pk)))
+    ApiToken.objects.bulk_create(tokens, batch_size=2000)
+    return plaintexts
+
+
+def delete_fleet() -> None:
+    from drones.models import Drone
+    from swarm.core.models import ApiToken
+
+    ids = [str(pk) for pk in Drone.objects.filter(name__startswith="bench-").values_list("pk", flat=True)]
+    ApiToken.objects.filter(subject_type="drone", subject_id__in=ids).delete()
+    Drone.objects.filter(name__startswith="bench-").delete()
+
+
+METRICS = {"cpu_percent": 12.5, "cpu_count": 2, "memory_total_bytes": 4_000_000_000,
+           "memory_available_bytes": 2_500_000_000, "memory_percent": 37.5, "load_1": 0.3, "load_5": 0.2,
+           "load_15": 0.1, "disk_total_bytes": 50_000_000_000, "disk_free_bytes": 20_000_000_000, "disk_percent": 60.0}
+
+
+def summarise(latencies: list[float], errors: int, elapsed: float) -> dict:
+    """Throughput and latency percentiles of one run."""
+    ordered = sorted(latencies)
+
+    def percentile(fraction: float) -> float | None:
+        if not ordered:
+            return None
+        return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000, 2)
+
+    return {"requests": len(ordered), "errors": errors, "per_second": round(len(ordered) / elapsed, 1),
+            "p50_ms": percentile(0.50), "p99_ms": percentile(0.99),
+            "mean_ms": round(statistics.fmean(ordered) * 1000, 2) if ordered else None}
+
+
+async def paced_heartbeats(url: str, tokens: list[str], rate: float, duration: float) -> dict:
+    """Open loop: heartbeats at `rate`/s round-robin over the drones, whatever the server's latency."""
+    import httpx
+
+    latencies, errors, kinds = [], 0, {}
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
+
+        async def one(token: str) -> None:
+            nonlocal errors
+            started = time.perf_counter()
+            try:
+                response = await client.post("/api/v1/drones/heartbeat", json={"metrics": METRICS},
+                                             headers={"Authorization": f"Bearer {token}"})
+                if response.status_code != 200 or response.json().get("action") != "run":
+                    errors += 1
+                    kinds[f"http_{response.status_code}"] = kinds.get(f"http_{response.status_code}", 0) + 1
+                    return
+            except Exception as error:  # noqa: BLE001 - every failure counts as an error
+                errors += 1
+                kinds[type(error).__name__] = kinds.get(type(error).__name__, 0) + 1
+                return
+            latencies.append(time.perf_counter() - started)
+
+        pending = set()
+        start = time.perf_counter()
+        sent = skipped = 0
+        max_in_flight = max(64, int(rate))  # one second's worth: beyond that the server is not keeping up
+        while (now := time.perf_counter()) - start < duration:
+            due = int((now - start) * rate) - sent - skipped
+            for _ in range(max(0, due)):
+                if len(pending) >= max_in_flight:
+                    skipped += 1  # counted, never sent: keeps a saturated run bounded in time
+                    continue
+                pending.add(asyncio.ensure_future(one(tokens[sent % len(tokens)])))
+                sent += 1
+            pending = {task for task in pending if not task.done()}
+            await asyncio.sleep(0.002)
+        if pending:
+            await asyncio.wait(pending)
+        elapsed = time.perf_counter() - start
+    result = summarise(latencies, errors, elapsed)
+    result["offered_per_second"] = rate
+    result["not_sent_server_saturated"] = skipped
+    result["error_kinds"] = kinds
+    return result
+
+
+async def closed_loop(url: str, path: str, tokens: list[str] | None, concurrency: int, duration: float) -> dict:
+    """`concurrency` clients each sending the next request as soon as the previous one is answered."""
+    import httpx
+
+    latencies, errors, kinds = [], 0, {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        deadline = time.perf_counter() + duration
+
+        async def worker(index: int) -> None:
+            nonlocal errors
+            sequence = index
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                try:
+                    if tokens:
+                        token = tokens[sequence % len(tokens)]
+                        sequence += concurrency
+                        response = await client.post(path, json={"metrics": METRICS},
+                                                     headers={"Authorization": f"Bearer {token}"})
+                    else:
+                        response = await client.get(path)
+                    if response.status_code != 200:
+                        errors += 1
+                        kinds[f"http_{response.status_code}"] = kinds.get(f"http_{response.status_code}", 0) + 1
+                        continue
+                except Exception as error:  # noqa: BLE001
+                    errors += 1
+                    kinds[type(error).__name__] = kinds.get(type(error).__name__, 0) + 1
+                    continue
+                latencies.append(time.perf_counter() - started)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(index) for index in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return {**summarise(latencies, errors, elapsed), "error_kinds": kinds}
+
+
+# --- detection -----------------------------------------------------------------------
+
+
+def measure_detection(url: str, env: dict, workdir: Path, timeout: float = 60.0) -> dict:
+    """Kill a real agent and time how long the ladder (real Celery worker + beat) takes to act (L1)."""
+    from django.db import connection
+
+    from drones.models import Drone, EscalationEvent
+    from drones.services import join_token_issue
+
+    _, join = join_token_issue(name="bench-detection")
+    worker = spawn([PYTHON, "-m", "celery", "-A", "swarm", "worker", "--pool", "threads", "--concurrency", "2",
+                    "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                   env, workdir / "worker.log")
+    beat = spawn([PYTHON, "-m", "celery", "-A", "swarm", "beat", "--loglevel", "WARNING", "--schedule",
+                  str(workdir / "celerybeat-schedule")], env, workdir / "beat.log")
+    agent = spawn([PYTHON, "-m", "swarm_agent.cli_agent", "run", "--server", url, "--join-token", join,
+                   "--state-dir", str(workdir / "agent"), "--name", "bench-agent", "--drone-type", "lxc"],
+                  env, workdir / "agent.log")
+    try:
+        deadline = time.monotonic() + timeout
+        while not Drone.objects.filter(name="bench-agent", ws_connected=True, last_pong_at__isnull=False).exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the agent never became healthy (see agent.log, worker.log)")
+            time.sleep(0.1)
+        time.sleep(2.0)  # a steady state: a few heartbeats and pings
+        drone = Drone.objects.get(name="bench-agent")
+        os.killpg(agent.pid, signal.SIGKILL)
+        agent.wait()
+        killed = time.time()
+        deadline = time.monotonic() + timeout
+        while True:
+            event = EscalationEvent.objects.filter(drone=drone, level=1).first()
+            if event is not None:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("no L1 event after killing the agent (see worker.log, beat.log)")
+            time.sleep(0.05)
+        connection.close()
+        return {"kill_to_l1_seconds": round(event.at.timestamp() - killed, 2),
+                "heartbeat_interval_s": float(env["SWARM_DRONE_HEARTBEAT_INTERVAL"]),
+                "health_check_interval_s": float(env["SWARM_DRONE_HEALTH_CHECK_INTERVAL"]),
+                "stale_after_missed": 2, "l1_detail": event.detail[:160]}
+    finally:
+        stop(agent)
+        stop(beat)
+        stop(worker)
+
+
+# --- main -----------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--drones", type=int, default=15_000)
+    parser.add_argument("--rate", type=float, default=500.0, help="paced heartbeats per second")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per measured run")
+    parser.add_argument("--concurrency", type=int, default=64, help="clients in the capacity runs")
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (server/worker/agent logs)")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="swarm-bench-heartbeats-"))
+    services = Services(workdir)
+    server = None
+    try:
+        env = dict(os.environ)
+        env.update({
+            "DATABASE_URL": services.database_url, "REDIS_URL": services.redis_url,
+            "SWARM_SECRET_KEY": env.get("SWARM_SECRET_KEY") or secrets.token_urlsafe(40),
+            "SWARM_VAR_DIR": str(workdir / "var"), "DJANGO_SETTINGS_MODULE": "swarm.settings",
+            "SWARM_CACHE_PREFIX": f"bench{os.getpid()}", "SWARM_CHANNELS_PREFIX": f"bench{os.getpid()}",
+            "SWARM_DRONE_HEARTBEAT_INTERVAL": "1", "SWARM_DRONE_PING_INTERVAL": "1",
+            "SWARM_DRONE_HEALTH_CHECK_INTERVAL": "1", "SWARM_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
+        })
+        os.environ.update(env)
+        subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=BASE_DIR, env=env, check=True)
+        import django
+
+        django.setup()
+        say(f"creating {args.drones} drones with tokens")
+        tokens = create_fleet(args.drones)
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env["SWARM_PUBLIC_URL"] = url
+        server = spawn([PYTHON, "-m", "uvicorn", "swarm.asgi:application", "--host", "127.0.0.1", "--port",
+                        str(port), "--workers", str(args.workers), "--no-access-log", "--log-level", "warning"],
+                       env, workdir / "uvicorn.log")
+        wait_for_port("127.0.0.1", port, timeout=60)
+
+        say("warming up")
+        asyncio.run(closed_loop(url, "/api/v1/drones/heartbeat", tokens, args.concurrency, 3))
+        asyncio.run(closed_loop(url, "/healthz", None, args.concurrency, 2))
+        say(f"paced: {args.rate:g} heartbeats/s from {args.drones} drones for {args.duration:g} s")
+        paced = asyncio.run(paced_heartbeats(url, tokens, args.rate, args.duration))
+        say(f"capacity: {args.concurrency} clients, heartbeat then /healthz, {args.duration:g} s each")
+        capacity = asyncio.run(closed_loop(url, "/api/v1/drones/heartbeat", tokens, args.concurrency, args.duration))
+        baseline = asyncio.run(closed_loop(url, "/healthz", None, args.concurrency, args.duration))
+
+        delete_fleet()
+        say("detection: killing a real agent, waiting for L1 from the real worker + beat")
+        detection = measure_detection(url, env, workdir)
+
+        result = {
+            "benchmark": "heartbeats",
+            "drones": args.drones, "uvicorn_workers": args.workers, "cpu_count": os.cpu_count(),
+            "paced": paced,
+            "capacity_heartbeat": capacity,
+            "baseline_healthz": baseline,
+            "heartbeats_per_second": paced["per_second"],
+            "p50_ms": paced["p50_ms"], "p99_ms": paced["p99_ms"], "errors": paced["errors"] + capacity["errors"],
+            "max_heartbeats_per_second": capacity["per_second"],
+            "baseline_per_second": baseline["per_second"],
+            "ratio_to_baseline": round(capacity["per_second"] / baseline["per_second"], 3)
+            if baseline["per_second"] else None,
+            "load_average_at_end": os.getloadavg(),
+            "target_met": bool(paced["per_second"] >= 0.98 * args.rate and (paced["p99_ms"] or 1e9) < 100
+                               and paced["errors"] == 0 and baseline["per_second"]
+                               and capacity["per_second"] / baseline["per_second"] >= 0.5),
+            "detection": detection,
+        }
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        stop(server)
+        services.close()
+        if args.keep:
+            say(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Health evaluation and the self-healing escalation ladder (run by beat through drones.tasks).
+
+One drone at a time, under `SELECT … FOR UPDATE SKIP LOCKED` on its row, so
+two beat workers never act on the same drone: the second one skips it, and
+when it comes back later the cooldown (read under the lock) holds it off.
+
+    L1 restart_service  → L2 hard_restart → L3 reboot_container (lxc/qemu only) → L4 alert_admin
+
+Each level is tried SWARM_ESCALATION_ATTEMPTS_PER_LEVEL times; after the
+n-th action at a level the ladder waits base × 2^(n-1) seconds (capped)
+before acting again. L4 repeats with the same doubling. The level resets
+after SWARM_ESCALATION_RESET_AFTER seconds of health. Every action and
+every reset writes an EscalationEvent.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from drones.alerts import alert_admin
+from drones.choices import (
+    LEVEL_ACTIONS,
+    REBOOTABLE_TYPES,
+    DroneStatus,
+    EscalationLevel,
+    EscalationResult,
+)
+from drones.events import drone_send
+from drones.hypervisors import HypervisorError, client_for
+from drones.models import Drone, EscalationEvent
+from drones.remote import RemoteCommandError, ssh_run
+from drones.services import cooldown_seconds, drone_ping_send
+
+logger = logging.getLogger(__name__)
+
+HOLD_STATUSES = (DroneStatus.PAUSED,)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one health check did to one drone (for logs and tests)."""
+
+    drone_id: int
+    outcome: str  # locked | paused | healthy | reset | waiting | acted
+    level: int = 0
+    detail: str = ""
+
+
+def liveness_status(drone: Drone, now: datetime) -> str:
+    """online, stale (2 missed heartbeats) or offline, from the last heartbeat."""
+    interval = settings.SWARM_DRONE_HEARTBEAT_INTERVAL
+    last = drone.last_heartbeat_at or drone.registered_at
+    silence = (now - last).total_seconds()
+    if silence > interval * settings.SWARM_DRONE_OFFLINE_AFTER_MISSED:
+        return DroneStatus.OFFLINE
+    if silence > interval * settings.SWARM_DRONE_STALE_AFTER_MISSED:
+        return DroneStatus.STALE
+    return DroneStatus.ONLINE
+
+
+def _ping_due(drone: Drone, now: datetime) -> bool:
+    if drone.last_ping_at is None:
+        return True
+    return (now - drone.last_ping_at).total_seconds() >= settings.SWARM_DRONE_PING_INTERVAL
+
+
+def _ping_unanswered(drone: Drone) -> bool:
+    return drone.last_ping_at is not None and (drone.last_pong_at is None or drone.last_pong_at < drone.last_ping_at)
+
+
+def unhealthy_reason(drone: Drone, liveness: str) -> str | None:
+    """Why the drone needs healing, or None when it is healthy."""
+    if liveness != DroneStatus.ONLINE:
+        last = drone.last_heartbeat_at.isoformat() if drone.last_heartbeat_at else "never"
+        return f"{liveness}: no heartbeat since {last}"
+    if drone.missed_pongs >= settings.SWARM_DRONE_UNHEALTHY_AFTER_MISSED_PONGS:
+        return f"{drone.missed_pongs} missed pongs (WebSocket {'up' if drone.ws_connected else 'down'})"
+    return None
+
+
+def next_level(drone: Drone) -> int:
+    """The level the next action belongs to (repeat the current one, or climb)."""
+    level = drone.escalation_level
+    if level == EscalationLevel.HEALTHY:
+        return EscalationLevel.RESTART_SERVICE
+    if level == EscalationLevel.ALERT_ADMIN or drone.escalation_attempts < settings.SWARM_ESCALATION_ATTEMPTS_PER_LEVEL:
+        return level
+    climbed = level + 1
+    if climbed == EscalationLevel.REBOOT_CONTAINER and drone.drone_type not in REBOOTABLE_TYPES:
+        # Bare metal and unknown machines are never rebooted by the ladder.
+        climbed = EscalationLevel.ALERT_ADMIN
+    return climbed
+
+
+def _restart(drone: Drone, *, hard: bool) -> tuple[str, str]:
+    command = "hard_restart" if hard else "restart_service"
+    if drone.ws_connected:
+        drone_send(drone.pk, {"type": command, "id": f"escalation-{drone.pk}-{int(timezone.now().timestamp())}"})
+        return EscalationResult.SENT, f"{command} sent over the agent's WebSocket"
+    if drone.ssh_configured:
+        remote_command = drone.ssh_hard_restart_command if hard else drone.ssh_restart_command
+        try:
+            output = ssh_run(drone=drone, command=remote_command)
+        except RemoteCommandError as error:
+            return EscalationResult.FAILED, f"SSH {drone.ssh_user}@{drone.ssh_host}: {error}"
+        return EscalationResult.OK, f"ran over SSH on {drone.ssh_host}: {remote_command} {output}".strip()
+    return EscalationResult.FAILED, "WebSocket down and no SSH configured: nothing could carry the command"
+
+
+def _reboot(drone: Drone) -> tuple[str, str]:
+    if drone.drone_type not in REBOOTABLE_TYPES:  # defensive: next_level never gets here for them
+        return EscalationResult.SKIPPED, f"{drone.drone_type} drones are never rebooted"
+    if not drone.hypervisor_configured:
+        return EscalationResult.FAILED, "no hypervisor, node and vmid configured for this drone"
+    try:
+        upid = client_for(drone.hypervisor).reboot_guest(node=drone.hypervisor_node, kind=drone.drone_type,
+                                                         vmid=drone.hypervisor_vmid)
+    except (HypervisorError, ValueError) as error:
+        return EscalationResult.FAILED, f"{drone.hypervisor}: {error}"
+    return EscalationResult.OK, (f"{drone.hypervisor} rebooted {drone.drone_type} {drone.hypervisor_vmid} "
+                                 f"on {drone.hypervisor_node}: {upid}")
+
+
+def perform(drone: Drone, level: int, reason: str) -> tuple[str, str]:
+    """Carry out the action of `level`; returns (result, detail)."""
+    if level == EscalationLevel.RESTART_SERVICE:
+        return _restart(drone, hard=False)
+    if level == EscalationLevel.HARD_RESTART:
+        return _restart(drone, hard=True)
+    if level == EscalationLevel.REBOOT_CONTAINER:
+        return _reboot(drone)
+    delivered, detail = alert_admin(drone=drone, reason=reason)
+    return (EscalationResult.OK if delivered else EscalationResult.FAILED), detail
+
+
+def drone_evaluate(*, drone_id: int, now: datetime | None = None) -> Evaluation:
+    """Check one drone's health and take at most one ladder step, under its row lock."""
+    with transaction.atomic():
+        drone = Drone.objects.select_for_update(skip_locked=True, of=("self",)).select_related("hypervisor").filter(
+            pk=drone_id).first()
+        if drone is None:
+            return Evaluation(drone_id, "locked", detail="another worker holds this drone (or it is gone)")
+        now = now or timezone.now()
+        update = ["status", "missed_pongs", "healthy_since", "escalation_level", "escalation_attempts",
+                  "last_escalation_at"]
+        liveness = liveness_status(drone, now)
+        if drone.status not in (DroneStatus.PAUSED, DroneStatus.DRAINING):
+            drone.status = liveness
+        if drone.status in HOLD_STATUSES:
+            drone.save(update_fields=update)
+            return Evaluation(drone.pk, "paused", drone.escalation_level)
+
+        send_ping = _ping_due(drone, now)
+        if send_ping and _ping_unanswered(drone):
+            drone.missed_pongs += 1
+        reason = unhealthy_reason(drone, liveness)
+        evaluation = _step(drone, now, reason)
+        drone.save(update_fields=update)
+        if send_ping:
+            transaction.on_commit(lambda: drone_ping_send(drone=drone))
+    if evaluation.outcome in ("acted", "reset"):
+        logger.warning("drone %s: %s L%s %s", drone.name, evaluation.outcome, evaluation.level, evaluation.detail)
+    return evaluation
+
+
+def _step(drone: Drone, now: datetime, reason: str | None) -> Evaluation:
+    if reason is None:
+        drone.healthy_since = drone.healthy_since or now
+        healthy_for = (now - drone.healthy_since).total_seconds()
+        if drone.escalation_level and healthy_for >= settings.SWARM_ESCALATION_RESET_AFTER:
+            previous = drone.escalation_level
+            drone.escalation_level = EscalationLevel.HEALTHY
+            drone.escalation_attempts = 0
+            EscalationEvent.objects.create(drone=drone, level=EscalationLevel.HEALTHY, action="reset",
+                                           result=EscalationResult.RESET, at=now,
+                                           detail=f"healthy for {healthy_for:.0f} s; back from L{previous}")
+            return Evaluation(drone.pk, "reset", 0)
+        return Evaluation(drone.pk, "healthy", drone.escalation_level)
+
+    drone.healthy_since = None
+    if drone.escalation_level and drone.last_escalation_at is not None:
+        wait = cooldown_seconds(level=drone.escalation_level, attempts=drone.escalation_attempts)
+        if now < drone.last_escalation_at + timedelta(seconds=wait):
+            return Evaluation(drone.pk, "waiting", drone.escalation_level, f"cooldown {wait:g} s")
+    level = next_level(drone)
+    drone.escalation_attempts = drone.escalation_attempts + 1 if level == drone.escalation_level else 1
+    drone.escalation_level = level
+    drone.last_escalation_at = now
+    result, detail = perform(drone, level, reason)
+    EscalationEvent.objects.create(drone=drone, level=level, action=LEVEL_ACTIONS[level], result=result,
+                                   detail=f"{reason}. {detail}"[:4000], at=now)
+    return Evaluation(drone.pk, "acted", level, detail)
+
+
+def fleet_evaluate() -> list[Evaluation]:
+    """One health check over every drone that is not paused (what the beat task runs)."""
+    evaluations = []
+    for drone_id in Drone.objects.exclude(status=DroneStatus.PAUSED).values_list("pk", flat=True).order_by("pk"):
+        try:
+            evaluations.append(drone_evaluate(drone_id=drone_id))
+        except Exception:  # noqa: BLE001 - one drone's failure must not stop the others' checks
+            logger.exception("health check of drone %s failed", drone_id)
+    return evaluations
