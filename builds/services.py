@@ -40,6 +40,13 @@ logger = logging.getLogger(__name__)
 NO_NEW_WORK_STATUSES = ("paused", "draining", "offline")
 
 
+@dataclass(frozen=True)
+class DroneRef:
+    """A drone known by id only: what the agent endpoints pass to services (no row load per call)."""
+
+    pk: int
+
+
 class LogRangeMismatch(ApiError):
     """The agent's `Content-Range` does not start where the stored log ends (HTTP 416)."""
 
@@ -253,12 +260,21 @@ class _QueueLimits:
     full_queue_ids: set[int] = field(default_factory=set)
     limited_queue_ids: set[int] = field(default_factory=set)
     rate_blocked: list[tuple[int, int | None]] = field(default_factory=list)
+    rate_limited: bool = False
 
 
 def _queue_limits(now) -> _QueueLimits:
     """Queues at their concurrency cap and (queue, tenant) pairs over their start rate."""
     limits = _QueueLimits()
-    capped = list(Queue.objects.filter(max_concurrent__isnull=False).values_list("pk", "max_concurrent"))
+    limited = list(
+        Queue.objects.filter(Q(max_concurrent__isnull=False) | Q(tenant_rate_limit_per_minute__isnull=False))
+        .values_list("pk", "max_concurrent", "tenant_rate_limit_per_minute")
+    )
+    if not limited:
+        return limits
+    capped = [(pk, cap) for pk, cap, _ in limited if cap is not None]
+    rated = {pk: rate for pk, _, rate in limited if rate is not None}
+    limits.rate_limited = bool(rated)
     if capped:
         limits.limited_queue_ids = {pk for pk, _ in capped}
         held = dict(
@@ -266,8 +282,6 @@ def _queue_limits(now) -> _QueueLimits:
             .values_list("queue_id").annotate(n=Count("id")).values_list("queue_id", "n")
         )
         limits.full_queue_ids = {pk for pk, cap in capped if held.get(pk, 0) >= cap}
-    rated = dict(Queue.objects.filter(tenant_rate_limit_per_minute__isnull=False)
-                 .values_list("pk", "tenant_rate_limit_per_minute"))
     if rated:
         recent = (
             BuildAttempt.objects.filter(build__queue_id__in=rated, assigned_at__gte=now - timedelta(minutes=1))
@@ -294,55 +308,137 @@ def build_claim(*, drone, free_slots: int = 1, labels: list[str] | None = None) 
     lease = settings.SWARM_BUILD_LEASE_SECONDS
     ack_timeout = settings.SWARM_BUILD_ACK_TIMEOUT
     with transaction.atomic():
-        locked_drone = Drone.objects.select_for_update().get(pk=drone.pk)
+        locked_drone = (Drone.objects.select_for_update().only("pk", "name", "status", "labels", "capacity")
+                        .filter(pk=drone.pk).first())
+        if locked_drone is None:
+            raise NotFound("This drone no longer exists.")
         if locked_drone.status in NO_NEW_WORK_STATUSES:
             return None
         drone_labels = list(locked_drone.labels or labels or [])
-        held = Build.objects.filter(drone_id=locked_drone.pk, state__in=ACTIVE_STATES).count()
-        if held >= max(int(locked_drone.capacity or 0), 0):
-            return None
         now = timezone.now()
         limits = _queue_limits(now)
-        skipped_queue_ids: set[int] = set(limits.full_queue_ids)
-        for _ in range(5):
-            candidates = (
-                Build.objects.filter(state=BuildState.PENDING, required_labels__contained_by=drone_labels)
-                .exclude(Q(avoid_drone_ids__contains=[locked_drone.pk]) & Q(avoid_until__gt=now))
-                .order_by("-queue_priority", "id")
-            )
-            if skipped_queue_ids:
-                candidates = candidates.exclude(queue_id__in=skipped_queue_ids)
-            for queue_id, tenant_id in limits.rate_blocked:
-                candidates = candidates.exclude(Q(queue_id=queue_id) & Q(job__tenant_id=tenant_id))
-            build = candidates.select_for_update(skip_locked=True, of=("self",)).first()
-            if build is None:
+        if not limits.limited_queue_ids and not limits.rate_limited:
+            claimed = _claim_in_one_statement(drone=locked_drone, labels=drone_labels, now=now, lease=lease,
+                                              ack_timeout=ack_timeout)
+            if claimed is None:
                 return None
-            if build.queue_id in limits.limited_queue_ids:
-                # A capped queue: serialise its claims on the queue row and recount under the lock.
-                queue = Queue.objects.select_for_update().get(pk=build.queue_id)
-                held_in_queue = Build.objects.filter(queue_id=queue.pk, state__in=ACTIVE_STATES).count()
-                if held_in_queue >= (queue.max_concurrent or 0):
-                    skipped_queue_ids.add(queue.pk)
-                    continue
-            break
+            build, attempt = claimed
         else:
-            return None
-        attempt_number = build.attempt_count + 1
-        attempt = BuildAttempt.objects.create(
-            build=build, number=attempt_number, drone_id=locked_drone.pk, state=AttemptState.ASSIGNED,
-            assigned_at=now,
-        )
-        Build.objects.filter(pk=build.pk).update(
-            state=BuildState.ASSIGNED, drone_id=locked_drone.pk, attempt_count=attempt_number, assigned_at=now,
-            ack_deadline=now + timedelta(seconds=ack_timeout), lease_expires_at=now + timedelta(seconds=lease),
-        )
-        build.refresh_from_db()
-        _record(build, "claimed", actor=f"drone:{locked_drone.pk}", attempt_number=attempt_number,
-                drone=locked_drone.name)
+            claimed = _claim_with_queue_limits(drone=locked_drone, labels=drone_labels, now=now, lease=lease,
+                                               ack_timeout=ack_timeout, limits=limits)
+            if claimed is None:
+                return None
+            build, attempt = claimed
+        attempt_number = attempt.number
         transaction.on_commit(lambda: events.emit_build_changed(
             build_id=build.pk, state=BuildState.ASSIGNED, attempt_number=attempt_number))
     return ClaimResult(build=build, attempt=attempt, lease_seconds=lease, ack_timeout=ack_timeout,
                        seconds=time.perf_counter() - started)
+
+
+CLAIM_STATEMENT = """
+WITH held AS (
+    SELECT count(*) AS n FROM builds_build
+    WHERE drone_id = %(drone)s AND state IN ('assigned', 'running', 'canceling')
+), candidate AS (
+    SELECT b.id FROM builds_build b
+    WHERE b.state = 'pending'
+      AND (SELECT n FROM held) < %(capacity)s
+      AND b.required_labels <@ %(labels)s::varchar[]
+      AND NOT (b.avoid_drone_ids @> ARRAY[%(drone)s]::bigint[] AND b.avoid_until IS NOT NULL
+               AND b.avoid_until > %(now)s)
+    ORDER BY b.queue_priority DESC, b.id
+    FOR UPDATE OF b SKIP LOCKED
+    LIMIT 1
+), assigned AS (
+    UPDATE builds_build b
+    SET state = 'assigned', drone_id = %(drone)s, attempt_count = b.attempt_count + 1, assigned_at = %(now)s,
+        ack_deadline = %(ack_deadline)s, lease_expires_at = %(lease_until)s
+    FROM candidate WHERE b.id = candidate.id
+    RETURNING b.id, b.attempt_count
+), attempt AS (
+    INSERT INTO builds_buildattempt (build_id, number, drone_id, state, failure_reason, detail, assigned_at,
+                                     log_size, log_checksum, log_checksum_reported, log_storage_key)
+    SELECT id, attempt_count, %(drone)s, 'assigned', '', '', %(now)s, 0, '', '', '' FROM assigned
+    RETURNING id, build_id, number
+), event AS (
+    INSERT INTO builds_buildevent (build_id, attempt_number, at, kind, actor, detail)
+    SELECT id, attempt_count, %(now)s, 'claimed', %(actor)s, %(detail)s::jsonb FROM assigned
+)
+SELECT id, build_id, number FROM attempt
+"""
+
+
+def _claim_in_one_statement(*, drone, labels, now, lease: int, ack_timeout: int):
+    """The claim as one statement (after the drone row lock): capacity, pick, assign, attempt, event.
+
+    It runs after the drone lock in a statement of its own, so its snapshot
+    sees every earlier claim of this drone; `SKIP LOCKED` passes over builds
+    other drones are claiming right now.
+    """
+    import json
+
+    from django.db import connection
+
+    params = {
+        "drone": drone.pk, "capacity": max(int(drone.capacity or 0), 0), "labels": list(labels), "now": now,
+        "ack_deadline": now + timedelta(seconds=ack_timeout), "lease_until": now + timedelta(seconds=lease),
+        "actor": f"drone:{drone.pk}", "detail": json.dumps({"drone": drone.name}),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(CLAIM_STATEMENT, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    attempt_id, build_id, number = row
+    build = Build.objects.select_related("job", "queue").get(pk=build_id)
+    attempt = BuildAttempt(pk=attempt_id, build=build, number=number, drone_id=drone.pk,
+                           state=AttemptState.ASSIGNED, assigned_at=now)
+    return build, attempt
+
+
+def _claim_with_queue_limits(*, drone, labels, now, lease: int, ack_timeout: int, limits: _QueueLimits):
+    """The claim step by step, for when some queue caps concurrency or tenant start rates."""
+    held = Build.objects.filter(drone_id=drone.pk, state__in=ACTIVE_STATES).count()
+    if held >= max(int(drone.capacity or 0), 0):
+        return None
+    skipped_queue_ids: set[int] = set(limits.full_queue_ids)
+    for _ in range(5):
+        candidates = (
+            Build.objects.filter(state=BuildState.PENDING, required_labels__contained_by=labels)
+            .exclude(Q(avoid_drone_ids__contains=[drone.pk]) & Q(avoid_until__gt=now))
+            .order_by("-queue_priority", "id")
+        )
+        if skipped_queue_ids:
+            candidates = candidates.exclude(queue_id__in=skipped_queue_ids)
+        for queue_id, tenant_id in limits.rate_blocked:
+            candidates = candidates.exclude(Q(queue_id=queue_id) & Q(job__tenant_id=tenant_id))
+        build = candidates.select_for_update(skip_locked=True, of=("self",)).first()
+        if build is None:
+            return None
+        if build.queue_id in limits.limited_queue_ids:
+            # A capped queue: serialise its claims on the queue row and recount under the lock.
+            queue = Queue.objects.select_for_update().get(pk=build.queue_id)
+            held_in_queue = Build.objects.filter(queue_id=queue.pk, state__in=ACTIVE_STATES).count()
+            if held_in_queue >= (queue.max_concurrent or 0):
+                skipped_queue_ids.add(queue.pk)
+                continue
+        break
+    else:
+        return None
+    attempt_number = build.attempt_count + 1
+    attempt = BuildAttempt.objects.create(build=build, number=attempt_number, drone_id=drone.pk,
+                                         state=AttemptState.ASSIGNED, assigned_at=now)
+    build.state = BuildState.ASSIGNED
+    build.drone_id = drone.pk
+    build.attempt_count = attempt_number
+    build.assigned_at = now
+    build.ack_deadline = now + timedelta(seconds=ack_timeout)
+    build.lease_expires_at = now + timedelta(seconds=lease)
+    build.save(update_fields=["state", "drone_id", "attempt_count", "assigned_at", "ack_deadline",
+                              "lease_expires_at"])
+    _record(build, "claimed", actor=f"drone:{drone.pk}", attempt_number=attempt_number, drone=drone.name)
+    return build, attempt
 
 
 # --- the agent's calls -------------------------------------------------------
@@ -392,13 +488,31 @@ def build_log_append(*, build_id: int, drone, start: int, data: bytes, attempt_n
             return attempt.log_size
         if attempt.log_size + len(data) > max_bytes:
             raise ApiError(f"The log would exceed {max_bytes} bytes.", code="log_size_exceeded", status_code=413)
-        BuildLogChunk.objects.create(attempt=attempt, offset=start, data=data)
+        _insert_log_chunk(attempt_id=attempt.pk, offset=start, data=data)
         attempt.log_size = start + len(data)
         BuildAttempt.objects.filter(pk=attempt.pk).update(log_size=attempt.log_size)
         size, number = attempt.log_size, attempt.number
         transaction.on_commit(lambda: events.emit_log_appended(build_id=build.pk, attempt_number=number,
                                                                 log_size=size))
     return size
+
+
+def _insert_log_chunk(*, attempt_id: int, offset: int, data: bytes) -> None:
+    """Insert one chunk with a server-side-bound parameter.
+
+    Django's psycopg backend binds parameters client-side, which escapes a
+    bytea into SQL text (twice the bytes, plus the escaping work); the raw
+    psycopg cursor of the same connection and transaction sends it as binary.
+    """
+    import psycopg
+    from django.db import connection
+
+    connection.ensure_connection()
+    table = BuildLogChunk._meta.db_table
+    # The connection's default cursor factory is Django's ClientCursor; ask for a plain one.
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(f'INSERT INTO {table} (attempt_id, "offset", data) VALUES (%s, %s, %s)',
+                       (attempt_id, offset, data))
 
 
 def attempt_log_checksum(attempt: BuildAttempt) -> str:

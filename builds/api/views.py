@@ -57,12 +57,13 @@ class AgentMixin:
     """Resolves the calling drone for agent methods and renews its build leases."""
 
     def agent_drone(self):
-        from drones.selectors import drone_for_principal
+        """The calling drone as a reference (its id; services lock or load the row when they need it)."""
+        from drones.selectors import drone_id_for_principal
 
         principal = self.principal
         if principal is None or principal.scope != TokenScope.DRONE:
             raise ApiError("This call needs a drone token.", code="permission_denied", status_code=403)
-        drone = drone_for_principal(principal)
+        drone = services.DroneRef(pk=drone_id_for_principal(principal))
         services.builds_renew_leases(drone=drone)
         return drone
 

@@ -1,0 +1,192 @@
+"""Trigger-to-first-log-line latency with an idle drone, and log ingest throughput.
+
+1. Latency: a real `swarm-agent run` sits idle; each build is triggered
+   through the API and timed until the first log byte is readable through
+   the API. Measured twice in the same run: with the WebSocket
+   `build_available` nudge (the normal path), and as the baseline with the
+   agent's WebSocket off, so it only finds work by polling (every 2 s).
+   Target: nudged p50 < 1 s.
+2. Ingest: one running build receives its log as sequential 1 MiB
+   `PATCH /builds/<id>/log` requests with Content-Range; the baseline is raw
+   psycopg INSERTs of the same 1 MiB pieces into a table on the same
+   database. Target: ≥ 50 MB/s through the API.
+
+    .venv/bin/python bench/build_latency.py [--builds 15] [--ingest-mib 64]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "_support"))
+from harness import BASE_DIR, Server, log, percentile, prepare_environment  # noqa: E402
+
+
+def make_repo(path: Path) -> str:
+    path.mkdir(parents=True)
+    for args in (["init", "-q", "-b", "main"], ["config", "user.email", "bench@example.com"],
+                 ["config", "user.name", "bench"]):
+        subprocess.run(["git", *args], cwd=path, check=True)
+    (path / "README").write_text("bench\n")
+    subprocess.run(["git", "add", "-A"], cwd=path, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "bench"], cwd=path, check=True)
+    return f"file://{path}"
+
+
+def start_agent(server_url: str, state_dir: Path, name: str, *, websocket: bool) -> subprocess.Popen:
+    from drones.services import join_token_issue
+
+    _, join = join_token_issue(name=f"join-{name}")
+    argv = [sys.executable, "-m", "swarm_agent.cli_agent", "run", "--server", server_url, "--state-dir",
+            str(state_dir), "--name", name, "--join-token", join, "--log-level", "WARNING"]
+    if not websocket:
+        argv.append("--no-websocket")
+    log_file = open(state_dir.parent / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+    return subprocess.Popen(argv, cwd=BASE_DIR, env=dict(os.environ, SWARM_AGENT_BUILD_POLL_INTERVAL="2"),
+                            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_agent(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def wait_idle_drone(name: str, websocket: bool, timeout: float = 60) -> None:
+    from drones.models import Drone
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        drone = Drone.objects.filter(name=name, first_heartbeat_at__isnull=False).first()
+        if drone and (drone.ws_connected or not websocket):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"drone {name} did not come up")
+
+
+def measure_latency(server_url: str, token: str, job_id: int, builds: int) -> list[float]:
+    import httpx
+
+    latencies = []
+    with httpx.Client(base_url=f"{server_url}/api/v1", headers={"Authorization": f"Bearer {token}"},
+                      timeout=30) as client:
+        for _ in range(builds):
+            # A random pause puts each trigger at a random point of the polling agent's cycle.
+            time.sleep(random.uniform(0.0, 2.0))
+            started = time.perf_counter()
+            build = client.post(f"/jobs/{job_id}/trigger", json={"branch": "main"}).json()
+            while True:
+                response = client.get(f"/builds/{build['id']}/log")
+                if response.content:
+                    latencies.append(time.perf_counter() - started)
+                    break
+                if time.perf_counter() - started > 30:
+                    raise RuntimeError(f"build {build['id']} printed nothing in 30 s")
+                time.sleep(0.01)
+            # Let the build finish so the drone is idle again before the next trigger.
+            while client.get(f"/builds/{build['id']}").json()["state"] not in ("success", "failed", "canceled"):
+                time.sleep(0.05)
+    return latencies
+
+
+def measure_ingest(server_url: str, database_url: str, mebibytes: int) -> dict:
+    import httpx
+    import psycopg
+
+    from builds.services import build_claim, build_set_running, build_trigger, job_create
+    from drones.services import drone_register, join_token_issue
+
+    job = job_create(name="ingest", scm_url="https://git.example.com/ingest.git", build_config={"steps": ["true"]})
+    build = build_trigger(job=job, trigger="api")
+    _, join = join_token_issue(name="ingest")
+    registration = drone_register(join_token=join, name="ingest-drone")
+    build_claim(drone=registration.drone)
+    build_set_running(build_id=build.pk, drone=registration.drone)
+    piece = os.urandom(1024 * 1024)
+    with httpx.Client(base_url=f"{server_url}/api/v1", timeout=60,
+                      headers={"Authorization": f"Bearer {registration.token}",
+                               "Content-Type": "text/plain"}) as client:
+        offset = 0
+        started = time.perf_counter()
+        for _ in range(mebibytes):
+            response = client.patch(f"/builds/{build.pk}/log", content=piece,
+                                    headers={"Content-Range": f"{offset}-{offset + len(piece) - 1}"})
+            if response.status_code != 202:
+                raise RuntimeError(f"log patch refused: {response.status_code} {response.text[:200]}")
+            offset += len(piece)
+        api_seconds = time.perf_counter() - started
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("CREATE TEMP TABLE raw_chunks (id bigserial primary key, data bytea)")
+        started = time.perf_counter()
+        for _ in range(mebibytes):
+            connection.execute("INSERT INTO raw_chunks (data) VALUES (%s)", (piece,))
+        raw_seconds = time.perf_counter() - started
+    megabytes = mebibytes * len(piece) / 1e6
+    return {"api_mb_per_s": round(megabytes / api_seconds, 1), "raw_mb_per_s": round(megabytes / raw_seconds, 1),
+            "mib": mebibytes}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--builds", type=int, default=15, help="builds per latency series")
+    parser.add_argument("--ingest-mib", type=int, default=64)
+    args = parser.parse_args()
+    database_url = prepare_environment("latency")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from builds.services import job_create, queues_ensure_defaults
+    from swarm.core.services import api_token_issue
+
+    queues_ensure_defaults()
+    workdir = Path(tempfile.mkdtemp(prefix="swarm-bench-latency-"))
+    repo_url = make_repo(workdir / "repo")
+    job = job_create(name="latency", scm_url=repo_url, build_config={"steps": ["echo built"]})
+    _, token = api_token_issue(scope="admin", name="bench")
+    from django.db import connection
+
+    connection.close()
+    server = Server(workers=1, env={"SWARM_DB_POOL_MAX_SIZE": "8", "SWARM_LOG_LEVEL": "WARNING"})
+    results = {"benchmark": "build_latency"}
+    for mode, websocket in (("nudged", True), ("polling_baseline", False)):
+        name = f"latency-{mode}"
+        agent = start_agent(server.url, workdir / name, name, websocket=websocket)
+        try:
+            wait_idle_drone(name, websocket)
+            time.sleep(1.0)
+            log(f"latency, {mode}: {args.builds} builds")
+            latencies = measure_latency(server.url, token, job.pk, args.builds)
+        finally:
+            stop_agent(agent)
+        results[f"{mode}_p50_s"] = round(statistics.median(latencies), 3)
+        results[f"{mode}_p90_s"] = round(percentile(latencies, 0.9), 3)
+        from drones.models import Drone
+
+        Drone.objects.filter(name=name).update(status="offline")
+    results["latency_ratio_nudged_vs_polling"] = round(results["nudged_p50_s"] / results["polling_baseline_p50_s"], 3)
+    log(f"log ingest: {args.ingest_mib} x 1 MiB")
+    ingest = measure_ingest(server.url, database_url, args.ingest_mib)
+    server.stop()
+    results.update({
+        "ingest_mib": ingest["mib"], "ingest_api_mb_per_s": ingest["api_mb_per_s"],
+        "ingest_raw_insert_mb_per_s": ingest["raw_mb_per_s"],
+        "ingest_ratio": round(ingest["api_mb_per_s"] / ingest["raw_mb_per_s"], 3),
+        "targets": {"nudged_p50_s": "< 1", "ingest_api_mb_per_s": ">= 50"},
+    })
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""Claim throughput: the real `POST /api/v1/builds/request` endpoint vs a raw psycopg SKIP LOCKED loop.
+
+5,000 pending builds; 100 concurrent claimers (one drone each) claim until
+the queue is empty, first over HTTP against uvicorn, then — after every build
+is put back to pending — as 100 threads running the bare
+`SELECT … FOR UPDATE SKIP LOCKED` + `UPDATE` on the same database. Prints
+claims/s of both, their ratio, latency percentiles and the number of builds
+handed out twice (must be 0), as JSON on the last line.
+
+    .venv/bin/python bench/claims.py [--builds 5000] [--claimers 100] [--workers 2]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "_support"))
+from harness import Server, log, percentile, prepare_environment  # noqa: E402
+
+RAW_CLAIM = """
+WITH candidate AS (
+    SELECT id FROM builds_build
+    WHERE state = 'pending' AND required_labels <@ %(labels)s::varchar[]
+    ORDER BY queue_priority DESC, id
+    FOR UPDATE SKIP LOCKED
+    LIMIT 1
+)
+UPDATE builds_build AS build SET state = 'assigned', drone_id = %(drone)s, assigned_at = now()
+FROM candidate WHERE build.id = candidate.id
+RETURNING build.id
+"""
+
+
+def seed(builds: int, claimers: int) -> list[tuple[int, str]]:
+    """Pending builds and drones (with tokens); returns (drone id, token) pairs."""
+    from django.utils import timezone
+
+    from builds.models import Build
+    from builds.services import job_create, queues_ensure_defaults
+    from drones.services import drone_register, join_token_issue
+
+    queues_ensure_defaults()
+    job = job_create(name="bench", scm_url="https://git.example.com/bench.git", build_config={"steps": ["true"]})
+    now = timezone.now()
+    Build.objects.bulk_create([
+        Build(job=job, number=n, trigger="api", queue=job.queue, queue_priority=job.queue.priority,
+              required_labels=[], timeout_seconds=600, created_at=now, queued_at=now, branch="main")
+        for n in range(1, builds + 1)
+    ], batch_size=1000)
+    job.next_build_number = builds + 1
+    job.save(update_fields=["next_build_number"])
+    _, join = join_token_issue(name="bench")
+    drones = []
+    for index in range(claimers):
+        registration = drone_register(join_token=join, name=f"bench-{index}", capacity=builds, labels=["linux"])
+        drones.append((registration.drone.pk, registration.token))
+    return drones
+
+
+def reset_to_pending() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM builds_buildevent")
+        cursor.execute("DELETE FROM builds_buildattempt")
+        cursor.execute("UPDATE builds_build SET state = 'pending', drone_id = NULL, attempt_count = 0, "
+                       "assigned_at = NULL, ack_deadline = NULL, lease_expires_at = NULL")
+
+
+async def endpoint_phase(url: str, drones: list[tuple[int, str]]) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    claimed: list[int] = []
+    errors = Counter()
+
+    async def claimer(token: str) -> None:
+        async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=60,
+                                     headers={"Authorization": f"Bearer {token}"}) as client:
+            while True:
+                started = time.perf_counter()
+                response = await client.post("/builds/request", json={"free_slots": 1, "labels": ["linux"]})
+                latencies.append(time.perf_counter() - started)
+                if response.status_code == 204:
+                    return
+                if response.status_code != 201:
+                    errors[response.status_code] += 1
+                    continue
+                claimed.append(response.json()["id"])
+
+    started = time.perf_counter()
+    await asyncio.gather(*(claimer(token) for _, token in drones))
+    elapsed = time.perf_counter() - started
+    return {"elapsed": elapsed, "claimed": claimed, "latencies": latencies, "errors": dict(errors)}
+
+
+def available_connections(database_url: str, wanted: int) -> int:
+    """How many more connections the server accepts now, keeping 10 spare for everyone else."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        limit = int(connection.execute("SHOW max_connections").fetchone()[0])
+        used = int(connection.execute("SELECT count(*) FROM pg_stat_activity").fetchone()[0])
+    return max(1, min(wanted, limit - used - 10))
+
+
+def raw_phase(database_url: str, drones: list[tuple[int, str]], connections: int) -> dict:
+    import psycopg
+
+    latencies: list[float] = []
+    claimed: list[int] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(connections + 1, timeout=60)
+
+    def claimer(drone_id: int) -> None:
+        mine, times = [], []
+        with psycopg.connect(database_url, autocommit=True) as connection:
+            barrier.wait()
+            while True:
+                started = time.perf_counter()
+                row = connection.execute(RAW_CLAIM, {"labels": ["linux"], "drone": drone_id}).fetchone()
+                times.append(time.perf_counter() - started)
+                if row is None:
+                    break
+                mine.append(row[0])
+        with lock:
+            claimed.extend(mine)
+            latencies.extend(times)
+
+    threads = [threading.Thread(target=claimer, args=(drone_id,)) for drone_id, _ in drones[:connections]]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return {"elapsed": time.perf_counter() - started, "claimed": claimed, "latencies": latencies}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--builds", type=int, default=5000)
+    parser.add_argument("--claimers", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--pool-size", type=int, default=16, help="database connections per server process")
+    args = parser.parse_args()
+    database_url = prepare_environment("claims")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    log(f"seeding {args.builds} builds and {args.claimers} drones")
+    drones = seed(args.builds, args.claimers)
+    from django.db import connection
+
+    connection.close()
+    server = Server(workers=args.workers, env={"SWARM_DB_POOL_MAX_SIZE": str(args.pool_size),
+                                               "SWARM_LOG_LEVEL": "WARNING"})
+    log(f"endpoint phase: {args.claimers} claimers against {server.url}")
+    endpoint = asyncio.run(endpoint_phase(server.url, drones))
+    server.stop()
+    from builds.models import Build, BuildAttempt
+
+    attempts_per_build = Counter(BuildAttempt.objects.values_list("build_id", flat=True))
+    endpoint_doubles = sum(1 for n in attempts_per_build.values() if n > 1) + \
+        sum(1 for n in Counter(endpoint["claimed"]).values() if n > 1)
+    endpoint_left = Build.objects.filter(state="pending").count()
+    reset_to_pending()
+    connection.close()
+    raw_connections = available_connections(database_url, args.claimers)
+    log(f"raw phase: {raw_connections} psycopg threads, one connection each")
+    raw = raw_phase(database_url, drones, raw_connections)
+    raw_doubles = sum(1 for n in Counter(raw["claimed"]).values() if n > 1)
+    endpoint_rate = len(endpoint["claimed"]) / endpoint["elapsed"]
+    raw_rate = len(raw["claimed"]) / raw["elapsed"]
+    result = {
+        "benchmark": "claims",
+        "builds": args.builds,
+        "claimers": args.claimers,
+        "uvicorn_workers": args.workers,
+        "server_pool_size": args.pool_size,
+        "endpoint_claims": len(endpoint["claimed"]),
+        "endpoint_claims_per_s": round(endpoint_rate, 1),
+        "endpoint_p50_ms": round(percentile(endpoint["latencies"], 0.50) * 1000, 2),
+        "endpoint_p99_ms": round(percentile(endpoint["latencies"], 0.99) * 1000, 2),
+        "endpoint_errors": endpoint["errors"],
+        "endpoint_left_pending": endpoint_left,
+        "raw_connections": raw_connections,
+        "raw_claims": len(raw["claimed"]),
+        "raw_claims_per_s": round(raw_rate, 1),
+        "raw_p99_ms": round(percentile(raw["latencies"], 0.99) * 1000, 2),
+        "ratio": round(endpoint_rate / raw_rate, 3) if raw_rate else None,
+        "double_assignments": endpoint_doubles + raw_doubles,
+        "target_ratio": 0.5,
+    }
+    print(json.dumps(result))
+    return 0 if result["double_assignments"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
