@@ -234,7 +234,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"EscalationLevelEnum": "drones.choices.EscalationLevel"},
+    "ENUM_NAME_OVERRIDES": {"EscalationLevelEnum": "drones.choices.EscalationLevel",
+                            "BuildStateEnum": "builds.choices.BuildState"},
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -8,6 +8,7 @@ in between means the request did not come straight from the sandbox (the
 IMDSv2 lesson: a server-side request forgery through a proxy must not be
 able to read secrets).
 """
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication
@@ -56,6 +57,18 @@ class MetadataTokenAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return METADATA_TOKEN_HEADER
+
+
+class MetadataTokenScheme(OpenApiAuthenticationExtension):
+    """OpenAPI description of `MetadataTokenAuthentication` (the boot script's header token)."""
+
+    target_class = MetadataTokenAuthentication
+    name = "metadataToken"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "header", "name": METADATA_TOKEN_HEADER,
+                "description": "An execution-scope token bound to one execution (handed to its boot script); "
+                               "requests carrying X-Forwarded-For are refused."}
 
 
 class IsExecutionToken(BasePermission):
