@@ -255,3 +255,25 @@ def test_the_sandbox_has_no_capabilities_and_a_read_only_system(live_system, adm
         output = [e["message"] for e in events_of(api, execution["id"]) if e["type"] == "output"]
     assert output == ["CapEff 0000000000000000", "read-only /usr/probe", "read-only /etc/passwd",
                       "writable /opt/workflow/probe", "writable /tmp/probe", "project visible False"], output
+
+
+def test_the_entrypoint_cannot_read_the_metadata_token_from_proc(live_system, admin_api, engine_token):
+    probe = (
+        "import os\n"
+        "found, refused = [], 0\n"
+        "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    try:\n"
+        "        entries = open(f'/proc/{pid}/environ', 'rb').read().split(b'\\0')\n"
+        "        if any(e.startswith(b'SWARM_METADATA_TOKEN=') or b'=swm_' in e for e in entries):\n"
+        "            found.append(pid)\n"
+        "    except OSError:\n"
+        "        refused += 1\n"
+        "print('token found in', found, 'refused', refused > 0)\n"
+        "print('token file left', os.path.exists('/run/swarm-token/metadata-token'))\n"
+    )
+    workflow = publish(admin_api, {"main.py": probe}, workflow="environ")
+    with live_system.api(engine_token) as api:
+        execution = api.post(f"/workflows/{workflow.pk}/executions", json={}).json()
+        assert wait_finished(api, execution["id"])["status"] == "succeeded"
+        output = [e["message"] for e in events_of(api, execution["id"]) if e["type"] == "output"]
+    assert output == ["token found in [] refused True", "token file left False"], output
