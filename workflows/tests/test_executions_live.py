@@ -29,7 +29,8 @@ def _attach_secret(workflow, name: str, value: str):
     return tenant_secret_set(tenant=workflow.tenant, name=name, value=value, workflows=[workflow], actor="test")
 
 
-def test_done_when_flow_secret_cache_miss_then_hit(live_system, admin_api, engine_token, subprocess_environment):
+def test_done_when_flow_secret_cache_miss_then_hit(live_system, admin_api, engine_token, subprocess_environment,
+                                                  live_server_process):
     workflow = publish(admin_api, {"main.py": SECRET_ENTRYPOINT})
     secret_value = f"s3cr3t-{uuid.uuid4().hex}"
     _attach_secret(workflow, "GREETING_TOKEN", secret_value)
@@ -70,11 +71,7 @@ def test_done_when_flow_secret_cache_miss_then_hit(live_system, admin_api, engin
     assert not ExecutionEvent.objects.filter(message__contains=secret_value).exists()
     assert secret_value not in TenantSecret.objects.get(name="GREETING_TOKEN").ciphertext
     assert secret_value not in live_system.worker.log_path.read_text(errors="replace")
-    from conftest import LiveServer  # noqa: F401 - the session server's log
-
-    server_log = [p for p in live_system.worker.log_path.parent.parent.glob("live*/uvicorn.log")]
-    for log in server_log:
-        assert secret_value not in log.read_text(errors="replace")
+    assert secret_value not in live_server_process.log_text()
     runtime_root = os.path.join(subprocess_environment["SWARM_VAR_DIR"], "executions", str(body["id"]))
     assert secret_value not in open(os.path.join(runtime_root, "boot.log"), errors="replace").read()
 
