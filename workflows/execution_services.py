@@ -156,7 +156,8 @@ def _save_status(execution: Execution) -> None:
 
 
 def _locked(execution_id: int) -> Execution:
-    return Execution.objects.select_for_update().select_related("workflow").get(pk=execution_id)
+    """The execution, row-locked (only its own row: the workflow joined in stays unlocked)."""
+    return Execution.objects.select_for_update(of=("self",)).select_related("workflow").get(pk=execution_id)
 
 
 # --- Spawn and provision ------------------------------------------------------

@@ -3,7 +3,8 @@
 Contract for a runtime (`ExecutionRuntime` subclass):
 
 * `start(execution, metadata_url, token) -> dict` launches `swarm-agent boot`
-  somewhere with `SWARM_METADATA_URL` and `SWARM_METADATA_TOKEN` and returns
+  somewhere with `SWARM_METADATA_URL` and the token (`SWARM_METADATA_TOKEN`, or
+  a `SWARM_METADATA_TOKEN_FILE` the boot deletes once read) and returns
   quickly (it must not hold a Celery worker for the execution's life). The
   returned JSON-able dict is stored as `execution.runtime_state` and handed
   back to `cancel()` / `is_alive()` — it is how the runtime finds its work

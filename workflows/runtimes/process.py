@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 SANDBOX_WORKDIR = "/opt/workflow"
 SANDBOX_CACHE_DIR = "/var/cache/swarm"
 SANDBOX_RELAY_DIR = "/run/swarm-net"
+SANDBOX_TOKEN_DIR = "/run/swarm-token"
+TOKEN_FILE_NAME = "metadata-token"
 # Read-only system paths visible in the sandbox (missing ones are skipped).
 SYSTEM_BINDS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32")
 ETC_BINDS = ("/etc/alternatives", "/etc/ssl", "/etc/ca-certificates", "/etc/pki", "/etc/resolv.conf", "/etc/hosts",
@@ -84,7 +86,7 @@ def _python_paths() -> list[str]:
     return sorted(p for p in paths if p and os.path.exists(p))
 
 
-def bwrap_argv(*, workdir: Path, cache_dir: Path, relay_dir: Path | None = None) -> list[str]:
+def bwrap_argv(*, workdir: Path, cache_dir: Path, token_dir: Path, relay_dir: Path | None = None) -> list[str]:
     """The bubblewrap prefix for one execution's boot."""
     argv = ["bwrap"]
     for path in SYSTEM_BINDS:
@@ -100,6 +102,7 @@ def bwrap_argv(*, workdir: Path, cache_dir: Path, relay_dir: Path | None = None)
         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
         "--bind", str(cache_dir), SANDBOX_CACHE_DIR,
         "--bind", str(workdir), SANDBOX_WORKDIR,
+        "--bind", str(token_dir), SANDBOX_TOKEN_DIR,
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
         # Run as root, bwrap would keep nearly every capability inside (mount, ptrace, ...).
         "--cap-drop", "ALL",
@@ -133,8 +136,14 @@ class ProcessRuntime(ExecutionRuntime):
             "HOME": "/tmp",
             "PYTHONUNBUFFERED": "1",
             "SWARM_METADATA_URL": metadata_url,
-            "SWARM_METADATA_TOKEN": token,
         }
+        # The token goes in a file the boot reads and deletes before the entrypoint starts:
+        # in the environment, it would stay readable in /proc/<pid>/environ of the sandbox's pid 1.
+        token_dir = root / "token"
+        token_dir.mkdir(mode=0o700)
+        token_file = token_dir / TOKEN_FILE_NAME
+        token_file.touch(mode=0o600)
+        token_file.write_text(token)
         relays = []
         if mode == "bwrap":
             relay_dir = None
@@ -145,15 +154,17 @@ class ProcessRuntime(ExecutionRuntime):
                     sandbox_directory=SANDBOX_RELAY_DIR,
                 )
                 env["SWARM_HTTP_UNIX_SOCKETS"] = socket_map
-            argv = bwrap_argv(workdir=workdir, cache_dir=cache_dir, relay_dir=relay_dir) + boot
-            env.update(SWARM_CACHE_DIR=SANDBOX_CACHE_DIR, SWARM_WORKDIR=SANDBOX_WORKDIR)
+            argv = bwrap_argv(workdir=workdir, cache_dir=cache_dir, token_dir=token_dir, relay_dir=relay_dir) + boot
+            env.update(SWARM_CACHE_DIR=SANDBOX_CACHE_DIR, SWARM_WORKDIR=SANDBOX_WORKDIR,
+                       SWARM_METADATA_TOKEN_FILE=f"{SANDBOX_TOKEN_DIR}/{TOKEN_FILE_NAME}")
         else:
             logger.warning(
                 "bubblewrap (bwrap) is not installed: execution %s runs as a plain, UNSANDBOXED subprocess",
                 execution.pk,
             )
             argv = boot
-            env.update(SWARM_CACHE_DIR=str(cache_dir), SWARM_WORKDIR=str(workdir))
+            env.update(SWARM_CACHE_DIR=str(cache_dir), SWARM_WORKDIR=str(workdir),
+                       SWARM_METADATA_TOKEN_FILE=str(token_file))
         log_path = root / "boot.log"
         try:
             with open(log_path, "ab") as log:

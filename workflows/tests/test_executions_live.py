@@ -29,7 +29,8 @@ def _attach_secret(workflow, name: str, value: str):
     return tenant_secret_set(tenant=workflow.tenant, name=name, value=value, workflows=[workflow], actor="test")
 
 
-def test_done_when_flow_secret_cache_miss_then_hit(live_system, admin_api, engine_token, subprocess_environment):
+def test_done_when_flow_secret_cache_miss_then_hit(live_system, admin_api, engine_token, subprocess_environment,
+                                                  live_server_process):
     workflow = publish(admin_api, {"main.py": SECRET_ENTRYPOINT})
     secret_value = f"s3cr3t-{uuid.uuid4().hex}"
     _attach_secret(workflow, "GREETING_TOKEN", secret_value)
@@ -70,11 +71,7 @@ def test_done_when_flow_secret_cache_miss_then_hit(live_system, admin_api, engin
     assert not ExecutionEvent.objects.filter(message__contains=secret_value).exists()
     assert secret_value not in TenantSecret.objects.get(name="GREETING_TOKEN").ciphertext
     assert secret_value not in live_system.worker.log_path.read_text(errors="replace")
-    from conftest import LiveServer  # noqa: F401 - the session server's log
-
-    server_log = [p for p in live_system.worker.log_path.parent.parent.glob("live*/uvicorn.log")]
-    for log in server_log:
-        assert secret_value not in log.read_text(errors="replace")
+    assert secret_value not in live_server_process.log_text()
     runtime_root = os.path.join(subprocess_environment["SWARM_VAR_DIR"], "executions", str(body["id"]))
     assert secret_value not in open(os.path.join(runtime_root, "boot.log"), errors="replace").read()
 
@@ -255,3 +252,25 @@ def test_the_sandbox_has_no_capabilities_and_a_read_only_system(live_system, adm
         output = [e["message"] for e in events_of(api, execution["id"]) if e["type"] == "output"]
     assert output == ["CapEff 0000000000000000", "read-only /usr/probe", "read-only /etc/passwd",
                       "writable /opt/workflow/probe", "writable /tmp/probe", "project visible False"], output
+
+
+def test_the_entrypoint_cannot_read_the_metadata_token_from_proc(live_system, admin_api, engine_token):
+    probe = (
+        "import os\n"
+        "found, refused = [], 0\n"
+        "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    try:\n"
+        "        entries = open(f'/proc/{pid}/environ', 'rb').read().split(b'\\0')\n"
+        "        if any(e.startswith(b'SWARM_METADATA_TOKEN=') or b'=swm_' in e for e in entries):\n"
+        "            found.append(pid)\n"
+        "    except OSError:\n"
+        "        refused += 1\n"
+        "print('token found in', found, 'refused', refused > 0)\n"
+        "print('token file left', os.path.exists('/run/swarm-token/metadata-token'))\n"
+    )
+    workflow = publish(admin_api, {"main.py": probe}, workflow="environ")
+    with live_system.api(engine_token) as api:
+        execution = api.post(f"/workflows/{workflow.pk}/executions", json={}).json()
+        assert wait_finished(api, execution["id"])["status"] == "succeeded"
+        output = [e["message"] for e in events_of(api, execution["id"]) if e["type"] == "output"]
+    assert output == ["token found in [] refused True", "token file left False"], output

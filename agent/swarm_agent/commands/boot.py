@@ -42,7 +42,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("boot", help="fetch, verify, unpack and run a workflow bundle",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--metadata-url", default=os.environ.get("SWARM_METADATA_URL"),
-                        help="metadata service URL (env SWARM_METADATA_URL; token in SWARM_METADATA_TOKEN)")
+                        help="metadata service URL (env SWARM_METADATA_URL; token in SWARM_METADATA_TOKEN, "
+                             "or in the file SWARM_METADATA_TOKEN_FILE, deleted once read)")
     parser.add_argument("--bundle-url", default=os.environ.get("BUNDLE_URL"), help="env BUNDLE_URL")
     parser.add_argument("--bundle-hash", default=os.environ.get("BUNDLE_HASH"), help="env BUNDLE_HASH (sha256)")
     parser.add_argument("--runtime", default=os.environ.get("SWARM_RUNTIME", "python311"),
@@ -83,12 +84,34 @@ def _fetch_metadata(url: str, token: str) -> dict:
     raise SystemExit(f"swarm-agent boot: the metadata service is unreachable: {last_error}")
 
 
+def _metadata_token() -> str:
+    """The token from SWARM_METADATA_TOKEN, or read once from SWARM_METADATA_TOKEN_FILE and deleted.
+
+    Deleting the file before the entrypoint starts keeps the token away from
+    it (the process runtime uses the file for that reason).
+    """
+    token_file = os.environ.get("SWARM_METADATA_TOKEN_FILE")
+    if token_file:
+        try:
+            with open(token_file) as handle:
+                token = handle.read().strip()
+        except OSError as exc:
+            raise SystemExit(f"swarm-agent boot: cannot read SWARM_METADATA_TOKEN_FILE: {exc}") from exc
+        try:
+            os.unlink(token_file)
+        except OSError:
+            pass
+        return token
+    return os.environ.get("SWARM_METADATA_TOKEN", "")
+
+
 def _plan(args) -> tuple[dict, EventReporter]:
     """What to run, and where to report it."""
     if args.metadata_url:
-        token = os.environ.get("SWARM_METADATA_TOKEN", "")
+        token = _metadata_token()
         if not token:
-            raise SystemExit("swarm-agent boot: SWARM_METADATA_TOKEN is required with a metadata URL")
+            raise SystemExit("swarm-agent boot: SWARM_METADATA_TOKEN or SWARM_METADATA_TOKEN_FILE is required "
+                             "with a metadata URL")
         metadata = _fetch_metadata(args.metadata_url, token)
         return metadata, EventReporter(args.metadata_url.rstrip("/") + "/events", token)
     if not (args.bundle_url and args.bundle_hash):
@@ -144,8 +167,25 @@ def _report_unpacked(reporter: EventReporter, unpacked, workdir: Path) -> None:
                     "ms": round(unpacked.seconds * 1000), "workdir": str(workdir)})
 
 
+def _hide_own_environment() -> None:
+    """Make this process non-dumpable, so the entrypoint cannot read the token from /proc/<pid>/environ.
+
+    The entrypoint runs under the same uid; with no capabilities (the sandbox
+    drops them all) it is refused access to a non-dumpable process's environ
+    and memory. Best effort: only on Linux.
+    """
+    try:
+        import ctypes
+
+        pr_set_dumpable = 4
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def handle_boot(args) -> int:
     """Run the whole boot; returns the entrypoint's exit code (or 70 when nothing ran)."""
+    _hide_own_environment()
     metadata, reporter = _plan(args)
     workdir = Path(args.workdir)
     running: dict[str, EntrypointRun] = {}
