@@ -72,6 +72,17 @@ TEMPLATES = [
 DATABASES = {"default": env.db("DATABASE_URL", default="postgresql://127.0.0.1:5432/swarm")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("SWARM_DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Under ASGI every request's sync code runs in a fresh thread, so persistent
+# (thread-local) connections are not reused and pile up until PostgreSQL
+# refuses clients. SWARM_DB_POOL=1 uses psycopg's pool instead (per process,
+# shared by threads); the heartbeat benchmark runs with it.
+if env.bool("SWARM_DB_POOL", default=False):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("SWARM_DB_POOL_MIN", default=2),
+        "max_size": env.int("SWARM_DB_POOL_MAX", default=20),
+        "timeout": env.float("SWARM_DB_POOL_TIMEOUT", default=10.0),
+    }
 # Test databases are named after the checkout so that two checkouts on one
 # machine (parallel work trees, CI next to a session) never share one.
 DATABASES["default"]["TEST"] = {

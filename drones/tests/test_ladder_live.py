@@ -92,6 +92,7 @@ def test_bare_metal_drone_is_never_rebooted(live_url, start_agent, join_token, s
 
 def test_dropped_websocket_keeps_drone_online_but_missed_pongs_escalate(live_url, start_agent, join_token,
                                                                          short_ladder, admin_api):
+    short_ladder.SWARM_DRONE_STALE_AFTER_MISSED = 5  # on a busy machine a late heartbeat must not pre-empt the pongs
     agent, drone = _started(start_agent, "ws-drop-1", join_token, "qemu")
     agent.signal(signal.SIGUSR1)  # the agent drops its WebSocket and keeps heartbeating over HTTP
     wait_until(lambda: not Drone.objects.get(pk=drone.pk).ws_connected, message="the WebSocket to drop")
