@@ -3,6 +3,7 @@
 Every action calls the same service the API calls (`build_trigger`,
 `build_cancel`, `build_retry`).
 """
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -25,8 +26,33 @@ class QueueAdmin(admin.ModelAdmin):
     list_display = ["name", "priority", "max_concurrent", "tenant_rate_limit_per_minute", "description"]
 
 
+class JobAdminForm(forms.ModelForm):
+    """The job form, with the build config and URL checked by the same rules as the API."""
+
+    class Meta:
+        model = Job
+        fields = "__all__"
+
+    def clean_build_config(self):
+        from builds.config import validate_build_config
+
+        try:
+            return validate_build_config(self.cleaned_data.get("build_config"))
+        except ApiError as error:
+            raise forms.ValidationError(error.detail) from None
+
+    def clean_scm_url(self):
+        from builds.config import validate_scm_url
+
+        try:
+            return validate_scm_url(self.cleaned_data.get("scm_url"))
+        except ApiError as error:
+            raise forms.ValidationError(error.detail) from None
+
+
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
+    form = JobAdminForm
     list_display = ["name", "tenant", "scm_url", "default_branch", "branch_filter", "queue", "enabled", "last_build"]
     list_filter = ["enabled", "queue", "tenant"]
     search_fields = ["name", "scm_url"]
@@ -42,13 +68,8 @@ class JobAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">#{} {}</a>', url, build.number, build.state)
 
     def save_model(self, request, obj, form, change):
-        from builds.config import normalize_scm_url, validate_build_config
+        from builds.config import normalize_scm_url
 
-        try:
-            obj.build_config = validate_build_config(obj.build_config)
-        except ApiError as error:
-            messages.error(request, error.detail)
-            raise
         obj.scm_url_normalized = normalize_scm_url(obj.scm_url)
         super().save_model(request, obj, form, change)
 

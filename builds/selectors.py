@@ -72,12 +72,9 @@ def build_artifacts(build: Build):
     return Artifact.objects.filter(build=build, state=ArtifactState.STORED).select_related("attempt")
 
 
-def drone_canceling_build_ids(drone_id: int, *, among: list[int] | None = None) -> list[int]:
-    """Builds this drone holds that must stop (only those in `among` when given)."""
-    builds = Build.objects.filter(drone_id=drone_id, state=BuildState.CANCELING)
-    if among is not None:
-        builds = builds.filter(pk__in=among)
-    return list(builds.values_list("pk", flat=True))
+def drone_canceling_build_ids(drone_id: int) -> list[int]:
+    """Builds this drone holds that must stop."""
+    return list(Build.objects.filter(drone_id=drone_id, state=BuildState.CANCELING).values_list("pk", flat=True))
 
 
 def drone_held_build_ids(drone_id: int) -> list[int]:

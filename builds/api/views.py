@@ -42,6 +42,8 @@ from swarm.core.principals import READ_SCOPES, WRITE_SCOPES
 DRONE_SCOPES = frozenset({TokenScope.DRONE})
 CONTENT_RANGE = re.compile(r"^(?:bytes\s+)?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 MAX_LOG_PATCH_BYTES = 1024 * 1024
+#: One log read returns at most this much; `X-Log-Offset` says where the next read starts.
+MAX_LOG_READ_BYTES = 4 * 1024 * 1024
 
 
 def _paginate(view, queryset, serializer_class):
@@ -200,7 +202,7 @@ class BuildLogView(AgentMixin, ScopedAPIView):
     @extend_schema(parameters=[OpenApiParameter("offset", int, description="First byte to return (default 0)"),
                                OpenApiParameter("attempt", int, description="Attempt number (default: latest)")],
                    responses={(200, "text/plain"): OpenApiTypes.STR, 404: ErrorSerializer},
-                   summary="Read a build's log from a byte offset")
+                   summary="Read a build's log from a byte offset (at most 4 MiB a call)")
     def get(self, request, build_id: int):
         build = selectors.build_get(self.principal, build_id)
         attempt = selectors.build_attempt_get(build, request.query_params.get("attempt"))
@@ -209,7 +211,13 @@ class BuildLogView(AgentMixin, ScopedAPIView):
             raise ApiError("offset: must be a non-negative integer", code="invalid", field="offset")
         offset = int(offset_text)
         size = attempt.log_size if attempt else 0
-        body = b"".join(services.attempt_log_iter(attempt, offset)) if attempt and offset < size else b""
+        body = bytearray()
+        if attempt and offset < size:
+            for piece in services.attempt_log_iter(attempt, offset):
+                body += piece
+                if len(body) >= MAX_LOG_READ_BYTES:
+                    break  # the client asks again from X-Log-Offset
+        body = bytes(body[:MAX_LOG_READ_BYTES])
         response = StreamingHttpResponse([body], content_type="text/plain; charset=utf-8")
         response["X-Log-Size"] = str(size)
         response["X-Log-Offset"] = str(offset + len(body))

@@ -118,3 +118,29 @@ def test_openapi_schema_is_valid(admin_api):
     schema = SchemaGenerator().get_schema(request=None, public=True)
     validate_schema(schema)
     assert "/api/v1/builds/request" in schema["paths"] and "/api/v1/builds/{build_id}/log" in schema["paths"]
+
+
+@pytest.mark.django_db
+def test_admin_job_form_validates_like_the_api_and_trigger_action_queues(admin_client):
+    from builds.models import Queue
+
+    form = {"name": "admin-job", "scm_url": "file:///srv/git/app", "default_branch": "main", "branch_filter": "",
+            "build_config": '{"steps": []}', "queue": Queue.objects.get(name="default").pk, "enabled": "on",
+            "description": "", "webhook_secret": ""}
+    response = admin_client.post("/admin/builds/job/add/", form)
+    assert response.status_code == 200 and b"build_config.steps" in response.content
+    form["build_config"] = '{"steps": ["make"]}'
+    response = admin_client.post("/admin/builds/job/add/", form)
+    assert response.status_code == 302, response.content[:2000]
+    job = Job.objects.get(name="admin-job")
+    assert job.scm_url_normalized == "file:///srv/git/app" and job.build_config["timeout"] == 3600
+    response = admin_client.post("/admin/builds/job/", {"action": "trigger_builds", "_selected_action": [job.pk]})
+    assert response.status_code == 302
+    build = Build.objects.get(job=job)
+    assert build.trigger == "manual" and build.triggered_by.startswith("user:")
+    page = admin_client.get(f"/admin/builds/build/{build.pk}/change/")
+    assert page.status_code == 200 and f"/ws/builds/{build.pk}/log/".encode() in page.content
+    cancel = admin_client.post(f"/admin/builds/build/{build.pk}/cancel/")
+    assert cancel.status_code == 302
+    build.refresh_from_db()
+    assert build.state == BuildState.CANCELED

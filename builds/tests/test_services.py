@@ -212,3 +212,21 @@ def test_metrics_endpoint_exports_build_gauges_and_claim_latency(client, admin_a
     assert 'swarm_drones{escalation_level="0",status="online"}' in text
     assert "swarm_build_claim_seconds_count" in text
     assert "django_http_requests_total_by_method_total" in text
+
+
+def test_heartbeat_renews_leases_and_reports_cancels_in_one_query(django_assert_num_queries):
+    from builds.heartbeat import builds_on_heartbeat
+    from builds.services import build_cancel
+
+    build, drone = running_build()
+    Build.objects.filter(pk=build.pk).update(lease_expires_at=timezone.now())
+    with django_assert_num_queries(0):
+        assert builds_on_heartbeat(drone.pk, {"running_build_ids": []}) is None
+    with django_assert_num_queries(1):
+        assert builds_on_heartbeat(drone.pk, {"running_build_ids": [build.pk]}) is None
+    build.refresh_from_db()
+    assert build.lease_expires_at > timezone.now() + timedelta(seconds=30)
+    build_cancel(build=build, actor="test")
+    assert builds_on_heartbeat(drone.pk, {"running_build_ids": [build.pk, 999999]}) == {"cancel_build_ids": [build.pk]}
+    other, _ = make_drone()
+    assert builds_on_heartbeat(other.pk, {"running_build_ids": [build.pk]}) is None, "only the holder renews"
