@@ -175,3 +175,28 @@ def test_unacknowledged_claim_goes_back_to_the_queue():
     build.refresh_from_db()
     assert build.state == BuildState.PENDING and build.retries_used == 0 and build.drone_id is None
     assert claim(client).json()["attempt"] == 2
+
+
+def test_heartbeat_renews_reported_builds_and_names_the_ones_to_cancel():
+    job = make_job()
+    build_trigger(job=job, trigger="api")
+    build_trigger(job=job, trigger="api")
+    _, client = make_drone(capacity=2)
+    first, second = claim(client).json()["id"], claim(client).json()["id"]
+    for build_id in (first, second):
+        client.put(f"/api/v1/builds/{build_id}/state", {"state": "running"}, format="json")
+    Build.objects.filter(pk__in=(first, second)).update(lease_expires_at=None)
+    build_cancel(build=Build.objects.get(pk=first), actor="test")
+    build_cancel(build=Build.objects.get(pk=second), actor="test")
+    leases = dict(Build.objects.filter(pk__in=(first, second)).values_list("pk", "lease_expires_at"))
+
+    answer = client.post("/api/v1/drones/heartbeat", {"metrics": {}, "running_build_ids": [first]}, format="json")
+    assert answer.status_code == 200
+    # Only builds the agent runs are named: it cannot stop the ones it does not run.
+    assert answer.json()["cancel_build_ids"] == [first]
+    renewed = dict(Build.objects.filter(pk__in=(first, second)).values_list("pk", "lease_expires_at"))
+    assert renewed[first] is not None and renewed[first] != leases[first]
+    assert renewed[second] == leases[second]
+
+    idle = client.post("/api/v1/drones/heartbeat", {"metrics": {}}, format="json")
+    assert idle.status_code == 200 and "cancel_build_ids" not in idle.json()
