@@ -22,6 +22,11 @@ def browser_page(monkeypatch):
         page = browser.new_page()
         yield page
         browser.close()
+        # ORM calls made while Playwright's loop ran used their own connection; close it here,
+        # in the same context, so the test database can be dropped.
+        from django.db import connections
+
+        connections.close_all()
 
 
 def admin_login(page, base_url):

@@ -43,6 +43,11 @@ def page(live_url, operator_and_tenant):
         yield context.new_page()
         context.close()
         browser.close()
+        # ORM calls made while Playwright's loop ran used their own connection; close it here,
+        # in the same context, so the test database can be dropped.
+        from django.db import connections
+
+        connections.close_all()
 
 
 def push(live_url: str, token: str, version: str) -> dict:

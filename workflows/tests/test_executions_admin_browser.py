@@ -23,6 +23,11 @@ def browser_page(live_system, monkeypatch):
         page.set_default_timeout(20_000)
         yield page
         browser.close()
+        # ORM calls made while Playwright's loop ran used their own connection; close it here,
+        # in the same context, so the test database can be dropped.
+        from django.db import connections
+
+        connections.close_all()
 
 
 @pytest.fixture
