@@ -73,6 +73,53 @@ def blob_storage_on_s3(s3_server):
     storages._storages = {}
 
 
+#: Reference rows a flush keeps: migrations write them once, and the session's live
+#: server and Celery worker cache their ids (ContentType.objects caches per process).
+FLUSH_KEEPS_TABLES = frozenset({"django_content_type", "auth_permission"})
+#: How often a transactional test's flush is retried when it deadlocks with a live process.
+FLUSH_DEADLOCK_RETRIES = 5
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_fit_for_live_processes():
+    """Transactional tests' flush keeps content types and retries a deadlock with a live process.
+
+    Live servers and the Celery worker outlive single tests. A flush that truncated
+    django_content_type had post_migrate recreate the rows under new ids, so those
+    processes' cached ids broke the django_admin_log foreign key (a 500 on every
+    admin action that logs). And they may still touch the database while a test's
+    flush TRUNCATEs (a task enqueued by the previous test, an agent's last call),
+    which can deadlock; the flush is one transaction, so retrying it is safe.
+    """
+    import time
+
+    from django.core.management.commands import flush
+    from django.db import OperationalError
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    def sql_flush_keeping_reference_tables(style, connection, reset_sequences=True, allow_cascade=False):
+        tables = [name for name in connection.introspection.django_table_names(only_existing=True,
+                                                                                include_views=False)
+                  if name not in FLUSH_KEEPS_TABLES]
+        return connection.ops.sql_flush(style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+
+    execute_sql_flush = DatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush_retrying_deadlocks(self, sql_list):
+        for attempt in range(1, FLUSH_DEADLOCK_RETRIES + 1):
+            try:
+                return execute_sql_flush(self, sql_list)
+            except OperationalError as error:
+                if getattr(error.__cause__, "sqlstate", None) != "40P01" or attempt == FLUSH_DEADLOCK_RETRIES:
+                    raise
+                time.sleep(0.2 * attempt)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(flush, "sql_flush", sql_flush_keeping_reference_tables)
+        patch.setattr(DatabaseOperations, "execute_sql_flush", execute_sql_flush_retrying_deadlocks)
+        yield
+
+
 @pytest.fixture
 def local_blob_storage(tmp_path, settings):
     """Switch blob storage to the local filesystem for one test."""
