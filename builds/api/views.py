@@ -34,7 +34,7 @@ from builds.api.serializers import (
 from builds.choices import ArtifactState, BuildState, TriggerKind
 from builds.models import Artifact, Build, Queue
 from builds.secrets import decrypt_mapping, decrypt_text
-from swarm.core.api import ErrorSerializer, ScopedAPIView
+from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.principals import READ_SCOPES, WRITE_SCOPES
@@ -134,7 +134,7 @@ class BuildRequestView(AgentMixin, ScopedAPIView):
 
     @extend_schema(request=ClaimRequestSerializer,
                    responses={201: OpenApiTypes.OBJECT, 204: OpenApiResponse(description="No build for this drone"),
-                              403: ErrorSerializer},
+                              **error_responses()},
                    summary="Claim a build (drone token)", tags=["agent"])
     def post(self, request):
         body = ClaimRequestSerializer(data=request.data)
@@ -161,8 +161,7 @@ class BuildStateView(AgentMixin, ScopedAPIView):
     write_scopes = DRONE_SCOPES
 
     @extend_schema(request=StateUpdateSerializer,
-                   responses={200: OpenApiTypes.OBJECT, 404: ErrorSerializer, 409: ErrorSerializer,
-                              416: ErrorSerializer},
+                   responses={200: OpenApiTypes.OBJECT, **error_responses(404, 409, 416)},
                    summary="Update a build's state (drone token)", tags=["agent"])
     def put(self, request, build_id: int):
         body = StateUpdateSerializer(data=request.data)
@@ -201,7 +200,7 @@ class BuildLogView(AgentMixin, ScopedAPIView):
 
     @extend_schema(parameters=[OpenApiParameter("offset", int, description="First byte to return (default 0)"),
                                OpenApiParameter("attempt", int, description="Attempt number (default: latest)")],
-                   responses={(200, "text/plain"): OpenApiTypes.STR, 404: ErrorSerializer},
+                   responses={(200, "text/plain"): OpenApiTypes.STR, **error_responses(404)},
                    summary="Read a build's log from a byte offset (at most 4 MiB a call)")
     def get(self, request, build_id: int):
         build = selectors.build_get(self.principal, build_id)
@@ -231,7 +230,8 @@ class BuildLogView(AgentMixin, ScopedAPIView):
                    parameters=[OpenApiParameter("Content-Range", str, OpenApiParameter.HEADER, required=True,
                                                 description="`<start>-<end>` (inclusive) of this piece")],
                    responses={202: OpenApiResponse(description="Appended; `Range: 0-<size>`"),
-                              416: OpenApiResponse(description="Wrong start; `Range: 0-<size>` says where to resume")},
+                              416: OpenApiResponse(description="Wrong start; `Range: 0-<size>` says where to resume"),
+                              **error_responses(400, 404, 413)},
                    summary="Append to a build's log (drone token)", tags=["agent"])
     def patch(self, request, build_id: int):
         drone = self.agent_drone()
@@ -268,13 +268,13 @@ class BuildArtifactsView(AgentMixin, ScopedAPIView):
     read_scopes = READ_SCOPES
     write_scopes = DRONE_SCOPES
 
-    @extend_schema(responses={200: ArtifactSerializer(many=True), 404: ErrorSerializer},
+    @extend_schema(responses={200: ArtifactSerializer(many=True), **error_responses(404)},
                    summary="List a build's artifacts")
     def get(self, request, build_id: int):
         build = selectors.build_get(self.principal, build_id)
         return Response(ArtifactSerializer(selectors.build_artifacts(build), many=True).data)
 
-    @extend_schema(request=ArtifactAnnounceSerializer, responses={201: OpenApiTypes.OBJECT, 400: ErrorSerializer},
+    @extend_schema(request=ArtifactAnnounceSerializer, responses={201: OpenApiTypes.OBJECT, **error_responses(400)},
                    summary="Announce an artifact and get where to upload it (drone token)", tags=["agent"])
     def post(self, request, build_id: int):
         body = ArtifactAnnounceSerializer(data=request.data)
@@ -306,7 +306,7 @@ class ArtifactContentView(AgentMixin, ScopedAPIView):
     write_scopes = DRONE_SCOPES
 
     @extend_schema(request={"application/octet-stream": OpenApiTypes.BINARY},
-                   responses={200: ArtifactSerializer, 400: ErrorSerializer},
+                   responses={200: ArtifactSerializer, **error_responses(400)},
                    summary="Upload an artifact's bytes through the API (drone token)", tags=["agent"])
     def put(self, request, build_id: int, artifact_id: int):
         drone = self.agent_drone()
@@ -321,7 +321,7 @@ class ArtifactCommitView(AgentMixin, ScopedAPIView):
     read_scopes = DRONE_SCOPES
     write_scopes = DRONE_SCOPES
 
-    @extend_schema(request=None, responses={200: ArtifactSerializer, 400: ErrorSerializer},
+    @extend_schema(request=None, responses={200: ArtifactSerializer, **error_responses(400)},
                    summary="Verify an artifact uploaded straight to S3 (drone token)", tags=["agent"])
     def post(self, request, build_id: int, artifact_id: int):
         drone = self.agent_drone()
@@ -371,12 +371,12 @@ class JobListView(ScopedAPIView):
 
     paginator_class = LimitOffsetPagination
 
-    @extend_schema(responses={200: JobSerializer(many=True)}, summary="List jobs")
+    @extend_schema(responses={200: JobSerializer(many=True), **error_responses(400)}, summary="List jobs")
     def get(self, request):
         return _paginate(self, selectors.job_list(self.principal), JobSerializer)
 
-    @extend_schema(request=JobWriteSerializer, responses={201: JobSerializer, 400: ErrorSerializer,
-                                                          409: ErrorSerializer}, summary="Create a job")
+    @extend_schema(request=JobWriteSerializer, responses={201: JobSerializer, **error_responses(400, 409)},
+                   summary="Create a job")
     def post(self, request):
         body = JobWriteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -395,11 +395,11 @@ class JobListView(ScopedAPIView):
 class JobDetailView(ScopedAPIView):
     """`GET|PATCH|DELETE /jobs/<id>`."""
 
-    @extend_schema(responses={200: JobSerializer, 404: ErrorSerializer}, summary="Describe a job")
+    @extend_schema(responses={200: JobSerializer, **error_responses(404)}, summary="Describe a job")
     def get(self, request, job_id: str):
         return Response(JobSerializer(selectors.job_get(self.principal, job_id)).data)
 
-    @extend_schema(request=JobWriteSerializer(partial=True), responses={200: JobSerializer, 400: ErrorSerializer},
+    @extend_schema(request=JobWriteSerializer(partial=True), responses={200: JobSerializer, **error_responses(400)},
                    summary="Change a job")
     def patch(self, request, job_id: str):
         job = selectors.job_get(self.principal, job_id)
@@ -413,7 +413,7 @@ class JobDetailView(ScopedAPIView):
             job = services.job_update(job=job, actor=self.principal, **changes)
         return Response(JobSerializer(job).data)
 
-    @extend_schema(responses={204: None, 404: ErrorSerializer, 409: ErrorSerializer}, summary="Delete a job")
+    @extend_schema(responses={204: None, **error_responses(404, 409)}, summary="Delete a job")
     def delete(self, request, job_id: str):
         job = selectors.job_get(self.principal, job_id)
         services.job_delete(job=job, actor=self.principal)
@@ -423,8 +423,8 @@ class JobDetailView(ScopedAPIView):
 class JobTriggerView(ScopedAPIView):
     """`POST /jobs/<id>/trigger {branch, commit_sha, params}` → 201 with the queued build."""
 
-    @extend_schema(request=TriggerSerializer, responses={201: BuildSerializer, 404: ErrorSerializer,
-                                                         409: ErrorSerializer}, summary="Trigger a build of a job")
+    @extend_schema(request=TriggerSerializer, responses={201: BuildSerializer, **error_responses(404, 409)},
+                   summary="Trigger a build of a job")
     def post(self, request, job_id: str):
         job = selectors.job_get(self.principal, job_id)
         body = TriggerSerializer(data=request.data)
@@ -440,7 +440,7 @@ class JobTriggerView(ScopedAPIView):
 class QueueListView(ScopedAPIView):
     """`GET /queues`."""
 
-    @extend_schema(responses={200: QueueSerializer(many=True)}, summary="List build queues")
+    @extend_schema(responses={200: QueueSerializer(many=True), **error_responses()}, summary="List build queues")
     def get(self, request):
         return Response(QueueSerializer(Queue.objects.all(), many=True).data)
 
@@ -455,7 +455,7 @@ class BuildListView(ScopedAPIView):
 
     @extend_schema(parameters=[OpenApiParameter("job", str), OpenApiParameter("state", str),
                                OpenApiParameter("drone", str)],
-                   responses={200: BuildSerializer(many=True), 400: ErrorSerializer}, summary="List builds")
+                   responses={200: BuildSerializer(many=True), **error_responses(400)}, summary="List builds")
     def get(self, request):
         builds = selectors.build_list(self.principal, job=request.query_params.get("job"),
                                       state=request.query_params.get("state"),
@@ -466,7 +466,7 @@ class BuildListView(ScopedAPIView):
 class BuildDetailView(ScopedAPIView):
     """`GET /builds/<id>` with its attempts."""
 
-    @extend_schema(responses={200: BuildDetailSerializer, 404: ErrorSerializer}, summary="Describe a build")
+    @extend_schema(responses={200: BuildDetailSerializer, **error_responses(404)}, summary="Describe a build")
     def get(self, request, build_id: int):
         return Response(BuildDetailSerializer(selectors.build_get(self.principal, build_id)).data)
 
@@ -474,7 +474,7 @@ class BuildDetailView(ScopedAPIView):
 class BuildCancelView(ScopedAPIView):
     """`POST /builds/<id>/cancel` → 202 (the drone stops it) or 200 when it was still pending."""
 
-    @extend_schema(request=None, responses={200: BuildSerializer, 202: BuildSerializer, 409: ErrorSerializer},
+    @extend_schema(request=None, responses={200: BuildSerializer, 202: BuildSerializer, **error_responses(409)},
                    summary="Cancel a build")
     def post(self, request, build_id: int):
         build = services.build_cancel(build=selectors.build_get(self.principal, build_id), actor=self.principal)
@@ -485,7 +485,7 @@ class BuildCancelView(ScopedAPIView):
 class BuildRetryView(ScopedAPIView):
     """`POST /builds/<id>/retry` → 201 with the new build."""
 
-    @extend_schema(request=None, responses={201: BuildSerializer, 409: ErrorSerializer}, summary="Retry a build")
+    @extend_schema(request=None, responses={201: BuildSerializer, **error_responses(409)}, summary="Retry a build")
     def post(self, request, build_id: int):
         build = services.build_retry(build=selectors.build_get(self.principal, build_id), actor=self.principal)
         return Response(BuildSerializer(build).data, status=201)
@@ -495,7 +495,7 @@ class ArtifactDownloadView(ScopedAPIView):
     """`GET /builds/<id>/artifacts/<aid>/download`: a redirect to S3, or the bytes."""
 
     @extend_schema(responses={200: OpenApiTypes.BINARY, 302: OpenApiResponse(description="Presigned S3 URL"),
-                              404: ErrorSerializer}, summary="Download an artifact")
+                              **error_responses(404)}, summary="Download an artifact")
     def get(self, request, build_id: int, artifact_id: int):
         from bundles.blobstore import BlobStore
 
@@ -528,7 +528,7 @@ class WebhookView(ScopedAPIView):
                    responses={202: inline_serializer("WebhookAccepted", {
                        "delivery": drf_serializers.CharField(), "duplicate": drf_serializers.BooleanField()}),
                        200: OpenApiResponse(description="A replayed delivery; nothing new is queued"),
-                       401: ErrorSerializer, 400: ErrorSerializer},
+                       **error_responses(400)},
                    summary="Receive a forge push webhook", tags=["webhooks"])
     def post(self, request, provider: str):
         raw_body = request._request.body

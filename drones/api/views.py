@@ -22,7 +22,7 @@ from drones.api.serializers import (
 )
 from drones.heartbeat_hooks import run_heartbeat_hooks
 from drones.provisioning import agent_package_bytes, agent_wheel_bytes, bootstrap_script
-from swarm.core.api import ErrorSerializer, ScopedAPIView
+from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.authentication import authenticate_token, principal_from_token
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.choices import TokenScope
@@ -30,7 +30,7 @@ from swarm.core.principals import READ_SCOPES
 
 ADMIN_ONLY = frozenset({TokenScope.ADMIN})
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="swarm"'}
-ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
+ERRORS = error_responses(400, 404)
 
 
 class FleetAPIView(ScopedAPIView):

@@ -15,7 +15,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
-from swarm.core.api import ErrorSerializer, ScopedAPIView
+from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.authentication import authenticate_token, principal_from_token
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
@@ -114,8 +114,7 @@ class WorkflowExecutionsView(ScopedAPIView):
     """`POST /api/v1/workflows/<id>/executions` spawns; `GET` lists that workflow's executions."""
 
     @extend_schema(request=ExecutionSpawnSerializer,
-                   responses={202: ExecutionSerializer, 400: ErrorSerializer, 404: ErrorSerializer,
-                              409: ErrorSerializer},
+                   responses={202: ExecutionSerializer, **error_responses(400, 404, 409)},
                    summary="Spawn an execution of the active version")
     def post(self, request, workflow_id: int):
         workflow = selectors.workflow_get(self.principal, workflow_id)
@@ -129,7 +128,7 @@ class WorkflowExecutionsView(ScopedAPIView):
         body = ExecutionSerializer(execution, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
-    @extend_schema(responses={200: ExecutionSerializer(many=True), 404: ErrorSerializer},
+    @extend_schema(responses={200: ExecutionSerializer(many=True), **error_responses(404)},
                    summary="List a workflow's executions (newest first)")
     def get(self, request, workflow_id: int):
         workflow = selectors.workflow_get(self.principal, workflow_id)
@@ -138,7 +137,7 @@ class WorkflowExecutionsView(ScopedAPIView):
 
 
 class ExecutionDetailView(ScopedAPIView):
-    @extend_schema(responses={200: ExecutionSerializer, 404: ErrorSerializer}, summary="Describe an execution")
+    @extend_schema(responses={200: ExecutionSerializer, **error_responses(404)}, summary="Describe an execution")
     def get(self, request, execution_id: int):
         execution = execution_selectors.execution_get(self.principal, execution_id)
         return Response(ExecutionSerializer(execution, context={"request": request}).data)
@@ -162,7 +161,7 @@ class ExecutionEventsView(ScopedAPIView):
         return super().get_permissions()
 
     @extend_schema(parameters=[OpenApiParameter("after", int, description="Only events with seq > after.")],
-                   responses={200: ExecutionEventPageSerializer, 400: ErrorSerializer, 404: ErrorSerializer},
+                   responses={200: ExecutionEventPageSerializer, **error_responses(400, 404)},
                    summary="Tail an execution's events")
     def get(self, request, execution_id: int):
         execution = execution_selectors.execution_get(self.principal, execution_id)
@@ -173,8 +172,7 @@ class ExecutionEventsView(ScopedAPIView):
 
     @extend_schema(request=EventReportSerializer,
                    parameters=[OpenApiParameter(METADATA_TOKEN_HEADER, str, OpenApiParameter.HEADER, required=True)],
-                   responses={200: EventReportResultSerializer, 400: ErrorSerializer, 401: ErrorSerializer,
-                              403: ErrorSerializer, 404: ErrorSerializer, 409: ErrorSerializer},
+                   responses={200: EventReportResultSerializer, **error_responses(400, 404, 409)},
                    summary="Report events and output (boot script, metadata token)")
     def post(self, request, execution_id: int):
         execution = token_execution(self.principal, execution_id)
@@ -188,7 +186,7 @@ def _report(execution: Execution, body) -> Response:
 
 
 class ExecutionCancelView(ScopedAPIView):
-    @extend_schema(request=None, responses={202: ExecutionSerializer, 404: ErrorSerializer, 409: ErrorSerializer},
+    @extend_schema(request=None, responses={202: ExecutionSerializer, **error_responses(404, 409)},
                    summary="Cancel an execution (kills its whole process group)")
     def post(self, request, execution_id: int):
         execution = execution_selectors.execution_get(self.principal, execution_id)
@@ -200,8 +198,7 @@ class ExecutionCancelView(ScopedAPIView):
 
 class MetadataServiceView(MetadataView):
     @extend_schema(parameters=[OpenApiParameter(METADATA_TOKEN_HEADER, str, OpenApiParameter.HEADER, required=True)],
-                   responses={200: MetadataSerializer, 401: ErrorSerializer, 403: ErrorSerializer,
-                              409: ErrorSerializer},
+                   responses={200: MetadataSerializer, **error_responses(409)},
                    summary="What the boot script needs: bundle URL and hash, env and secrets")
     def get(self, request):
         execution = self.token_execution()
@@ -213,8 +210,7 @@ class MetadataServiceView(MetadataView):
 class MetadataEventsView(MetadataView):
     @extend_schema(request=EventReportSerializer,
                    parameters=[OpenApiParameter(METADATA_TOKEN_HEADER, str, OpenApiParameter.HEADER, required=True)],
-                   responses={200: EventReportResultSerializer, 400: ErrorSerializer, 401: ErrorSerializer,
-                              403: ErrorSerializer, 409: ErrorSerializer},
+                   responses={200: EventReportResultSerializer, **error_responses(400, 409)},
                    summary="Report events and output of the token's execution")
     def post(self, request):
         return _report(self.token_execution(), request.data)

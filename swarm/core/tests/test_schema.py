@@ -30,6 +30,20 @@ def test_spectacular_validates_with_no_warnings(tmp_path):
     assert schema["openapi"].startswith("3.")
 
 
+def test_every_operation_documents_the_error_shape_for_refused_callers(client):
+    """Every view declares its errors with `error_responses(...)`, which always lists 401 and 403."""
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    error_ref = "#/components/schemas/Error"
+    missing = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for status in ("401", "403"):
+                content = operation["responses"].get(status, {}).get("content", {})
+                if content.get("application/json", {}).get("schema", {}).get("$ref") != error_ref:
+                    missing.append(f"{method.upper()} {path} {status}")
+    assert not missing, missing
+
+
 def test_schema_endpoint_serves_a_valid_document(client):
     response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
