@@ -96,10 +96,12 @@ def bwrap_argv(*, workdir: Path, cache_dir: Path, token_dir: Path, relay_dir: Pa
             argv += ["--ro-bind", path, path]
     for path in ETC_BINDS:
         argv += ["--ro-bind-try", path, path]
+    # The private /tmp goes first: an interpreter or checkout that lives under /tmp
+    # (a CI clone, a test venv) is then bound on top of it instead of hidden by it.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for path in _python_paths():
         argv += ["--ro-bind", path, path]
     argv += [
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
         "--bind", str(cache_dir), SANDBOX_CACHE_DIR,
         "--bind", str(workdir), SANDBOX_WORKDIR,
         "--bind", str(token_dir), SANDBOX_TOKEN_DIR,
