@@ -157,7 +157,7 @@ def main() -> int:
     from django.db import connection
 
     connection.close()
-    server = Server(workers=1, env={"SWARM_DB_POOL_MAX_SIZE": "8", "SWARM_LOG_LEVEL": "WARNING"})
+    server = Server(workers=1, env={"SWARM_DB_POOL": "1", "SWARM_DB_POOL_MAX": "8", "SWARM_LOG_LEVEL": "WARNING"})
     results = {"benchmark": "build_latency"}
     for mode, websocket in (("nudged", True), ("polling_baseline", False)):
         name = f"latency-{mode}"

@@ -158,7 +158,7 @@ def main() -> int:
     from django.db import connection
 
     connection.close()
-    server = Server(workers=args.workers, env={"SWARM_DB_POOL_MAX_SIZE": str(args.pool_size),
+    server = Server(workers=args.workers, env={"SWARM_DB_POOL": "1", "SWARM_DB_POOL_MAX": str(args.pool_size),
                                                "SWARM_LOG_LEVEL": "WARNING"})
     log(f"endpoint phase: {args.claimers} claimers against {server.url}")
     endpoint = asyncio.run(endpoint_phase(server.url, drones))

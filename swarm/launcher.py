@@ -109,6 +109,8 @@ def command_run(args) -> int:
     ensure_secret_key(directory)
     host, port = args.host, args.port
     os.environ.setdefault("SWARM_PUBLIC_URL", f"http://{host}:{port}")
+    # Under ASGI, per-thread persistent connections pile up; a per-process pool does not.
+    os.environ.setdefault("SWARM_DB_POOL", "1")
     services = ensure_services(directory, purpose="run")
     children: dict[str, subprocess.Popen] = {}
     stopping = False

@@ -76,7 +76,8 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Under ASGI every request's sync code runs in a fresh thread, so persistent
 # (thread-local) connections are not reused and pile up until PostgreSQL
 # refuses clients. SWARM_DB_POOL=1 uses psycopg's pool instead (per process,
-# shared by threads); the heartbeat benchmark runs with it.
+# shared by threads, at most SWARM_DB_POOL_MAX connections); `make run` and the
+# benchmarks turn it on.
 if env.bool("SWARM_DB_POOL", default=False):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
@@ -322,15 +323,6 @@ SWARM_BUILD_ARTIFACT_MAX_BYTES = env.int("SWARM_BUILD_ARTIFACT_MAX_BYTES", defau
 SWARM_BUILD_REAP_INTERVAL = env.int("SWARM_BUILD_REAP_INTERVAL", default=10)
 # Global webhook secret (GitHub/Bitbucket HMAC key, GitLab token); jobs may set their own.
 SWARM_WEBHOOK_SECRET = env.str("SWARM_WEBHOOK_SECRET", default="")
-# Optional server-side connection pool (Django's psycopg pool). Under ASGI every
-# concurrent sync request runs on a thread of its own and would otherwise hold a
-# connection of its own; with a pool, each process holds at most this many.
-SWARM_DB_POOL_MAX_SIZE = env.int("SWARM_DB_POOL_MAX_SIZE", default=0)
-if SWARM_DB_POOL_MAX_SIZE:
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": min(2, SWARM_DB_POOL_MAX_SIZE), "max_size": SWARM_DB_POOL_MAX_SIZE, "timeout": 30,
-    }
 # /metrics: django-prometheus request metrics plus the builds gauges (builds.metrics).
 INSTALLED_APPS.append("django_prometheus")
 MIDDLEWARE.insert(0, "django_prometheus.middleware.PrometheusBeforeMiddleware")
