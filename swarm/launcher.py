@@ -48,6 +48,18 @@ def ensure_secret_key(directory: Path) -> None:
     os.environ["SWARM_SECRET_KEY"] = key_file.read_text().strip()
 
 
+def write_runtime_env(directory: Path, services: list) -> Path:
+    """Publish the running installation's service URLs and key for `manage.py` in other shells."""
+    lines = [f"SWARM_SECRET_KEY={os.environ['SWARM_SECRET_KEY']}"]
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        if any(service.url == os.environ.get(name) for service in services):
+            lines.append(f"{name}={os.environ[name]}")
+    env_file = directory / "swarm.env"
+    env_file.write_text("\n".join(lines) + "\n")
+    env_file.chmod(0o600)
+    return env_file
+
+
 def ensure_services(directory: Path, *, purpose: str) -> list:
     """Start embedded PostgreSQL/Redis for whatever is not configured; export their URLs."""
     started = []
@@ -112,6 +124,7 @@ def command_run(args) -> int:
     # Under ASGI, per-thread persistent connections pile up; a per-process pool does not.
     os.environ.setdefault("SWARM_DB_POOL", "1")
     services = ensure_services(directory, purpose="run")
+    write_runtime_env(directory, services)
     children: dict[str, subprocess.Popen] = {}
     stopping = False
 
@@ -150,6 +163,7 @@ def command_run(args) -> int:
         say("stopping...")
         terminate(children)
         stop_all(services)
+        write_runtime_env(directory, [])  # keep the key, forget the stopped services' URLs
         say("stopped.")
     return 0
 

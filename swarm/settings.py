@@ -13,6 +13,12 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("SWARM_VAR_DIR", default=str(BASE_DIR / "var")))
 
 env = environ.Env()
+# While `make run` is up, `var/swarm.env` names its embedded PostgreSQL and
+# Redis (and the installation's secret key), so `manage.py` in another shell
+# talks to the same services. Variables already set in the environment win.
+RUNTIME_ENV_FILE = VAR_DIR / "swarm.env"
+if RUNTIME_ENV_FILE.exists():
+    environ.Env.read_env(str(RUNTIME_ENV_FILE))
 
 SECRET_KEY = env.str("SWARM_SECRET_KEY", default="swarm-insecure-development-key-change-me")
 DEBUG = env.bool("SWARM_DEBUG", default=False)
