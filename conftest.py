@@ -353,3 +353,35 @@ def celery_worker_process(subprocess_environment, live_server_process, tmp_path_
     worker = CeleryWorker(env, tmp_path_factory.mktemp("celery") / "worker.log")
     yield worker
     worker.stop()
+
+
+# --- A real browser -----------------------------------------------------------
+
+CHROMIUM = os.environ.get("SWARM_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def browser_page(monkeypatch):
+    """A page in Debian's Chromium, driven by playwright (`make test` installs the browser)."""
+    from pathlib import Path
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/system-deps.sh)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop on this thread; the tests' ORM calls are still plain sync calls.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(20_000)
+        yield context.new_page()
+        context.close()
+        browser.close()
+        # ORM calls made while Playwright's loop ran used their own connection; close it here,
+        # in the same context, so the test database can be dropped.
+        from django.db import connections
+
+        connections.close_all()

@@ -6,29 +6,6 @@ from drones.tests.conftest import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture
-def browser_page(monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop on this thread; the ORM calls here are still plain sync calls.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        yield page
-        browser.close()
-        # ORM calls made while Playwright's loop ran used their own connection; close it here,
-        # in the same context, so the test database can be dropped.
-        from django.db import connections
-
-        connections.close_all()
-
-
 def admin_login(page, base_url):
     from django.contrib.auth import get_user_model
 

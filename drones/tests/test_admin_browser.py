@@ -9,30 +9,6 @@ from drones.tests.conftest import register_drone
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture
-def browser_page(monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still sync.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.set_default_timeout(20_000)
-        yield page
-        browser.close()
-        # ORM calls made while Playwright's loop ran used their own connection; close it here,
-        # in the same context, so the test database can be dropped.
-        from django.db import connections
-
-        connections.close_all()
-
-
 def _login(page, live_url):
     get_user_model().objects.create_superuser("operator", "op@example.test", "correct horse battery")
     page.goto(f"{live_url}/admin/login/")

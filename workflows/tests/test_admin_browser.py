@@ -13,9 +13,6 @@ from conftest import make_bundle
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
-CHROMIUM = os.environ.get("SWARM_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 SCREENSHOT_DIR = Path(os.environ.get("SWARM_SCREENSHOT_DIR", "/tmp"))
 OPERATOR = ("operator", "operator-pass-1")
 
@@ -30,24 +27,9 @@ def operator_and_tenant(live_url, django_user_model):
 
 
 @pytest.fixture
-def page(live_url, operator_and_tenant):
-    """A Chromium page (Debian's browser, driven by playwright)."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/system-deps.sh)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        context.set_default_timeout(20_000)
-        yield context.new_page()
-        context.close()
-        browser.close()
-        # ORM calls made while Playwright's loop ran used their own connection; close it here,
-        # in the same context, so the test database can be dropped.
-        from django.db import connections
-
-        connections.close_all()
+def page(browser_page, operator_and_tenant):
+    """A Chromium page, with the operator and tenant already committed."""
+    return browser_page
 
 
 def push(live_url: str, token: str, version: str) -> dict:

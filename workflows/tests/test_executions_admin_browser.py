@@ -7,29 +7,6 @@ from workflows.tests.conftest import publish, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture
-def browser_page(live_system, monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls here are not async code.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.set_default_timeout(20_000)
-        yield page
-        browser.close()
-        # ORM calls made while Playwright's loop ran used their own connection; close it here,
-        # in the same context, so the test database can be dropped.
-        from django.db import connections
-
-        connections.close_all()
-
-
 @pytest.fixture
 def staff_login(live_system, django_user_model, browser_page):
     django_user_model.objects.create_superuser("operator", "op@example.com", "correct-horse-battery")
