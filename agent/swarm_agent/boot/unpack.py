@@ -1,7 +1,7 @@
 """Unpack a bundle safely into a fresh workdir, optionally verifying its hash in the same pass.
 
-Every member goes through `bundle_safety.check_member` (the same rules as the
-server's upload check) and the member/size limits before anything is
+Every member goes through `bundle_safety.MemberBudget` (the same rules and
+member/size limits as the server's upload check) before anything is
 written, and extraction uses tarfile's `filter="data"` as a second guard.
 When `expected_sha256` is given the file is hashed while it is read, so a
 cache hit costs one read of the file; on a mismatch the workdir is emptied
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swarm_agent.boot.cache import HashMismatch
-from swarm_agent.bundle_safety import BundleLimits, BundleRejected, check_member
+from swarm_agent.bundle_safety import BundleLimits, BundleRejected, MemberBudget
 
 READ_CHUNK_BYTES = 1024 * 1024
 COPY_BUFFER_BYTES = 1024 * 1024
@@ -100,8 +100,7 @@ def unpack_bundle(path: Path, workdir: Path, *, limits: BundleLimits,
     """Unpack the bundle at `path` into an emptied `workdir` (raises BundleRejected / HashMismatch)."""
     started = time.monotonic()
     empty_directory(workdir)
-    members = 0
-    unpacked = 0
+    budget = MemberBudget(limits)
     reader = None
     try:
         with open(path, "rb", buffering=0) as raw:
@@ -110,17 +109,7 @@ def unpack_bundle(path: Path, workdir: Path, *, limits: BundleLimits,
                 with tarfile.open(fileobj=reader, mode="r|gz", bufsize=READ_CHUNK_BYTES,
                                   copybufsize=COPY_BUFFER_BYTES) as archive:
                     for member in archive:
-                        members += 1
-                        if members > limits.max_members:
-                            raise BundleRejected("too_many_members",
-                                                 f"the bundle has more than {limits.max_members} members")
-                        check_member(member)
-                        if member.isfile():
-                            unpacked += member.size
-                            if unpacked > limits.max_unpacked_bytes:
-                                raise BundleRejected(
-                                    "too_large_unpacked",
-                                    f"the bundle unpacks to more than {limits.max_unpacked_bytes} bytes")
+                        budget.admit(member)
                         archive.extract(member, path=workdir, filter="data", set_attrs=True)
             except tarfile.FilterError as exc:
                 raise BundleRejected("unsafe_member", f"refused by the data filter: {exc}") from exc
@@ -141,9 +130,9 @@ def unpack_bundle(path: Path, workdir: Path, *, limits: BundleLimits,
             reader.close()
         empty_directory(workdir)
         raise
-    if members == 0:
+    if budget.members == 0:
         raise BundleRejected("empty_bundle", "the bundle contains no files")
-    return UnpackResult(members=members, unpacked_bytes=unpacked, seconds=time.monotonic() - started,
+    return UnpackResult(members=budget.members, unpacked_bytes=budget.unpacked, seconds=time.monotonic() - started,
                         sha256=digest)
 
 
