@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 import threading
 import time
@@ -75,25 +74,33 @@ def reset_to_pending() -> None:
 
 
 async def endpoint_phase(url: str, drones: list[tuple[int, str]]) -> dict:
-    import httpx
+    """Each drone on its own keep-alive connection claims until it is answered 204 (the queue is empty)."""
+    from urllib.parse import urlsplit
 
+    import loadgen
+
+    parts = urlsplit(url)
     latencies: list[float] = []
     claimed: list[int] = []
     errors = Counter()
 
     async def claimer(token: str) -> None:
-        async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=60,
-                                     headers={"Authorization": f"Bearer {token}"}) as client:
+        request = loadgen.render("POST", "/api/v1/builds/request", {"free_slots": 1, "labels": ["linux"]},
+                                 {"Authorization": f"Bearer {token}"})
+        connection = await loadgen.Connection.open(parts.hostname, parts.port)
+        try:
             while True:
                 started = time.perf_counter()
-                response = await client.post("/builds/request", json={"free_slots": 1, "labels": ["linux"]})
+                response = await connection.request(request)
                 latencies.append(time.perf_counter() - started)
-                if response.status_code == 204:
+                if response.status == 204:
                     return
-                if response.status_code != 201:
-                    errors[response.status_code] += 1
+                if response.status != 201:
+                    errors[response.status] += 1
                     continue
-                claimed.append(response.json()["id"])
+                claimed.append(json.loads(response.body)["id"])
+        finally:
+            connection.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(claimer(token) for _, token in drones))
@@ -152,7 +159,6 @@ def main() -> int:
     parser.add_argument("--pool-size", type=int, default=16, help="database connections per server process")
     args = parser.parse_args()
     database_url = prepare_environment("claims")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     log(f"seeding {args.builds} builds and {args.claimers} drones")
     drones = seed(args.builds, args.claimers)
     from django.db import connection
@@ -161,7 +167,9 @@ def main() -> int:
     server = Server(workers=args.workers, env={"SWARM_DB_POOL": "1", "SWARM_DB_POOL_MAX": str(args.pool_size),
                                                "SWARM_LOG_LEVEL": "WARNING"})
     log(f"endpoint phase: {args.claimers} claimers against {server.url}")
-    endpoint = asyncio.run(endpoint_phase(server.url, drones))
+    import loadgen
+
+    endpoint = loadgen.run(endpoint_phase(server.url, drones))
     server.stop()
     from builds.models import Build, BuildAttempt
 

@@ -7,7 +7,8 @@ What it does, all on 127.0.0.1:
 1. Services: DATABASE_URL / REDIS_URL when set (a fresh throw-away database is
    created on that server), else embedded PostgreSQL and Redis (swarm.embedded).
 2. One uvicorn server (`--workers` processes) with the real ASGI app.
-3. `--drones` drones with real drone tokens. Paced run: heartbeats from those
+3. `--drones` drones with real drone tokens, each heartbeating once first (the
+   fleet is up; a first heartbeat also records provisioning). Paced run: heartbeats from those
    drones at `--rate` per second (15,000 drones every 30 s = 500/s) for
    `--duration` seconds, each a real `POST /api/v1/drones/heartbeat` with
    metrics → achieved heartbeats/s, p50/p99 latency, errors.
@@ -23,13 +24,11 @@ The last line of output is the JSON result.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import secrets
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,9 @@ from urllib.parse import urlsplit, urlunsplit
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
+sys.path.insert(0, str(BASE_DIR / "bench" / "_support"))
+
+import loadgen  # noqa: E402
 from swarm.embedded import free_port, start_postgres, start_redis, wait_for_port  # noqa: E402
 
 PYTHON = sys.executable
@@ -164,7 +166,8 @@ class CpuMeter:
 
         try:
             root = psutil.Process(pid)
-            processes = [root, *root.children(recursive=True)]
+            # This process's own children are the server and the agents, measured on their own.
+            processes = [root] if pid == os.getpid() else [root, *root.children(recursive=True)]
         except psutil.Error:
             return 0.0
         total = 0.0
@@ -193,104 +196,15 @@ class CpuMeter:
         return result
 
 
-def summarise(latencies: list[float], errors: int, elapsed: float) -> dict:
-    """Throughput and latency percentiles of one run."""
-    ordered = sorted(latencies)
-
-    def percentile(fraction: float) -> float | None:
-        if not ordered:
-            return None
-        return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000, 2)
-
-    return {"requests": len(ordered), "errors": errors, "per_second": round(len(ordered) / elapsed, 1),
-            "p50_ms": percentile(0.50), "p99_ms": percentile(0.99),
-            "mean_ms": round(statistics.fmean(ordered) * 1000, 2) if ordered else None}
+def heartbeat_requests(tokens: list[str]) -> list[bytes]:
+    """One pre-rendered heartbeat request per drone (real token, real metrics body)."""
+    return [loadgen.render("POST", "/api/v1/drones/heartbeat", {"metrics": METRICS},
+                           {"Authorization": f"Bearer {token}"}) for token in tokens]
 
 
-async def paced_heartbeats(url: str, tokens: list[str], rate: float, duration: float) -> dict:
-    """Open loop: heartbeats at `rate`/s round-robin over the drones, whatever the server's latency."""
-    import httpx
-
-    latencies, errors, kinds = [], 0, {}
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
-
-        async def one(token: str) -> None:
-            nonlocal errors
-            started = time.perf_counter()
-            try:
-                response = await client.post("/api/v1/drones/heartbeat", json={"metrics": METRICS},
-                                             headers={"Authorization": f"Bearer {token}"})
-                if response.status_code != 200 or response.json().get("action") != "run":
-                    errors += 1
-                    kinds[f"http_{response.status_code}"] = kinds.get(f"http_{response.status_code}", 0) + 1
-                    return
-            except Exception as error:  # noqa: BLE001 - every failure counts as an error
-                errors += 1
-                kinds[type(error).__name__] = kinds.get(type(error).__name__, 0) + 1
-                return
-            latencies.append(time.perf_counter() - started)
-
-        pending = set()
-        start = time.perf_counter()
-        sent = skipped = 0
-        max_in_flight = max(64, int(rate))  # one second's worth: beyond that the server is not keeping up
-        while (now := time.perf_counter()) - start < duration:
-            due = int((now - start) * rate) - sent - skipped
-            for _ in range(max(0, due)):
-                if len(pending) >= max_in_flight:
-                    skipped += 1  # counted, never sent: keeps a saturated run bounded in time
-                    continue
-                pending.add(asyncio.ensure_future(one(tokens[sent % len(tokens)])))
-                sent += 1
-            pending = {task for task in pending if not task.done()}
-            await asyncio.sleep(0.002)
-        if pending:
-            await asyncio.wait(pending)
-        elapsed = time.perf_counter() - start
-    result = summarise(latencies, errors, elapsed)
-    result["offered_per_second"] = rate
-    result["not_sent_server_saturated"] = skipped
-    result["error_kinds"] = kinds
-    return result
-
-
-async def closed_loop(url: str, path: str, tokens: list[str] | None, concurrency: int, duration: float) -> dict:
-    """`concurrency` clients each sending the next request as soon as the previous one is answered."""
-    import httpx
-
-    latencies, errors, kinds = [], 0, {}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        deadline = time.perf_counter() + duration
-
-        async def worker(index: int) -> None:
-            nonlocal errors
-            sequence = index
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                try:
-                    if tokens:
-                        token = tokens[sequence % len(tokens)]
-                        sequence += concurrency
-                        response = await client.post(path, json={"metrics": METRICS},
-                                                     headers={"Authorization": f"Bearer {token}"})
-                    else:
-                        response = await client.get(path)
-                    if response.status_code != 200:
-                        errors += 1
-                        kinds[f"http_{response.status_code}"] = kinds.get(f"http_{response.status_code}", 0) + 1
-                        continue
-                except Exception as error:  # noqa: BLE001
-                    errors += 1
-                    kinds[type(error).__name__] = kinds.get(type(error).__name__, 0) + 1
-                    continue
-                latencies.append(time.perf_counter() - started)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(index) for index in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    return {**summarise(latencies, errors, elapsed), "error_kinds": kinds}
+def heartbeat_answered(response: loadgen.Response) -> bool:
+    """A heartbeat counts only when answered 200 with the `run` action."""
+    return response.status == 200 and b'"action":"run"' in response.body.replace(b" ", b"")
 
 
 # --- detection -----------------------------------------------------------------------
@@ -352,6 +266,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per measured run")
     parser.add_argument("--concurrency", type=int, default=64, help="clients in the capacity runs")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--skip-detection", action="store_true", help="only the throughput runs")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server/worker/agent logs)")
     args = parser.parse_args()
 
@@ -385,21 +300,34 @@ def main() -> int:
                        env, workdir / "uvicorn.log")
         wait_for_port("127.0.0.1", port, timeout=60)
 
+        heartbeats = heartbeat_requests(tokens)
+        healthz = [loadgen.render("GET", "/healthz")]
+
+        def capacity_run(requests, check, duration):
+            return loadgen.run(loadgen.closed_loop("127.0.0.1", port, requests, concurrency=args.concurrency,
+                                                   duration=duration, check=check))
+
+        say("steady state: every drone heartbeats once (the fleet is up before it is measured)")
+        loadgen.run(loadgen.closed_loop("127.0.0.1", port, heartbeats, concurrency=args.concurrency,
+                                        duration=240, check=heartbeat_answered, once=True))
         say("warming up")
-        asyncio.run(closed_loop(url, "/api/v1/drones/heartbeat", tokens, args.concurrency, 3))
-        asyncio.run(closed_loop(url, "/healthz", None, args.concurrency, 2))
+        capacity_run(heartbeats, heartbeat_answered, 3)
+        capacity_run(healthz, lambda response: response.status == 200, 2)
         meter = CpuMeter({"server": server.pid, "client": os.getpid(), "database": services.postgres_pid})
         say(f"paced: {args.rate:g} heartbeats/s from {args.drones} drones for {args.duration:g} s")
-        paced = meter.measure(lambda: asyncio.run(paced_heartbeats(url, tokens, args.rate, args.duration)))
+        paced = meter.measure(lambda: loadgen.run(loadgen.paced(
+            "127.0.0.1", port, heartbeats, rate=args.rate, duration=args.duration, check=heartbeat_answered)))
         say(f"capacity: {args.concurrency} clients, heartbeat then /healthz, {args.duration:g} s each")
-        capacity = meter.measure(lambda: asyncio.run(
-            closed_loop(url, "/api/v1/drones/heartbeat", tokens, args.concurrency, args.duration)))
-        baseline = meter.measure(lambda: asyncio.run(closed_loop(url, "/healthz", None, args.concurrency,
-                                                                 args.duration)))
+        capacity = meter.measure(lambda: capacity_run(heartbeats, heartbeat_answered, args.duration))
+        baseline = meter.measure(lambda: capacity_run(healthz, lambda response: response.status == 200,
+                                                      args.duration))
 
         delete_fleet()
-        say("detection: killing a real agent, waiting for L1 from the real worker + beat")
-        detection = measure_detection(url, env, workdir)
+        if args.skip_detection:
+            detection = None
+        else:
+            say("detection: killing a real agent, waiting for L1 from the real worker + beat")
+            detection = measure_detection(url, env, workdir)
 
         result = {
             "benchmark": "heartbeats",

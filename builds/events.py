@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import logging
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+
+from swarm.core.event_loop import run_async
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ def _group_send(group: str, message: dict) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(group, message)
+        run_async(layer.group_send, group, message)
     except Exception:  # noqa: BLE001 - a live view missing an update must never fail a build
         logger.warning("could not notify %s", group, exc_info=True)
 

@@ -42,4 +42,4 @@ def register() -> None:
         from drones.heartbeat_hooks import register_heartbeat_hook
     except ImportError:  # the drones app predates heartbeat hooks
         return
-    register_heartbeat_hook("builds", builds_on_heartbeat)
+    register_heartbeat_hook("builds", builds_on_heartbeat, fields=("running_build_ids",))

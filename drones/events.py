@@ -1,8 +1,9 @@
 """The one place that sends messages to a drone's WebSocket (Channels group `drone.<id>`)."""
 import logging
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+
+from swarm.core.event_loop import run_async
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +30,9 @@ def drone_send(drone_id: int, message: dict) -> None:
     """
     if "type" not in message:
         raise ValueError("a message to a drone needs a 'type'")
-    async_to_sync(drone_send_async)(drone_id, message)
+    run_async(drone_send_async, drone_id, message)
 
 
 def drone_disconnect(drone_id: int, *, code: int = 4000) -> None:
     """Close the drone's WebSocket from the server side (the agent reconnects with its token, if still valid)."""
-    async_to_sync(get_channel_layer().group_send)(drone_group(drone_id), {"type": "agent.close", "code": code})
+    run_async(get_channel_layer().group_send, drone_group(drone_id), {"type": "agent.close", "code": code})

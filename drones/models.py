@@ -78,7 +78,11 @@ class Drone(models.Model):
     stop_requested = models.BooleanField(default=False, help_text="The next heartbeat answers action=stop.")
     registered_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(null=True, blank=True, help_text="Any agent call (HTTP or WebSocket).")
-    last_heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Not indexed on purpose, like last_seen_at and metrics: a heartbeat then
+    # changes no indexed column, so PostgreSQL rewrites the row in place (a HOT
+    # update, helped by the table's fillfactor) instead of adding an entry to
+    # every index of the table on each of the fleet's heartbeats.
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
     first_heartbeat_at = models.DateTimeField(null=True, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
 

@@ -200,13 +200,28 @@ RETURNING drone.id, drone.status, drone.stop_requested, drone.first_heartbeat_at
 """
 
 
-def drone_heartbeat(*, token: str, metrics: dict) -> dict | None:
-    """Record a heartbeat for the drone a drone token belongs to, in one statement.
+FIRST_HEARTBEAT_SQL = f"""
+UPDATE {JoinToken._meta.db_table} SET provisioning_status = %(heartbeat)s, first_heartbeat_at = %(now)s
+WHERE last_drone_id = %(drone)s AND provisioning_status <> %(heartbeat)s
+"""
 
-    Returns `{drone_id, action, status, intervals…}`, or None when the token
-    is not a usable drone token of an existing drone (the caller then works out
-    the right 401/403/404 on the slow path). The first heartbeat also moves
-    the join token's provisioning status on.
+
+@dataclass(frozen=True)
+class HeartbeatStatement:
+    """The parameters of HEARTBEAT_SQL for one heartbeat, ready for any psycopg cursor (sync or async)."""
+
+    params: dict
+
+    @property
+    def now(self) -> datetime:
+        return self.params["now"]
+
+
+def heartbeat_statement(*, token: str, metrics) -> HeartbeatStatement | None:
+    """Check the heartbeat's input and build its statement; None when the token is malformed.
+
+    Raises ApiError for bad metrics. Shared by the view and the event-loop
+    fast path (drones/fastpath.py), so both record exactly the same thing.
     """
     if not isinstance(metrics, dict):
         raise ApiError("metrics must be a JSON object.", code="invalid", field="metrics")
@@ -217,20 +232,43 @@ def drone_heartbeat(*, token: str, metrics: dict) -> dict | None:
     prefix = split_prefix(token or "")
     if prefix is None:
         return None
-    now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(HEARTBEAT_SQL, {"now": now, "metrics": encoded_metrics, "prefix": prefix,
-                                       "digest": token_digest(token)})
-        row = cursor.fetchone()
-    if row is None:
-        return None
+    return HeartbeatStatement({"now": timezone.now(), "metrics": encoded_metrics, "prefix": prefix,
+                               "digest": token_digest(token)})
+
+
+def heartbeat_answer(row) -> tuple[dict, bool]:
+    """The heartbeat answer (with `drone_id`) from HEARTBEAT_SQL's row, and whether it was the first heartbeat."""
     drone_id, status, stop_requested, first = row
-    if first:
-        JoinToken.objects.filter(last_drone_id=drone_id).exclude(
-            provisioning_status=ProvisioningStatus.HEARTBEAT).update(
-            provisioning_status=ProvisioningStatus.HEARTBEAT, first_heartbeat_at=now)
-    return {"drone_id": drone_id, "action": action_for(status, stop_requested), "status": status,
-            **drone_intervals()}
+    return ({"drone_id": drone_id, "action": action_for(status, stop_requested), "status": status,
+             **drone_intervals()}, bool(first))
+
+
+def first_heartbeat_params(*, drone_id: int, now: datetime) -> dict:
+    """FIRST_HEARTBEAT_SQL's parameters: the join token that provisioned the drone reaches its last step."""
+    return {"heartbeat": ProvisioningStatus.HEARTBEAT.value, "now": now, "drone": drone_id}
+
+
+def drone_heartbeat(*, token: str, metrics: dict) -> dict | None:
+    """Record a heartbeat for the drone a drone token belongs to, in one statement.
+
+    Returns `{drone_id, action, status, intervals…}`, or None when the token
+    is not a usable drone token of an existing drone (the caller then works out
+    the right 401/403/404 on the slow path). The first heartbeat also moves
+    the join token's provisioning status on.
+    """
+    statement = heartbeat_statement(token=token, metrics=metrics)
+    if statement is None:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(HEARTBEAT_SQL, statement.params)
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        answer, first = heartbeat_answer(row)
+        if first:
+            cursor.execute(FIRST_HEARTBEAT_SQL, first_heartbeat_params(drone_id=answer["drone_id"],
+                                                                       now=statement.now))
+    return answer
 
 
 # --- WebSocket presence, ping and pong -------------------------------------------

@@ -1,4 +1,4 @@
-"""ASGI entry point: Django for HTTP, Channels for WebSockets."""
+"""ASGI entry point: Django for HTTP (on a thread pool), Channels for WebSockets."""
 import os
 
 import django
@@ -6,15 +6,22 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "swarm.settings")
 django.setup(set_prefix=False)
 
-from swarm.core.streaming_asgi import StreamingBodyASGIHandler  # noqa: E402  (needs settings)
+from swarm.core.fast_routes import FastRoute  # noqa: E402  (needs settings)
+from swarm.core.http_asgi import DjangoHTTPApp  # noqa: E402  (needs settings)
 
-# Bundle uploads stream their body into the view (see swarm/core/streaming_asgi.py);
-# every other request is handled exactly as by django.core.asgi.get_asgi_application().
+# Bundle uploads stream their body into the view through Django's ASGI handler
+# (see swarm/core/streaming_asgi.py); every other request runs on Django's WSGI
+# handler on a fixed pool of threads (see swarm/core/http_asgi.py).
 BUNDLE_UPLOAD_ROUTES = [
     ("POST", r"^/api/v1/bundles/?$"),
     ("PUT", r"^/api/v1/bundles/[0-9A-Fa-f]{64}/?$"),
 ]
-django_asgi_app = StreamingBodyASGIHandler(streaming_routes=BUNDLE_UPLOAD_ROUTES)
+# The heartbeat, the fleet's hottest request, is answered on the event loop when
+# it is a plain one (see swarm/core/fast_routes.py); Django answers the rest.
+FAST_ROUTES = [
+    FastRoute("POST", r"^/api/v1/drones/heartbeat/?$", "drones.fastpath.heartbeat", max_body=64 * 1024),
+]
+django_http_app = DjangoHTTPApp(streaming_routes=BUNDLE_UPLOAD_ROUTES, fast_routes=FAST_ROUTES)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app registry)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -23,7 +30,7 @@ from swarm.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": django_http_app,
         "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
     }
 )

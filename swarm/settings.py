@@ -76,14 +76,19 @@ TEMPLATES = [
     },
 ]
 
+#: Threads per server process that run Django's (synchronous) HTTP handling.
+SWARM_HTTP_THREADS = env.int("SWARM_HTTP_THREADS", default=16)
+#: Connections per server process for the requests answered on the event loop (swarm/core/fast_routes.py).
+SWARM_FASTPATH_DB_CONNECTIONS = env.int("SWARM_FASTPATH_DB_CONNECTIONS", default=8)
+
 DATABASES = {"default": env.db("DATABASE_URL", default="postgresql://127.0.0.1:5432/swarm")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("SWARM_DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# Under ASGI every request's sync code runs in a fresh thread, so persistent
-# (thread-local) connections are not reused and pile up until PostgreSQL
-# refuses clients. SWARM_DB_POOL=1 uses psycopg's pool instead (per process,
-# shared by threads, at most SWARM_DB_POOL_MAX connections); `make run` and the
-# benchmarks turn it on.
+# HTTP requests run on SWARM_HTTP_THREADS long-lived threads per server process
+# (swarm/core/http_asgi.py), so each thread may keep one persistent connection.
+# SWARM_DB_POOL=1 uses psycopg's pool instead (per process, shared by the HTTP
+# threads, Channels consumers and Celery threads, at most SWARM_DB_POOL_MAX
+# connections); `make run` and the benchmarks turn it on.
 if env.bool("SWARM_DB_POOL", default=False):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {

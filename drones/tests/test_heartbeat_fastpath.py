@@ -1,0 +1,118 @@
+"""The heartbeat on the event loop (drones/fastpath.py) and its hand-off to Django's view."""
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from drones.models import Drone, JoinToken
+from drones.tests.conftest import register_drone
+from swarm.core import async_db
+from swarm.core.fast_routes import FastRoute, FastRoutes
+
+METRICS = {"cpu_percent": 12.5, "load_1": 0.3}
+
+
+def call(routes: FastRoutes, *, token: str | None, body: bytes, path: str = "/api/v1/drones/heartbeat") -> dict:
+    """Send one request through `routes`; returns what was answered and whether Django (the fallback) answered."""
+    sent, fallback_bodies = [], []
+
+    async def fallback(scope, receive, send):
+        message = await receive()
+        fallback_bodies.append(message["body"])
+        await send({"type": "http.response.start", "status": 299, "headers": []})
+        await send({"type": "http.response.body", "body": b"django"})
+
+    routes.fallback = fallback
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if token:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+    messages = [{"type": "http.request", "body": body[:5], "more_body": True},
+                {"type": "http.request", "body": body[5:], "more_body": False}]
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    async def run():
+        try:
+            await routes(scope, receive, send)
+        finally:
+            await async_db.close_pools()
+
+    asyncio.run(run())
+    status = sent[0]["status"]
+    return {"status": status, "body": b"".join(m.get("body", b"") for m in sent[1:]),
+            "django": bool(fallback_bodies), "django_body": fallback_bodies[0] if fallback_bodies else None}
+
+
+@pytest.fixture
+def routes():
+    return FastRoutes([FastRoute("POST", r"^/api/v1/drones/heartbeat/?$", "drones.fastpath.heartbeat")],
+                      fallback=None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_plain_heartbeat_is_answered_on_the_event_loop_and_recorded(routes):
+    drone, token = register_drone("fast-1")
+    answer = call(routes, token=token, body=json.dumps({"metrics": METRICS}).encode())
+    assert not answer["django"]
+    assert answer["status"] == 200
+    body = json.loads(answer["body"])
+    assert set(body) == {"action", "status", "heartbeat_interval", "ping_interval"}
+    assert (body["action"], body["status"]) == ("run", "online")
+    drone.refresh_from_db()
+    assert drone.metrics == METRICS
+    assert drone.last_heartbeat_at is not None and drone.first_heartbeat_at == drone.last_heartbeat_at
+    assert JoinToken.objects.get(name="join-fast-1").provisioning_status == "heartbeat"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fast_answer_carries_the_operator_hold(routes):
+    drone, token = register_drone("fast-2")
+    Drone.objects.filter(pk=drone.pk).update(status="paused")
+    answer = call(routes, token=token, body=b'{"metrics": {}}')
+    assert not answer["django"] and json.loads(answer["body"])["action"] == "pause"
+    Drone.objects.filter(pk=drone.pk).update(status="online", stop_requested=True)
+    assert json.loads(call(routes, token=token, body=b"{}")["body"])["action"] == "stop"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("token, body", [
+    ("swarm_abcdefgh_not-a-real-token", b'{"metrics": {}}'),  # unknown token: Django says 401
+    (None, b'{"metrics": {}}'),  # no token
+    ("DRONE", b'{"metrics": [1, 2]}'),  # metrics not an object: Django says 400
+    ("DRONE", b"not json"),
+    ("DRONE", json.dumps({"metrics": {"blob": "x" * 20_000}}).encode()),  # too large
+    ("DRONE", b'{"metrics": {}, "running_build_ids": [7]}'),  # the builds hook must see it
+])
+def test_anything_but_a_plain_heartbeat_goes_to_django_with_its_body(routes, token, body):
+    drone, real_token = register_drone("fast-3")
+    before = Drone.objects.get(pk=drone.pk).last_heartbeat_at
+    answer = call(routes, token=real_token if token == "DRONE" else token, body=body)
+    assert answer["django"] and answer["status"] == 299
+    assert answer["django_body"] == body  # replayed whole, nothing lost to the fast path
+    assert Drone.objects.get(pk=drone.pk).last_heartbeat_at == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_live_server_fast_and_django_answers_agree(live_url):
+    """Over real HTTP: the fast answer equals the view's, and refusals are Django's JSON errors."""
+    from django.test import Client
+
+    drone, token = register_drone("fast-live")
+    headers = {"Authorization": f"Bearer {token}"}
+    fast = httpx.post(f"{live_url}/api/v1/drones/heartbeat", json={"metrics": METRICS}, headers=headers)
+    assert fast.status_code == 200
+    view = Client().post("/api/v1/drones/heartbeat", data={"metrics": METRICS}, content_type="application/json",
+                         HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert view.status_code == 200 and fast.json() == view.json()
+    bad = httpx.post(f"{live_url}/api/v1/drones/heartbeat", json={"metrics": "high"}, headers=headers)
+    assert bad.status_code == 400 and bad.json() == {"error": "invalid", "detail": "metrics must be a JSON object.",
+                                                     "field": "metrics"}
+    forged = httpx.post(f"{live_url}/api/v1/drones/heartbeat", json={}, headers={"Authorization": "Bearer x_y_z"})
+    assert forged.status_code == 401 and forged.json()["error"] == "authentication_failed"
+    assert Drone.objects.get(pk=drone.pk).metrics == METRICS
