@@ -385,3 +385,49 @@ def browser_page(monkeypatch):
         from django.db import connections
 
         connections.close_all()
+
+
+def fast_route_call(routes, method: str, path: str, *, token: str | None, body: bytes) -> dict:
+    """One request through event-loop fast routes (swarm.core.fast_routes.FastRoutes), in this process.
+
+    The fallback stands in for Django: it records the body it was handed and
+    answers 299, so a test sees both whether the fast path answered and that
+    a handed-over body arrives whole. Returns status, headers, body, and
+    `django` / `django_body`.
+    """
+    import asyncio
+
+    from swarm.core import async_db
+
+    sent, fallback_bodies = [], []
+
+    async def fallback(scope, receive, send):
+        message = await receive()
+        fallback_bodies.append(message["body"])
+        await send({"type": "http.response.start", "status": 299, "headers": []})
+        await send({"type": "http.response.body", "body": b"django"})
+
+    routes.fallback = fallback
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if token:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    scope = {"type": "http", "method": method, "path": path, "headers": headers}
+    messages = [{"type": "http.request", "body": body[:5], "more_body": True},
+                {"type": "http.request", "body": body[5:], "more_body": False}]
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    async def run():
+        try:
+            await routes(scope, receive, send)
+        finally:
+            await async_db.close_pools()
+
+    asyncio.run(run())
+    return {"status": sent[0]["status"], "headers": {name.decode(): value.decode() for name, value in sent[0]["headers"]},
+            "body": b"".join(message.get("body", b"") for message in sent[1:]),
+            "django": bool(fallback_bodies), "django_body": fallback_bodies[0] if fallback_bodies else None}

@@ -32,11 +32,24 @@ def emit_log_appended(*, build_id: int, attempt_number: int, log_size: int) -> N
     })
 
 
+def _build_changed(state: str, attempt_number: int) -> dict:
+    return {"type": "build.state", "state": state, "attempt": attempt_number}
+
+
 def emit_build_changed(*, build_id: int, state: str, attempt_number: int) -> None:
     """Tell live viewers that a build changed state or started a new attempt."""
-    _group_send(build_group_name(build_id), {
-        "type": "build.state", "state": state, "attempt": attempt_number,
-    })
+    _group_send(build_group_name(build_id), _build_changed(state, attempt_number))
+
+
+async def emit_build_changed_async(*, build_id: int, state: str, attempt_number: int) -> None:
+    """`emit_build_changed` from code running on the event loop."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        await layer.group_send(build_group_name(build_id), _build_changed(state, attempt_number))
+    except Exception:  # noqa: BLE001 - a live view missing an update must never fail a build
+        logger.warning("could not notify build %s", build_id, exc_info=True)
 
 
 def tell_drone(drone_id: int, message: dict) -> None:

@@ -19,6 +19,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from builds import events
+from builds.claiming import CLAIM_STATEMENT, claim_params, claimed_from_row
 from builds.choices import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -336,65 +337,24 @@ def build_claim(*, drone, free_slots: int = 1, labels: list[str] | None = None) 
                        seconds=time.perf_counter() - started)
 
 
-CLAIM_STATEMENT = """
-WITH held AS (
-    SELECT count(*) AS n FROM builds_build
-    WHERE drone_id = %(drone)s AND state IN ('assigned', 'running', 'canceling')
-), candidate AS (
-    SELECT b.id FROM builds_build b
-    WHERE b.state = 'pending'
-      AND (SELECT n FROM held) < %(capacity)s
-      AND b.required_labels <@ %(labels)s::varchar[]
-      AND NOT (b.avoid_drone_ids @> ARRAY[%(drone)s]::bigint[] AND b.avoid_until IS NOT NULL
-               AND b.avoid_until > %(now)s)
-    ORDER BY b.queue_priority DESC, b.id
-    FOR UPDATE OF b SKIP LOCKED
-    LIMIT 1
-), assigned AS (
-    UPDATE builds_build b
-    SET state = 'assigned', drone_id = %(drone)s, attempt_count = b.attempt_count + 1, assigned_at = %(now)s,
-        ack_deadline = %(ack_deadline)s, lease_expires_at = %(lease_until)s
-    FROM candidate WHERE b.id = candidate.id
-    RETURNING b.id, b.attempt_count
-), attempt AS (
-    INSERT INTO builds_buildattempt (build_id, number, drone_id, state, failure_reason, detail, assigned_at,
-                                     log_size, log_checksum, log_checksum_reported, log_storage_key)
-    SELECT id, attempt_count, %(drone)s, 'assigned', '', '', %(now)s, 0, '', '', '' FROM assigned
-    RETURNING id, build_id, number
-), event AS (
-    INSERT INTO builds_buildevent (build_id, attempt_number, at, kind, actor, detail)
-    SELECT id, attempt_count, %(now)s, 'claimed', %(actor)s, %(detail)s::jsonb FROM assigned
-)
-SELECT id, build_id, number FROM attempt
-"""
-
-
 def _claim_in_one_statement(*, drone, labels, now, lease: int, ack_timeout: int):
     """The claim as one statement (after the drone row lock): capacity, pick, assign, attempt, event.
 
     It runs after the drone lock in a statement of its own, so its snapshot
     sees every earlier claim of this drone; `SKIP LOCKED` passes over builds
-    other drones are claiming right now.
+    other drones are claiming right now. The statement returns the build and
+    its job too (builds/claiming.py).
     """
-    import json
-
     from django.db import connection
 
-    params = {
-        "drone": drone.pk, "capacity": max(int(drone.capacity or 0), 0), "labels": list(labels), "now": now,
-        "ack_deadline": now + timedelta(seconds=ack_timeout), "lease_until": now + timedelta(seconds=lease),
-        "actor": f"drone:{drone.pk}", "detail": json.dumps({"drone": drone.name}),
-    }
+    params = claim_params(drone_id=drone.pk, drone_name=drone.name, capacity=drone.capacity, labels=labels,
+                          now=now, lease=lease, ack_timeout=ack_timeout)
     with connection.cursor() as cursor:
         cursor.execute(CLAIM_STATEMENT, params)
         row = cursor.fetchone()
     if row is None:
         return None
-    attempt_id, build_id, number = row
-    build = Build.objects.select_related("job", "queue").get(pk=build_id)
-    attempt = BuildAttempt(pk=attempt_id, build=build, number=number, drone_id=drone.pk,
-                           state=AttemptState.ASSIGNED, assigned_at=now)
-    return build, attempt
+    return claimed_from_row(row, drone_id=drone.pk, now=now)
 
 
 def _claim_with_queue_limits(*, drone, labels, now, lease: int, ack_timeout: int, limits: _QueueLimits):

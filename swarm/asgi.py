@@ -16,10 +16,12 @@ BUNDLE_UPLOAD_ROUTES = [
     ("POST", r"^/api/v1/bundles/?$"),
     ("PUT", r"^/api/v1/bundles/[0-9A-Fa-f]{64}/?$"),
 ]
-# The heartbeat, the fleet's hottest request, is answered on the event loop when
-# it is a plain one (see swarm/core/fast_routes.py); Django answers the rest.
+# The fleet's hottest requests, heartbeats and build claims, are answered on the
+# event loop when they are plain ones (see swarm/core/fast_routes.py); Django
+# answers the rest.
 FAST_ROUTES = [
     FastRoute("POST", r"^/api/v1/drones/heartbeat/?$", "drones.fastpath.heartbeat", max_body=64 * 1024),
+    FastRoute("POST", r"^/api/v1/builds/request/?$", "builds.fastpath.claim", max_body=16 * 1024),
 ]
 django_http_app = DjangoHTTPApp(streaming_routes=BUNDLE_UPLOAD_ROUTES, fast_routes=FAST_ROUTES)
 

@@ -32,8 +32,8 @@ from builds.api.serializers import (
     TriggerSerializer,
 )
 from builds.choices import ArtifactState, BuildState, TriggerKind
+from builds.claiming import MAX_LOG_PATCH_BYTES, claim_payload
 from builds.models import Artifact, Build, Queue
-from builds.secrets import decrypt_mapping, decrypt_text
 from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
@@ -41,7 +41,6 @@ from swarm.core.principals import READ_SCOPES, WRITE_SCOPES
 
 DRONE_SCOPES = frozenset({TokenScope.DRONE})
 CONTENT_RANGE = re.compile(r"^(?:bytes\s+)?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
-MAX_LOG_PATCH_BYTES = 1024 * 1024
 #: One log read returns at most this much; `X-Log-Offset` says where the next read starts.
 MAX_LOG_READ_BYTES = 4 * 1024 * 1024
 
@@ -75,52 +74,6 @@ class AgentMixin:
         if state:
             response["Job-Status"] = state
         return response
-
-
-def _build_env(build: Build, attempt_number: int) -> dict[str, str]:
-    env = dict(build.job.build_config.get("env", {}))
-    for name, value in (build.params or {}).items():
-        if re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(name)):
-            env[str(name)] = str(value)
-    env.update({
-        "CI": "true",
-        "SWARM_BUILD_ID": str(build.pk),
-        "SWARM_BUILD_NUMBER": str(build.number),
-        "SWARM_BUILD_ATTEMPT": str(attempt_number),
-        "SWARM_JOB_NAME": build.job.name,
-        "SWARM_BRANCH": build.branch,
-        "SWARM_COMMIT_SHA": build.commit_sha,
-    })
-    return env
-
-
-def claim_payload(result: services.ClaimResult) -> dict:
-    """What a drone needs to run a claimed build (the only place secrets leave in clear)."""
-    build, attempt = result.build, result.attempt
-    config = build.job.build_config
-    return {
-        "id": build.pk,
-        "number": build.number,
-        "attempt": attempt.number,
-        "job": {"id": build.job_id, "name": build.job.name},
-        "scm_url": build.job.scm_url,
-        "scm_credential": decrypt_text(build.job.scm_credential_encrypted),
-        "branch": build.branch,
-        "commit_sha": build.commit_sha,
-        "image": config.get("image", ""),
-        "steps": list(config.get("steps", [])),
-        "env": _build_env(build, attempt.number),
-        "secrets": decrypt_mapping(build.job.secrets_encrypted),
-        "artifacts": list(config.get("artifacts", [])),
-        "timeout": build.timeout_seconds,
-        "log_offset": attempt.log_size,
-        "lease_seconds": result.lease_seconds,
-        "lease_expires_at": build.lease_expires_at.isoformat() if build.lease_expires_at else None,
-        "ack_timeout": result.ack_timeout,
-        "update_interval": settings.SWARM_BUILD_UPDATE_INTERVAL,
-        "cancel_grace": settings.SWARM_BUILD_CANCEL_GRACE,
-        "max_log_patch_bytes": MAX_LOG_PATCH_BYTES,
-    }
 
 
 # --- the agent protocol ------------------------------------------------------

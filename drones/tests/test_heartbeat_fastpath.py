@@ -1,5 +1,4 @@
 """The heartbeat on the event loop (drones/fastpath.py) and its hand-off to Django's view."""
-import asyncio
 import json
 
 import httpx
@@ -7,52 +6,20 @@ import pytest
 
 from drones.models import Drone, JoinToken
 from drones.tests.conftest import register_drone
-from swarm.core import async_db
+from conftest import fast_route_call
 from swarm.core.fast_routes import FastRoute, FastRoutes
 
 METRICS = {"cpu_percent": 12.5, "load_1": 0.3}
-
-
-def call(routes: FastRoutes, *, token: str | None, body: bytes, path: str = "/api/v1/drones/heartbeat") -> dict:
-    """Send one request through `routes`; returns what was answered and whether Django (the fallback) answered."""
-    sent, fallback_bodies = [], []
-
-    async def fallback(scope, receive, send):
-        message = await receive()
-        fallback_bodies.append(message["body"])
-        await send({"type": "http.response.start", "status": 299, "headers": []})
-        await send({"type": "http.response.body", "body": b"django"})
-
-    routes.fallback = fallback
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if token:
-        headers.append((b"authorization", f"Bearer {token}".encode()))
-    scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
-    messages = [{"type": "http.request", "body": body[:5], "more_body": True},
-                {"type": "http.request", "body": body[5:], "more_body": False}]
-
-    async def receive():
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message):
-        sent.append(message)
-
-    async def run():
-        try:
-            await routes(scope, receive, send)
-        finally:
-            await async_db.close_pools()
-
-    asyncio.run(run())
-    status = sent[0]["status"]
-    return {"status": status, "body": b"".join(m.get("body", b"") for m in sent[1:]),
-            "django": bool(fallback_bodies), "django_body": fallback_bodies[0] if fallback_bodies else None}
 
 
 @pytest.fixture
 def routes():
     return FastRoutes([FastRoute("POST", r"^/api/v1/drones/heartbeat/?$", "drones.fastpath.heartbeat")],
                       fallback=None)
+
+
+def call(routes, *, token, body):
+    return fast_route_call(routes, "POST", "/api/v1/drones/heartbeat", token=token, body=body)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -55,13 +55,17 @@ class FastRequest:
 
 @dataclass
 class FastResponse:
-    """A JSON answer."""
+    """A JSON answer (no body when `body` is None, e.g. a 204)."""
 
-    body: dict
+    body: dict | None
     status: int = 200
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     async def send(self, send) -> None:
+        if self.body is None:
+            await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
         content = json.dumps(self.body, separators=(",", ":")).encode()
         headers = [*JSON_HEADERS, (b"content-length", str(len(content)).encode()), *self.headers]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})

@@ -1,0 +1,107 @@
+"""The build claim on the event loop (builds/fastpath.py): same claim as the view, and the view for the rest."""
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from builds.models import Build, BuildAttempt, BuildEvent, Queue
+from builds.services import build_cancel, build_trigger
+from builds.tests.factories import make_drone, make_job
+from conftest import fast_route_call, token_client
+from drones.models import Drone
+from swarm.core.fast_routes import FastRoute, FastRoutes
+from swarm.core.models import ApiToken
+from swarm.core.tokens import split_prefix
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TIMING_KEYS = {"id", "number", "lease_expires_at", "env"}
+
+
+@pytest.fixture
+def routes():
+    return FastRoutes([FastRoute("POST", r"^/api/v1/builds/request/?$", "builds.fastpath.claim")], fallback=None)
+
+
+def fast_claim(routes, client, body=None):
+    raw = json.dumps({"free_slots": 1} if body is None else body).encode()
+    return fast_route_call(routes, "POST", "/api/v1/builds/request", token=client.token, body=raw)
+
+
+def test_fast_claim_hands_out_what_the_view_hands_out(routes):
+    job = make_job(steps=["make", "make test"], env={"A": "1"}, labels=["linux"], secrets={"TOKEN": "s3cret"},
+                   artifacts=["dist/*"], scm_credential="user:pw")
+    first = build_trigger(job=job, trigger="api", branch="main", params={"P": "2"})
+    second = build_trigger(job=job, trigger="api", branch="main", params={"P": "2"})
+    _, fast_client = make_drone(labels=["linux"])
+    _, view_client = make_drone(labels=["linux"])
+
+    fast = fast_claim(routes, fast_client)
+    assert not fast["django"] and fast["status"] == 201 and fast["headers"]["job-status"] == "assigned"
+    view = view_client.post("/api/v1/builds/request", {"free_slots": 1}, format="json")
+    assert view.status_code == 201
+    fast_body, view_body = json.loads(fast["body"]), view.json()
+    assert {fast_body["id"], view_body["id"]} == {first.pk, second.pk}
+    assert {k: v for k, v in fast_body.items() if k not in TIMING_KEYS} == \
+        {k: v for k, v in view_body.items() if k not in TIMING_KEYS}
+    assert fast_body["secrets"] == {"TOKEN": "s3cret"} and fast_body["scm_credential"] == "user:pw"
+    assert fast_body["env"]["P"] == "2" and fast_body["env"]["SWARM_BUILD_ID"] == str(fast_body["id"])
+
+    claimed = Build.objects.get(pk=fast_body["id"])
+    assert claimed.state == "assigned" and claimed.drone_id == fast_client.drone.pk and claimed.attempt_count == 1
+    assert BuildAttempt.objects.filter(build=claimed, number=1, drone=fast_client.drone).exists()
+    assert BuildEvent.objects.filter(build=claimed, kind="claimed").exists()
+
+
+def test_nothing_to_claim_paused_drones_and_a_full_drone_get_204(routes):
+    drone, client = make_drone(capacity=1)
+    assert fast_claim(routes, client)["status"] == 204
+    build_trigger(job=make_job(), trigger="api")
+    Drone.objects.filter(pk=drone.pk).update(status="paused")
+    answer = fast_claim(routes, client)
+    assert not answer["django"] and answer["status"] == 204
+    Drone.objects.filter(pk=drone.pk).update(status="online")
+    assert fast_claim(routes, client)["status"] == 201
+    build_trigger(job=make_job(), trigger="api")
+    assert fast_claim(routes, client)["status"] == 204, "capacity 1 is taken"
+    assert fast_claim(routes, client, {"free_slots": 0})["status"] == 204
+
+
+def test_claim_renews_leases_names_canceling_builds_and_marks_the_token_used(routes):
+    drone, client = make_drone(capacity=3)
+    running = build_trigger(job=make_job(), trigger="api")
+    assert fast_claim(routes, client)["status"] == 201
+    soon = timezone.now() + timedelta(seconds=5)
+    Build.objects.filter(pk=running.pk).update(state="running", lease_expires_at=soon)
+    ApiToken.objects.filter(prefix=split_prefix(client.token)).update(last_used_at=None)
+    answer = fast_claim(routes, client)
+    assert answer["status"] == 204 and "swarm-canceling-builds" not in answer["headers"]
+    assert Build.objects.get(pk=running.pk).lease_expires_at > soon
+    assert ApiToken.objects.get(prefix=split_prefix(client.token)).last_used_at is not None
+    build_cancel(build=Build.objects.get(pk=running.pk))
+    answer = fast_claim(routes, client)
+    assert answer["headers"]["swarm-canceling-builds"] == str(running.pk)
+
+
+@pytest.mark.parametrize("body", [
+    {"free_slots": "1"}, {"free_slots": -1}, {"free_slots": True}, {"labels": "linux"}, {"labels": [" linux"]},
+    [1, 2],
+])
+def test_a_body_the_view_would_judge_goes_to_the_view_unchanged(routes, body):
+    build_trigger(job=make_job(), trigger="api")
+    _, client = make_drone()
+    answer = fast_claim(routes, client, body)
+    assert answer["django"] and json.loads(answer["django_body"]) == body
+    assert Build.objects.filter(state="pending").count() == 1
+
+
+def test_queue_limits_and_foreign_tokens_go_to_the_view(routes):
+    build_trigger(job=make_job(), trigger="api")
+    _, client = make_drone()
+    Queue.objects.filter(name="default").update(max_concurrent=5)
+    assert fast_claim(routes, client)["django"]
+    Queue.objects.filter(name="default").update(max_concurrent=None)
+    assert fast_claim(routes, token_client("admin"))["django"]
+    assert Build.objects.filter(state="pending").count() == 1
+    assert fast_claim(routes, client)["status"] == 201
