@@ -387,7 +387,8 @@ def browser_page(monkeypatch):
         connections.close_all()
 
 
-def fast_route_call(routes, method: str, path: str, *, token: str | None, body: bytes) -> dict:
+def fast_route_call(routes, method: str, path: str, *, token: str | None, body: bytes,
+                    headers: dict[str, str] | None = None) -> dict:
     """One request through event-loop fast routes (swarm.core.fast_routes.FastRoutes), in this process.
 
     The fallback stands in for Django: it records the body it was handed and
@@ -408,10 +409,11 @@ def fast_route_call(routes, method: str, path: str, *, token: str | None, body: 
         await send({"type": "http.response.body", "body": b"django"})
 
     routes.fallback = fallback
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    scope_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    scope_headers += [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
     if token:
-        headers.append((b"authorization", f"Bearer {token}".encode()))
-    scope = {"type": "http", "method": method, "path": path, "headers": headers}
+        scope_headers.append((b"authorization", f"Bearer {token}".encode()))
+    scope = {"type": "http", "method": method, "path": path, "headers": scope_headers}
     messages = [{"type": "http.request", "body": body[:5], "more_body": True},
                 {"type": "http.request", "body": body[5:], "more_body": False}]
 

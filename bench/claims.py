@@ -71,6 +71,17 @@ def reset_to_pending() -> None:
         cursor.execute("DELETE FROM builds_buildattempt")
         cursor.execute("UPDATE builds_build SET state = 'pending', drone_id = NULL, attempt_count = 0, "
                        "assigned_at = NULL, ack_deadline = NULL, lease_expires_at = NULL")
+    vacuum()
+
+
+def vacuum() -> None:
+    """Both phases start from a freshly vacuumed queue (no dead rows left by seeding or the other phase)."""
+    import psycopg
+    from django.db import connection
+
+    with psycopg.connect(**{**connection.get_connection_params(), "autocommit": True}) as raw:
+        for table in ("builds_build", "builds_buildattempt", "builds_buildevent"):
+            raw.execute(f"VACUUM ANALYZE {table}")
 
 
 async def endpoint_phase(url: str, drones: list[tuple[int, str]]) -> dict:
@@ -161,6 +172,7 @@ def main() -> int:
     database_url = prepare_environment("claims")
     log(f"seeding {args.builds} builds and {args.claimers} drones")
     drones = seed(args.builds, args.claimers)
+    vacuum()
     from django.db import connection
 
     connection.close()

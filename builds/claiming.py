@@ -17,10 +17,8 @@ from django.db import models
 
 from builds.choices import AttemptState
 from builds.models import Build, BuildAttempt, Job
+from builds.protocol import MAX_LOG_PATCH_BYTES
 from builds.secrets import decrypt_mapping, decrypt_text
-
-#: The largest log PATCH a drone may send (told to it in the claim payload).
-MAX_LOG_PATCH_BYTES = 1024 * 1024
 
 BUILD_FIELDS = [field for field in Build._meta.concrete_fields]
 JOB_FIELDS = [field for field in Job._meta.concrete_fields]

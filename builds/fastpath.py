@@ -1,21 +1,25 @@
-"""The build claim answered on the server's event loop (see swarm/core/fast_routes.py).
+"""Build claims and log appends answered on the server's event loop (see swarm/core/fast_routes.py).
 
-`POST /api/v1/builds/request` is what every idle drone sends in a loop. The
-view (BuildRequestView → services.build_claim) costs about ten round trips
-to the database; here the same claim takes two statements in one
-transaction on an async connection:
+`POST /api/v1/builds/request` is what every idle drone sends in a loop, and a
+running build streams its log as `PATCH /api/v1/builds/<id>/log`. Through
+the views each costs about ten round trips to the database; here each takes
+two statements in one transaction on an async connection. Both start with
+the agent CTEs (the drone token checked and its `last_used_at` touched as the
+bearer authentication does; the leases of the drone's running builds renewed
+as every agent call does), then:
 
-1. the drone token is checked (and its `last_used_at` touched, as the bearer
-   authentication does), the leases of the drone's running builds renewed
-   (as every agent call does), the drone row locked, and the drone's
-   canceling builds and whether any queue has limits read back;
-2. the shared claim statement (builds/claiming.py) picks, assigns and
-   returns the build with its job, as the view's path does.
+- claim: the drone row locked with its canceling builds and whether any
+  queue has limits read back; then the shared claim statement
+  (builds/claiming.py) picks, assigns and returns the build with its job;
+- log: the current attempt locked; then the chunk inserted and the log size
+  moved on.
 
-It answers only what it is sure of; Django's view answers the rest: a body
-the serializer would refuse, an unknown or foreign token, a drone that is
-gone, and any queue with a concurrency cap or a tenant rate limit (the view
-applies those step by step under the queue lock).
+They answer only what they are sure of; the views answer the rest (every
+refusal among them): a body the serializer would refuse, an unknown or
+foreign token, a build or drone that is gone, a queue with a concurrency cap
+or a tenant rate limit (applied step by step under the queue lock), a log
+patch at the wrong offset (416), for a superseded attempt (409), or past
+the log's size limit.
 """
 from __future__ import annotations
 
@@ -28,13 +32,18 @@ from django.utils import timezone
 from builds import events, metrics
 from builds.choices import BuildState
 from builds.claiming import CLAIM_STATEMENT, claim_params, claim_payload, claimed_from_row
+from builds.protocol import CONTENT_RANGE, MAX_LOG_PATCH_BYTES
 from builds.services import NO_NEW_WORK_STATUSES, ClaimResult
 from swarm.core import async_db
 from swarm.core.authentication import LAST_USED_PRECISION
 from swarm.core.fast_routes import FastRequest, FastResponse
 from swarm.core.tokens import split_prefix, token_digest
 
-CLAIM_CONTEXT_SQL = """
+# What every agent call does first: check the drone token (touching its
+# last_used_at as the bearer authentication does) and renew the leases of the
+# drone's running builds (any agent call proves it alive). A statement starts
+# with these and goes on from the `token` CTE.
+AGENT_CTES = """
 WITH token AS (
     SELECT t.id AS token_id,
            CASE WHEN t.subject_id ~ '^[0-9]{1,18}$' THEN CAST(t.subject_id AS bigint) END AS drone_id
@@ -49,6 +58,9 @@ WITH token AS (
     WHERE drone_id = (SELECT drone_id FROM token) AND state IN ('running', 'canceling')
       AND lease_expires_at < %(renew_before)s
 )
+"""
+
+CLAIM_CONTEXT_SQL = AGENT_CTES + """
 SELECT d.id, d.name, d.status, d.labels, d.capacity,
        EXISTS (SELECT 1 FROM builds_queue q
                WHERE q.max_concurrent IS NOT NULL OR q.tenant_rate_limit_per_minute IS NOT NULL) AS limited,
@@ -56,6 +68,31 @@ SELECT d.id, d.name, d.status, d.labels, d.capacity,
 FROM drones_drone d WHERE d.id = (SELECT drone_id FROM token)
 FOR UPDATE OF d
 """
+
+# The current attempt of a build this drone holds, locked (lock order: build, then attempt).
+LOG_CONTEXT_SQL = AGENT_CTES + """
+SELECT a.id, a.number, a.log_size, a.log_storage_key, b.state
+FROM builds_build b JOIN builds_buildattempt a ON a.build_id = b.id AND a.number = b.attempt_count
+WHERE b.id = %(build)s AND b.drone_id = (SELECT drone_id FROM token) AND a.drone_id = b.drone_id
+FOR UPDATE OF a
+"""
+
+LOG_APPEND_SQL = """
+WITH chunk AS (
+    INSERT INTO builds_buildlogchunk (attempt_id, "offset", data) VALUES (%(attempt)s, %(offset)s, %(data)s)
+)
+UPDATE builds_buildattempt SET log_size = %(size)s WHERE id = %(attempt)s
+"""
+
+
+def agent_params(token: str, now) -> dict | None:
+    """AGENT_CTES' parameters for a presented token; None when it is malformed."""
+    prefix = split_prefix(token or "")
+    if prefix is None:
+        return None
+    lease = settings.SWARM_BUILD_LEASE_SECONDS
+    return {"prefix": prefix, "digest": token_digest(token), "now": now, "used_before": now - LAST_USED_PRECISION,
+            "lease_until": now + timedelta(seconds=lease), "renew_before": now + timedelta(seconds=lease - 1)}
 
 
 class _HandToDjango(Exception):
@@ -78,19 +115,15 @@ def _claim_request(body) -> tuple[int, list[str] | None] | None:
 
 async def claim(request: FastRequest) -> FastResponse | None:
     """`POST /api/v1/builds/request`: 201 with a build, 204 with none — or None for the view to answer."""
-    token = request.bearer_token()
-    wanted = _claim_request(request.json())
-    prefix = split_prefix(token or "")
-    if token is None or wanted is None or prefix is None:
-        return None
-    free_slots, labels = wanted
     started = time.perf_counter()
     now = timezone.now()
+    wanted = _claim_request(request.json())
+    context_params = agent_params(request.bearer_token(), now)
+    if wanted is None or context_params is None:
+        return None
+    free_slots, labels = wanted
     lease = settings.SWARM_BUILD_LEASE_SECONDS
     ack_timeout = settings.SWARM_BUILD_ACK_TIMEOUT
-    context_params = {"prefix": prefix, "digest": token_digest(token), "now": now,
-                      "used_before": now - LAST_USED_PRECISION, "lease_until": now + timedelta(seconds=lease),
-                      "renew_before": now + timedelta(seconds=lease - 1)}
     claimed = None
     pool = await async_db.pool()
     try:
@@ -121,3 +154,51 @@ async def claim(request: FastRequest) -> FastResponse | None:
                          seconds=time.perf_counter() - started)
     return FastResponse(claim_payload(result), status=201,
                         headers=[(b"job-status", build.state.encode()), *headers])
+
+
+def _log_patch(request: FastRequest) -> tuple[int, int, bytes, int | None] | None:
+    """(build id, start, data, attempt number) of a log PATCH the view would accept as it is, else None."""
+    match = CONTENT_RANGE.match(request.headers.get("content-range", "").strip())
+    data = request.body
+    if not match or not data or len(data) > MAX_LOG_PATCH_BYTES:
+        return None
+    start, end = int(match.group(1)), int(match.group(2))
+    if end < start or end - start + 1 != len(data):
+        return None
+    attempt_header = request.headers.get("build-attempt")
+    attempt_number = int(attempt_header) if attempt_header and attempt_header.isdigit() else None
+    return int(request.path_params["build_id"]), start, data, attempt_number
+
+
+async def log_append(request: FastRequest) -> FastResponse | None:
+    """`PATCH /api/v1/builds/<id>/log` at the right offset of the drone's current attempt — else the view answers.
+
+    Two statements in one transaction: the agent CTEs with the attempt row
+    locked, then the chunk insert with the new log size. A wrong offset (416
+    with the stored size), a superseded attempt (409), an archived log, a log
+    over its size limit or an empty patch all go to the view.
+    """
+    patch = _log_patch(request)
+    params = agent_params(request.bearer_token(), timezone.now())
+    if patch is None or params is None:
+        return None
+    build_id, start, data, attempt_number = patch
+    pool = await async_db.pool()
+    try:
+        async with pool.connection() as connection, connection.transaction():
+            cursor = await connection.execute(LOG_CONTEXT_SQL, {**params, "build": build_id})
+            row = await cursor.fetchone()
+            if row is None:
+                raise _HandToDjango
+            attempt_id, number, log_size, storage_key, state = row
+            if (storage_key or start != log_size or (attempt_number is not None and attempt_number != number)
+                    or log_size + len(data) > settings.SWARM_BUILD_LOG_MAX_BYTES):
+                raise _HandToDjango
+            size = log_size + len(data)
+            await connection.execute(LOG_APPEND_SQL, {"attempt": attempt_id, "offset": start, "data": data,
+                                                      "size": size})
+    except _HandToDjango:
+        return None
+    await events.emit_log_appended_async(build_id=build_id, attempt_number=number, log_size=size)
+    return FastResponse(None, status=202, headers=[(b"range", f"0-{size}".encode()),
+                                                   (b"job-status", state.encode())])

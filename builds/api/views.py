@@ -5,7 +5,6 @@ Runner's header), so an agent learns of a cancel from any call it makes.
 """
 from __future__ import annotations
 
-import re
 
 from django.conf import settings
 from django.db import transaction
@@ -32,15 +31,15 @@ from builds.api.serializers import (
     TriggerSerializer,
 )
 from builds.choices import ArtifactState, BuildState, TriggerKind
-from builds.claiming import MAX_LOG_PATCH_BYTES, claim_payload
+from builds.claiming import claim_payload
 from builds.models import Artifact, Build, Queue
+from builds.protocol import CONTENT_RANGE, MAX_LOG_PATCH_BYTES
 from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.principals import READ_SCOPES, WRITE_SCOPES
 
 DRONE_SCOPES = frozenset({TokenScope.DRONE})
-CONTENT_RANGE = re.compile(r"^(?:bytes\s+)?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 #: One log read returns at most this much; `X-Log-Offset` says where the next read starts.
 MAX_LOG_READ_BYTES = 4 * 1024 * 1024
 

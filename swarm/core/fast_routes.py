@@ -39,6 +39,8 @@ class FastRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+    #: The named groups of the route's path pattern (e.g. `build_id`).
+    path_params: dict[str, str] = field(default_factory=dict)
 
     def json(self):
         """The body as JSON, or None when it is not JSON."""
@@ -151,6 +153,7 @@ class FastRoutes:
         request = FastRequest(
             method=scope["method"], path=scope["path"], body=body,
             headers={name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]},
+            path_params=route.pattern.match(scope["path"]).groupdict(),
         )
         try:
             response = await route.handler(request)

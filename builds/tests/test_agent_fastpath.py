@@ -1,4 +1,5 @@
-"""The build claim on the event loop (builds/fastpath.py): same claim as the view, and the view for the rest."""
+"""Claims and log appends on the event loop (builds/fastpath.py): the views' effects, and the views for the rest."""
+import hashlib
 import json
 from datetime import timedelta
 
@@ -6,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from builds.models import Build, BuildAttempt, BuildEvent, Queue
-from builds.services import build_cancel, build_trigger
+from builds.services import attempt_log_checksum, build_cancel, build_claim, build_set_running, build_trigger
 from builds.tests.factories import make_drone, make_job
 from conftest import fast_route_call, token_client
 from drones.models import Drone
@@ -21,7 +22,11 @@ TIMING_KEYS = {"id", "number", "lease_expires_at", "env"}
 
 @pytest.fixture
 def routes():
-    return FastRoutes([FastRoute("POST", r"^/api/v1/builds/request/?$", "builds.fastpath.claim")], fallback=None)
+    return FastRoutes([
+        FastRoute("POST", r"^/api/v1/builds/request/?$", "builds.fastpath.claim"),
+        FastRoute("PATCH", r"^/api/v1/builds/(?P<build_id>[0-9]{1,18})/log/?$", "builds.fastpath.log_append",
+                  max_body=1024 * 1024),
+    ], fallback=None)
 
 
 def fast_claim(routes, client, body=None):
@@ -105,3 +110,55 @@ def test_queue_limits_and_foreign_tokens_go_to_the_view(routes):
     assert fast_claim(routes, token_client("admin"))["django"]
     assert Build.objects.filter(state="pending").count() == 1
     assert fast_claim(routes, client)["status"] == 201
+
+
+def running_build(capacity: int = 1):
+    """A build claimed and started by a fresh drone; returns (build, drone client)."""
+    build = build_trigger(job=make_job(), trigger="api")
+    drone, client = make_drone(capacity=capacity)
+    build_claim(drone=drone)
+    build_set_running(build_id=build.pk, drone=drone)
+    return build, client
+
+
+def patch_log(routes, client, build_id: int, start: int, data: bytes, attempt: int | None = None):
+    headers = {"Content-Range": f"{start}-{start + len(data) - 1}"}
+    if attempt is not None:
+        headers["Build-Attempt"] = str(attempt)
+    return fast_route_call(routes, "PATCH", f"/api/v1/builds/{build_id}/log", token=client.token, body=data,
+                           headers=headers)
+
+
+def test_log_appends_in_order_are_stored_on_the_event_loop(routes):
+    build, client = running_build()
+    pieces = [b"step 1\n", b"\x00\xffbinary-safe\n" * 500, b"done\n"]
+    offset = 0
+    for piece in pieces:
+        answer = patch_log(routes, client, build.pk, offset, piece, attempt=1)
+        offset += len(piece)
+        assert not answer["django"] and answer["status"] == 202
+        assert answer["headers"]["range"] == f"0-{offset}" and answer["headers"]["job-status"] == "running"
+    attempt = BuildAttempt.objects.get(build=build, number=1)
+    assert attempt.log_size == offset
+    assert attempt_log_checksum(attempt) == "sha256:" + hashlib.sha256(b"".join(pieces)).hexdigest()
+
+
+def test_log_patches_the_view_must_judge_go_to_it_whole(routes):
+    build, client = running_build()
+    assert patch_log(routes, client, build.pk, 0, b"first\n")["status"] == 202
+    cases = [
+        (build.pk, 0, b"again\n", None),  # wrong offset: the view answers 416 with the stored size
+        (build.pk, 6, b"more\n", 2),  # an attempt that is not the current one: 409
+        (build.pk + 1000, 0, b"x", None),  # not this drone's build
+    ]
+    for build_id, start, data, attempt in cases:
+        answer = patch_log(routes, client, build_id, start, data, attempt)
+        assert answer["django"] and answer["django_body"] == data
+    _, other = make_drone()
+    assert patch_log(routes, other, build.pk, 6, b"more\n")["django"]
+    mismatched = fast_route_call(routes, "PATCH", f"/api/v1/builds/{build.pk}/log", token=client.token,
+                                 body=b"abc", headers={"content-range": "6-99"})
+    assert mismatched["django"]
+    BuildAttempt.objects.filter(build=build).update(log_storage_key="logs/archived")
+    assert patch_log(routes, client, build.pk, 6, b"more\n")["django"]
+    assert BuildAttempt.objects.get(build=build).log_size == 6
