@@ -119,6 +119,41 @@ async def endpoint_phase(url: str, drones: list[tuple[int, str]]) -> dict:
     return {"elapsed": elapsed, "claimed": claimed, "latencies": latencies, "errors": dict(errors)}
 
 
+def cpu_seconds(server_pid: int | None = None) -> dict[str, float]:
+    """CPU seconds so far of this process, the server's process tree, and every PostgreSQL process on the machine.
+
+    PostgreSQL's share is all its processes' (a shared server has other
+    clients too; on a quiet machine it is this benchmark's).
+    """
+    import psutil
+
+    def seconds(processes) -> float:
+        total = 0.0
+        for process in processes:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+        return total
+
+    result = {"client": seconds([psutil.Process()]),
+              "database": seconds(p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres",
+                                                                                                  "postgresql"))}
+    if server_pid:
+        try:
+            root = psutil.Process(server_pid)
+            result["server"] = seconds([root, *root.children(recursive=True)])
+        except psutil.Error:
+            result["server"] = 0.0
+    return result
+
+
+def cpu_ms_per_claim(before: dict, after: dict, claims: int) -> dict:
+    return {f"{name}_cpu_ms_per_claim": round((after[name] - before[name]) * 1000 / max(claims, 1), 3)
+            for name in after if name in before}
+
+
 def available_connections(database_url: str, wanted: int) -> int:
     """How many more connections the server accepts now, keeping 10 spare for everyone else."""
     import psycopg
@@ -181,7 +216,9 @@ def main() -> int:
     log(f"endpoint phase: {args.claimers} claimers against {server.url}")
     import loadgen
 
+    cpu_before = cpu_seconds(server.process.pid)
     endpoint = loadgen.run(endpoint_phase(server.url, drones))
+    endpoint_cpu = cpu_ms_per_claim(cpu_before, cpu_seconds(server.process.pid), len(endpoint["claimed"]))
     server.stop()
     from builds.models import Build, BuildAttempt
 
@@ -193,7 +230,9 @@ def main() -> int:
     connection.close()
     raw_connections = available_connections(database_url, args.claimers)
     log(f"raw phase: {raw_connections} psycopg threads, one connection each")
+    cpu_before = cpu_seconds()
     raw = raw_phase(database_url, drones, raw_connections)
+    raw_cpu = cpu_ms_per_claim(cpu_before, cpu_seconds(), len(raw["claimed"]))
     raw_doubles = sum(1 for n in Counter(raw["claimed"]).values() if n > 1)
     endpoint_rate = len(endpoint["claimed"]) / endpoint["elapsed"]
     raw_rate = len(raw["claimed"]) / raw["elapsed"]
@@ -209,10 +248,12 @@ def main() -> int:
         "endpoint_p99_ms": round(percentile(endpoint["latencies"], 0.99) * 1000, 2),
         "endpoint_errors": endpoint["errors"],
         "endpoint_left_pending": endpoint_left,
+        "endpoint_cpu": endpoint_cpu,
         "raw_connections": raw_connections,
         "raw_claims": len(raw["claimed"]),
         "raw_claims_per_s": round(raw_rate, 1),
         "raw_p99_ms": round(percentile(raw["latencies"], 0.99) * 1000, 2),
+        "raw_cpu": raw_cpu,
         "ratio": round(endpoint_rate / raw_rate, 3) if raw_rate else None,
         "double_assignments": endpoint_doubles + raw_doubles,
         "target_ratio": 0.5,

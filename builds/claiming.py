@@ -28,47 +28,69 @@ def _columns(alias: str, fields) -> str:
     return ", ".join(f'{alias}."{field.column}"' for field in fields)
 
 
-CLAIM_STATEMENT = f"""
-WITH held AS (
+def claim_statement(drone_ctes: str) -> str:
+    """The claim statement after `drone_ctes`, which must define a one-row (or empty) CTE `drone`.
+
+    `drone` has the columns `id`, `name`, `capacity` and `labels` (varchar[]):
+    the drone claiming, or no row when it may not claim (then nothing is
+    claimed). The statement checks the drone's capacity, picks the best
+    pending build its labels allow with `SKIP LOCKED`, assigns it, adds the
+    attempt and the event, and returns the attempt with the build and its job.
+    """
+    return f"""
+WITH {drone_ctes}, held AS (
     SELECT count(*) AS n FROM builds_build
-    WHERE drone_id = %(drone)s AND state IN ('assigned', 'running', 'canceling')
+    WHERE drone_id = (SELECT id FROM drone) AND state IN ('assigned', 'running', 'canceling')
 ), candidate AS (
-    SELECT b.id FROM builds_build b
+    SELECT b.id FROM builds_build b, drone
     WHERE b.state = 'pending'
-      AND (SELECT n FROM held) < %(capacity)s
-      AND b.required_labels <@ %(labels)s::varchar[]
-      AND NOT (b.avoid_drone_ids @> ARRAY[%(drone)s]::bigint[] AND b.avoid_until IS NOT NULL
+      AND (SELECT n FROM held) < drone.capacity
+      AND b.required_labels <@ drone.labels
+      AND NOT (b.avoid_drone_ids @> ARRAY[drone.id]::bigint[] AND b.avoid_until IS NOT NULL
                AND b.avoid_until > %(now)s)
     ORDER BY b.queue_priority DESC, b.id
     FOR UPDATE OF b SKIP LOCKED
     LIMIT 1
 ), assigned AS (
     UPDATE builds_build b
-    SET state = 'assigned', drone_id = %(drone)s, attempt_count = b.attempt_count + 1, assigned_at = %(now)s,
-        ack_deadline = %(ack_deadline)s, lease_expires_at = %(lease_until)s
+    SET state = 'assigned', drone_id = (SELECT id FROM drone), attempt_count = b.attempt_count + 1,
+        assigned_at = %(now)s, ack_deadline = %(ack_deadline)s, lease_expires_at = %(lease_until)s
     FROM candidate WHERE b.id = candidate.id
     RETURNING b.*
 ), attempt AS (
     INSERT INTO builds_buildattempt (build_id, number, drone_id, state, failure_reason, detail, assigned_at,
                                      log_size, log_checksum, log_checksum_reported, log_storage_key)
-    SELECT id, attempt_count, %(drone)s, 'assigned', '', '', %(now)s, 0, '', '', '' FROM assigned
-    RETURNING id, build_id, number
+    SELECT id, attempt_count, (SELECT id FROM drone), 'assigned', '', '', %(now)s, 0, '', '', '' FROM assigned
+    RETURNING id, build_id, number, drone_id
 ), event AS (
     INSERT INTO builds_buildevent (build_id, attempt_number, at, kind, actor, detail)
-    SELECT id, attempt_count, %(now)s, 'claimed', %(actor)s, %(detail)s::jsonb FROM assigned
+    SELECT assigned.id, assigned.attempt_count, %(now)s, 'claimed', 'drone:' || drone.id,
+           jsonb_build_object('drone', drone.name)
+    FROM assigned, drone
 )
-SELECT attempt.id, attempt.number, {_columns("assigned", BUILD_FIELDS)}, {_columns("job", JOB_FIELDS)}
+SELECT attempt.id, attempt.number, attempt.drone_id, {_columns("assigned", BUILD_FIELDS)},
+       {_columns("job", JOB_FIELDS)}
 FROM attempt JOIN assigned ON assigned.id = attempt.build_id JOIN builds_job job ON job.id = assigned.job_id
 """
 
 
+#: The claim for a drone whose row the caller has locked and read (services.build_claim).
+CLAIM_STATEMENT = claim_statement("""drone AS (
+    SELECT %(drone)s::bigint AS id, %(drone_name)s::text AS name, %(capacity)s::integer AS capacity,
+           %(labels)s::varchar[] AS labels
+)""")
+
+
+def claim_times(*, now, lease: int, ack_timeout: int) -> dict:
+    """The time parameters of the claim statement."""
+    return {"now": now, "ack_deadline": now + timedelta(seconds=ack_timeout),
+            "lease_until": now + timedelta(seconds=lease)}
+
+
 def claim_params(*, drone_id: int, drone_name: str, capacity: int, labels, now, lease: int, ack_timeout: int) -> dict:
     """CLAIM_STATEMENT's parameters."""
-    return {
-        "drone": drone_id, "capacity": max(int(capacity or 0), 0), "labels": list(labels), "now": now,
-        "ack_deadline": now + timedelta(seconds=ack_timeout), "lease_until": now + timedelta(seconds=lease),
-        "actor": f"drone:{drone_id}", "detail": json.dumps({"drone": drone_name}),
-    }
+    return {"drone": drone_id, "drone_name": drone_name, "capacity": max(int(capacity or 0), 0),
+            "labels": list(labels), **claim_times(now=now, lease=lease, ack_timeout=ack_timeout)}
 
 
 def _instance(model, fields, values):
@@ -77,11 +99,11 @@ def _instance(model, fields, values):
     return model.from_db("default", [field.attname for field in fields], decoded)
 
 
-def claimed_from_row(row, *, drone_id: int, now) -> tuple[Build, BuildAttempt]:
-    """The assigned build (with its job) and its new attempt from CLAIM_STATEMENT's row."""
-    attempt_id, number = row[0], row[1]
-    build_values = row[2:2 + len(BUILD_FIELDS)]
-    job_values = row[2 + len(BUILD_FIELDS):]
+def claimed_from_row(row, *, now) -> tuple[Build, BuildAttempt]:
+    """The assigned build (with its job) and its new attempt from the claim statement's row."""
+    attempt_id, number, drone_id = row[0], row[1], row[2]
+    build_values = row[3:3 + len(BUILD_FIELDS)]
+    job_values = row[3 + len(BUILD_FIELDS):]
     build = _instance(Build, BUILD_FIELDS, build_values)
     build.job = _instance(Job, JOB_FIELDS, job_values)
     attempt = BuildAttempt(pk=attempt_id, build=build, number=number, drone_id=drone_id,

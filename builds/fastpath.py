@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from builds import events, metrics
 from builds.choices import BuildState
-from builds.claiming import CLAIM_STATEMENT, claim_params, claim_payload, claimed_from_row
+from builds.claiming import claim_payload, claim_statement, claim_times, claimed_from_row
 from builds.protocol import CONTENT_RANGE, MAX_LOG_PATCH_BYTES
 from builds.services import NO_NEW_WORK_STATUSES, ClaimResult
 from swarm.core import async_db
@@ -43,14 +43,16 @@ from swarm.core.tokens import split_prefix, token_digest
 # last_used_at as the bearer authentication does) and renew the leases of the
 # drone's running builds (any agent call proves it alive). A statement starts
 # with these and goes on from the `token` CTE.
-AGENT_CTES = """
-WITH token AS (
+TOKEN_CTE = """token AS (
     SELECT t.id AS token_id,
            CASE WHEN t.subject_id ~ '^[0-9]{1,18}$' THEN CAST(t.subject_id AS bigint) END AS drone_id
     FROM core_apitoken t
     WHERE t.prefix = %(prefix)s AND t.digest = %(digest)s AND t.scope = 'drone' AND t.subject_type = 'drone'
       AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > %(now)s)
-), used AS (
+)"""
+
+AGENT_CTES = f"""
+WITH {TOKEN_CTE}, used AS (
     UPDATE core_apitoken SET last_used_at = %(now)s
     WHERE id = (SELECT token_id FROM token) AND (last_used_at IS NULL OR last_used_at < %(used_before)s)
 ), renewed AS (
@@ -61,13 +63,29 @@ WITH token AS (
 """
 
 CLAIM_CONTEXT_SQL = AGENT_CTES + """
-SELECT d.id, d.name, d.status, d.labels, d.capacity,
+SELECT d.id,
        EXISTS (SELECT 1 FROM builds_queue q
                WHERE q.max_concurrent IS NOT NULL OR q.tenant_rate_limit_per_minute IS NOT NULL) AS limited,
        ARRAY(SELECT b.id FROM builds_build b WHERE b.drone_id = d.id AND b.state = 'canceling' ORDER BY b.id)
 FROM drones_drone d WHERE d.id = (SELECT drone_id FROM token)
 FOR UPDATE OF d
 """
+
+# The claim itself, right after CLAIM_CONTEXT_SQL in the same transaction: it
+# runs after that statement took the drone's row lock, so its snapshot sees
+# every earlier claim of the drone. It reads the drone again (by the token) and
+# claims nothing when the drone may not take work or a queue has limits (the
+# view handles those). The drone's labels win; the request's apply when it has none.
+FAST_CLAIM_SQL = claim_statement(TOKEN_CTE + """, drone AS (
+    SELECT d.id, d.name, d.capacity,
+           CASE WHEN jsonb_typeof(d.labels) = 'array' AND jsonb_array_length(d.labels) > 0
+                THEN ARRAY(SELECT jsonb_array_elements_text(d.labels))::varchar[]
+                ELSE %(labels)s::varchar[] END AS labels
+    FROM drones_drone d
+    WHERE d.id = (SELECT drone_id FROM token) AND %(free_slots)s >= 1 AND NOT (d.status = ANY(%(no_new_work)s))
+      AND NOT EXISTS (SELECT 1 FROM builds_queue q
+                      WHERE q.max_concurrent IS NOT NULL OR q.tenant_rate_limit_per_minute IS NOT NULL)
+)""")
 
 # The current attempt of a build this drone holds, locked (lock order: build, then attempt).
 LOG_CONTEXT_SQL = AGENT_CTES + """
@@ -124,25 +142,21 @@ async def claim(request: FastRequest) -> FastResponse | None:
     free_slots, labels = wanted
     lease = settings.SWARM_BUILD_LEASE_SECONDS
     ack_timeout = settings.SWARM_BUILD_ACK_TIMEOUT
-    claimed = None
+    statement_params = {**context_params, **claim_times(now=now, lease=lease, ack_timeout=ack_timeout),
+                    "labels": labels or [], "free_slots": free_slots, "no_new_work": list(NO_NEW_WORK_STATUSES)}
     pool = await async_db.pool()
-    try:
-        async with pool.connection() as connection, connection.transaction():
-            cursor = await connection.execute(CLAIM_CONTEXT_SQL, context_params)
-            drone = await cursor.fetchone()
-            if drone is None or drone[5]:
-                raise _HandToDjango
-            drone_id, drone_name, status, drone_labels, capacity, _, canceling = drone
-            if free_slots >= 1 and status not in NO_NEW_WORK_STATUSES:
-                params = claim_params(drone_id=drone_id, drone_name=drone_name, capacity=capacity,
-                                      labels=list(drone_labels or labels or []), now=now, lease=lease,
-                                      ack_timeout=ack_timeout)
-                cursor = await connection.execute(CLAIM_STATEMENT, params)
-                row = await cursor.fetchone()
-                if row is not None:
-                    claimed = claimed_from_row(row, drone_id=drone_id, now=now)
-    except _HandToDjango:
-        return None
+    async with pool.connection() as connection:
+        # Not in pipeline mode: psycopg's async pipeline polls the socket while it waits and costs
+        # more CPU than the round trips it saves.
+        async with connection.transaction():
+            context = await connection.execute(CLAIM_CONTEXT_SQL, context_params)
+            claim_cursor = await connection.execute(FAST_CLAIM_SQL, statement_params)
+        drone = await context.fetchone()
+        row = await claim_cursor.fetchone()
+    if drone is None or drone[1]:
+        return None  # no such drone token, or queue limits: nothing was claimed; the view answers
+    canceling = drone[2]
+    claimed = claimed_from_row(row, now=now) if row is not None else None
     headers = [(b"swarm-canceling-builds", ",".join(str(pk) for pk in canceling).encode())] if canceling else []
     metrics.CLAIM_SECONDS.observe(time.perf_counter() - started)
     if claimed is None:

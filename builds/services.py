@@ -354,7 +354,7 @@ def _claim_in_one_statement(*, drone, labels, now, lease: int, ack_timeout: int)
         row = cursor.fetchone()
     if row is None:
         return None
-    return claimed_from_row(row, drone_id=drone.pk, now=now)
+    return claimed_from_row(row, now=now)
 
 
 def _claim_with_queue_limits(*, drone, labels, now, lease: int, ack_timeout: int, limits: _QueueLimits):
