@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "_support"))
+from cpu import postgres_seconds, tree_seconds  # noqa: E402
 from harness import Server, log, percentile, prepare_environment  # noqa: E402
 
 RAW_CLAIM = """
@@ -119,33 +121,11 @@ async def endpoint_phase(url: str, drones: list[tuple[int, str]]) -> dict:
     return {"elapsed": elapsed, "claimed": claimed, "latencies": latencies, "errors": dict(errors)}
 
 
-def cpu_seconds(server_pid: int | None = None) -> dict[str, float]:
-    """CPU seconds so far of this process, the server's process tree, and every PostgreSQL process on the machine.
-
-    PostgreSQL's share is all its processes' (a shared server has other
-    clients too; on a quiet machine it is this benchmark's).
-    """
-    import psutil
-
-    def seconds(processes) -> float:
-        total = 0.0
-        for process in processes:
-            try:
-                times = process.cpu_times()
-                total += times.user + times.system
-            except psutil.Error:
-                pass
-        return total
-
-    result = {"client": seconds([psutil.Process()]),
-              "database": seconds(p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres",
-                                                                                                  "postgresql"))}
+def cpu_sample(server_pid: int | None = None) -> dict[str, float]:
+    """CPU seconds so far of this process, the server's process tree, and PostgreSQL (all its processes)."""
+    result = {"client": tree_seconds(os.getpid(), children=False), "database": postgres_seconds()}
     if server_pid:
-        try:
-            root = psutil.Process(server_pid)
-            result["server"] = seconds([root, *root.children(recursive=True)])
-        except psutil.Error:
-            result["server"] = 0.0
+        result["server"] = tree_seconds(server_pid)
     return result
 
 
@@ -165,17 +145,20 @@ def available_connections(database_url: str, wanted: int) -> int:
 
 
 def raw_phase(database_url: str, drones: list[tuple[int, str]], connections: int) -> dict:
+    """The raw loop; connections stay open until the CPU is sampled, so their backends' CPU is counted."""
     import psycopg
 
     latencies: list[float] = []
     claimed: list[int] = []
     lock = threading.Lock()
-    barrier = threading.Barrier(connections + 1, timeout=60)
+    ready = threading.Barrier(connections + 1, timeout=60)
+    finished = threading.Barrier(connections + 1, timeout=300)
+    release = threading.Event()
 
     def claimer(drone_id: int) -> None:
         mine, times = [], []
         with psycopg.connect(database_url, autocommit=True) as connection:
-            barrier.wait()
+            ready.wait()
             while True:
                 started = time.perf_counter()
                 row = connection.execute(RAW_CLAIM, {"labels": ["linux"], "drone": drone_id}).fetchone()
@@ -183,18 +166,25 @@ def raw_phase(database_url: str, drones: list[tuple[int, str]], connections: int
                 if row is None:
                     break
                 mine.append(row[0])
-        with lock:
-            claimed.extend(mine)
-            latencies.extend(times)
+            with lock:
+                claimed.extend(mine)
+                latencies.extend(times)
+            finished.wait()
+            release.wait(300)
 
     threads = [threading.Thread(target=claimer, args=(drone_id,)) for drone_id, _ in drones[:connections]]
     for thread in threads:
         thread.start()
-    barrier.wait()
+    ready.wait()
+    cpu_before = cpu_sample()
     started = time.perf_counter()
+    finished.wait()
+    elapsed = time.perf_counter() - started
+    cpu = cpu_ms_per_claim(cpu_before, cpu_sample(), len(claimed))
+    release.set()
     for thread in threads:
         thread.join()
-    return {"elapsed": time.perf_counter() - started, "claimed": claimed, "latencies": latencies}
+    return {"elapsed": elapsed, "claimed": claimed, "latencies": latencies, "cpu": cpu}
 
 
 def main() -> int:
@@ -216,9 +206,9 @@ def main() -> int:
     log(f"endpoint phase: {args.claimers} claimers against {server.url}")
     import loadgen
 
-    cpu_before = cpu_seconds(server.process.pid)
+    cpu_before = cpu_sample(server.process.pid)
     endpoint = loadgen.run(endpoint_phase(server.url, drones))
-    endpoint_cpu = cpu_ms_per_claim(cpu_before, cpu_seconds(server.process.pid), len(endpoint["claimed"]))
+    endpoint_cpu = cpu_ms_per_claim(cpu_before, cpu_sample(server.process.pid), len(endpoint["claimed"]))
     server.stop()
     from builds.models import Build, BuildAttempt
 
@@ -230,9 +220,7 @@ def main() -> int:
     connection.close()
     raw_connections = available_connections(database_url, args.claimers)
     log(f"raw phase: {raw_connections} psycopg threads, one connection each")
-    cpu_before = cpu_seconds()
     raw = raw_phase(database_url, drones, raw_connections)
-    raw_cpu = cpu_ms_per_claim(cpu_before, cpu_seconds(), len(raw["claimed"]))
     raw_doubles = sum(1 for n in Counter(raw["claimed"]).values() if n > 1)
     endpoint_rate = len(endpoint["claimed"]) / endpoint["elapsed"]
     raw_rate = len(raw["claimed"]) / raw["elapsed"]
@@ -253,7 +241,7 @@ def main() -> int:
         "raw_claims": len(raw["claimed"]),
         "raw_claims_per_s": round(raw_rate, 1),
         "raw_p99_ms": round(percentile(raw["latencies"], 0.99) * 1000, 2),
-        "raw_cpu": raw_cpu,
+        "raw_cpu": raw["cpu"],
         "ratio": round(endpoint_rate / raw_rate, 3) if raw_rate else None,
         "double_assignments": endpoint_doubles + raw_doubles,
         "target_ratio": 0.5,

@@ -42,6 +42,7 @@ sys.path.insert(0, str(BASE_DIR))
 sys.path.insert(0, str(BASE_DIR / "bench" / "_support"))
 
 import loadgen  # noqa: E402
+from cpu import tree_seconds  # noqa: E402
 from swarm.embedded import free_port, start_postgres, start_redis, wait_for_port  # noqa: E402
 
 PYTHON = sys.executable
@@ -160,27 +161,9 @@ class CpuMeter:
     def __init__(self, roots: dict[str, int | None]):
         self.roots = {name: pid for name, pid in roots.items() if pid}
 
-    @staticmethod
-    def _tree_seconds(pid: int) -> float:
-        import psutil
-
-        try:
-            root = psutil.Process(pid)
-            # This process's own children are the server and the agents, measured on their own.
-            processes = [root] if pid == os.getpid() else [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return 0.0
-        total = 0.0
-        for process in processes:
-            try:
-                times = process.cpu_times()
-                total += times.user + times.system
-            except psutil.Error:
-                pass
-        return total
-
     def sample(self) -> dict[str, float]:
-        return {name: self._tree_seconds(pid) for name, pid in self.roots.items()}
+        # This process's own children are the server and the agents, measured on their own.
+        return {name: tree_seconds(pid, children=pid != os.getpid()) for name, pid in self.roots.items()}
 
     def measure(self, phase, requests_of=lambda result: result["requests"]) -> dict:
         before = self.sample()
