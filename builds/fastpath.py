@@ -23,6 +23,7 @@ the log's size limit.
 """
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 
@@ -36,6 +37,7 @@ from builds.protocol import CONTENT_RANGE, MAX_LOG_PATCH_BYTES
 from builds.services import NO_NEW_WORK_STATUSES, ClaimResult
 from swarm.core import async_db
 from swarm.core.authentication import LAST_USED_PRECISION
+from swarm.core.errors import error_body
 from swarm.core.fast_routes import FastRequest, FastResponse
 from swarm.core.tokens import split_prefix, token_digest
 
@@ -43,6 +45,8 @@ from swarm.core.tokens import split_prefix, token_digest
 # last_used_at as the bearer authentication does) and renew the leases of the
 # drone's running builds (any agent call proves it alive). A statement starts
 # with these and goes on from the `token` CTE.
+logger = logging.getLogger(__name__)
+
 TOKEN_CTE = """token AS (
     SELECT t.id AS token_id,
            CASE WHEN t.subject_id ~ '^[0-9]{1,18}$' THEN CAST(t.subject_id AS bigint) END AS drone_id
@@ -156,18 +160,22 @@ async def claim(request: FastRequest) -> FastResponse | None:
     if drone is None or drone[1]:
         return None  # no such drone token, or queue limits: nothing was claimed; the view answers
     canceling = drone[2]
-    claimed = claimed_from_row(row, now=now) if row is not None else None
     headers = [(b"swarm-canceling-builds", ",".join(str(pk) for pk in canceling).encode())] if canceling else []
     metrics.CLAIM_SECONDS.observe(time.perf_counter() - started)
-    if claimed is None:
+    if row is None:
         return FastResponse(None, status=204, headers=headers)
-    build, attempt = claimed
+    try:
+        build, attempt = claimed_from_row(row, now=now)
+        result = ClaimResult(build=build, attempt=attempt, lease_seconds=lease, ack_timeout=ack_timeout,
+                             seconds=time.perf_counter() - started)
+        payload = claim_payload(result)
+    except Exception:  # noqa: BLE001 - the build is assigned now: never let the view claim another one
+        logger.exception("claimed build could not be described to the drone; it returns to the queue "
+                         "when its acknowledgement times out")
+        return FastResponse(error_body("server_error", "The claim could not be answered; ask again."), status=500)
     await events.emit_build_changed_async(build_id=build.pk, state=BuildState.ASSIGNED,
                                           attempt_number=attempt.number)
-    result = ClaimResult(build=build, attempt=attempt, lease_seconds=lease, ack_timeout=ack_timeout,
-                         seconds=time.perf_counter() - started)
-    return FastResponse(claim_payload(result), status=201,
-                        headers=[(b"job-status", build.state.encode()), *headers])
+    return FastResponse(payload, status=201, headers=[(b"job-status", build.state.encode()), *headers])
 
 
 def _log_patch(request: FastRequest) -> tuple[int, int, bytes, int | None] | None:

@@ -162,3 +162,18 @@ def test_log_patches_the_view_must_judge_go_to_it_whole(routes):
     BuildAttempt.objects.filter(build=build).update(log_storage_key="logs/archived")
     assert patch_log(routes, client, build.pk, 6, b"more\n")["django"]
     assert BuildAttempt.objects.get(build=build).log_size == 6
+
+
+def test_a_claim_that_cannot_be_described_is_a_500_not_a_second_claim(routes, monkeypatch):
+    first = build_trigger(job=make_job(), trigger="api")
+    build_trigger(job=make_job(), trigger="api")
+    _, client = make_drone(capacity=2)
+
+    def broken(result):
+        raise ValueError("cannot describe")
+
+    monkeypatch.setattr("builds.fastpath.claim_payload", broken)
+    answer = fast_claim(routes, client)
+    assert not answer["django"] and answer["status"] == 500
+    assert json.loads(answer["body"])["error"] == "server_error"
+    assert list(Build.objects.filter(state="assigned").values_list("pk", flat=True)) == [first.pk]
