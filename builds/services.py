@@ -19,7 +19,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from builds import events
-from builds.claiming import CLAIM_STATEMENT, claim_params, claimed_from_row
+from builds.claiming import CLAIM_STATEMENT, claim_params, claim_times, claimed_from_row
 from builds.choices import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -399,6 +399,117 @@ def _claim_with_queue_limits(*, drone, labels, now, lease: int, ack_timeout: int
                               "lease_expires_at"])
     _record(build, "claimed", actor=f"drone:{drone.pk}", attempt_number=attempt_number, drone=drone.name)
     return build, attempt
+
+
+# --- the agent's hot calls on the event loop ----------------------------------
+
+
+class ClaimUnanswerable(ApiError):
+    """A build was assigned but could not be read back: the drone must ask again (it returns after the ack timeout)."""
+
+    status_code = 500
+    code = "server_error"
+
+
+class _HandToView(Exception):
+    """Roll back and let the view answer (it re-checks everything and gives the precise answer)."""
+
+
+@dataclass
+class AsyncClaim:
+    """What `build_claim_async` did: the claim (None: nothing for this drone) and the drone's canceling builds."""
+
+    result: ClaimResult | None
+    canceling_build_ids: list[int]
+
+
+async def build_claim_async(*, token: str, free_slots: int, labels: list[str] | None) -> AsyncClaim | None:
+    """`build_claim` for a drone token on the event loop's async connection; None when the view must answer.
+
+    Two statements in one transaction (builds/agent_sql.py): the agent CTEs
+    with the drone row locked, then the shared claim statement. The view
+    answers for an unknown or foreign token, a drone that is gone, and any
+    queue with limits (nothing is claimed then).
+    """
+    from builds.agent_sql import CLAIM_CONTEXT_SQL, FAST_CLAIM_SQL, agent_params
+    from swarm.core import async_db
+
+    started = time.perf_counter()
+    now = timezone.now()
+    context_params = agent_params(token, now)
+    if context_params is None:
+        return None
+    lease = settings.SWARM_BUILD_LEASE_SECONDS
+    ack_timeout = settings.SWARM_BUILD_ACK_TIMEOUT
+    claim_params = {**context_params, **claim_times(now=now, lease=lease, ack_timeout=ack_timeout),
+                    "labels": labels or [], "free_slots": free_slots, "no_new_work": list(NO_NEW_WORK_STATUSES)}
+    pool = await async_db.pool()
+    async with pool.connection() as connection:
+        # Not in pipeline mode: psycopg's async pipeline polls the socket while it waits and costs
+        # more CPU than the round trips it saves.
+        async with connection.transaction():
+            context = await connection.execute(CLAIM_CONTEXT_SQL, context_params)
+            claimed = await connection.execute(FAST_CLAIM_SQL, claim_params)
+        drone = await context.fetchone()
+        row = await claimed.fetchone()
+    if drone is None or drone[1]:
+        return None  # no such drone token, or queue limits: nothing was claimed
+    if row is None:
+        return AsyncClaim(result=None, canceling_build_ids=list(drone[2]))
+    try:
+        build, attempt = claimed_from_row(row, now=now)
+    except Exception as error:  # noqa: BLE001 - assigned already: the view must not claim a second build
+        logger.exception("claimed build could not be read back")
+        raise ClaimUnanswerable("The claim could not be answered; ask again.") from error
+    await events.emit_build_changed_async(build_id=build.pk, state=BuildState.ASSIGNED,
+                                          attempt_number=attempt.number)
+    result = ClaimResult(build=build, attempt=attempt, lease_seconds=lease, ack_timeout=ack_timeout,
+                         seconds=time.perf_counter() - started)
+    return AsyncClaim(result=result, canceling_build_ids=list(drone[2]))
+
+
+@dataclass
+class LogAppended:
+    """The log's new size and the build's state after `build_log_append_async`."""
+
+    log_size: int
+    build_state: str
+
+
+async def build_log_append_async(*, token: str, build_id: int, start: int, data: bytes,
+                                 attempt_number: int | None = None) -> LogAppended | None:
+    """`build_log_append` for a drone token on the event loop's async connection; None when the view must answer.
+
+    Two statements in one transaction (builds/agent_sql.py): the agent CTEs
+    with the attempt row locked, then the chunk insert with the new size. The
+    view answers (and refuses) a wrong offset (416 with the stored size), a
+    superseded attempt (409), an archived log, a log over its size limit, an
+    empty patch and a build this drone does not hold.
+    """
+    from builds.agent_sql import LOG_APPEND_SQL, LOG_CONTEXT_SQL, agent_params
+    from swarm.core import async_db
+
+    params = agent_params(token, timezone.now())
+    if params is None or not data:
+        return None
+    pool = await async_db.pool()
+    try:
+        async with pool.connection() as connection, connection.transaction():
+            cursor = await connection.execute(LOG_CONTEXT_SQL, {**params, "build": build_id})
+            row = await cursor.fetchone()
+            if row is None:
+                raise _HandToView
+            attempt_id, number, log_size, storage_key, state = row
+            if (storage_key or start != log_size or (attempt_number is not None and attempt_number != number)
+                    or log_size + len(data) > settings.SWARM_BUILD_LOG_MAX_BYTES):
+                raise _HandToView
+            size = log_size + len(data)
+            await connection.execute(LOG_APPEND_SQL, {"attempt": attempt_id, "offset": start, "data": data,
+                                                      "size": size})
+    except _HandToView:
+        return None
+    await events.emit_log_appended_async(build_id=build_id, attempt_number=number, log_size=size)
+    return LogAppended(log_size=size, build_state=state)
 
 
 # --- the agent's calls -------------------------------------------------------

@@ -271,6 +271,30 @@ def drone_heartbeat(*, token: str, metrics: dict) -> dict | None:
     return answer
 
 
+async def drone_heartbeat_async(*, token: str, metrics) -> dict | None:
+    """`drone_heartbeat` on the event loop's async connection (drones/fastpath.py); same checks, same statement.
+
+    Raises ApiError for bad metrics; returns None when the token is not a
+    usable drone token of an existing drone.
+    """
+    from swarm.core import async_db
+
+    statement = heartbeat_statement(token=token, metrics=metrics)
+    if statement is None:
+        return None
+    pool = await async_db.pool()
+    async with pool.connection() as connection:
+        cursor = await connection.execute(HEARTBEAT_SQL, statement.params)
+        row = await cursor.fetchone()
+        if row is None:
+            return None
+        answer, first = heartbeat_answer(row)
+        if first:
+            await connection.execute(FIRST_HEARTBEAT_SQL, first_heartbeat_params(drone_id=answer["drone_id"],
+                                                                                 now=statement.now))
+    return answer
+
+
 # --- WebSocket presence, ping and pong -------------------------------------------
 
 
