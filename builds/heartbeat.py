@@ -2,7 +2,8 @@
 
 The heartbeat is the fleet's hottest endpoint: a drone running nothing costs
 no query here; one running builds costs one `UPDATE … RETURNING` that renews
-their leases and reports which of them are being canceled.
+their leases and reports which of them are being canceled — on Django's
+connection in the view, on the async connection on the event-loop fast path.
 """
 from __future__ import annotations
 
@@ -22,18 +23,39 @@ RETURNING id, state
 """
 
 
-def builds_on_heartbeat(drone_id: int, body: dict) -> dict | None:
-    """Renew leases of the builds the agent says it runs; answer the ones it must cancel."""
-    running = [int(pk) for pk in body.get("running_build_ids") or [] if str(pk).isdigit()]
+def _renew_params(drone_id: int, body: dict) -> dict | None:
+    """RENEW_SQL's parameters for the builds the heartbeat reports, or None when it reports none."""
+    running = [int(pk) for pk in body.get("running_build_ids") or []
+               if str(pk).isdigit() and 0 < int(pk) < 2**63]
     if not running:
         return None
     until = timezone.now() + timedelta(seconds=settings.SWARM_BUILD_LEASE_SECONDS)
-    with connection.cursor() as cursor:
-        cursor.execute(RENEW_SQL, {"until": until, "ids": running, "drone": drone_id,
-                                   "running": BuildState.RUNNING.value, "canceling": BuildState.CANCELING.value})
-        rows = cursor.fetchall()
+    return {"until": until, "ids": running, "drone": drone_id, "running": BuildState.RUNNING.value,
+            "canceling": BuildState.CANCELING.value}
+
+
+def _answer(rows) -> dict | None:
     canceling = sorted(pk for pk, state in rows if state == BuildState.CANCELING)
     return {"cancel_build_ids": canceling} if canceling else None
+
+
+def builds_on_heartbeat(drone_id: int, body: dict) -> dict | None:
+    """Renew leases of the builds the agent says it runs; answer the ones it must cancel."""
+    params = _renew_params(drone_id, body)
+    if params is None:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(RENEW_SQL, params)
+        return _answer(cursor.fetchall())
+
+
+async def builds_on_heartbeat_async(async_connection, drone_id: int, body: dict) -> dict | None:
+    """`builds_on_heartbeat` on the heartbeat fast path's async connection."""
+    params = _renew_params(drone_id, body)
+    if params is None:
+        return None
+    cursor = await async_connection.execute(RENEW_SQL, params)
+    return _answer(await cursor.fetchall())
 
 
 def register() -> None:
@@ -42,4 +64,5 @@ def register() -> None:
         from drones.heartbeat_hooks import register_heartbeat_hook
     except ImportError:  # the drones app predates heartbeat hooks
         return
-    register_heartbeat_hook("builds", builds_on_heartbeat, fields=("running_build_ids",))
+    register_heartbeat_hook("builds", builds_on_heartbeat, fields=("running_build_ids",),
+                            async_hook=builds_on_heartbeat_async)

@@ -3,13 +3,14 @@
 Same input checks, same statement and same answer as DroneHeartbeatView:
 `drones.services.drone_heartbeat_async` sits next to `drone_heartbeat` and
 shares its statement. Returns None — and Django's view answers — for
-anything but a plain heartbeat of a valid drone token: a bad body or token
-(the view gives the precise 400/401/403/404) or a body a heartbeat hook acts
-on (a drone reporting running builds).
+anything but a valid heartbeat of a valid drone token: a bad body or token
+(the view gives the precise 400/401/403/404), or a body that a heartbeat hook
+without an async variant acts on. (The builds hook has one: a drone reporting
+running builds gets its leases renewed and its cancel list here too.)
 """
 from __future__ import annotations
 
-from drones.heartbeat_hooks import heartbeat_needs_hooks
+from drones.heartbeat_hooks import heartbeat_needs_sync_hooks
 from drones.services import drone_heartbeat_async
 from swarm.core.errors import ApiError
 from swarm.core.fast_routes import FastRequest, FastResponse
@@ -19,10 +20,10 @@ async def heartbeat(request: FastRequest) -> FastResponse | None:
     """`POST /api/v1/drones/heartbeat` when it is a plain heartbeat of a valid drone token."""
     token = request.bearer_token()
     body = request.json()
-    if token is None or not isinstance(body, dict) or heartbeat_needs_hooks(body):
+    if token is None or not isinstance(body, dict) or heartbeat_needs_sync_hooks(body):
         return None
     try:
-        answer = await drone_heartbeat_async(token=token, metrics=body.get("metrics", {}))
+        answer = await drone_heartbeat_async(token=token, body=body)
     except ApiError:
         return None  # the view gives the 400
     if answer is None:

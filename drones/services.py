@@ -271,15 +271,17 @@ def drone_heartbeat(*, token: str, metrics: dict) -> dict | None:
     return answer
 
 
-async def drone_heartbeat_async(*, token: str, metrics) -> dict | None:
-    """`drone_heartbeat` on the event loop's async connection (drones/fastpath.py); same checks, same statement.
+async def drone_heartbeat_async(*, token: str, body: dict) -> dict | None:
+    """`drone_heartbeat` plus the heartbeat hooks, on the event loop's async connection (drones/fastpath.py).
 
-    Raises ApiError for bad metrics; returns None when the token is not a
-    usable drone token of an existing drone.
+    Same checks and statement as the view; the hooks run in their async
+    variants. Raises ApiError for bad metrics; returns None when the token is
+    not a usable drone token of an existing drone.
     """
+    from drones.heartbeat_hooks import run_heartbeat_hooks_async
     from swarm.core import async_db
 
-    statement = heartbeat_statement(token=token, metrics=metrics)
+    statement = heartbeat_statement(token=token, metrics=body.get("metrics", {}))
     if statement is None:
         return None
     pool = await async_db.pool()
@@ -292,6 +294,7 @@ async def drone_heartbeat_async(*, token: str, metrics) -> dict | None:
         if first:
             await connection.execute(FIRST_HEARTBEAT_SQL, first_heartbeat_params(drone_id=answer["drone_id"],
                                                                                  now=statement.now))
+        answer.update(await run_heartbeat_hooks_async(connection, answer["drone_id"], body))
     return answer
 
 

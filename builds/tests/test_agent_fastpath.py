@@ -23,6 +23,7 @@ TIMING_KEYS = {"id", "number", "lease_expires_at", "env"}
 @pytest.fixture
 def routes():
     return FastRoutes([
+        FastRoute("POST", r"^/api/v1/drones/heartbeat/?$", "drones.fastpath.heartbeat"),
         FastRoute("POST", r"^/api/v1/builds/request/?$", "builds.fastpath.claim"),
         FastRoute("PATCH", r"^/api/v1/builds/(?P<build_id>[0-9]{1,18})/log/?$", "builds.fastpath.log_append",
                   max_body=1024 * 1024),
@@ -177,3 +178,17 @@ def test_a_claim_that_cannot_be_described_is_a_500_not_a_second_claim(routes, mo
     assert not answer["django"] and answer["status"] == 500
     assert json.loads(answer["body"])["error"] == "server_error"
     assert list(Build.objects.filter(state="assigned").values_list("pk", flat=True)) == [first.pk]
+
+
+def test_heartbeat_reporting_running_builds_renews_leases_and_names_cancels_on_the_event_loop(routes):
+    build, client = running_build(capacity=2)
+    soon = timezone.now() + timedelta(seconds=5)
+    Build.objects.filter(pk=build.pk).update(lease_expires_at=soon)
+    body = json.dumps({"metrics": {}, "running_build_ids": [build.pk, 10**30, "x"]}).encode()
+    answer = fast_route_call(routes, "POST", "/api/v1/drones/heartbeat", token=client.token, body=body)
+    assert not answer["django"] and answer["status"] == 200
+    assert "cancel_build_ids" not in json.loads(answer["body"])
+    assert Build.objects.get(pk=build.pk).lease_expires_at > soon
+    build_cancel(build=Build.objects.get(pk=build.pk))
+    answer = fast_route_call(routes, "POST", "/api/v1/drones/heartbeat", token=client.token, body=body)
+    assert not answer["django"] and json.loads(answer["body"])["cancel_build_ids"] == [build.pk]
