@@ -88,3 +88,15 @@ def test_live_server_fast_and_django_answers_agree(live_url):
     forged = httpx.post(f"{live_url}/api/v1/drones/heartbeat", json={}, headers={"Authorization": "Bearer x_y_z"})
     assert forged.status_code == 401 and forged.json()["error"] == "authentication_failed"
     assert Drone.objects.get(pk=drone.pk).metrics == METRICS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fast_route_answers_are_counted_for_metrics(routes):
+    from swarm.core.fast_routes import FAST_ROUTE_REQUESTS
+
+    _, token = register_drone("fast-metrics")
+    counted = lambda answered_by: FAST_ROUTE_REQUESTS.labels("drones.fastpath.heartbeat", answered_by)._value.get()  # noqa: E731
+    fast_before, django_before = counted("fast"), counted("django")
+    call(routes, token=token, body=b'{"metrics": {}}')
+    call(routes, token=token, body=b'{"metrics": []}')
+    assert (counted("fast"), counted("django")) == (fast_before + 1, django_before + 1)

@@ -25,7 +25,14 @@ import re
 from dataclasses import dataclass, field
 from importlib import import_module
 
+from prometheus_client import Counter
+
 logger = logging.getLogger(__name__)
+
+#: Requests on fast routes by how they were answered (`fast`, or `django` when handed to the view),
+#: per server process; served on /metrics. django-prometheus counts only the ones Django answered.
+FAST_ROUTE_REQUESTS = Counter("swarm_fast_route_requests", "Requests on event-loop fast routes, by answer.",
+                              labelnames=["route", "answered_by"])
 
 JSON_HEADERS = [(b"content-type", b"application/json"), (b"vary", b"Accept"),
                 (b"x-content-type-options", b"nosniff")]
@@ -162,5 +169,7 @@ class FastRoutes:
                            type(error).__name__, error)
             response = None
         if response is None:
+            FAST_ROUTE_REQUESTS.labels(route.handler_path, "django").inc()
             return await self.fallback(scope, replay(body, receive), send)
+        FAST_ROUTE_REQUESTS.labels(route.handler_path, "fast").inc()
         await response.send(send)
