@@ -1,9 +1,10 @@
 """SQL of the agent requests answered on the event loop (builds/services.py: build_claim_async, build_log_append_async).
 
-Every statement starts with the agent CTEs: what every agent call does
+The context statements start with the agent CTEs: what every agent call does
 first — check the drone token (touching its `last_used_at` as the bearer
 authentication does) and renew the leases of the drone's running builds
-(any agent call proves it alive) — and goes on from the `token` CTE.
+(any agent call proves it alive) — and go on from the `token` CTE. The claim
+itself is `builds.claiming.CLAIM_STATEMENT`, the one `build_claim` runs.
 """
 from __future__ import annotations
 
@@ -11,20 +12,17 @@ from datetime import timedelta
 
 from django.conf import settings
 
-from builds.claiming import claim_statement
 from swarm.core.authentication import LAST_USED_PRECISION
 from swarm.core.tokens import split_prefix, token_digest
 
-TOKEN_CTE = """token AS (
+AGENT_CTES = """
+WITH token AS (
     SELECT t.id AS token_id,
            CASE WHEN t.subject_id ~ '^[0-9]{1,18}$' THEN CAST(t.subject_id AS bigint) END AS drone_id
     FROM core_apitoken t
     WHERE t.prefix = %(prefix)s AND t.digest = %(digest)s AND t.scope = 'drone' AND t.subject_type = 'drone'
       AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > %(now)s)
-)"""
-
-AGENT_CTES = f"""
-WITH {TOKEN_CTE}, used AS (
+), used AS (
     UPDATE core_apitoken SET last_used_at = %(now)s
     WHERE id = (SELECT token_id FROM token) AND (last_used_at IS NULL OR last_used_at < %(used_before)s)
 ), renewed AS (
@@ -34,30 +32,17 @@ WITH {TOKEN_CTE}, used AS (
 )
 """
 
+# The drone row locked (its claims are serial and its capacity holds, as in
+# services.build_claim), what the claim needs from it, whether any queue has
+# limits (then the view claims, step by step) and its canceling builds.
 CLAIM_CONTEXT_SQL = AGENT_CTES + """
-SELECT d.id,
+SELECT d.id, d.name, d.status, d.labels, d.capacity,
        EXISTS (SELECT 1 FROM builds_queue q
                WHERE q.max_concurrent IS NOT NULL OR q.tenant_rate_limit_per_minute IS NOT NULL) AS limited,
        ARRAY(SELECT b.id FROM builds_build b WHERE b.drone_id = d.id AND b.state = 'canceling' ORDER BY b.id)
 FROM drones_drone d WHERE d.id = (SELECT drone_id FROM token)
 FOR UPDATE OF d
 """
-
-# The claim itself, right after CLAIM_CONTEXT_SQL in the same transaction: it
-# runs after that statement took the drone's row lock, so its snapshot sees
-# every earlier claim of the drone. It reads the drone again (by the token) and
-# claims nothing when the drone may not take work or a queue has limits (the
-# view handles those). The drone's labels win; the request's apply when it has none.
-FAST_CLAIM_SQL = claim_statement(TOKEN_CTE + """, drone AS (
-    SELECT d.id, d.name, d.capacity,
-           CASE WHEN jsonb_typeof(d.labels) = 'array' AND jsonb_array_length(d.labels) > 0
-                THEN ARRAY(SELECT jsonb_array_elements_text(d.labels))::varchar[]
-                ELSE %(labels)s::varchar[] END AS labels
-    FROM drones_drone d
-    WHERE d.id = (SELECT drone_id FROM token) AND %(free_slots)s >= 1 AND NOT (d.status = ANY(%(no_new_work)s))
-      AND NOT EXISTS (SELECT 1 FROM builds_queue q
-                      WHERE q.max_concurrent IS NOT NULL OR q.tenant_rate_limit_per_minute IS NOT NULL)
-)""")
 
 # The current attempt of a build this drone holds, locked (lock order: build, then attempt).
 LOG_CONTEXT_SQL = AGENT_CTES + """

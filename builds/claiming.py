@@ -28,17 +28,17 @@ def _columns(alias: str, fields) -> str:
     return ", ".join(f'{alias}."{field.column}"' for field in fields)
 
 
-def claim_statement(drone_ctes: str) -> str:
-    """The claim statement after `drone_ctes`, which must define a one-row (or empty) CTE `drone`.
-
-    `drone` has the columns `id`, `name`, `capacity` and `labels` (varchar[]):
-    the drone claiming, or no row when it may not claim (then nothing is
-    claimed). The statement checks the drone's capacity, picks the best
-    pending build its labels allow with `SKIP LOCKED`, assigns it, adds the
-    attempt and the event, and returns the attempt with the build and its job.
-    """
-    return f"""
-WITH {drone_ctes}, held AS (
+# The claim for a drone whose row the caller has locked and read: in its own
+# statement after the lock, so its snapshot sees every earlier claim of the
+# drone. It checks the drone's capacity, picks the best pending build the
+# drone's labels allow with `SKIP LOCKED` (a build another drone is claiming
+# right now is passed over), assigns it, adds the attempt and the event, and
+# returns the attempt with the build and its job.
+CLAIM_STATEMENT = f"""
+WITH drone AS (
+    SELECT %(drone)s::bigint AS id, %(drone_name)s::text AS name, %(capacity)s::integer AS capacity,
+           %(labels)s::varchar[] AS labels
+), held AS (
     SELECT count(*) AS n FROM builds_build
     WHERE drone_id = (SELECT id FROM drone) AND state IN ('assigned', 'running', 'canceling')
 ), candidate AS (
@@ -74,23 +74,11 @@ FROM attempt JOIN assigned ON assigned.id = attempt.build_id JOIN builds_job job
 """
 
 
-#: The claim for a drone whose row the caller has locked and read (services.build_claim).
-CLAIM_STATEMENT = claim_statement("""drone AS (
-    SELECT %(drone)s::bigint AS id, %(drone_name)s::text AS name, %(capacity)s::integer AS capacity,
-           %(labels)s::varchar[] AS labels
-)""")
-
-
-def claim_times(*, now, lease: int, ack_timeout: int) -> dict:
-    """The time parameters of the claim statement."""
-    return {"now": now, "ack_deadline": now + timedelta(seconds=ack_timeout),
-            "lease_until": now + timedelta(seconds=lease)}
-
-
 def claim_params(*, drone_id: int, drone_name: str, capacity: int, labels, now, lease: int, ack_timeout: int) -> dict:
     """CLAIM_STATEMENT's parameters."""
     return {"drone": drone_id, "drone_name": drone_name, "capacity": max(int(capacity or 0), 0),
-            "labels": list(labels), **claim_times(now=now, lease=lease, ack_timeout=ack_timeout)}
+            "labels": list(labels), "now": now, "ack_deadline": now + timedelta(seconds=ack_timeout),
+            "lease_until": now + timedelta(seconds=lease)}
 
 
 def _instance(model, fields, values):

@@ -19,7 +19,8 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from builds import events
-from builds.claiming import CLAIM_STATEMENT, claim_params, claim_times, claimed_from_row
+from builds.agent_sql import CLAIM_CONTEXT_SQL, LOG_APPEND_SQL, LOG_CONTEXT_SQL, agent_params
+from builds.claiming import CLAIM_STATEMENT, claim_params, claimed_from_row
 from builds.choices import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -32,6 +33,7 @@ from builds.choices import (
 from builds.config import normalize_scm_url, retry_allowed, validate_build_config, validate_scm_url
 from builds.models import Artifact, Build, BuildAttempt, BuildEvent, BuildLogChunk, Job, Queue
 from builds.secrets import encrypt_mapping, encrypt_text
+from swarm.core import async_db
 from swarm.core.errors import ApiError, Conflict, NotFound
 from swarm.core.services import audit_record
 
@@ -426,14 +428,11 @@ class AsyncClaim:
 async def build_claim_async(*, token: str, free_slots: int, labels: list[str] | None) -> AsyncClaim | None:
     """`build_claim` for a drone token on the event loop's async connection; None when the view must answer.
 
-    Two statements in one transaction (builds/agent_sql.py): the agent CTEs
-    with the drone row locked, then the shared claim statement. The view
-    answers for an unknown or foreign token, a drone that is gone, and any
-    queue with limits (nothing is claimed then).
+    Two statements in one transaction: the agent CTEs with the drone row
+    locked (builds/agent_sql.py), then the claim statement `build_claim` runs
+    too. The view answers for an unknown or foreign token, a drone that is
+    gone, and any queue with limits (nothing is claimed then).
     """
-    from builds.agent_sql import CLAIM_CONTEXT_SQL, FAST_CLAIM_SQL, agent_params
-    from swarm.core import async_db
-
     started = time.perf_counter()
     now = timezone.now()
     context_params = agent_params(token, now)
@@ -441,21 +440,25 @@ async def build_claim_async(*, token: str, free_slots: int, labels: list[str] | 
         return None
     lease = settings.SWARM_BUILD_LEASE_SECONDS
     ack_timeout = settings.SWARM_BUILD_ACK_TIMEOUT
-    claim_params = {**context_params, **claim_times(now=now, lease=lease, ack_timeout=ack_timeout),
-                    "labels": labels or [], "free_slots": free_slots, "no_new_work": list(NO_NEW_WORK_STATUSES)}
+    row = None
     pool = await async_db.pool()
-    async with pool.connection() as connection:
-        # Not in pipeline mode: psycopg's async pipeline polls the socket while it waits and costs
-        # more CPU than the round trips it saves.
-        async with connection.transaction():
-            context = await connection.execute(CLAIM_CONTEXT_SQL, context_params)
-            claimed = await connection.execute(FAST_CLAIM_SQL, claim_params)
-        drone = await context.fetchone()
-        row = await claimed.fetchone()
-    if drone is None or drone[1]:
-        return None  # no such drone token, or queue limits: nothing was claimed
+    try:
+        async with pool.connection() as connection, connection.transaction():
+            cursor = await connection.execute(CLAIM_CONTEXT_SQL, context_params)
+            drone = await cursor.fetchone()
+            if drone is None or drone[5]:
+                raise _HandToView  # no such drone token, or queue limits
+            drone_id, drone_name, status, drone_labels, capacity, _, canceling = drone
+            if free_slots >= 1 and status not in NO_NEW_WORK_STATUSES:
+                params = claim_params(drone_id=drone_id, drone_name=drone_name, capacity=capacity,
+                                      labels=drone_labels or labels or [], now=now, lease=lease,
+                                      ack_timeout=ack_timeout)
+                cursor = await connection.execute(CLAIM_STATEMENT, params)
+                row = await cursor.fetchone()
+    except _HandToView:
+        return None
     if row is None:
-        return AsyncClaim(result=None, canceling_build_ids=list(drone[2]))
+        return AsyncClaim(result=None, canceling_build_ids=list(canceling))
     try:
         build, attempt = claimed_from_row(row, now=now)
     except Exception as error:  # noqa: BLE001 - assigned already: the view must not claim a second build
@@ -465,7 +468,7 @@ async def build_claim_async(*, token: str, free_slots: int, labels: list[str] | 
                                           attempt_number=attempt.number)
     result = ClaimResult(build=build, attempt=attempt, lease_seconds=lease, ack_timeout=ack_timeout,
                          seconds=time.perf_counter() - started)
-    return AsyncClaim(result=result, canceling_build_ids=list(drone[2]))
+    return AsyncClaim(result=result, canceling_build_ids=list(canceling))
 
 
 @dataclass
@@ -486,9 +489,6 @@ async def build_log_append_async(*, token: str, build_id: int, start: int, data:
     superseded attempt (409), an archived log, a log over its size limit, an
     empty patch and a build this drone does not hold.
     """
-    from builds.agent_sql import LOG_APPEND_SQL, LOG_CONTEXT_SQL, agent_params
-    from swarm.core import async_db
-
     params = agent_params(token, timezone.now())
     if params is None or not data:
         return None

@@ -15,10 +15,12 @@ from django.utils import timezone
 
 from drones.choices import DroneAction, DroneStatus, DroneType, EscalationLevel, EscalationResult, ProvisioningStatus
 from drones.events import drone_disconnect, drone_send
+from drones.heartbeat_hooks import run_heartbeat_hooks_async
 from drones.models import Drone, EscalationEvent, JoinToken
 from drones.redis_client import key, redis_client
 from drones.secrets_box import encrypt_secret
 from drones.selectors import DRONE_SUBJECT, join_token_find
+from swarm.core import async_db
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.services import api_token_issue, api_tokens_revoke_for_subject, audit_record
@@ -278,9 +280,6 @@ async def drone_heartbeat_async(*, token: str, body: dict) -> dict | None:
     variants. Raises ApiError for bad metrics; returns None when the token is
     not a usable drone token of an existing drone.
     """
-    from drones.heartbeat_hooks import run_heartbeat_hooks_async
-    from swarm.core import async_db
-
     statement = heartbeat_statement(token=token, metrics=body.get("metrics", {}))
     if statement is None:
         return None
