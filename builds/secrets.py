@@ -3,32 +3,24 @@
 Only the claim response to the drone that runs the build ever carries them in
 clear; every other surface shows their names at most.
 """
-import base64
-import hashlib
 import json
 
-from cryptography.fernet import Fernet, InvalidToken
-from django.conf import settings
+from cryptography.fernet import InvalidToken
 
+from swarm.core.derived_secrets import DerivedSecretBox
 
-def _fernet() -> Fernet:
-    key = hashlib.sha256(f"swarm-build-secrets:{settings.SECRET_KEY}".encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(key))
+_box = DerivedSecretBox("swarm-build-secrets:")
 
 
 def encrypt_text(plaintext: str) -> str:
     """Encrypt a string; the empty string stays empty."""
-    if not plaintext:
-        return ""
-    return _fernet().encrypt(plaintext.encode()).decode()
+    return _box.encrypt(plaintext)
 
 
 def decrypt_text(ciphertext: str) -> str:
     """Decrypt what `encrypt_text` produced; a token from another key decrypts to ''."""
-    if not ciphertext:
-        return ""
     try:
-        return _fernet().decrypt(ciphertext.encode()).decode()
+        return _box.decrypt(ciphertext)
     except InvalidToken:
         return ""
 
