@@ -7,6 +7,7 @@ started here for the session with its logs inside the test tmp dir.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tarfile
@@ -387,6 +388,34 @@ def browser_page(monkeypatch):
         connections.close_all()
 
 
+@contextlib.contextmanager
+def server_loop_in_thread():
+    """An event loop running in a thread of its own and remembered as the server's (swarm.core.event_loop).
+
+    Yields (loop, thread); sync code in other threads hands coroutines and
+    notices to it as on a server.
+    """
+    import asyncio
+    import threading
+
+    from swarm.core import event_loop
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def remember():
+        event_loop.remember_server_loop()
+
+    try:
+        asyncio.run_coroutine_threadsafe(remember(), loop).result(5)
+        yield loop, thread
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
 def fast_route_call(routes, method: str, path: str, *, token: str | None, body: bytes,
                     headers: dict[str, str] | None = None) -> dict:
     """One request through event-loop fast routes (swarm.core.fast_routes.FastRoutes), in this process.
@@ -398,7 +427,7 @@ def fast_route_call(routes, method: str, path: str, *, token: str | None, body: 
     """
     import asyncio
 
-    from swarm.core import async_db
+    from swarm.core import async_db, group_notices
 
     sent, fallback_bodies = [], []
 
@@ -427,6 +456,7 @@ def fast_route_call(routes, method: str, path: str, *, token: str | None, body: 
         try:
             await routes(scope, receive, send)
         finally:
+            await group_notices.drain()
             await async_db.close_pools()
 
     asyncio.run(run())

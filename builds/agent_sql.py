@@ -1,10 +1,12 @@
 """SQL of the agent requests answered on the event loop (builds/services.py: build_claim_async, build_log_append_async).
 
-The context statements start with the agent CTEs: what every agent call does
-first — check the drone token (touching its `last_used_at` as the bearer
-authentication does) and renew the leases of the drone's running builds
-(any agent call proves it alive) — and go on from the `token` CTE. The claim
-itself is `builds.claiming.CLAIM_STATEMENT`, the one `build_claim` runs.
+Every agent call first checks the drone token (touching its `last_used_at`
+as the bearer authentication does) and renews the leases of the drone's
+running builds (any agent call proves it alive): the database function
+`swarm_agent_touch` (migration builds/0003_claim_functions) does both and
+returns the drone's id. Claims go through `swarm_agent_build_claims`, for a
+group of drones at once (builds/claim_groups.py): touch, serialise the
+drone's claims, and `swarm_build_claim`, the claim `build_claim` runs too.
 """
 from __future__ import annotations
 
@@ -15,37 +17,24 @@ from django.conf import settings
 from swarm.core.authentication import LAST_USED_PRECISION
 from swarm.core.tokens import split_prefix, token_digest
 
-AGENT_CTES = """
-WITH token AS (
-    SELECT t.id AS token_id,
-           CASE WHEN t.subject_id ~ '^[0-9]{1,18}$' THEN CAST(t.subject_id AS bigint) END AS drone_id
-    FROM core_apitoken t
-    WHERE t.prefix = %(prefix)s AND t.digest = %(digest)s AND t.scope = 'drone' AND t.subject_type = 'drone'
-      AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > %(now)s)
-), used AS (
-    UPDATE core_apitoken SET last_used_at = %(now)s
-    WHERE id = (SELECT token_id FROM token) AND (last_used_at IS NULL OR last_used_at < %(used_before)s)
-), renewed AS (
-    UPDATE builds_build SET lease_expires_at = %(lease_until)s
-    WHERE drone_id = (SELECT drone_id FROM token) AND state IN ('running', 'canceling')
-      AND lease_expires_at < %(renew_before)s
-)
-"""
-
-# The drone row locked (its claims are serial and its capacity holds, as in
-# services.build_claim), what the claim needs from it, whether any queue has
-# limits (then the view claims, step by step) and its canceling builds.
-CLAIM_CONTEXT_SQL = AGENT_CTES + """
-SELECT d.id, d.name, d.status, d.labels, d.capacity,
-       EXISTS (SELECT 1 FROM builds_queue q
-               WHERE q.max_concurrent IS NOT NULL OR q.tenant_rate_limit_per_minute IS NOT NULL) AS limited,
-       ARRAY(SELECT b.id FROM builds_build b WHERE b.drone_id = d.id AND b.state = 'canceling' ORDER BY b.id)
-FROM drones_drone d WHERE d.id = (SELECT drone_id FROM token)
-FOR UPDATE OF d
+# One row per request of a group (`request_index`, 1-based): `answer` is `view`
+# (the view must answer: unknown token, a drone that is gone, a queue with
+# limits), `none` (nothing to claim) or `claimed` with the attempt, the build
+# and its job; and the drone's canceling builds.
+AGENT_CLAIMS_SQL = """
+SELECT request_index, answer, canceling_build_ids, claimed_attempt_id, claimed_attempt_number, claimed_build,
+       claimed_job
+FROM swarm_agent_build_claims(%(prefixes)s::text[], %(digests)s::text[], %(free_slots)s::integer[],
+                              %(labels)s::jsonb, %(now)s, %(used_before)s, %(lease_until)s, %(renew_before)s,
+                              %(ack_deadline)s, %(no_work_statuses)s::text[])
 """
 
 # The current attempt of a build this drone holds, locked (lock order: build, then attempt).
-LOG_CONTEXT_SQL = AGENT_CTES + """
+LOG_CONTEXT_SQL = """
+WITH token AS (
+    SELECT swarm_agent_touch(%(prefix)s, %(digest)s, %(now)s, %(used_before)s, %(lease_until)s,
+                             %(renew_before)s) AS drone_id
+)
 SELECT a.id, a.number, a.log_size, a.log_storage_key, b.state
 FROM builds_build b JOIN builds_buildattempt a ON a.build_id = b.id AND a.number = b.attempt_count
 WHERE b.id = %(build)s AND b.drone_id = (SELECT drone_id FROM token) AND a.drone_id = b.drone_id
@@ -60,11 +49,24 @@ UPDATE builds_buildattempt SET log_size = %(size)s WHERE id = %(attempt)s
 """
 
 
-def agent_params(token: str, now) -> dict | None:
-    """AGENT_CTES' parameters for a presented token; None when it is malformed."""
+def token_parts(token: str) -> tuple[str, str] | None:
+    """(prefix, digest) of a presented token, as the database keeps them; None when it is malformed."""
     prefix = split_prefix(token or "")
     if prefix is None:
         return None
+    return prefix, token_digest(token)
+
+
+def agent_times(now) -> dict:
+    """The times `swarm_agent_touch` takes, for a request at `now`."""
     lease = settings.SWARM_BUILD_LEASE_SECONDS
-    return {"prefix": prefix, "digest": token_digest(token), "now": now, "used_before": now - LAST_USED_PRECISION,
-            "lease_until": now + timedelta(seconds=lease), "renew_before": now + timedelta(seconds=lease - 1)}
+    return {"now": now, "used_before": now - LAST_USED_PRECISION, "lease_until": now + timedelta(seconds=lease),
+            "renew_before": now + timedelta(seconds=lease - 1)}
+
+
+def agent_params(token: str, now) -> dict | None:
+    """LOG_CONTEXT_SQL's token and time parameters for a presented token; None when it is malformed."""
+    parts = token_parts(token)
+    if parts is None:
+        return None
+    return {"prefix": parts[0], "digest": parts[1], **agent_times(now)}

@@ -19,6 +19,9 @@ ACTIVE_STATES = (BuildState.ASSIGNED, BuildState.RUNNING, BuildState.CANCELING)
 #: States a build never leaves.
 TERMINAL_STATES = (BuildState.SUCCESS, BuildState.FAILED, BuildState.CANCELED)
 
+#: Drone statuses that take no new builds.
+NO_NEW_WORK_STATUSES = ("paused", "draining", "offline")
+
 
 class AttemptState(models.TextChoices):
     """Lifecycle of one attempt (one drone's try at a build)."""

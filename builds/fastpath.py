@@ -64,10 +64,10 @@ async def claim(request: FastRequest) -> FastResponse | None:
         payload = claim_payload(outcome.result)
     except Exception:  # noqa: BLE001 - the build is assigned now: never let the view claim another one
         logger.exception("claimed build %s could not be described to the drone; it returns to the queue when "
-                         "its acknowledgement times out", outcome.result.build.pk)
+                         "its acknowledgement times out", outcome.result.claimed.build["id"])
         return FastResponse(error_body("server_error", "The claim could not be answered; ask again."), status=500)
     return FastResponse(payload, status=201,
-                        headers=[(b"job-status", outcome.result.build.state.encode()), *headers])
+                        headers=[(b"job-status", outcome.result.state.encode()), *headers])
 
 
 def _log_patch(request: FastRequest) -> tuple[int, int, bytes, int | None] | None:

@@ -12,17 +12,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from builds import events
-from builds.agent_sql import CLAIM_CONTEXT_SQL, LOG_APPEND_SQL, LOG_CONTEXT_SQL, agent_params
-from builds.claiming import CLAIM_STATEMENT, claim_params, claimed_from_row
+from builds import claim_groups, events
+from builds.agent_sql import LOG_APPEND_SQL, LOG_CONTEXT_SQL, agent_params, token_parts
+from builds.claiming import CLAIM_SQL, ClaimedRow, claim_params, claimed_from_instances, claimed_from_row
 from builds.choices import (
     ACTIVE_STATES,
+    NO_NEW_WORK_STATUSES,
     TERMINAL_STATES,
     ArtifactState,
     AttemptState,
@@ -38,9 +40,6 @@ from swarm.core.errors import ApiError, Conflict, NotFound
 from swarm.core.services import audit_record
 
 logger = logging.getLogger(__name__)
-
-#: Drone statuses that never receive new builds.
-NO_NEW_WORK_STATUSES = ("paused", "draining", "offline")
 
 
 @dataclass(frozen=True)
@@ -249,13 +248,26 @@ def build_nudge_idle_drones(*, build_id: int, limit: int = 10) -> int:
 
 @dataclass
 class ClaimResult:
-    """A build handed to a drone, with the attempt it runs as."""
+    """A build handed to a drone, with the attempt it runs as (`claimed`: what the claim returned)."""
 
-    build: Build
-    attempt: BuildAttempt
+    claimed: ClaimedRow
     lease_seconds: int = 0
     ack_timeout: int = 0
     seconds: float = 0.0
+
+    @property
+    def state(self) -> str:
+        return self.claimed.build["state"]
+
+    @cached_property
+    def build(self) -> Build:
+        """The claimed build and its job, read from the database."""
+        return Build.objects.select_related("job").get(pk=self.claimed.build["id"])
+
+    @cached_property
+    def attempt(self) -> BuildAttempt:
+        """The claim's attempt, read from the database."""
+        return BuildAttempt.objects.get(pk=self.claimed.attempt_id)
 
 
 @dataclass
@@ -297,12 +309,15 @@ def _queue_limits(now) -> _QueueLimits:
 def build_claim(*, drone, free_slots: int = 1, labels: list[str] | None = None) -> ClaimResult | None:
     """Hand the best pending build this drone can run to it, or None.
 
-    One transaction: lock the drone row (so its own claims are serial and its
-    capacity holds), pick the highest-priority pending build whose labels are
-    a subset of the drone's with `FOR UPDATE SKIP LOCKED` (a build another
-    drone is claiming right now is skipped, never waited for nor handed out
-    twice), and assign it as a new numbered attempt.
+    One transaction: serialise this drone's claims (`swarm_lock_drone_claims`,
+    a transaction advisory lock, so its capacity holds), pick the
+    highest-priority pending build whose labels are a subset of the drone's
+    with `FOR UPDATE SKIP LOCKED` (a build another drone is claiming right now
+    is skipped, never waited for nor handed out twice), and assign it as a new
+    numbered attempt.
     """
+    from django.db import connection
+
     from drones.models import Drone
 
     started = time.perf_counter()
@@ -311,8 +326,9 @@ def build_claim(*, drone, free_slots: int = 1, labels: list[str] | None = None) 
     lease = settings.SWARM_BUILD_LEASE_SECONDS
     ack_timeout = settings.SWARM_BUILD_ACK_TIMEOUT
     with transaction.atomic():
-        locked_drone = (Drone.objects.select_for_update().only("pk", "name", "status", "labels", "capacity")
-                        .filter(pk=drone.pk).first())
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT swarm_lock_drone_claims(%s)", [drone.pk])
+        locked_drone = Drone.objects.only("pk", "name", "status", "labels", "capacity").filter(pk=drone.pk).first()
         if locked_drone is None:
             raise NotFound("This drone no longer exists.")
         if locked_drone.status in NO_NEW_WORK_STATUSES:
@@ -323,27 +339,23 @@ def build_claim(*, drone, free_slots: int = 1, labels: list[str] | None = None) 
         if not limits.limited_queue_ids and not limits.rate_limited:
             claimed = _claim_in_one_statement(drone=locked_drone, labels=drone_labels, now=now, lease=lease,
                                               ack_timeout=ack_timeout)
-            if claimed is None:
-                return None
-            build, attempt = claimed
         else:
             claimed = _claim_with_queue_limits(drone=locked_drone, labels=drone_labels, now=now, lease=lease,
                                                ack_timeout=ack_timeout, limits=limits)
-            if claimed is None:
-                return None
-            build, attempt = claimed
-        attempt_number = attempt.number
+        if claimed is None:
+            return None
+        build_id, attempt_number = claimed.build["id"], claimed.attempt_number
         transaction.on_commit(lambda: events.emit_build_changed(
-            build_id=build.pk, state=BuildState.ASSIGNED, attempt_number=attempt_number))
-    return ClaimResult(build=build, attempt=attempt, lease_seconds=lease, ack_timeout=ack_timeout,
+            build_id=build_id, state=BuildState.ASSIGNED, attempt_number=attempt_number))
+    return ClaimResult(claimed=claimed, lease_seconds=lease, ack_timeout=ack_timeout,
                        seconds=time.perf_counter() - started)
 
 
-def _claim_in_one_statement(*, drone, labels, now, lease: int, ack_timeout: int):
-    """The claim as one statement (after the drone row lock): capacity, pick, assign, attempt, event.
+def _claim_in_one_statement(*, drone, labels, now, lease: int, ack_timeout: int) -> ClaimedRow | None:
+    """The claim as one statement (after the drone's claim lock): capacity, pick, assign, attempt, event.
 
-    It runs after the drone lock in a statement of its own, so its snapshot
-    sees every earlier claim of this drone; `SKIP LOCKED` passes over builds
+    It runs after the lock in a statement of its own, so its snapshot sees
+    every earlier claim of this drone; `SKIP LOCKED` passes over builds
     other drones are claiming right now. The statement returns the build and
     its job too (builds/claiming.py).
     """
@@ -352,14 +364,15 @@ def _claim_in_one_statement(*, drone, labels, now, lease: int, ack_timeout: int)
     params = claim_params(drone_id=drone.pk, drone_name=drone.name, capacity=drone.capacity, labels=labels,
                           now=now, lease=lease, ack_timeout=ack_timeout)
     with connection.cursor() as cursor:
-        cursor.execute(CLAIM_STATEMENT, params)
+        cursor.execute(CLAIM_SQL, params)
         row = cursor.fetchone()
     if row is None:
         return None
-    return claimed_from_row(row, now=now)
+    return claimed_from_row(row)
 
 
-def _claim_with_queue_limits(*, drone, labels, now, lease: int, ack_timeout: int, limits: _QueueLimits):
+def _claim_with_queue_limits(*, drone, labels, now, lease: int, ack_timeout: int,
+                             limits: _QueueLimits) -> ClaimedRow | None:
     """The claim step by step, for when some queue caps concurrency or tenant start rates."""
     held = Build.objects.filter(drone_id=drone.pk, state__in=ACTIVE_STATES).count()
     if held >= max(int(drone.capacity or 0), 0):
@@ -400,7 +413,7 @@ def _claim_with_queue_limits(*, drone, labels, now, lease: int, ack_timeout: int
     build.save(update_fields=["state", "drone_id", "attempt_count", "assigned_at", "ack_deadline",
                               "lease_expires_at"])
     _record(build, "claimed", actor=f"drone:{drone.pk}", attempt_number=attempt_number, drone=drone.name)
-    return build, attempt
+    return claimed_from_instances(build, attempt)
 
 
 # --- the agent's hot calls on the event loop ----------------------------------
@@ -426,49 +439,34 @@ class AsyncClaim:
 
 
 async def build_claim_async(*, token: str, free_slots: int, labels: list[str] | None) -> AsyncClaim | None:
-    """`build_claim` for a drone token on the event loop's async connection; None when the view must answer.
+    """`build_claim` for a drone token on the event loop; None when the view must answer.
 
-    Two statements in one transaction: the agent CTEs with the drone row
-    locked (builds/agent_sql.py), then the claim statement `build_claim` runs
-    too. The view answers for an unknown or foreign token, a drone that is
+    The claim goes to the database in a group with the claims that arrive
+    with it (builds/claim_groups.py): one call checks each token, renews the
+    drone's leases, serialises its claims and runs the claim `build_claim`
+    runs. The view answers for an unknown or foreign token, a drone that is
     gone, and any queue with limits (nothing is claimed then).
     """
     started = time.perf_counter()
-    now = timezone.now()
-    context_params = agent_params(token, now)
-    if context_params is None:
+    parts = token_parts(token)
+    if parts is None:
         return None
-    lease = settings.SWARM_BUILD_LEASE_SECONDS
-    ack_timeout = settings.SWARM_BUILD_ACK_TIMEOUT
-    row = None
-    pool = await async_db.pool()
-    try:
-        async with pool.connection() as connection, connection.transaction():
-            cursor = await connection.execute(CLAIM_CONTEXT_SQL, context_params)
-            drone = await cursor.fetchone()
-            if drone is None or drone[5]:
-                raise _HandToView  # no such drone token, or queue limits
-            drone_id, drone_name, status, drone_labels, capacity, _, canceling = drone
-            if free_slots >= 1 and status not in NO_NEW_WORK_STATUSES:
-                params = claim_params(drone_id=drone_id, drone_name=drone_name, capacity=capacity,
-                                      labels=drone_labels or labels or [], now=now, lease=lease,
-                                      ack_timeout=ack_timeout)
-                cursor = await connection.execute(CLAIM_STATEMENT, params)
-                row = await cursor.fetchone()
-    except _HandToView:
+    answer = await claim_groups.claim(claim_groups.ClaimRequest(prefix=parts[0], digest=parts[1],
+                                                                free_slots=free_slots, labels=labels or []))
+    if answer.answer == "view":
         return None
-    if row is None:
-        return AsyncClaim(result=None, canceling_build_ids=list(canceling))
+    if answer.answer != "claimed":
+        return AsyncClaim(result=None, canceling_build_ids=answer.canceling_build_ids)
     try:
-        build, attempt = claimed_from_row(row, now=now)
+        row = claimed_from_row(answer.claimed)
     except Exception as error:  # noqa: BLE001 - assigned already: the view must not claim a second build
         logger.exception("claimed build could not be read back")
         raise ClaimUnanswerable("The claim could not be answered; ask again.") from error
-    await events.emit_build_changed_async(build_id=build.pk, state=BuildState.ASSIGNED,
-                                          attempt_number=attempt.number)
-    result = ClaimResult(build=build, attempt=attempt, lease_seconds=lease, ack_timeout=ack_timeout,
-                         seconds=time.perf_counter() - started)
-    return AsyncClaim(result=result, canceling_build_ids=list(canceling))
+    await events.emit_build_changed_async(build_id=row.build["id"], state=BuildState.ASSIGNED,
+                                          attempt_number=row.attempt_number)
+    result = ClaimResult(claimed=row, lease_seconds=settings.SWARM_BUILD_LEASE_SECONDS,
+                         ack_timeout=settings.SWARM_BUILD_ACK_TIMEOUT, seconds=time.perf_counter() - started)
+    return AsyncClaim(result=result, canceling_build_ids=answer.canceling_build_ids)
 
 
 @dataclass

@@ -80,6 +80,9 @@ TEMPLATES = [
 SWARM_HTTP_THREADS = env.int("SWARM_HTTP_THREADS", default=16)
 #: Connections per server process for the requests answered on the event loop (swarm/core/fast_routes.py).
 SWARM_FASTPATH_DB_CONNECTIONS = env.int("SWARM_FASTPATH_DB_CONNECTIONS", default=8)
+#: Claim groups per server process with the database at once (builds/claim_groups.py); claims that
+#: arrive while this many are in flight wait and go together in the next group.
+SWARM_CLAIM_GROUPS = env.int("SWARM_CLAIM_GROUPS", default=2)
 
 DATABASES = {"default": env.db("DATABASE_URL", default="postgresql://127.0.0.1:5432/swarm")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("SWARM_DB_CONN_MAX_AGE", default=60)
@@ -118,7 +121,7 @@ CACHES = {
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "swarm.core.channel_layer.RedisChannelLayer",
         # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's
         # BZPOPMIN timeout: every idle consumer died with TimeoutError after ~5 s. Read longer.
         "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30, "health_check_interval": 15}],

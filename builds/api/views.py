@@ -99,7 +99,7 @@ class BuildRequestView(AgentMixin, ScopedAPIView):
             response = Response(status=status.HTTP_204_NO_CONTENT)
         else:
             response = Response(claim_payload(result), status=status.HTTP_201_CREATED)
-            response["Job-Status"] = result.build.state
+            response["Job-Status"] = result.state
         canceling = selectors.drone_canceling_build_ids(drone.pk)
         if canceling:
             response["Swarm-Canceling-Builds"] = ",".join(str(pk) for pk in canceling)

@@ -32,9 +32,17 @@ def remember_server_loop() -> None:
         _server_loop, _server_thread = loop, threading.get_ident()
 
 
-def run_async(function, *args, **kwargs):
-    """`function(*args, **kwargs)` (a coroutine function) run to completion from sync code."""
+def server_loop_for_other_threads() -> asyncio.AbstractEventLoop | None:
+    """The server's running event loop when called from another thread (an HTTP worker), else None."""
     loop = _server_loop
     if loop is not None and loop.is_running() and threading.get_ident() != _server_thread:
+        return loop
+    return None
+
+
+def run_async(function, *args, **kwargs):
+    """`function(*args, **kwargs)` (a coroutine function) run to completion from sync code."""
+    loop = server_loop_for_other_threads()
+    if loop is not None:
         return asyncio.run_coroutine_threadsafe(function(*args, **kwargs), loop).result(TIMEOUT)
     return async_to_sync(function)(*args, **kwargs)

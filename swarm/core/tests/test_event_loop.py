@@ -2,6 +2,7 @@
 import asyncio
 import threading
 
+from conftest import server_loop_in_thread
 from swarm.core import event_loop
 
 
@@ -16,11 +17,7 @@ def test_threads_hand_coroutines_to_the_server_loop_and_others_get_a_loop_of_the
     value, _, _ = event_loop.run_async(where, 1)
     assert value == 1
 
-    loop = asyncio.new_event_loop()
-    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
-    loop_thread.start()
-    try:
-        asyncio.run_coroutine_threadsafe(_remember(), loop).result(5)
+    with server_loop_in_thread() as (loop, loop_thread):
         results = []
         workers = [threading.Thread(target=lambda n=n: results.append(event_loop.run_async(where, n)))
                    for n in range(4)]
@@ -31,11 +28,3 @@ def test_threads_hand_coroutines_to_the_server_loop_and_others_get_a_loop_of_the
         assert sorted(value for value, _, _ in results) == [0, 1, 2, 3]
         assert {thread for _, thread, _ in results} == {loop_thread.ident}
         assert {ran_on for _, _, ran_on in results} == {loop}
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        loop_thread.join(5)
-        loop.close()
-
-
-async def _remember():
-    event_loop.remember_server_loop()

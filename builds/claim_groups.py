@@ -1,0 +1,129 @@
+"""Claims on the event loop, grouped: claims that arrive together share one database round trip.
+
+On a busy fleet hundreds of idle drones ask for work at once. Alone, each
+claim pays a round trip, a transaction and a commit (a WAL flush) of its
+own. Here a claim goes to the database at once when fewer than
+SWARM_CLAIM_GROUPS groups are there already (a lone claim never waits for
+company); claims that arrive while they are wait together and go as the next
+group: one call of `swarm_agent_build_claims` (migration
+builds/0003_claim_functions), one transaction, one commit. A group holds at
+most MAX_GROUP claims.
+
+A group succeeds or fails whole: when its call fails nothing is claimed, and
+every request in it is answered by the Django view instead
+(swarm/core/fast_routes.py hands a request over when its handler raises).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from builds.agent_sql import AGENT_CLAIMS_SQL, agent_times
+from builds.choices import NO_NEW_WORK_STATUSES
+from swarm.core import async_db
+
+#: The most claims one database call takes.
+MAX_GROUP = 64
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """One drone's `POST /api/v1/builds/request`: its token (as stored), free slots and labels."""
+
+    prefix: str
+    digest: str
+    free_slots: int
+    labels: list[str]
+
+
+@dataclass(frozen=True)
+class ClaimAnswer:
+    """What the database answered one request: `view`, `none` or `claimed` (with the claim row)."""
+
+    answer: str
+    canceling_build_ids: list[int]
+    claimed: tuple | None
+
+
+class ClaimGroups:
+    """The claims waiting on one event loop and the tasks sending them in groups."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._waiting: list[tuple[ClaimRequest, asyncio.Future]] = []
+        self._senders = 0
+
+    async def claim(self, request: ClaimRequest) -> ClaimAnswer:
+        future = self._loop.create_future()
+        self._waiting.append((request, future))
+        if self._senders < max(settings.SWARM_CLAIM_GROUPS, 1):
+            self._senders += 1
+            self._loop.create_task(self._send_waiting())
+        return await future
+
+    async def _send_waiting(self) -> None:
+        try:
+            while self._waiting:
+                group = self._waiting[:MAX_GROUP]
+                del self._waiting[:MAX_GROUP]
+                await self._send(group)
+        finally:
+            self._senders -= 1
+
+    async def _send(self, group: list[tuple[ClaimRequest, asyncio.Future]]) -> None:
+        requests = [request for request, _ in group]
+        now = timezone.now()
+        params = {
+            "prefixes": [request.prefix for request in requests],
+            "digests": [request.digest for request in requests],
+            "free_slots": [request.free_slots for request in requests],
+            "labels": json.dumps([request.labels for request in requests]),
+            **agent_times(now),
+            "ack_deadline": now + timedelta(seconds=settings.SWARM_BUILD_ACK_TIMEOUT),
+            "no_work_statuses": list(NO_NEW_WORK_STATUSES),
+        }
+        try:
+            pool = await async_db.pool()
+            async with pool.connection() as connection:
+                cursor = await connection.execute(AGENT_CLAIMS_SQL, params)
+                rows = await cursor.fetchall()
+        except BaseException as error:  # every request of the group learns of it (and the view answers)
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(error if isinstance(error, Exception) else ClaimGroupCancelled())
+            if not isinstance(error, Exception):
+                raise
+            return
+        answers = {row[0]: row for row in rows}
+        for index, (_, future) in enumerate(group, start=1):
+            if future.done():  # the request went away meanwhile
+                continue
+            row = answers.get(index)
+            if row is None:
+                future.set_exception(LookupError(f"the claim group answered no row for request {index}"))
+                continue
+            _, answer, canceling, *claimed = row
+            future.set_result(ClaimAnswer(answer=answer, canceling_build_ids=list(canceling or []),
+                                          claimed=tuple(claimed) if answer == "claimed" else None))
+
+
+class ClaimGroupCancelled(Exception):
+    """The task sending a group was cancelled (the server is stopping)."""
+
+
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ClaimGroups] = weakref.WeakKeyDictionary()
+
+
+async def claim(request: ClaimRequest) -> ClaimAnswer:
+    """Claim for one drone, in a group with the claims that arrive with it."""
+    loop = asyncio.get_running_loop()
+    groups = _by_loop.get(loop)
+    if groups is None:
+        groups = _by_loop[loop] = ClaimGroups(loop)
+    return await groups.claim(request)
