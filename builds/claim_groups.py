@@ -24,6 +24,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from builds import metrics
 from builds.agent_sql import AGENT_CLAIMS_SQL, agent_times
 from builds.choices import NO_NEW_WORK_STATUSES
 from swarm.core import async_db
@@ -78,6 +79,7 @@ class ClaimGroups:
 
     async def _send(self, group: list[tuple[ClaimRequest, asyncio.Future]]) -> None:
         requests = [request for request, _ in group]
+        metrics.CLAIM_GROUP_SIZE.observe(len(requests))
         now = timezone.now()
         params = {
             "prefixes": [request.prefix for request in requests],

@@ -2,9 +2,11 @@
 
 `POST /api/v1/builds/request` is what every idle drone sends in a loop, and a
 running build streams its log as `PATCH /api/v1/builds/<id>/log`. Through
-the views each costs about ten round trips to the database; the async
-services `build_claim_async` and `build_log_append_async` (builds/services.py,
-SQL in builds/agent_sql.py) take two statements in one transaction.
+the views each costs about ten round trips to the database. Here
+`build_claim_async` (builds/services.py) sends the claim in a group with the
+claims that arrive with it, one database call for the group
+(builds/claim_groups.py), and `build_log_append_async` takes two statements
+in one transaction (SQL in builds/agent_sql.py).
 
 These handlers answer only what they are sure of; the views answer the rest
 (every refusal among them): a body the serializer would refuse, an unknown or

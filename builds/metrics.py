@@ -1,7 +1,8 @@
 """Prometheus metrics of builds, served on /metrics next to django-prometheus' own.
 
 Gauges are computed from the database at scrape time (so every replica
-reports the same truth); the claim latency histogram is observed per process.
+reports the same truth); the claim latency and claim group size histograms are
+observed per process.
 """
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ logger = logging.getLogger(__name__)
 CLAIM_SECONDS = Histogram(
     "swarm_build_claim_seconds", "Time to answer POST /api/v1/builds/request (claim or no build).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+CLAIM_GROUP_SIZE = Histogram(
+    "swarm_build_claim_group_size", "Claims sent to the database together, per group (builds/claim_groups.py).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 
 

@@ -3,6 +3,7 @@ import asyncio
 import json
 
 import pytest
+from prometheus_client import REGISTRY
 
 from builds import claim_groups, services
 from builds.models import Build, BuildAttempt, BuildEvent, Queue
@@ -46,10 +47,12 @@ def test_claims_that_arrive_together_go_as_one_group_and_get_different_builds(gr
     job = make_job()
     builds = [build_trigger(job=job, trigger="api") for _ in range(6)]
     clients = [make_drone()[1] for _ in range(5)]
+    before = REGISTRY.get_sample_value("swarm_build_claim_group_size_bucket", {"le": "8.0"}) or 0
 
     outcomes = claim_together([client.token for client in clients])
 
     assert group_sizes == [5], "one database call for the five claims"
+    assert REGISTRY.get_sample_value("swarm_build_claim_group_size_bucket", {"le": "8.0"}) == before + 1
     claimed = [outcome.result.claimed for outcome in outcomes]
     assert sorted(row.build["id"] for row in claimed) == sorted(build.pk for build in builds[:5])
     for client, row in zip(clients, claimed, strict=True):
