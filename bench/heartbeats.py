@@ -15,7 +15,12 @@ What it does, all on 127.0.0.1:
 4. Capacity run: `--concurrency` async clients heartbeating as fast as they
    can, then the same clients against the trivial JSON `GET /healthz` of the
    same server (the baseline) → the ratio of the two throughputs.
-5. Detection: a real `swarm-agent run` plus a real Celery worker and beat
+5. Health sweep: the beat health check (`drones.ladder.fleet_evaluate`)
+   over the whole fleet, live and with every ping due, at the default
+   intervals; the baseline is the same check done drone by drone
+   (`drone_evaluate` with its own ping, as the sweep used to), timed on
+   `--sweep-sample` drones and projected onto the fleet.
+6. Detection: a real `swarm-agent run` plus a real Celery worker and beat
    (health check every second, heartbeat interval 1 s); the agent is killed
    with SIGKILL and the time until its L1 EscalationEvent is measured.
 
@@ -242,6 +247,50 @@ def measure_detection(url: str, env: dict, workdir: Path, timeout: float = 60.0)
 # --- main -----------------------------------------------------------------------------
 
 
+def measure_sweep(sample: int) -> dict:
+    """The health check over the whole live fleet vs checking drones one by one (projected from `sample`)."""
+    from datetime import timedelta
+
+    from django.test import override_settings
+    from django.utils import timezone
+
+    from drones.ladder import drone_evaluate, fleet_evaluate
+    from drones.models import Drone
+
+    def live_fleet(**fields):
+        now = timezone.now()
+        Drone.objects.update(last_heartbeat_at=now, status="online", escalation_level=0, missed_pongs=0, **fields)
+        return now
+
+    # The default intervals: a sweep must finish well inside SWARM_DRONE_HEALTH_CHECK_INTERVAL (10 s).
+    with override_settings(SWARM_DRONE_HEARTBEAT_INTERVAL=30, SWARM_DRONE_PING_INTERVAL=10):
+        fleet = Drone.objects.count()
+        live_fleet(healthy_since=None, last_ping_at=None, last_pong_at=None)
+        started = time.perf_counter()
+        first = fleet_evaluate()
+        joined = time.perf_counter() - started
+        now = live_fleet()
+        Drone.objects.update(last_ping_at=now - timedelta(seconds=60), last_pong_at=now - timedelta(seconds=59))
+        started = time.perf_counter()
+        steady = fleet_evaluate()
+        swept = time.perf_counter() - started
+        pinged = Drone.objects.filter(last_ping_at__gte=now).count()
+        drone_ids = list(Drone.objects.order_by("pk").values_list("pk", flat=True)[:sample])
+        started = time.perf_counter()
+        for drone_id in drone_ids:
+            drone_evaluate(drone_id=drone_id, ping=True)
+        per_drone = (time.perf_counter() - started) / max(len(drone_ids), 1)
+    return {
+        "drones": fleet,
+        "first_sweep_seconds": round(joined, 3), "first_sweep_evaluated": len(first),
+        "steady_sweep_seconds": round(swept, 3), "steady_sweep_evaluated": len(steady),
+        "steady_sweep_pinged": pinged,
+        "baseline_drone_by_drone_ms": round(per_drone * 1000, 3), "baseline_sample": len(drone_ids),
+        "baseline_projected_sweep_seconds": round(per_drone * fleet, 1),
+        "health_check_interval_seconds": 10,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--drones", type=int, default=15_000)
@@ -249,6 +298,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per measured run")
     parser.add_argument("--concurrency", type=int, default=64, help="clients in the capacity runs")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--sweep-sample", type=int, default=500, help="drones checked one by one (sweep baseline)")
     parser.add_argument("--skip-detection", action="store_true", help="only the throughput runs")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server/worker/agent logs)")
     args = parser.parse_args()
@@ -305,6 +355,9 @@ def main() -> int:
         baseline = meter.measure(lambda: capacity_run(healthz, lambda response: response.status == 200,
                                                       args.duration))
 
+        say(f"health sweep over {args.drones} live drones, and {args.sweep_sample} checked one by one")
+        sweep = measure_sweep(args.sweep_sample)
+
         delete_fleet()
         if args.skip_detection:
             detection = None
@@ -317,6 +370,7 @@ def main() -> int:
             "drones": args.drones, "uvicorn_workers": args.workers, "cpu_count": os.cpu_count(),
             "paced": paced,
             "capacity_heartbeat": capacity,
+            "health_sweep": sweep,
             "baseline_healthz": baseline,
             "heartbeats_per_second": paced["per_second"],
             "p50_ms": paced["p50_ms"], "p99_ms": paced["p99_ms"], "errors": paced["errors"] + capacity["errors"],

@@ -3,6 +3,7 @@ import logging
 
 from channels.layers import get_channel_layer
 
+from swarm.core import group_notices
 from swarm.core.event_loop import run_async
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,17 @@ def drone_send(drone_id: int, message: dict) -> None:
     if "type" not in message:
         raise ValueError("a message to a drone needs a 'type'")
     run_async(drone_send_async, drone_id, message)
+
+
+def drones_send(messages: list[tuple[int, dict]]) -> None:
+    """Push messages to many drones at once (e.g. the health check's pings), best effort.
+
+    One lookup finds which of the drones have an agent connected
+    (swarm.core.group_notices.deliver); only those get a send.
+    """
+    notices = [(drone_group(drone_id), {"type": AGENT_MESSAGE_EVENT, "message": message})
+               for drone_id, message in messages]
+    run_async(group_notices.deliver, notices)
 
 
 def drone_disconnect(drone_id: int, *, code: int = 4000) -> None:

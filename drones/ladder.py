@@ -1,8 +1,14 @@
 """Health evaluation and the self-healing escalation ladder (run by beat through drones.tasks).
 
-One drone at a time, under `SELECT … FOR UPDATE SKIP LOCKED` on its row, so
-two beat workers never act on the same drone: the second one skips it, and
-when it comes back later the cooldown (read under the lock) holds it off.
+A sweep over the fleet (`fleet_evaluate`) costs nothing per healthy drone:
+one statement records the pings that are due (counting an unanswered ping as
+missed) and the pings go out in one batch (drones.services.drones_ping_due),
+one statement marks newly healthy drones, and one query finds the drones
+that need a step — a status to change, a drone that is unhealthy or on the
+ladder — and only those are evaluated, one at a time, under `SELECT … FOR UPDATE SKIP LOCKED`
+on its row, so two beat workers never act on the same drone: the second one
+skips it, and when it comes back later the cooldown (read under the lock)
+holds it off.
 
     L1 restart_service  → L2 hard_restart → L3 reboot_container (lxc/qemu only) → L4 alert_admin
 
@@ -20,6 +26,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from drones.alerts import alert_admin
@@ -34,7 +41,7 @@ from drones.events import drone_send
 from drones.hypervisors import HypervisorError, client_for
 from drones.models import Drone, EscalationEvent
 from drones.remote import RemoteCommandError, ssh_run
-from drones.services import cooldown_seconds, drone_ping_send
+from drones.services import cooldown_seconds, drone_ping_send, drones_ping_due
 
 logger = logging.getLogger(__name__)
 
@@ -138,8 +145,13 @@ def perform(drone: Drone, level: int, reason: str) -> tuple[str, str]:
     return (EscalationResult.OK if delivered else EscalationResult.FAILED), detail
 
 
-def drone_evaluate(*, drone_id: int, now: datetime | None = None) -> Evaluation:
-    """Check one drone's health and take at most one ladder step, under its row lock."""
+def drone_evaluate(*, drone_id: int, now: datetime | None = None, ping: bool = True) -> Evaluation:
+    """Check one drone's health and take at most one ladder step, under its row lock.
+
+    With `ping` (a drone checked on its own) a due ping is sent and an
+    unanswered one counted here; a fleet sweep has done both for every drone
+    already (`drones_ping_due`).
+    """
     with transaction.atomic():
         drone = Drone.objects.select_for_update(skip_locked=True, of=("self",)).select_related("hypervisor").filter(
             pk=drone_id).first()
@@ -155,7 +167,7 @@ def drone_evaluate(*, drone_id: int, now: datetime | None = None) -> Evaluation:
             drone.save(update_fields=update)
             return Evaluation(drone.pk, "paused", drone.escalation_level)
 
-        send_ping = _ping_due(drone, now)
+        send_ping = ping and _ping_due(drone, now)
         if send_ping and _ping_unanswered(drone):
             drone.missed_pongs += 1
         reason = unhealthy_reason(drone, liveness)
@@ -197,12 +209,50 @@ def _step(drone: Drone, now: datetime, reason: str | None) -> Evaluation:
     return Evaluation(drone.pk, "acted", level, detail)
 
 
-def fleet_evaluate() -> list[Evaluation]:
-    """One health check over every drone that is not paused (what the beat task runs)."""
+def _live(now: datetime) -> Q:
+    """Drones whose heartbeats make them online (see `liveness_status`)."""
+    interval = settings.SWARM_DRONE_HEARTBEAT_INTERVAL
+    stale_before = now - timedelta(seconds=interval * settings.SWARM_DRONE_STALE_AFTER_MISSED)
+    return Q(last_heartbeat_at__gte=stale_before) | Q(last_heartbeat_at__isnull=True, registered_at__gte=stale_before)
+
+
+def _steady(now: datetime) -> Q:
+    """Drones a health check leaves as they are: online by their heartbeats, answering pings, off the ladder."""
+    return (_live(now) & Q(status__in=(DroneStatus.ONLINE, DroneStatus.DRAINING), escalation_level=0,
+                           missed_pongs__lt=settings.SWARM_DRONE_UNHEALTHY_AFTER_MISSED_PONGS))
+
+
+def drones_mark_healthy(now: datetime) -> int:
+    """Steady drones not yet marked healthy get `healthy_since` in one statement (what `_step` does one by one)."""
+    return Drone.objects.filter(_steady(now), healthy_since__isnull=True).update(healthy_since=now)
+
+
+def drones_needing_a_step(now: datetime) -> list[int]:
+    """Drones whose health check would change something, to be evaluated one by one.
+
+    Every drone but the paused and the steady ones (marked healthy already):
+    a status that is not the one its heartbeats give, too many missed pongs,
+    or a rung of the ladder to climb or to reset.
+    """
+    return list(
+        Drone.objects.exclude(status__in=HOLD_STATUSES)
+        .exclude(_steady(now) & Q(healthy_since__isnull=False))
+        .values_list("pk", flat=True).order_by("pk")
+    )
+
+
+def fleet_evaluate(now: datetime | None = None) -> list[Evaluation]:
+    """One health check over the fleet (what the beat task runs); the evaluations of the drones that needed one."""
+    now = now or timezone.now()
+    try:
+        drones_ping_due(now=now)
+    except Exception:  # noqa: BLE001 - pings lost to a Redis outage must not stop the health check
+        logger.exception("pinging the fleet failed")
+    drones_mark_healthy(now)
     evaluations = []
-    for drone_id in Drone.objects.exclude(status=DroneStatus.PAUSED).values_list("pk", flat=True).order_by("pk"):
+    for drone_id in drones_needing_a_step(now):
         try:
-            evaluations.append(drone_evaluate(drone_id=drone_id))
+            evaluations.append(drone_evaluate(drone_id=drone_id, now=now, ping=False))
         except Exception:  # noqa: BLE001 - one drone's failure must not stop the others' checks
             logger.exception("health check of drone %s failed", drone_id)
     return evaluations

@@ -14,7 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from drones.choices import DroneAction, DroneStatus, DroneType, EscalationLevel, EscalationResult, ProvisioningStatus
-from drones.events import drone_disconnect, drone_send
+from drones.events import drone_disconnect, drone_send, drones_send
 from drones.heartbeat_hooks import run_heartbeat_hooks_async
 from drones.models import Drone, EscalationEvent, JoinToken
 from drones.redis_client import key, redis_client
@@ -328,6 +328,49 @@ def drone_ping_send(*, drone: Drone) -> str:
     Drone.objects.filter(pk=drone.pk).update(last_ping_at=timezone.now())
     drone_send(drone.pk, {"type": "ping", "id": ping_id, "sent_at": sent_at})
     return ping_id
+
+
+# Record the pings that are due in one statement: count the previous ping as
+# missed when no pong came back, and stamp the new one. Paused drones are not
+# pinged (the health check leaves them alone).
+PINGS_DUE_SQL = """
+UPDATE drones_drone SET
+    missed_pongs = missed_pongs + CASE
+        WHEN last_ping_at IS NOT NULL AND (last_pong_at IS NULL OR last_pong_at < last_ping_at) THEN 1 ELSE 0 END,
+    last_ping_at = %(now)s
+WHERE status <> 'paused' AND (last_ping_at IS NULL OR last_ping_at <= %(due_before)s)
+RETURNING id
+"""
+
+#: Ping records written to Redis per pipeline.
+PING_RECORDS_PER_PIPELINE = 1000
+
+
+def drones_ping_due(*, now: datetime | None = None) -> list[int]:
+    """Ping every drone whose ping is due, in bulk (the health check's first step); returns their ids.
+
+    One statement records the pings (PINGS_DUE_SQL), pipelines store the ping
+    records the pong handler reads, and the pings go out in one batch that
+    reaches only drones with an agent connected (drones.events.drones_send).
+    """
+    now = now or timezone.now()
+    due_before = now - timedelta(seconds=settings.SWARM_DRONE_PING_INTERVAL)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(PINGS_DUE_SQL, {"now": now, "due_before": due_before})
+        drone_ids = sorted(row[0] for row in cursor.fetchall())
+    if not drone_ids:
+        return []
+    sent_at = time.time()
+    pings = [(drone_id, uuid.uuid4().hex) for drone_id in drone_ids]
+    client = redis_client()
+    for start in range(0, len(pings), PING_RECORDS_PER_PIPELINE):
+        with client.pipeline(transaction=False) as pipeline:
+            for drone_id, ping_id in pings[start:start + PING_RECORDS_PER_PIPELINE]:
+                pipeline.set(key("ping", ping_id), json.dumps({"drone_id": drone_id, "sent_at": sent_at}),
+                             ex=PING_RECORD_TTL)
+            pipeline.execute()
+    drones_send([(drone_id, {"type": "ping", "id": ping_id, "sent_at": sent_at}) for drone_id, ping_id in pings])
+    return drone_ids
 
 
 def drone_pong_record(*, drone_id: int, ping_id: str) -> float | None:

@@ -6,8 +6,10 @@ announced to its group. channels-redis' `group_send` costs two Redis round
 trips even for an empty group (expire old members, list the rest), which on
 a busy server was the largest single cost of a build claim.
 `groups_with_members()` expires old members and counts the rest for a whole
-batch of groups in one Lua call per Redis shard; swarm.core.group_notices
-then sends only to the groups that have someone in them.
+batch of groups in one Lua call per Redis shard and GROUPS_PER_CALL groups;
+swarm.core.group_notices then sends only to the groups that have someone in
+them. The health check's pings use it too: drones without an agent connected
+get no send.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ for i = 1, #KEYS do
 end
 return counts
 """
+#: Groups looked up per Lua call (a call blocks Redis while it runs).
+GROUPS_PER_CALL = 500
 EXPIRE_AND_COUNT_SHA = hashlib.sha1(EXPIRE_AND_COUNT.encode()).hexdigest()
 
 
@@ -42,11 +46,13 @@ class RedisChannelLayer(ChannelsRedisLayer):
         expired_before = int(time.time()) - self.group_expiry
         found: set[str] = set()
         for shard, names in by_shard.items():
-            keys = [self._group_key(name) for name in names]
             connection = self.connection(shard)
-            try:
-                counts = await connection.evalsha(EXPIRE_AND_COUNT_SHA, len(keys), *keys, expired_before)
-            except NoScriptError:  # a Redis that has not seen the script yet (or was restarted)
-                counts = await connection.eval(EXPIRE_AND_COUNT, len(keys), *keys, expired_before)
-            found.update(name for name, count in zip(names, counts, strict=True) if int(count))
+            for start in range(0, len(names), GROUPS_PER_CALL):
+                chunk = names[start:start + GROUPS_PER_CALL]
+                keys = [self._group_key(name) for name in chunk]
+                try:
+                    counts = await connection.evalsha(EXPIRE_AND_COUNT_SHA, len(keys), *keys, expired_before)
+                except NoScriptError:  # a Redis that has not seen the script yet (or was restarted)
+                    counts = await connection.eval(EXPIRE_AND_COUNT, len(keys), *keys, expired_before)
+                found.update(name for name, count in zip(chunk, counts, strict=True) if int(count))
         return found

@@ -1,0 +1,110 @@
+"""The beat health check over the fleet (drones.ladder.fleet_evaluate): healthy drones cost nothing per drone."""
+import asyncio
+import json
+from datetime import timedelta
+
+import pytest
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+from drones.events import AGENT_MESSAGE_EVENT, drone_group
+from drones.ladder import fleet_evaluate
+from drones.models import Drone, EscalationEvent
+from drones.redis_client import key, redis_client
+from drones.tests.conftest import register_drone
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def default_intervals(settings):
+    """The production intervals, so nothing goes stale while a test runs."""
+    settings.SWARM_DRONE_HEARTBEAT_INTERVAL = 30.0
+    settings.SWARM_DRONE_PING_INTERVAL = 10.0
+    settings.SWARM_DRONE_STALE_AFTER_MISSED = 2
+    settings.SWARM_DRONE_UNHEALTHY_AFTER_MISSED_PONGS = 3
+
+
+def fleet(count: int, prefix: str, **fields) -> list[Drone]:
+    drones = [register_drone(f"{prefix}-{n}")[0] for n in range(count)]
+    Drone.objects.filter(pk__in=[drone.pk for drone in drones]).update(**fields)
+    return drones
+
+
+def test_a_sweep_pings_in_one_go_marks_the_healthy_and_steps_only_through_the_rest():
+    now = timezone.now()
+    long_ago = now - timedelta(minutes=10)
+    steady = fleet(20, "steady", last_heartbeat_at=now, healthy_since=long_ago)
+    joined = fleet(3, "joined", last_heartbeat_at=now, healthy_since=None)
+    (silent,) = fleet(1, "silent", last_heartbeat_at=long_ago, healthy_since=long_ago)
+    (climbing,) = fleet(1, "climbing", last_heartbeat_at=now, healthy_since=long_ago, escalation_level=1,
+                        escalation_attempts=1, last_escalation_at=long_ago)
+    (paused,) = fleet(1, "paused", last_heartbeat_at=long_ago, status="paused")
+
+    evaluations = fleet_evaluate()
+
+    assert sorted(evaluation.drone_id for evaluation in evaluations) == sorted([silent.pk, climbing.pk])
+    outcomes = {evaluation.drone_id: evaluation.outcome for evaluation in evaluations}
+    assert outcomes[silent.pk] == "acted" and outcomes[climbing.pk] == "reset"
+    assert Drone.objects.get(pk=silent.pk).status == "offline"
+    assert EscalationEvent.objects.filter(drone=silent, level=1).exists()
+    assert all(Drone.objects.get(pk=drone.pk).healthy_since is not None for drone in joined)
+    pinged = Drone.objects.filter(last_ping_at__isnull=False)
+    assert set(pinged.values_list("pk", flat=True)) == {drone.pk for drone in [*steady, *joined, silent, climbing]}
+    assert Drone.objects.get(pk=paused.pk).status == "paused" and Drone.objects.get(pk=paused.pk).last_ping_at is None
+
+    (again,) = fleet_evaluate()
+    assert (again.drone_id, again.outcome) == (silent.pk, "waiting"), "only the unhealthy drone is looked at again"
+
+
+def test_an_unanswered_ping_counts_once_per_due_ping_and_escalates_at_the_threshold(settings):
+    settings.SWARM_DRONE_PING_INTERVAL = 0.0  # a ping is due at every sweep
+    (drone,) = fleet(1, "deaf", last_heartbeat_at=timezone.now(), healthy_since=timezone.now())
+
+    assert fleet_evaluate() == []  # the first ping: nothing to miss yet
+    assert fleet_evaluate() == []  # one missed
+    assert fleet_evaluate() == []  # two missed
+    assert Drone.objects.get(pk=drone.pk).missed_pongs == 2
+
+    (evaluation,) = fleet_evaluate()  # three missed: the ladder
+    assert (evaluation.drone_id, evaluation.outcome, evaluation.level) == (drone.pk, "acted", 1)
+    assert "3 missed pongs" in EscalationEvent.objects.get(drone=drone).detail
+
+    now = timezone.now()
+    Drone.objects.filter(pk=drone.pk).update(last_pong_at=now + timedelta(seconds=1))
+    fleet_evaluate()
+    assert Drone.objects.get(pk=drone.pk).missed_pongs == 3, "an answered ping is not counted"
+
+
+def test_pings_go_only_to_drones_with_an_agent_connected_and_can_be_answered(monkeypatch):
+    connected, disconnected = fleet(2, "ws", last_heartbeat_at=timezone.now(), healthy_since=timezone.now())
+    layer = get_channel_layer()
+    sent_to = []
+    group_send = layer.group_send
+
+    async def recording_send(group, message):
+        sent_to.append(group)
+        await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", recording_send)
+    loop = asyncio.new_event_loop()
+    try:
+        channel = loop.run_until_complete(layer.new_channel())
+        loop.run_until_complete(layer.group_add(drone_group(connected.pk), channel))
+
+        fleet_evaluate()
+
+        message = loop.run_until_complete(asyncio.wait_for(layer.receive(channel), 5))
+        loop.run_until_complete(layer.group_discard(drone_group(connected.pk), channel))
+    finally:
+        loop.close()
+    assert message["type"] == AGENT_MESSAGE_EVENT and message["message"]["type"] == "ping"
+    assert sent_to == [drone_group(connected.pk)], "no send to a drone whose agent is not connected"
+    record = json.loads(redis_client().get(key("ping", message["message"]["id"])))
+    assert record["drone_id"] == connected.pk
+
+    from drones.services import drone_pong_record
+
+    assert drone_pong_record(drone_id=connected.pk, ping_id=message["message"]["id"]) is not None
+    assert Drone.objects.get(pk=connected.pk).last_pong_at is not None
+    assert Drone.objects.get(pk=disconnected.pk).last_ping_at is not None
