@@ -358,8 +358,14 @@ def drones_ping_due(*, now: datetime | None = None) -> list[int]:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(PINGS_DUE_SQL, {"now": now, "due_before": due_before})
         drone_ids = sorted(row[0] for row in cursor.fetchall())
+    _pings_send(drone_ids)
+    return drone_ids
+
+
+def _pings_send(drone_ids: list[int]) -> None:
+    """Store the ping records the pong handler reads (Redis pipelines), then push the pings in one batch."""
     if not drone_ids:
-        return []
+        return
     sent_at = time.time()
     pings = [(drone_id, uuid.uuid4().hex) for drone_id in drone_ids]
     client = redis_client()
@@ -370,7 +376,6 @@ def drones_ping_due(*, now: datetime | None = None) -> list[int]:
                              ex=PING_RECORD_TTL)
             pipeline.execute()
     drones_send([(drone_id, {"type": "ping", "id": ping_id, "sent_at": sent_at}) for drone_id, ping_id in pings])
-    return drone_ids
 
 
 def drone_pong_record(*, drone_id: int, ping_id: str) -> float | None:
@@ -410,12 +415,13 @@ def drone_ping(*, drone: Drone, timeout: float | None = None) -> dict:
 
 
 def drone_ping_all() -> list[str]:
-    """Push a ping to every drone (answers arrive asynchronously); returns the names pinged."""
-    names = []
-    for drone in Drone.objects.exclude(status=DroneStatus.PAUSED).only("pk", "name"):
-        drone_ping_send(drone=drone)
-        names.append(drone.name)
-    return names
+    """Push a ping to every drone that is not paused, in bulk (answers arrive asynchronously); returns their names."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE drones_drone SET last_ping_at = %s WHERE status <> %s RETURNING id, name",
+                       [timezone.now(), DroneStatus.PAUSED])
+        pinged = sorted(cursor.fetchall(), key=lambda row: row[1])
+    _pings_send([drone_id for drone_id, _ in pinged])
+    return [name for _, name in pinged]
 
 
 # --- Operator holds --------------------------------------------------------------

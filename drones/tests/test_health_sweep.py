@@ -76,7 +76,11 @@ def test_an_unanswered_ping_counts_once_per_due_ping_and_escalates_at_the_thresh
     assert Drone.objects.get(pk=drone.pk).missed_pongs == 3, "an answered ping is not counted"
 
 
-def test_pings_go_only_to_drones_with_an_agent_connected_and_can_be_answered(monkeypatch):
+@pytest.mark.parametrize("ping", ["sweep", "ping_all"])
+def test_pings_go_only_to_drones_with_an_agent_connected_and_can_be_answered(monkeypatch, ping):
+    """The health sweep's pings and `POST /ping/all` (drone_ping_all) go out the same bulk way."""
+    from drones.services import drone_ping_all
+
     connected, disconnected = fleet(2, "ws", last_heartbeat_at=timezone.now(), healthy_since=timezone.now())
     layer = get_channel_layer()
     sent_to = []
@@ -92,7 +96,10 @@ def test_pings_go_only_to_drones_with_an_agent_connected_and_can_be_answered(mon
         channel = loop.run_until_complete(layer.new_channel())
         loop.run_until_complete(layer.group_add(drone_group(connected.pk), channel))
 
-        fleet_evaluate()
+        if ping == "sweep":
+            fleet_evaluate()
+        else:
+            assert drone_ping_all() == sorted([connected.name, disconnected.name])
 
         message = loop.run_until_complete(asyncio.wait_for(layer.receive(channel), 5))
         loop.run_until_complete(layer.group_discard(drone_group(connected.pk), channel))
