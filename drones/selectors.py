@@ -46,12 +46,12 @@ def drone_get(*, name: str) -> Drone:
     return drone
 
 
-def escalation_event_list(*, drone: Drone | None = None, limit: int = 200) -> QuerySet[EscalationEvent]:
-    """The latest ladder steps, newest first (optionally for one drone)."""
+def escalation_event_list(*, drone: Drone | None = None) -> QuerySet[EscalationEvent]:
+    """Ladder steps, newest first (optionally of one drone)."""
     events = EscalationEvent.objects.select_related("drone")
     if drone is not None:
         events = events.filter(drone=drone)
-    return events.order_by("-at", "-id")[:limit]
+    return events.order_by("-at", "-id")
 
 
 def fleet_health_summary() -> dict:

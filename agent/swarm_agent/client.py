@@ -38,6 +38,22 @@ def raise_for_api_error(response: httpx.Response) -> None:
     )
 
 
+#: Items asked for per page when a client reads a whole list.
+LIST_PAGE_LIMIT = 1000
+
+
+def get_all(client: httpx.Client, path: str, params: dict | None = None) -> list:
+    """Every item of a list endpoint, reading its pages (`{count, results}`) with limit/offset."""
+    items: list = []
+    while True:
+        response = client.get(path, params={**(params or {}), "limit": LIST_PAGE_LIMIT, "offset": len(items)})
+        raise_for_api_error(response)
+        page = response.json()
+        items.extend(page["results"])
+        if not page["results"] or len(items) >= page["count"]:
+            return items
+
+
 @dataclass
 class ApiConfig:
     """Where the control plane is and how to authenticate."""

@@ -13,7 +13,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers as drf_serializers
 from rest_framework import status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
@@ -37,17 +36,12 @@ from builds.protocol import CONTENT_RANGE, MAX_LOG_PATCH_BYTES
 from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
+from swarm.core.pagination import page_response
 from swarm.core.principals import READ_SCOPES, WRITE_SCOPES
 
 DRONE_SCOPES = frozenset({TokenScope.DRONE})
 #: One log read returns at most this much; `X-Log-Offset` says where the next read starts.
 MAX_LOG_READ_BYTES = 4 * 1024 * 1024
-
-
-def _paginate(view, queryset, serializer_class):
-    paginator = view.paginator_class()
-    page = paginator.paginate_queryset(queryset, view.request, view=view)
-    return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 
 # --- agent helpers -----------------------------------------------------------
@@ -220,11 +214,11 @@ class BuildArtifactsView(AgentMixin, ScopedAPIView):
     read_scopes = READ_SCOPES
     write_scopes = DRONE_SCOPES
 
-    @extend_schema(responses={200: ArtifactSerializer(many=True), **error_responses(404)},
+    @extend_schema(responses={200: ArtifactSerializer(many=True), **error_responses(400, 404)},
                    summary="List a build's artifacts")
     def get(self, request, build_id: int):
         build = selectors.build_get(self.principal, build_id)
-        return Response(ArtifactSerializer(selectors.build_artifacts(build), many=True).data)
+        return page_response(request, selectors.build_artifacts(build), ArtifactSerializer)
 
     @extend_schema(request=ArtifactAnnounceSerializer, responses={201: OpenApiTypes.OBJECT, **error_responses(400)},
                    summary="Announce an artifact and get where to upload it (drone token)", tags=["agent"])
@@ -321,11 +315,10 @@ def _queue_by_name(name: str | None):
 class JobListView(ScopedAPIView):
     """`GET /jobs` lists jobs; `POST /jobs` creates one."""
 
-    paginator_class = LimitOffsetPagination
-
-    @extend_schema(responses={200: JobSerializer(many=True), **error_responses(400)}, summary="List jobs")
+    @extend_schema(responses={200: JobSerializer(many=True), **error_responses(400)},
+                   summary="List jobs")
     def get(self, request):
-        return _paginate(self, selectors.job_list(self.principal), JobSerializer)
+        return page_response(request, selectors.job_list(self.principal), JobSerializer)
 
     @extend_schema(request=JobWriteSerializer, responses={201: JobSerializer, **error_responses(400, 409)},
                    summary="Create a job")
@@ -392,9 +385,10 @@ class JobTriggerView(ScopedAPIView):
 class QueueListView(ScopedAPIView):
     """`GET /queues`."""
 
-    @extend_schema(responses={200: QueueSerializer(many=True), **error_responses()}, summary="List build queues")
+    @extend_schema(responses={200: QueueSerializer(many=True), **error_responses(400)},
+                   summary="List build queues")
     def get(self, request):
-        return Response(QueueSerializer(Queue.objects.all(), many=True).data)
+        return page_response(request, Queue.objects.all(), QueueSerializer)
 
 
 # --- users: builds -----------------------------------------------------------
@@ -403,8 +397,6 @@ class QueueListView(ScopedAPIView):
 class BuildListView(ScopedAPIView):
     """`GET /builds?job=&state=&drone=`."""
 
-    paginator_class = LimitOffsetPagination
-
     @extend_schema(parameters=[OpenApiParameter("job", str), OpenApiParameter("state", str),
                                OpenApiParameter("drone", str)],
                    responses={200: BuildSerializer(many=True), **error_responses(400)}, summary="List builds")
@@ -412,7 +404,7 @@ class BuildListView(ScopedAPIView):
         builds = selectors.build_list(self.principal, job=request.query_params.get("job"),
                                       state=request.query_params.get("state"),
                                       drone=request.query_params.get("drone"))
-        return _paginate(self, builds, BuildSerializer)
+        return page_response(request, builds, BuildSerializer)
 
 
 class BuildDetailView(ScopedAPIView):

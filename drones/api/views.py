@@ -26,6 +26,7 @@ from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.authentication import authenticate_token, principal_from_token
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.choices import TokenScope
+from swarm.core.pagination import page_response
 from swarm.core.principals import READ_SCOPES
 
 ADMIN_ONLY = frozenset({TokenScope.ADMIN})
@@ -160,9 +161,10 @@ class AgentWheelView(APIView):
 class DroneListView(FleetAPIView):
     """`GET /api/v1/drones`."""
 
-    @extend_schema(responses={200: DroneSerializer(many=True), **ERRORS}, summary="List drones")
+    @extend_schema(responses={200: DroneSerializer(many=True), **ERRORS},
+                   summary="List drones")
     def get(self, request):
-        return Response(DroneSerializer(selectors.drone_list(), many=True).data)
+        return page_response(request, selectors.drone_list(), DroneSerializer)
 
 
 class DroneDetailView(FleetAPIView):
@@ -176,9 +178,10 @@ class DroneDetailView(FleetAPIView):
 class PingStatusView(FleetAPIView):
     """`GET /api/v1/ping`: ping status of every drone."""
 
-    @extend_schema(responses={200: PingStatusSerializer(many=True), **ERRORS}, summary="Ping status of all drones")
+    @extend_schema(responses={200: PingStatusSerializer(many=True), **ERRORS},
+                   summary="Ping status of all drones")
     def get(self, request):
-        return Response(PingStatusSerializer(selectors.drone_list(), many=True).data)
+        return page_response(request, selectors.drone_list(), PingStatusSerializer)
 
 
 class PingAllView(FleetAPIView):
@@ -197,7 +200,7 @@ class EscalationListView(FleetAPIView):
     def get(self, request):
         name = request.query_params.get("drone")
         drone = selectors.drone_get(name=name) if name else None
-        return Response(EscalationEventSerializer(selectors.escalation_event_list(drone=drone), many=True).data)
+        return page_response(request, selectors.escalation_event_list(drone=drone), EscalationEventSerializer)
 
 
 class DronePingView(FleetAPIView):

@@ -108,7 +108,7 @@ def test_seed_api_reads_for_read_tokens_writes_for_admin_only(read_api, engine_a
     for path in ("/api/v1/drones", "/api/v1/ping", "/api/v1/escalation", "/api/v1/drones/seed-1"):
         assert read_api.get(path).status_code == 200, path
         assert anonymous_api.get(path).status_code == 401, path
-    assert read_api.get("/api/v1/drones").json()[0]["name"] == "seed-1"
+    assert read_api.get("/api/v1/drones").json()["results"][0]["name"] == "seed-1"
     for verb in ("pause", "resume", "drain", "reset-escalation", "ping"):
         assert read_api.post(f"/api/v1/drones/seed-1/{verb}").status_code == 403
         assert engine_api.post(f"/api/v1/drones/seed-1/{verb}").status_code == 403
@@ -127,7 +127,7 @@ def test_seed_api_reads_for_read_tokens_writes_for_admin_only(read_api, engine_a
     response = admin_api.post("/api/v1/drones/seed-1/reset-escalation")
     assert response.status_code == 200 and response.json()["escalation_level"] == 0
     assert EscalationEvent.objects.get(drone=drone).action == "reset"
-    assert admin_api.get("/api/v1/escalation?drone=seed-1").json()[0]["action"] == "reset"
+    assert admin_api.get("/api/v1/escalation?drone=seed-1").json()["results"][0]["action"] == "reset"
     assert admin_api.post("/api/v1/ping/all").json() == {"pinged": ["seed-1"]}
 
 

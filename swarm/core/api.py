@@ -2,12 +2,18 @@
 from rest_framework import serializers
 from rest_framework.views import APIView
 
+from swarm.core.pagination import ListPage
 from swarm.core.permissions import request_principal
 from swarm.core.principals import Principal
 
 
 class ScopedAPIView(APIView):
-    """Base view: `self.principal` is the authenticated caller (token or admin user)."""
+    """Base view: `self.principal` is the authenticated caller (token or admin user).
+
+    Lists are answered a page at a time (swarm.core.pagination.page_response).
+    """
+
+    pagination_class = ListPage
 
     @property
     def principal(self) -> Principal:

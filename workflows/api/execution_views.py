@@ -19,6 +19,7 @@ from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.authentication import authenticate_token, principal_from_token
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
+from swarm.core.pagination import page_response
 from workflows import execution_selectors, execution_services, selectors
 from workflows.api.execution_serializers import (
     EventReportResultSerializer,
@@ -128,12 +129,12 @@ class WorkflowExecutionsView(ScopedAPIView):
         body = ExecutionSerializer(execution, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
-    @extend_schema(responses={200: ExecutionSerializer(many=True), **error_responses(404)},
+    @extend_schema(responses={200: ExecutionSerializer(many=True), **error_responses(400, 404)},
                    summary="List a workflow's executions (newest first)")
     def get(self, request, workflow_id: int):
         workflow = selectors.workflow_get(self.principal, workflow_id)
-        executions = execution_selectors.execution_queryset(self.principal).filter(workflow=workflow)[:100]
-        return Response(ExecutionSerializer(executions, many=True, context={"request": request}).data)
+        executions = execution_selectors.execution_queryset(self.principal).filter(workflow=workflow)
+        return page_response(request, executions, ExecutionSerializer, context={"request": request})
 
 
 class ExecutionDetailView(ScopedAPIView):

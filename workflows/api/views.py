@@ -14,6 +14,7 @@ from bundles.services import bundle_limits
 from bundles.upload import BUNDLE_FIELD, BundleUploadHandler, ReceivedBundle
 from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.errors import ApiError, PayloadTooLarge
+from swarm.core.pagination import page_response
 from workflows import selectors, services
 from workflows.api.serializers import (
     ActiveVersionSerializer,
@@ -163,9 +164,10 @@ class TenantListView(ScopedAPIView):
 
     write_scopes = {"admin"}
 
-    @extend_schema(responses={200: TenantSerializer(many=True), **error_responses()}, summary="List tenants")
+    @extend_schema(responses={200: TenantSerializer(many=True), **error_responses(400)},
+                   summary="List tenants")
     def get(self, request):
-        return Response(TenantSerializer(selectors.tenant_list(self.principal), many=True).data)
+        return page_response(request, selectors.tenant_list(self.principal), TenantSerializer)
 
     @extend_schema(request=TenantSerializer, responses={201: TenantSerializer, **error_responses(400, 409)},
                    summary="Create a tenant (admin scope)")
@@ -180,12 +182,11 @@ class TenantListView(ScopedAPIView):
 class TenantWorkflowListView(ScopedAPIView):
     """`GET/POST /api/v1/tenants/<slug>/workflows`."""
 
-    @extend_schema(responses={200: WorkflowSerializer(many=True), **error_responses(404)},
+    @extend_schema(responses={200: WorkflowSerializer(many=True), **error_responses(400, 404)},
                    summary="List a tenant's workflows")
     def get(self, request, slug: str):
         tenant = selectors.tenant_get(self.principal, slug)
-        workflows = selectors.workflow_list(self.principal, tenant=tenant)
-        return Response(WorkflowSerializer(workflows, many=True).data)
+        return page_response(request, selectors.workflow_list(self.principal, tenant=tenant), WorkflowSerializer)
 
     @extend_schema(request=WorkflowCreateSerializer,
                    responses={201: WorkflowSerializer, **error_responses(400, 404, 409)}, summary="Create a workflow")
@@ -218,11 +219,11 @@ class WorkflowDetailView(ScopedAPIView):
 class WorkflowVersionListView(ScopedAPIView):
     """`GET /api/v1/workflows/<id>/versions`: the version history."""
 
-    @extend_schema(responses={200: WorkflowVersionSerializer(many=True), **error_responses(404)},
+    @extend_schema(responses={200: WorkflowVersionSerializer(many=True), **error_responses(400, 404)},
                    summary="List a workflow's versions, newest first")
     def get(self, request, workflow_id: int):
         workflow = selectors.workflow_get(self.principal, workflow_id)
-        return Response(WorkflowVersionSerializer(selectors.version_list(workflow), many=True).data)
+        return page_response(request, selectors.version_list(workflow), WorkflowVersionSerializer)
 
 
 class WorkflowActiveView(ScopedAPIView):

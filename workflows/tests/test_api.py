@@ -189,9 +189,9 @@ def test_engine_cannot_activate_another_tenants_version_through_its_own_workflow
 
 def test_tenant_listing_is_scoped(worlds):
     own, _ = worlds
-    assert [t["slug"] for t in token_client("engine", own.tenant).get("/api/v1/tenants").json()] == ["acme"]
-    assert [t["slug"] for t in token_client("read", own.tenant).get("/api/v1/tenants").json()] == ["acme"]
-    assert [t["slug"] for t in token_client("admin").get("/api/v1/tenants").json()] == ["acme", "globex"]
+    assert [t["slug"] for t in token_client("engine", own.tenant).get("/api/v1/tenants").json()["results"]] == ["acme"]
+    assert [t["slug"] for t in token_client("read", own.tenant).get("/api/v1/tenants").json()["results"]] == ["acme"]
+    assert [t["slug"] for t in token_client("admin").get("/api/v1/tenants").json()["results"]] == ["acme", "globex"]
 
 
 def test_shared_bundle_is_visible_to_each_tenant_that_uses_it(worlds):
@@ -214,7 +214,7 @@ def test_admin_sees_everything(worlds, name):
 def test_unbound_engine_token_sees_all_tenants(worlds):
     engine = token_client("engine")
     assert engine.get(f"/api/v1/workflows/{worlds[1].workflow.pk}").status_code == 200
-    assert len(engine.get("/api/v1/tenants").json()) == 2
+    assert engine.get("/api/v1/tenants").json()["count"] == 2
 
 
 def test_staff_session_acts_as_admin_and_needs_csrf(worlds, django_user_model):
@@ -427,8 +427,8 @@ def test_list_query_counts_do_not_grow_with_rows(engine_api, tenant, path, djang
     assert response.status_code == 200
     if "workflows" in path and "versions" not in path:
         listed = response.json()
-        assert len(listed) == 17
-        assert {item["active_version"] for item in listed} == {"1.0.0"}
+        assert listed["count"] == 17 and len(listed["results"]) == 17
+        assert {item["active_version"] for item in listed["results"]} == {"1.0.0"}
 
 
 def test_workflow_detail_reports_active_version(engine_api, tenant):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 
-from swarm_agent.client import ApiConfig, api_client, raise_for_api_error
+from swarm_agent.client import ApiConfig, api_client, get_all, raise_for_api_error
 
 POLL_SECONDS = 0.5
 EXIT_CODES = {"timed_out": 124, "cancelled": 130, "failed": 1, "succeeded": 0}
@@ -40,9 +40,7 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
 
 
 def _workflow_id(client, tenant: str, workflow: str) -> int:
-    response = client.get(f"/tenants/{tenant}/workflows")
-    raise_for_api_error(response)
-    for item in response.json():
+    for item in get_all(client, f"/tenants/{tenant}/workflows"):
         if item["slug"] == workflow:
             return item["id"]
     raise SystemExit(f"swarmctl run: no workflow {tenant}/{workflow}")

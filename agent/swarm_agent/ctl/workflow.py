@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
-from swarm_agent.client import ApiConfig, ApiError, api_client, raise_for_api_error
+from swarm_agent.client import ApiConfig, ApiError, api_client, get_all, raise_for_api_error
 
 
 def register(subparsers) -> None:
@@ -99,7 +99,7 @@ def _client(args: argparse.Namespace) -> httpx.Client:
 def handle_list(args: argparse.Namespace) -> int:
     """Print a tenant's workflows."""
     with _client(args) as client:
-        workflows = _get(client, f"/tenants/{quote(args.tenant, safe='')}/workflows")
+        workflows = get_all(client, f"/tenants/{quote(args.tenant, safe='')}/workflows")
     if args.json:
         _print_json(workflows)
         return 0
@@ -117,7 +117,7 @@ def handle_versions(args: argparse.Namespace) -> int:
     tenant, slug = args.workflow
     with _client(args) as client:
         workflow = resolve_workflow(client, tenant, slug)
-        versions = _get(client, f"/workflows/{workflow['id']}/versions")
+        versions = get_all(client, f"/workflows/{workflow['id']}/versions")
     if args.json:
         _print_json(versions)
         return 0
@@ -137,7 +137,7 @@ def handle_active(args: argparse.Namespace) -> int:
 
 
 def _find_version(client: httpx.Client, workflow_id: int, wanted: str) -> dict:
-    versions = _get(client, f"/workflows/{workflow_id}/versions")
+    versions = get_all(client, f"/workflows/{workflow_id}/versions")
     if wanted.startswith("#") and wanted[1:].isdigit():
         matches = [version for version in versions if version["id"] == int(wanted[1:])]
     else:

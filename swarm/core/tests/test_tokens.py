@@ -43,7 +43,7 @@ def test_issue_token_prints_a_working_tenant_bound_token():
     client = bearer(plaintext)
     assert client.get(f"/api/v1/workflows/{own.pk}").status_code == 200
     assert client.get(f"/api/v1/workflows/{foreign.pk}").status_code == 404
-    assert [t["slug"] for t in client.get("/api/v1/tenants").json()] == ["acme"]
+    assert [t["slug"] for t in client.get("/api/v1/tenants").json()["results"]] == ["acme"]
     token.refresh_from_db()
     assert token.last_used_at is not None
 

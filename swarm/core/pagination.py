@@ -1,0 +1,53 @@
+"""One shape for every list the API returns: a page `{count, next, previous, results}` (limit/offset).
+
+`GET …?limit=N&offset=M`: `limit` defaults to 100 and is capped at 1,000;
+`count` is the total, `next`/`previous` the neighbouring pages' URLs (null at
+the ends). A `limit` or `offset` that is not a non-negative integer is a 400
+naming it, never silently replaced.
+
+Views answer lists with `page_response()`; ScopedAPIView names ListPage as
+its `pagination_class`, so the OpenAPI schema (drf-spectacular) shows every
+`many=True` response as such a page, with its `limit` and `offset`.
+"""
+from __future__ import annotations
+
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
+
+from swarm.core.errors import ApiError
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+def _non_negative(request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise ApiError(f"{name} must be a non-negative integer.", code="invalid", field=name)
+    return int(raw)
+
+
+class ListPage(LimitOffsetPagination):
+    """DRF's limit/offset pagination with refusals for malformed parameters."""
+
+    default_limit = DEFAULT_LIMIT
+    max_limit = MAX_LIMIT
+
+    def get_limit(self, request):
+        limit = _non_negative(request, self.limit_query_param)
+        if limit is None:
+            return self.default_limit
+        if limit == 0:
+            raise ApiError("limit must be at least 1.", code="invalid", field="limit")
+        return min(limit, self.max_limit)
+
+    def get_offset(self, request):
+        return _non_negative(request, self.offset_query_param) or 0
+
+
+def page_response(request, items, serializer_class, **serializer_kwargs) -> Response:
+    """One page of `items` (a queryset or list), serialized with `serializer_class`."""
+    paginator = ListPage()
+    page = paginator.paginate_queryset(items, request)
+    return paginator.get_paginated_response(serializer_class(page, many=True, **serializer_kwargs).data)
