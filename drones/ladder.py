@@ -2,13 +2,15 @@
 
 A sweep over the fleet (`fleet_evaluate`) costs nothing per healthy drone:
 one statement records the pings that are due (counting an unanswered ping as
-missed) and the pings go out in one batch (drones.services.drones_ping_due),
-one statement marks newly healthy drones, and one query finds the drones
-that need a step — a status to change, a drone that is unhealthy or on the
-ladder — and only those are evaluated, one at a time, under `SELECT … FOR UPDATE SKIP LOCKED`
-on its row, so two beat workers never act on the same drone: the second one
-skips it, and when it comes back later the cooldown (read under the lock)
-holds it off.
+missed) and the pings go out in one batch (drones.services.drones_ping_due);
+one statement marks the WebSocket down where pings have gone unanswered (an
+ASGI worker killed mid-connection never clears the flag); one marks newly
+healthy drones; one query finds the drones that need a step — a status to
+change, a drone that is unhealthy or on the ladder — and only those are
+evaluated, one at a time, under `SELECT … FOR UPDATE SKIP LOCKED` on its
+row, so two beat workers never act on the same drone: the second one skips
+it, and when it comes back later the cooldown (read under the lock) holds it
+off.
 
     L1 restart_service  → L2 hard_restart → L3 reboot_container (lxc/qemu only) → L4 alert_admin
 
@@ -41,7 +43,7 @@ from drones.events import drone_send
 from drones.hypervisors import HypervisorError, client_for
 from drones.models import Drone, EscalationEvent
 from drones.remote import RemoteCommandError, ssh_run
-from drones.services import cooldown_seconds, drone_ping_send, drones_ping_due
+from drones.services import cooldown_seconds, drone_ping_send, drones_ping_due, drones_websocket_silent_mark
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +106,27 @@ def next_level(drone: Drone) -> int:
     return climbed
 
 
+def websocket_answering(drone: Drone, now: datetime) -> bool:
+    """The WebSocket is believed up and has proved it lately (a pong, or the connection itself, is recent).
+
+    A flag left up by a server worker that died without closing the
+    connection carries nothing; pings would have gone unanswered for
+    SWARM_DRONE_UNHEALTHY_AFTER_MISSED_PONGS ping intervals.
+    """
+    if not drone.ws_connected:
+        return False
+    proof = max((moment for moment in (drone.last_pong_at, drone.ws_connected_at) if moment), default=None)
+    window = settings.SWARM_DRONE_PING_INTERVAL * settings.SWARM_DRONE_UNHEALTHY_AFTER_MISSED_PONGS
+    return proof is not None and (now - proof).total_seconds() <= max(window, settings.SWARM_DRONE_PONG_TIMEOUT)
+
+
 def _restart(drone: Drone, *, hard: bool) -> tuple[str, str]:
+    """Over the WebSocket when it answers; else over SSH when configured; else over the WebSocket if it is up."""
     command = "hard_restart" if hard else "restart_service"
-    if drone.ws_connected:
-        drone_send(drone.pk, {"type": command, "id": f"escalation-{drone.pk}-{int(timezone.now().timestamp())}"})
+    now = timezone.now()
+    message = {"type": command, "id": f"escalation-{drone.pk}-{int(now.timestamp())}"}
+    if websocket_answering(drone, now) or (drone.ws_connected and not drone.ssh_configured):
+        drone_send(drone.pk, message)
         return EscalationResult.SENT, f"{command} sent over the agent's WebSocket"
     if drone.ssh_configured:
         remote_command = drone.ssh_hard_restart_command if hard else drone.ssh_restart_command
@@ -248,6 +267,7 @@ def fleet_evaluate(now: datetime | None = None) -> list[Evaluation]:
         drones_ping_due(now=now)
     except Exception:  # noqa: BLE001 - pings lost to a Redis outage must not stop the health check
         logger.exception("pinging the fleet failed")
+    drones_websocket_silent_mark()
     drones_mark_healthy(now)
     evaluations = []
     for drone_id in drones_needing_a_step(now):

@@ -315,6 +315,26 @@ def drone_ws_disconnected(*, drone_id: int, connected_at: datetime | None) -> No
     drones.update(ws_connected=False)
 
 
+def drones_websocket_silent_mark() -> list[int]:
+    """Drones believed connected that miss SWARM_DRONE_UNHEALTHY_AFTER_MISSED_PONGS pongs in a row are not.
+
+    `ws_connected` is set by the consumer on connect and cleared on close; an
+    ASGI worker that is killed never runs the close, and the flag would stay
+    up while nothing carries messages — the ladder would keep sending restarts
+    over a WebSocket that is gone instead of using SSH. Unanswered pings are
+    the evidence: the health sweep clears the flag, and a pong (or the next
+    connect) sets it again. Returns the drones' ids.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE drones_drone SET ws_connected = false WHERE ws_connected AND missed_pongs >= %s "
+                       "RETURNING id", [settings.SWARM_DRONE_UNHEALTHY_AFTER_MISSED_PONGS])
+        drone_ids = sorted(row[0] for row in cursor.fetchall())
+    if drone_ids:
+        logger.warning("WebSocket marked down for %d drone(s) that stopped answering pings: %s", len(drone_ids),
+                       drone_ids[:20])
+    return drone_ids
+
+
 def drone_ping_send(*, drone: Drone) -> str:
     """Push a `ping` to the drone over its WebSocket and record when; returns the ping id.
 
@@ -390,7 +410,7 @@ def drone_pong_record(*, drone_id: int, ping_id: str) -> float | None:
     latency_ms = round((time.time() - float(record["sent_at"])) * 1000.0, 3)
     now = timezone.now()
     Drone.objects.filter(pk=drone_id).update(last_pong_at=now, last_seen_at=now, ping_latency_ms=latency_ms,
-                                             missed_pongs=0)
+                                             missed_pongs=0, ws_connected=True)
     result_key = key("pong", ping_id)
     client.rpush(result_key, json.dumps({"latency_ms": latency_ms}))
     client.expire(result_key, 60)

@@ -92,3 +92,47 @@ def test_unknown_host_key_is_never_accepted(ssh_server, short_ladder):
     assert step.result == "failed"
     assert "known_hosts" in step.detail or "Host key" in step.detail, step.detail
     assert ssh_server.commands == []
+
+
+def test_a_websocket_left_up_by_a_killed_server_worker_falls_back_to_ssh_once_pings_go_unanswered(
+        ssh_server, short_ladder):
+    """The flag says connected (the worker holding the WebSocket died without closing it); pings go nowhere."""
+    from drones.ladder import fleet_evaluate
+    from drones.services import drone_pong_record, drones_ping_due
+
+    short_ladder.SWARM_ESCALATION_COOLDOWNS = {1: 0.0, 2: 0.0, 3: 60.0, 4: 60.0}
+    short_ladder.SWARM_DRONE_PING_INTERVAL = 0.0
+    drone = _dead_drone("ssh-ghost", ssh_server, ssh_server.known_hosts_line())
+    Drone.objects.filter(pk=drone.pk).update(ws_connected=True, missed_pongs=0)
+
+    fleet_evaluate()
+    (first,) = EscalationEvent.objects.filter(drone=drone)
+    assert (first.level, first.result) == (1, "ok"), "no pong ever came back: SSH, not the WebSocket"
+    assert ssh_server.commands == [Drone._meta.get_field("ssh_restart_command").default]
+
+    for _ in range(short_ladder.SWARM_DRONE_UNHEALTHY_AFTER_MISSED_PONGS + 1):
+        fleet_evaluate()
+    drone.refresh_from_db()
+    assert not drone.ws_connected, "unanswered pings cleared the flag the dead worker left up"
+
+    # A pong proves the WebSocket is there again.
+    Drone.objects.filter(pk=drone.pk).update(last_ping_at=None)
+    (ping_drone,) = drones_ping_due()
+    from drones.redis_client import key, redis_client
+
+    ping_ids = [k.decode().rsplit(":", 1)[1] for k in redis_client().scan_iter(key("ping", "*"))]
+    answered = [ping_id for ping_id in ping_ids if drone_pong_record(drone_id=drone.pk, ping_id=ping_id) is not None]
+    assert ping_drone == drone.pk and answered
+    drone.refresh_from_db()
+    assert drone.ws_connected and drone.missed_pongs == 0
+
+
+def test_a_websocket_that_answers_pings_carries_the_restart_even_with_ssh_configured(ssh_server, short_ladder):
+    from django.utils import timezone
+
+    drone = _dead_drone("ssh-ws", ssh_server, ssh_server.known_hosts_line())
+    Drone.objects.filter(pk=drone.pk).update(ws_connected=True, last_pong_at=timezone.now())
+    assert drone_evaluate(drone_id=drone.pk).outcome == "acted"
+    step = EscalationEvent.objects.get(drone=drone)
+    assert (step.level, step.result) == (1, "sent") and "WebSocket" in step.detail
+    assert ssh_server.commands == []
