@@ -207,6 +207,47 @@ def test_timeout_kills_the_entrypoint(blob_server, tmp_path):
     assert exited["type"] == "exited" and exited["data"]["timed_out"] is True
 
 
+def test_memory_over_the_limit_kills_the_whole_group(blob_server, tmp_path):
+    # The memory is held by a child in the entrypoint's group: the group is what is measured and killed.
+    entrypoint = ("import subprocess, sys\n"
+                  "subprocess.run([sys.executable, '-c', "
+                  "'import time; hog = bytearray(200 * 1024 * 1024); print(\"allocated\", flush=True); "
+                  "time.sleep(60)'])\n")
+    url, sha256 = blob_server.publish(tarball({"main.py": entrypoint}))
+    started = time.monotonic()
+    process = boot(url, sha256, tmp_path / "cache", tmp_path / "work", SWARM_MEMORY_MB="64")
+    assert time.monotonic() - started < 30
+    assert process.returncode == 128 + signal.SIGKILL, process.err
+    exited = events_of(process.err)[-1]
+    assert exited["type"] == "exited" and exited["data"]["memory_exceeded"] is True
+    assert exited["data"]["peak_resident_mb"] > 64 and "64 MiB limit" in exited["message"]
+
+
+def test_memory_within_the_limit_is_reported_and_left_alone(blob_server, tmp_path):
+    entrypoint = "import time\nblock = bytearray(40 * 1024 * 1024)\ntime.sleep(1)\nprint('done')\n"
+    url, sha256 = blob_server.publish(tarball({"main.py": entrypoint}))
+    process = boot(url, sha256, tmp_path / "cache", tmp_path / "work", SWARM_MEMORY_MB="256")
+    assert process.returncode == 0, process.err
+    exited = events_of(process.err)[-1]
+    assert exited["data"]["memory_exceeded"] is False and exited["data"]["peak_resident_mb"] >= 40
+
+
+def test_group_memory_is_read_from_proc_whatever_the_process_names(tmp_path):
+    from swarm_agent.boot.runner import PAGE_SIZE, group_resident_bytes
+
+    def fake(pid: int, comm: str, pgrp: int, rss_pages: int):
+        rest = ["S", "1", str(pgrp)] + ["0"] * 18 + [str(rss_pages)] + ["0"] * 20
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_bytes(f"{pid} ({comm}) {' '.join(rest)}".encode())
+
+    fake(10, "python3", 10, 100)
+    fake(11, "odd) name (x", 10, 50)
+    fake(12, "other", 99, 1000)
+    (tmp_path / "self").mkdir()
+    assert group_resident_bytes(10, proc=tmp_path) == 150 * PAGE_SIZE
+    assert group_resident_bytes(12, proc=tmp_path / "missing") == 0
+
+
 def test_the_cache_keeps_to_its_budget_least_recently_used_out_first(blob_server, tmp_path):
     bundles = [tarball({"main.py": "x", "pad.bin": os.urandom(300 * 1024)}) for _ in range(3)]
     published = [blob_server.publish(data) for data in bundles]

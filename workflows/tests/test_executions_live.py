@@ -274,3 +274,23 @@ def test_the_entrypoint_cannot_read_the_metadata_token_from_proc(live_system, ad
         assert wait_finished(api, execution["id"])["status"] == "succeeded"
         output = [e["message"] for e in events_of(api, execution["id"]) if e["type"] == "output"]
     assert output == ["token found in [] refused True", "token file left False"], output
+
+
+MEMORY_HOG = """
+import time
+hog = bytearray(160 * 1024 * 1024)
+print("allocated", flush=True)
+time.sleep(60)
+"""
+
+
+def test_an_execution_over_its_memory_limit_is_killed_and_fails(live_system, admin_api, engine_token):
+    workflow = publish(admin_api, {"main.py": MEMORY_HOG}, memory_mb=64)
+    with live_system.api(engine_token) as api:
+        spawned = api.post(f"/workflows/{workflow.pk}/executions", json={})
+        assert spawned.status_code == 202, spawned.text
+        finished = wait_finished(api, spawned.json()["id"])
+        exited = [event for event in events_of(api, finished["id"]) if event["type"] == "exited"]
+    assert finished["status"] == "failed" and finished["exit_code"] == 137, finished
+    assert exited[-1]["data"]["memory_exceeded"] is True and exited[-1]["data"]["peak_resident_mb"] > 64
+    assert "64 MiB limit" in exited[-1]["message"]

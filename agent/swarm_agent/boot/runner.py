@@ -4,8 +4,15 @@ The entrypoint gets a clean environment (PATH, LANG, HOME, the execution's
 env and secrets, SWARM_EXECUTION_ID, SWARM_INPUTS) — never the boot's own
 environment, so the metadata token is not handed to the workflow. It runs in
 its own process group, which the boot kills as a whole on timeout, when the
-control plane says the execution ended, or when the boot itself is told to
-stop (SIGTERM/SIGINT).
+control plane says the execution ended, when the group's memory passes the
+workflow's `memory_mb`, or when the boot itself is told to stop
+(SIGTERM/SIGINT).
+
+Memory is watched without cgroups (which a sandbox or a small VM may not
+offer): the resident memory of every process in the entrypoint's group is
+summed from /proc every MEMORY_POLL_SECONDS, and the group is killed once
+it passes the limit. An allocation faster than one poll can overshoot it
+until the next poll; the kernel's OOM killer stays the last resort.
 """
 from __future__ import annotations
 
@@ -20,6 +27,32 @@ import time
 from pathlib import Path
 
 RUNTIMES = ("python311", "node20", "custom")
+
+#: How often the entrypoint group's resident memory is measured (when it has a limit).
+MEMORY_POLL_SECONDS = 0.25
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def group_resident_bytes(pgid: int, proc: Path = Path("/proc")) -> int:
+    """Resident memory of every process in process group `pgid` (0 when /proc cannot be read)."""
+    total = 0
+    try:
+        entries = os.listdir(proc)
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            stat = (proc / entry / "stat").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        # "pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime
+        #  cstime priority nice num_threads itrealvalue starttime vsize rss ..." — comm may hold spaces and parens.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 21 and int(fields[2]) == pgid:
+            total += int(fields[21]) * PAGE_SIZE
+    return total
 
 
 class EntrypointError(Exception):
@@ -67,10 +100,14 @@ def child_environment(*, workdir: Path, env: dict, secrets: dict, execution_id, 
 class EntrypointRun:
     """One running entrypoint; `wait()` returns its exit code (128+N when killed by signal N)."""
 
-    def __init__(self, argv: list[str], *, workdir: Path, environment: dict, reporter):
+    def __init__(self, argv: list[str], *, workdir: Path, environment: dict, reporter,
+                 memory_limit_mb: int | None = None):
         self.reporter = reporter
         self.timed_out = False
         self.stopped = False
+        self.memory_limit_bytes = memory_limit_mb * 1024 * 1024 if memory_limit_mb else None
+        self.memory_exceeded = False
+        self.peak_resident_bytes = 0
         self.process = subprocess.Popen(
             argv, cwd=str(workdir), env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, process_group=0,
@@ -94,10 +131,22 @@ class EntrypointRun:
         except (ProcessLookupError, PermissionError):
             pass
 
+    def _measure_memory(self) -> None:
+        resident = group_resident_bytes(self.process.pid)
+        self.peak_resident_bytes = max(self.peak_resident_bytes, resident)
+        if self.memory_limit_bytes is not None and resident > self.memory_limit_bytes:
+            self.memory_exceeded = True
+            self.kill()
+
     def wait(self, timeout_sec: float | None) -> int:
         deadline = None if not timeout_sec else time.monotonic() + timeout_sec
+        next_measure = time.monotonic()
         while self.process.poll() is None:
-            if deadline is not None and time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= next_measure and not self.memory_exceeded:
+                self._measure_memory()
+                next_measure = now + MEMORY_POLL_SECONDS
+            if deadline is not None and now >= deadline:
                 self.timed_out = True
                 self.kill()
             elif self.reporter.ended.is_set():

@@ -52,6 +52,8 @@ def register(subparsers) -> None:
                         help="without metadata: the file to run (env SWARM_ENTRYPOINT)")
     parser.add_argument("--timeout", type=int, default=int(os.environ.get("SWARM_TIMEOUT_SEC", "0")),
                         help="without metadata: seconds before the entrypoint is killed (0: none)")
+    parser.add_argument("--memory-mb", type=int, default=int(os.environ.get("SWARM_MEMORY_MB", "0")),
+                        help="without metadata: MiB of resident memory before the entrypoint is killed (0: none)")
     parser.add_argument("--timeout-grace", type=int, default=int(os.environ.get("SWARM_TIMEOUT_GRACE_SEC", "15")),
                         help="seconds past timeout_sec before the boot itself kills the entrypoint "
                              "(env SWARM_TIMEOUT_GRACE_SEC, default 15; the control plane times out first)")
@@ -118,7 +120,7 @@ def _plan(args) -> tuple[dict, EventReporter]:
         raise SystemExit("swarm-agent boot: give --metadata-url (SWARM_METADATA_URL) or BUNDLE_URL and BUNDLE_HASH")
     metadata = {"execution_id": None, "bundle_url": args.bundle_url, "bundle_hash": args.bundle_hash.lower(),
                 "runtime": args.runtime, "entrypoint": args.entrypoint, "timeout_sec": args.timeout,
-                "env": {}, "secrets": {}, "inputs": {}}
+                "memory_mb": args.memory_mb, "env": {}, "secrets": {}, "inputs": {}}
     return metadata, EventReporter(None, None)
 
 
@@ -216,7 +218,8 @@ def handle_boot(args) -> int:
             return BOOT_FAILED
         environment = child_environment(workdir=workdir, env=metadata.get("env"), secrets=metadata.get("secrets"),
                                         execution_id=metadata.get("execution_id"), inputs=metadata.get("inputs"))
-        run = EntrypointRun(argv, workdir=workdir, environment=environment, reporter=reporter)
+        run = EntrypointRun(argv, workdir=workdir, environment=environment, reporter=reporter,
+                            memory_limit_mb=metadata.get("memory_mb") or None)
         running["run"] = run
         reporter.event("started", f"started {' '.join(Path(a).name if i == 0 else a for i, a in enumerate(argv))}",
                        {"runtime": metadata["runtime"], "entrypoint": metadata["entrypoint"],
@@ -226,9 +229,12 @@ def handle_boot(args) -> int:
         grace = args.timeout_grace if args.metadata_url else 0
         exit_code = run.wait(timeout + grace if timeout else None)
         reporter.flush()
-        note = " (killed: timeout)" if run.timed_out else " (killed: the execution ended)" if run.stopped else ""
+        note = (" (killed: timeout)" if run.timed_out
+                else f" (killed: memory over the {metadata['memory_mb']} MiB limit)" if run.memory_exceeded
+                else " (killed: the execution ended)" if run.stopped else "")
         reporter.event("exited", f"exited with code {exit_code}{note}",
-                       {"exit_code": exit_code, "timed_out": run.timed_out})
+                       {"exit_code": exit_code, "timed_out": run.timed_out, "memory_exceeded": run.memory_exceeded,
+                        "peak_resident_mb": round(run.peak_resident_bytes / (1024 * 1024), 1)})
         return exit_code
     finally:
         reporter.close()
