@@ -59,13 +59,18 @@ class ClaimGroups:
         self._loop = loop
         self._waiting: list[tuple[ClaimRequest, asyncio.Future]] = []
         self._senders = 0
+        self._tasks: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
 
     async def claim(self, request: ClaimRequest) -> ClaimAnswer:
         future = self._loop.create_future()
         self._waiting.append((request, future))
         if self._senders < max(settings.SWARM_CLAIM_GROUPS, 1):
+            # Counted here and uncounted in the sender's last step, with no await in between: a claim
+            # arriving as a sender finishes either is taken by it or starts a sender of its own.
             self._senders += 1
-            self._loop.create_task(self._send_waiting())
+            sender = self._loop.create_task(self._send_waiting())
+            self._tasks.add(sender)
+            sender.add_done_callback(self._tasks.discard)
         return await future
 
     async def _send_waiting(self) -> None:
@@ -78,23 +83,8 @@ class ClaimGroups:
             self._senders -= 1
 
     async def _send(self, group: list[tuple[ClaimRequest, asyncio.Future]]) -> None:
-        requests = [request for request, _ in group]
-        metrics.CLAIM_GROUP_SIZE.observe(len(requests))
-        now = timezone.now()
-        params = {
-            "prefixes": [request.prefix for request in requests],
-            "digests": [request.digest for request in requests],
-            "free_slots": [request.free_slots for request in requests],
-            "labels": json.dumps([request.labels for request in requests]),
-            **agent_times(now),
-            "ack_deadline": now + timedelta(seconds=settings.SWARM_BUILD_ACK_TIMEOUT),
-            "no_work_statuses": list(NO_NEW_WORK_STATUSES),
-        }
         try:
-            pool = await async_db.pool()
-            async with pool.connection() as connection:
-                cursor = await connection.execute(AGENT_CLAIMS_SQL, params)
-                rows = await cursor.fetchall()
+            rows = await self._call(group)
         except BaseException as error:  # every request of the group learns of it (and the view answers)
             for _, future in group:
                 if not future.done():
@@ -113,6 +103,26 @@ class ClaimGroups:
             _, answer, canceling, *claimed = row
             future.set_result(ClaimAnswer(answer=answer, canceling_build_ids=list(canceling or []),
                                           claimed=tuple(claimed) if answer == "claimed" else None))
+
+    @staticmethod
+    async def _call(group: list[tuple[ClaimRequest, asyncio.Future]]) -> list[tuple]:
+        """One call of `swarm_agent_build_claims` for the group; a row per request."""
+        requests = [request for request, _ in group]
+        metrics.CLAIM_GROUP_SIZE.observe(len(requests))
+        now = timezone.now()
+        params = {
+            "prefixes": [request.prefix for request in requests],
+            "digests": [request.digest for request in requests],
+            "free_slots": [request.free_slots for request in requests],
+            "labels": json.dumps([request.labels for request in requests]),
+            **agent_times(now),
+            "ack_deadline": now + timedelta(seconds=settings.SWARM_BUILD_ACK_TIMEOUT),
+            "no_work_statuses": list(NO_NEW_WORK_STATUSES),
+        }
+        pool = await async_db.pool()
+        async with pool.connection() as connection:
+            cursor = await connection.execute(AGENT_CLAIMS_SQL, params)
+            return await cursor.fetchall()
 
 
 class ClaimGroupCancelled(Exception):
