@@ -35,14 +35,14 @@ def drone_send(drone_id: int, message: dict) -> None:
 
 
 def drones_send(messages: list[tuple[int, dict]]) -> None:
-    """Push messages to many drones at once (e.g. the health check's pings), best effort.
+    """Push messages to many drones at once (e.g. the health check's pings); raises when the layer fails.
 
     One lookup finds which of the drones have an agent connected
-    (swarm.core.group_notices.deliver); only those get a send.
+    (swarm.core.group_notices.deliver_or_raise); only those get a send.
     """
     notices = [(drone_group(drone_id), {"type": AGENT_MESSAGE_EVENT, "message": message})
                for drone_id, message in messages]
-    run_async(group_notices.deliver, notices)
+    run_async(group_notices.deliver_or_raise, notices)
 
 
 def drone_disconnect(drone_id: int, *, code: int = 4000) -> None:

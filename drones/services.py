@@ -350,15 +350,23 @@ def drone_ping_send(*, drone: Drone) -> str:
     return ping_id
 
 
-# Record the pings that are due in one statement: count the previous ping as
-# missed when no pong came back, and stamp the new one. Paused drones are not
-# pinged (the health check leaves them alone).
+# The drones whose ping is due (paused drones are not pinged: the health
+# check leaves them alone).
 PINGS_DUE_SQL = """
+SELECT id FROM drones_drone
+WHERE status <> 'paused' AND (last_ping_at IS NULL OR last_ping_at <= %(due_before)s)
+ORDER BY id
+"""
+
+# Record pings that went out: count the previous ping as missed when no pong
+# came back, and stamp the new one. The due condition is checked again, so a
+# second sweep running at the same time records nothing twice.
+PINGS_SENT_SQL = """
 UPDATE drones_drone SET
     missed_pongs = missed_pongs + CASE
         WHEN last_ping_at IS NOT NULL AND (last_pong_at IS NULL OR last_pong_at < last_ping_at) THEN 1 ELSE 0 END,
     last_ping_at = %(now)s
-WHERE status <> 'paused' AND (last_ping_at IS NULL OR last_ping_at <= %(due_before)s)
+WHERE id = ANY(%(ids)s) AND (last_ping_at IS NULL OR last_ping_at <= %(due_before)s)
 RETURNING id
 """
 
@@ -369,23 +377,27 @@ PING_RECORDS_PER_PIPELINE = 1000
 def drones_ping_due(*, now: datetime | None = None) -> list[int]:
     """Ping every drone whose ping is due, in bulk (the health check's first step); returns their ids.
 
-    One statement records the pings (PINGS_DUE_SQL), pipelines store the ping
-    records the pong handler reads, and the pings go out in one batch that
-    reaches only drones with an agent connected (drones.events.drones_send).
+    The pings go out first (`_pings_send`: ping records in Redis pipelines,
+    then one batch of sends that reaches only drones with an agent
+    connected), and only pings that went out are recorded, in one statement
+    (PINGS_SENT_SQL). When Redis is down nothing is recorded, so an outage
+    never counts as pongs missed by the whole fleet.
     """
     now = now or timezone.now()
     due_before = now - timedelta(seconds=settings.SWARM_DRONE_PING_INTERVAL)
+    with connection.cursor() as cursor:
+        cursor.execute(PINGS_DUE_SQL, {"due_before": due_before})
+        due = [row[0] for row in cursor.fetchall()]
+    if not due:
+        return []
+    _pings_send(due)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(PINGS_DUE_SQL, {"now": now, "due_before": due_before})
-        drone_ids = sorted(row[0] for row in cursor.fetchall())
-    _pings_send(drone_ids)
-    return drone_ids
+        cursor.execute(PINGS_SENT_SQL, {"now": now, "ids": due, "due_before": due_before})
+        return sorted(row[0] for row in cursor.fetchall())
 
 
 def _pings_send(drone_ids: list[int]) -> None:
-    """Store the ping records the pong handler reads (Redis pipelines), then push the pings in one batch."""
-    if not drone_ids:
-        return
+    """Store the ping records the pong handler reads (Redis pipelines), then push the pings; raises on failure."""
     sent_at = time.time()
     pings = [(drone_id, uuid.uuid4().hex) for drone_id in drone_ids]
     client = redis_client()
@@ -435,13 +447,16 @@ def drone_ping(*, drone: Drone, timeout: float | None = None) -> dict:
 
 
 def drone_ping_all() -> list[str]:
-    """Push a ping to every drone that is not paused, in bulk (answers arrive asynchronously); returns their names."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("UPDATE drones_drone SET last_ping_at = %s WHERE status <> %s RETURNING id, name",
-                       [timezone.now(), DroneStatus.PAUSED])
-        pinged = sorted(cursor.fetchall(), key=lambda row: row[1])
-    _pings_send([drone_id for drone_id, _ in pinged])
-    return [name for _, name in pinged]
+    """Push a ping to every drone that is not paused, in bulk (answers arrive asynchronously); returns their names.
+
+    As in the health sweep, the pings go out before they are recorded.
+    """
+    drones = list(Drone.objects.exclude(status=DroneStatus.PAUSED).order_by("name").values_list("pk", "name"))
+    if drones:
+        now = timezone.now()
+        _pings_send([drone_id for drone_id, _ in drones])
+        Drone.objects.filter(pk__in=[drone_id for drone_id, _ in drones]).update(last_ping_at=now)
+    return [name for _, name in drones]
 
 
 # --- Operator holds --------------------------------------------------------------

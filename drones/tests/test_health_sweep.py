@@ -115,3 +115,22 @@ def test_pings_go_only_to_drones_with_an_agent_connected_and_can_be_answered(mon
     assert drone_pong_record(drone_id=connected.pk, ping_id=message["message"]["id"]) is not None
     assert Drone.objects.get(pk=connected.pk).last_pong_at is not None
     assert Drone.objects.get(pk=disconnected.pk).last_ping_at is not None
+
+
+@pytest.mark.parametrize("broken", ["redis_client", "drones_send"])
+def test_pings_that_cannot_go_out_are_not_recorded_so_an_outage_is_not_the_fleet_missing_pongs(
+        settings, monkeypatch, broken):
+    settings.SWARM_DRONE_PING_INTERVAL = 0.0
+    drones = fleet(3, f"outage-{broken}", last_heartbeat_at=timezone.now(), healthy_since=timezone.now())
+    fleet_evaluate()  # a first ping for each: from now on an unanswered one would count
+    pinged_at = {drone.pk: Drone.objects.get(pk=drone.pk).last_ping_at for drone in drones}
+
+    def down(*args, **kwargs):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(f"drones.services.{broken}", down)
+    for _ in range(5):
+        assert fleet_evaluate() == []
+    for drone in drones:
+        row = Drone.objects.get(pk=drone.pk)
+        assert row.missed_pongs == 0 and row.last_ping_at == pinged_at[drone.pk]

@@ -33,25 +33,25 @@ logger = logging.getLogger(__name__)
 
 
 async def deliver(notices: list[tuple[str, dict]]) -> None:
-    """Send `(group, message)` notices through the channel layer, skipping groups with no members."""
+    """Send `(group, message)` notices through the channel layer, skipping groups with no members; never raises."""
+    try:
+        await deliver_or_raise(notices)
+    except Exception:  # noqa: BLE001 - a live view missing an update must never fail a request
+        logger.warning("could not notify %d group(s)", len(notices), exc_info=True)
+
+
+async def deliver_or_raise(notices: list[tuple[str, dict]]) -> None:
+    """`deliver`, but a channel-layer failure raises (for callers that record what they sent)."""
     layer = get_channel_layer()
     if layer is None or not notices:
         return
-    try:
-        if hasattr(layer, "groups_with_members"):
-            listened = await layer.groups_with_members(group for group, _ in notices)
-        else:
-            listened = {group for group, _ in notices}
-    except Exception:  # noqa: BLE001 - a live view missing an update must never fail a request
-        logger.warning("could not notify %d groups", len(notices), exc_info=True)
-        return
+    if hasattr(layer, "groups_with_members"):
+        listened = await layer.groups_with_members(group for group, _ in notices)
+    else:
+        listened = {group for group, _ in notices}
     for group, message in notices:
-        if group not in listened:
-            continue
-        try:
+        if group in listened:
             await layer.group_send(group, message)
-        except Exception:  # noqa: BLE001 - as above
-            logger.warning("could not notify %s", group, exc_info=True)
 
 
 class GroupNotices:
