@@ -1,16 +1,16 @@
 """Health evaluation and the self-healing escalation ladder (run by beat through drones.tasks).
 
 A sweep over the fleet (`fleet_evaluate`) costs nothing per healthy drone:
-one statement records the pings that are due (counting an unanswered ping as
-missed) and the pings go out in one batch (drones.services.drones_ping_due);
-one statement marks the WebSocket down where pings have gone unanswered (an
-ASGI worker killed mid-connection never clears the flag); one marks newly
-healthy drones; one query finds the drones that need a step — a status to
-change, a drone that is unhealthy or on the ladder — and only those are
-evaluated, one at a time, under `SELECT … FOR UPDATE SKIP LOCKED` on its
-row, so two beat workers never act on the same drone: the second one skips
-it, and when it comes back later the cooldown (read under the lock) holds it
-off.
+the pings that are due go out in one batch and are then recorded in one
+statement, an unanswered previous ping counted as missed
+(drones.services.drones_ping_due); one statement marks the WebSocket down
+where pings have gone unanswered (an ASGI worker killed mid-connection never
+clears the flag); one marks newly healthy drones; one query finds the drones
+that need a step — a status to change, a drone that is unhealthy or on the
+ladder — and only those are evaluated, one at a time, under
+`SELECT … FOR UPDATE SKIP LOCKED` on its row, so two beat workers never act
+on the same drone: the second one skips it, and when it comes back later the
+cooldown (read under the lock) holds it off.
 
     L1 restart_service  → L2 hard_restart → L3 reboot_container (lxc/qemu only) → L4 alert_admin
 
