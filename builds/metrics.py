@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import REGISTRY, Histogram
+from prometheus_client import Histogram
 from prometheus_client.core import GaugeMetricFamily
+
+from swarm.core.metrics import register_collector_once
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +65,6 @@ class BuildsCollector:
         yield drones
 
 
-_registered = False
-
-
 def register_collector() -> None:
     """Register the collector on the default registry once per process."""
-    global _registered
-    if _registered:
-        return
-    REGISTRY.register(BuildsCollector())
-    _registered = True
+    register_collector_once(BuildsCollector())

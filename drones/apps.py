@@ -8,6 +8,8 @@ class DronesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        from drones import metrics
         from drones.agent_messages import register_handlers
 
         register_handlers()
+        metrics.register_collector()

@@ -23,6 +23,7 @@ every reset writes an EscalationEvent.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -43,7 +44,13 @@ from drones.events import drone_send
 from drones.hypervisors import HypervisorError, client_for
 from drones.models import Drone, EscalationEvent
 from drones.remote import RemoteCommandError, ssh_run
-from drones.services import cooldown_seconds, drone_ping_send, drones_ping_due, drones_websocket_silent_mark
+from drones.services import (
+    cooldown_seconds,
+    drone_ping_send,
+    drones_ping_due,
+    drones_websocket_silent_mark,
+    health_sweep_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -261,10 +268,15 @@ def drones_needing_a_step(now: datetime) -> list[int]:
 
 
 def fleet_evaluate(now: datetime | None = None) -> list[Evaluation]:
-    """One health check over the fleet (what the beat task runs); the evaluations of the drones that needed one."""
+    """One health check over the fleet (what the beat task runs); the evaluations of the drones that needed one.
+
+    What the sweep did is kept for /metrics and the admin (`health_sweep_record`).
+    """
+    started = time.perf_counter()
     now = now or timezone.now()
+    pinged = []
     try:
-        drones_ping_due(now=now)
+        pinged = drones_ping_due(now=now)
     except Exception:  # noqa: BLE001 - pings lost to a Redis outage must not stop the health check
         logger.exception("pinging the fleet failed")
     drones_websocket_silent_mark()
@@ -275,4 +287,6 @@ def fleet_evaluate(now: datetime | None = None) -> list[Evaluation]:
             evaluations.append(drone_evaluate(drone_id=drone_id, now=now, ping=False))
         except Exception:  # noqa: BLE001 - one drone's failure must not stop the others' checks
             logger.exception("health check of drone %s failed", drone_id)
+    health_sweep_record(seconds=time.perf_counter() - started, pinged=len(pinged), evaluated=len(evaluations),
+                        acted=sum(1 for evaluation in evaluations if evaluation.outcome == "acted"))
     return evaluations

@@ -67,6 +67,24 @@ def fleet_health_summary() -> dict:
     return summary
 
 
+def last_health_sweep() -> dict | None:
+    """What the last health sweep did (`drones.services.health_sweep_record`) and how long ago; None if unknown."""
+    import json
+    import time
+
+    from drones.redis_client import key, redis_client
+
+    try:
+        raw = redis_client().get(key("health-sweep"))
+    except Exception:  # noqa: BLE001 - the admin and /metrics answer without it
+        return None
+    if raw is None:
+        return None
+    record = json.loads(raw)
+    record["age_seconds"] = max(time.time() - record["at"], 0.0)
+    return record
+
+
 def join_token_find(plaintext: str) -> JoinToken | None:
     """The join token a presented plaintext matches (usable or not), by prefix and constant-time digest."""
     prefix = split_prefix(plaintext or "")

@@ -410,6 +410,20 @@ def _pings_send(drone_ids: list[int]) -> None:
     drones_send([(drone_id, {"type": "ping", "id": ping_id, "sent_at": sent_at}) for drone_id, ping_id in pings])
 
 
+#: How long the last health sweep's figures are kept (a stopped beat shows as a growing age until then).
+HEALTH_SWEEP_RECORD_TTL = 86400
+
+
+def health_sweep_record(*, seconds: float, pinged: int, evaluated: int, acted: int) -> None:
+    """Keep what the last health sweep did (Redis), for /metrics and the admin; best effort."""
+    record = {"at": time.time(), "seconds": round(seconds, 4), "pinged": pinged, "evaluated": evaluated,
+              "acted": acted}
+    try:
+        redis_client().set(key("health-sweep"), json.dumps(record), ex=HEALTH_SWEEP_RECORD_TTL)
+    except Exception:  # noqa: BLE001 - the sweep itself has been done
+        logger.warning("could not record the health sweep", exc_info=True)
+
+
 def drone_pong_record(*, drone_id: int, ping_id: str) -> float | None:
     """Record a pong: latency from the ping's send time; wakes any waiter. None if the ping is unknown."""
     client = redis_client()

@@ -140,6 +140,8 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
+#: Seconds between two health sweeps of the fleet (beat task drones.check_health).
+SWARM_DRONE_HEALTH_CHECK_INTERVAL = env.float("SWARM_DRONE_HEALTH_CHECK_INTERVAL", default=10.0)
 # The whole beat schedule, in one place. Every entry expires so a stopped
 # worker never comes back to a pile of stale runs.
 CELERY_BEAT_SCHEDULE = {
@@ -156,8 +158,8 @@ CELERY_BEAT_SCHEDULE = {
     },
     "drones.check_health": {
         "task": "drones.check_health",
-        "schedule": float(env.float("SWARM_DRONE_HEALTH_CHECK_INTERVAL", default=10.0)),
-        "options": {"expires": float(env.float("SWARM_DRONE_HEALTH_CHECK_INTERVAL", default=10.0))},
+        "schedule": SWARM_DRONE_HEALTH_CHECK_INTERVAL,
+        "options": {"expires": SWARM_DRONE_HEALTH_CHECK_INTERVAL},
     },
     "builds.reap": {
         "task": "builds.reap",

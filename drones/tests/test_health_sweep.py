@@ -134,3 +134,29 @@ def test_pings_that_cannot_go_out_are_not_recorded_so_an_outage_is_not_the_fleet
     for drone in drones:
         row = Drone.objects.get(pk=drone.pk)
         assert row.missed_pongs == 0 and row.last_ping_at == pinged_at[drone.pk]
+
+
+def test_the_last_sweep_shows_on_metrics_and_in_the_admin(admin_api, client, django_user_model):
+    from drones.redis_client import key, redis_client
+
+    redis_client().delete(key("health-sweep"))
+    admin = django_user_model.objects.create_superuser("sweeper", "sweeper@example.com", "pw-sweeper-1")
+    client.force_login(admin)
+    assert "no sweep recorded yet" in client.get("/admin/").content.decode()
+
+    fleet(4, "shown", last_heartbeat_at=timezone.now(), healthy_since=timezone.now())
+    (silent,) = fleet(1, "shown-silent", last_heartbeat_at=timezone.now() - timedelta(hours=1))
+    fleet_evaluate()
+
+    metrics = admin_api.get("/metrics").content.decode()
+    assert 'swarm_drone_health_sweep_drones{step="pinged"} 5.0' in metrics
+    assert 'swarm_drone_health_sweep_drones{step="evaluated"} 1.0' in metrics
+    assert 'swarm_drone_health_sweep_drones{step="acted"} 1.0' in metrics
+    assert "swarm_drone_health_sweep_seconds " in metrics and "swarm_drone_health_sweep_age_seconds " in metrics
+    page = client.get("/admin/").content.decode()
+    assert "5 pinged, 1 evaluated, 1 acted on" in page and "Late" not in page
+
+    record = json.loads(redis_client().get(key("health-sweep")))
+    record["at"] -= 3600
+    redis_client().set(key("health-sweep"), json.dumps(record))
+    assert "is Celery beat running?" in client.get("/admin/").content.decode()
