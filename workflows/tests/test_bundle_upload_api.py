@@ -114,6 +114,7 @@ BAD_BUNDLES = {
     "device_file": _member("dev/sda", type_=tarfile.BLKTYPE),
     "char_device": _member("dev/null", type_=tarfile.CHRTYPE),
     "fifo": _member("pipe", type_=tarfile.FIFOTYPE),
+    "special_file": _member("volume-label", type_=b"V"),  # a type tarfile keeps but is neither file nor link
     "setuid_bit": _member("tool", mode=0o4755),
     "setgid_bit": _member("tool", mode=0o2755),
     "plain_gzip": __import__("gzip").compress(b"just gzip, no tar inside" * 100),
