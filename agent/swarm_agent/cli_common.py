@@ -25,6 +25,14 @@ def build_parser(prog: str, description: str, package: ModuleType) -> argparse.A
     return parser
 
 
+def api_command_group(subparsers, name: str, help_text: str):
+    """A swarmctl command group taking `--url` and `--token`; returns its subcommands."""
+    parser = subparsers.add_parser(name, help=help_text)
+    parser.add_argument("--url", help="control plane URL (default: $SWARM_URL)")
+    parser.add_argument("--token", help="API token (default: $SWARM_TOKEN)")
+    return parser.add_subparsers(dest=f"{name}_command", required=True)
+
+
 def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse and dispatch to the chosen subcommand's `handler`; API errors become exit code 1."""
     args = parser.parse_args(argv)

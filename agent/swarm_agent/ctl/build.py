@@ -15,6 +15,7 @@ import json
 import sys
 import time
 
+from swarm_agent.cli_common import api_command_group
 from swarm_agent.client import ApiConfig, api_client, raise_for_api_error
 
 FINISHED = {"success", "failed", "canceled"}
@@ -22,10 +23,7 @@ FINISHED = {"success", "failed", "canceled"}
 
 def register(subparsers) -> None:
     """Add `build` and its subcommands."""
-    parser = subparsers.add_parser("build", help="trigger builds, follow logs")
-    parser.add_argument("--url", help="control plane URL (default: $SWARM_URL)")
-    parser.add_argument("--token", help="API token (default: $SWARM_TOKEN)")
-    commands = parser.add_subparsers(dest="build_command", required=True)
+    commands = api_command_group(subparsers, "build", "trigger builds, follow logs")
 
     trigger = commands.add_parser("trigger", help="queue a build of a job (id or name)")
     trigger.add_argument("job")
