@@ -55,20 +55,20 @@ class ClaimAnswer:
 class ClaimGroups:
     """The claims waiting on one event loop and the tasks sending them in groups."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self._loop = loop
+    def __init__(self):
         self._waiting: list[tuple[ClaimRequest, asyncio.Future]] = []
         self._senders = 0
         self._tasks: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
 
     async def claim(self, request: ClaimRequest) -> ClaimAnswer:
-        future = self._loop.create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._waiting.append((request, future))
         if self._senders < max(settings.SWARM_CLAIM_GROUPS, 1):
             # Counted here and uncounted in the sender's last step, with no await in between: a claim
             # arriving as a sender finishes either is taken by it or starts a sender of its own.
             self._senders += 1
-            sender = self._loop.create_task(self._send_waiting())
+            sender = loop.create_task(self._send_waiting())
             self._tasks.add(sender)
             sender.add_done_callback(self._tasks.discard)
         return await future
@@ -137,5 +137,5 @@ async def claim(request: ClaimRequest) -> ClaimAnswer:
     loop = asyncio.get_running_loop()
     groups = _by_loop.get(loop)
     if groups is None:
-        groups = _by_loop[loop] = ClaimGroups(loop)
+        groups = _by_loop[loop] = ClaimGroups()  # holds no reference to the loop: the entry dies with it
     return await groups.claim(request)

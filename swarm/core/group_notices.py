@@ -57,8 +57,7 @@ async def deliver_or_raise(notices: list[tuple[str, dict]]) -> None:
 class GroupNotices:
     """The notices queued on one event loop and the task sending them."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self._loop = loop
+    def __init__(self):
         self._queued: list[tuple[str, dict]] = []
         self._sender: asyncio.Task | None = None
 
@@ -66,7 +65,7 @@ class GroupNotices:
         """Queue a notice (call on this loop); the sender task starts on the loop's next turn."""
         self._queued.append((group, message))
         if self._sender is None:
-            self._sender = self._loop.create_task(self._send_queued())
+            self._sender = asyncio.get_running_loop().create_task(self._send_queued())
 
     async def _send_queued(self) -> None:
         try:
@@ -88,7 +87,7 @@ _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupNotices] = w
 def _for_loop(loop: asyncio.AbstractEventLoop) -> GroupNotices:
     notices = _by_loop.get(loop)
     if notices is None:
-        notices = _by_loop[loop] = GroupNotices(loop)
+        notices = _by_loop[loop] = GroupNotices()  # holds no reference to the loop: the entry dies with it
     return notices
 
 
