@@ -10,8 +10,15 @@
    `PATCH /builds/<id>/log` requests with Content-Range; the baseline is raw
    psycopg INSERTs of the same 1 MiB pieces into a table on the same
    database. Target: ≥ 50 MB/s through the API.
+3. Streams: `--streams` running builds (one drone each) stream their logs
+   at once in `--line-bytes` PATCHes, each build on its own keep-alive
+   connection, for `--stream-seconds`: appends/s, latency and CPU per
+   append. The baseline does the same database work without HTTP: as many
+   threads, each inserting the chunk and moving the attempt's size on in
+   one transaction. (No target in the issue; it shows what many small
+   appends cost.)
 
-    .venv/bin/python bench/build_latency.py [--builds 15] [--ingest-mib 64]
+    .venv/bin/python bench/build_latency.py [--builds 15] [--ingest-mib 64] [--streams 100]
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "_support"))
-from harness import BASE_DIR, Server, log, percentile, prepare_environment  # noqa: E402
+from harness import BASE_DIR, Server, available_connections, log, percentile, prepare_environment  # noqa: E402
 
 
 def make_repo(path: Path) -> str:
@@ -139,10 +146,136 @@ def measure_ingest(server_url: str, database_url: str, mebibytes: int) -> dict:
             "mib": mebibytes}
 
 
+def running_builds(count: int) -> list[tuple[int, int, str]]:
+    """`count` builds, each claimed and running on a drone of its own: (build id, attempt id, drone token)."""
+    from builds.models import BuildAttempt
+    from builds.services import build_claim, build_set_running, build_trigger, job_create
+    from drones.services import drone_register, join_token_issue
+
+    job = job_create(name="streams", scm_url="https://git.example.com/streams.git", build_config={"steps": ["true"]})
+    _, join = join_token_issue(name="streams")
+    running = []
+    for index in range(count):
+        build = build_trigger(job=job, trigger="api")
+        registration = drone_register(join_token=join, name=f"stream-{index}")
+        build_claim(drone=registration.drone)
+        build_set_running(build_id=build.pk, drone=registration.drone)
+        attempt = BuildAttempt.objects.get(build=build, number=1)
+        running.append((build.pk, attempt.pk, registration.token))
+    return running
+
+
+def measure_streams(server, database_url: str, streams: int, line_bytes: int, seconds: float) -> dict:
+    """Many builds appending small log pieces at once, through the API and as raw SQL (the baseline)."""
+    import threading
+    from urllib.parse import urlsplit
+
+    import loadgen
+    import psycopg
+    from cpu import postgres_seconds, tree_seconds
+
+    from django.db import connection
+
+    running = running_builds(streams)
+    connection.close()
+    line = (b"x" * (line_bytes - 1)) + b"\n"
+    port = urlsplit(server.url).port
+    latencies: list[float] = []
+    sizes: dict[int, int] = {}
+
+    async def stream(build_id: int, token: str, until: float) -> int:
+        client = await loadgen.Connection.open("127.0.0.1", port)
+        offset = appended = 0
+        try:
+            while time.perf_counter() < until:
+                request = loadgen.render("PATCH", f"/api/v1/builds/{build_id}/log", line, {
+                    "Authorization": f"Bearer {token}", "Content-Type": "text/plain",
+                    "Content-Range": f"{offset}-{offset + len(line) - 1}"})
+                started = time.perf_counter()
+                response = await client.request(request)
+                latencies.append(time.perf_counter() - started)
+                if response.status != 202:
+                    raise RuntimeError(f"append refused: {response.status} {response.body[:200]!r}")
+                offset += len(line)
+                appended += 1
+        finally:
+            client.close()
+        sizes[build_id] = offset
+        return appended
+
+    async def all_streams() -> int:
+        import asyncio
+
+        until = time.perf_counter() + seconds
+        return sum(await asyncio.gather(*(stream(build_id, token, until) for build_id, _, token in running)))
+
+    cpu_before = (tree_seconds(server.process.pid), postgres_seconds())
+    started = time.perf_counter()
+    appends = loadgen.run(all_streams())
+    api_seconds = time.perf_counter() - started
+    server_cpu = tree_seconds(server.process.pid) - cpu_before[0]
+    api_database_cpu = postgres_seconds() - cpu_before[1]
+
+    # As many raw writers as the database has connections to spare, each taking its builds in turn.
+    writers = available_connections(database_url, len(running))
+    shares = [running[index::writers] for index in range(writers)]
+    raw_counts = [0] * writers
+    ready = threading.Barrier(writers + 1, timeout=60)
+    finished = threading.Barrier(writers + 1, timeout=seconds + 120)
+    release = threading.Event()
+    until_holder = [float("inf")]
+
+    def raw_stream(index: int) -> None:
+        offsets = {attempt_id: sizes[build_id] for build_id, attempt_id, _ in shares[index]}
+        with psycopg.connect(database_url, autocommit=True) as raw:
+            ready.wait()
+            while time.perf_counter() < until_holder[0]:
+                for attempt_id, offset in offsets.items():
+                    with raw.transaction():
+                        raw.execute('INSERT INTO builds_buildlogchunk (attempt_id, "offset", data) '
+                                    "VALUES (%s, %s, %s)", (attempt_id, offset, line))
+                        raw.execute("UPDATE builds_buildattempt SET log_size = %s WHERE id = %s",
+                                    (offset + len(line), attempt_id))
+                    offsets[attempt_id] = offset + len(line)
+                    raw_counts[index] += 1
+            finished.wait()
+            release.wait(120)  # the connection (and its backend's CPU time) stays until it is counted
+
+    threads = [threading.Thread(target=raw_stream, args=(index,)) for index in range(writers)]
+    for thread in threads:
+        thread.start()
+    database_before = postgres_seconds()
+    until_holder[0] = time.perf_counter() + seconds
+    ready.wait()
+    started = time.perf_counter()
+    finished.wait()
+    raw_seconds = time.perf_counter() - started
+    raw_database_cpu = postgres_seconds() - database_before
+    release.set()
+    for thread in threads:
+        thread.join()
+    raw_appends = sum(raw_counts)
+    return {
+        "streams": streams, "line_bytes": line_bytes,
+        "api_appends_per_s": round(appends / api_seconds, 1),
+        "api_p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "api_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "api_server_cpu_ms_per_append": round(server_cpu * 1000 / max(appends, 1), 3),
+        "api_database_cpu_ms_per_append": round(api_database_cpu * 1000 / max(appends, 1), 3),
+        "raw_writers": writers,
+        "raw_appends_per_s": round(raw_appends / raw_seconds, 1),
+        "raw_database_cpu_ms_per_append": round(raw_database_cpu * 1000 / max(raw_appends, 1), 3),
+        "ratio": round((appends / api_seconds) / (raw_appends / raw_seconds), 3) if raw_appends else None,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--builds", type=int, default=15, help="builds per latency series")
     parser.add_argument("--ingest-mib", type=int, default=64)
+    parser.add_argument("--streams", type=int, default=100, help="builds streaming their logs at once")
+    parser.add_argument("--line-bytes", type=int, default=2048, help="bytes per streamed PATCH")
+    parser.add_argument("--stream-seconds", type=float, default=10.0)
     args = parser.parse_args()
     database_url = prepare_environment("latency")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -177,11 +310,14 @@ def main() -> int:
     results["latency_ratio_nudged_vs_polling"] = round(results["nudged_p50_s"] / results["polling_baseline_p50_s"], 3)
     log(f"log ingest: {args.ingest_mib} x 1 MiB")
     ingest = measure_ingest(server.url, database_url, args.ingest_mib)
+    log(f"streams: {args.streams} builds x {args.line_bytes}-byte appends for {args.stream_seconds:g} s")
+    streams = measure_streams(server, database_url, args.streams, args.line_bytes, args.stream_seconds)
     server.stop()
     results.update({
         "ingest_mib": ingest["mib"], "ingest_api_mb_per_s": ingest["api_mb_per_s"],
         "ingest_raw_insert_mb_per_s": ingest["raw_mb_per_s"],
         "ingest_ratio": round(ingest["api_mb_per_s"] / ingest["raw_mb_per_s"], 3),
+        "streams": streams,
         "targets": {"nudged_p50_s": "< 1", "ingest_api_mb_per_s": ">= 50"},
     })
     print(json.dumps(results))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "_support"))
 from cpu import postgres_seconds, tree_seconds  # noqa: E402
-from harness import Server, log, percentile, prepare_environment  # noqa: E402
+from harness import Server, available_connections, log, percentile, prepare_environment  # noqa: E402
 
 RAW_CLAIM = """
 WITH candidate AS (
@@ -132,16 +132,6 @@ def cpu_sample(server_pid: int | None = None) -> dict[str, float]:
 def cpu_ms_per_claim(before: dict, after: dict, claims: int) -> dict:
     return {f"{name}_cpu_ms_per_claim": round((after[name] - before[name]) * 1000 / max(claims, 1), 3)
             for name in after if name in before}
-
-
-def available_connections(database_url: str, wanted: int) -> int:
-    """How many more connections the server accepts now, keeping 10 spare for everyone else."""
-    import psycopg
-
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        limit = int(connection.execute("SHOW max_connections").fetchone()[0])
-        used = int(connection.execute("SELECT count(*) FROM pg_stat_activity").fetchone()[0])
-    return max(1, min(wanted, limit - used - 10))
 
 
 def raw_phase(database_url: str, drones: list[tuple[int, str]], connections: int) -> dict:

@@ -6,7 +6,9 @@ running builds (any agent call proves it alive): the database function
 `swarm_agent_touch` (migration builds/0003_claim_functions) does both and
 returns the drone's id. Claims go through `swarm_agent_build_claims`, for a
 group of drones at once (builds/claim_groups.py): touch, serialise the
-drone's claims, and `swarm_build_claim`, the claim `build_claim` runs too.
+drone's claims, and `swarm_build_claim`, the claim `build_claim` runs too. A
+log append is `swarm_agent_log_append` (migration builds/0004): touch, lock
+the attempt, store the chunk.
 """
 from __future__ import annotations
 
@@ -29,23 +31,12 @@ FROM swarm_agent_build_claims(%(prefixes)s::text[], %(digests)s::text[], %(free_
                               %(ack_deadline)s, %(no_work_statuses)s::text[])
 """
 
-# The current attempt of a build this drone holds, locked (lock order: build, then attempt).
-LOG_CONTEXT_SQL = """
-WITH token AS (
-    SELECT swarm_agent_touch(%(prefix)s, %(digest)s, %(now)s, %(used_before)s, %(lease_until)s,
-                             %(renew_before)s) AS drone_id
-)
-SELECT a.id, a.number, a.log_size, a.log_storage_key, b.state
-FROM builds_build b JOIN builds_buildattempt a ON a.build_id = b.id AND a.number = b.attempt_count
-WHERE b.id = %(build)s AND b.drone_id = (SELECT drone_id FROM token) AND a.drone_id = b.drone_id
-FOR UPDATE OF a
-"""
-
+# One row: `answer` is `appended` with the attempt number, the log's new size
+# and the build's state, or `view` (the view judges the request).
 LOG_APPEND_SQL = """
-WITH chunk AS (
-    INSERT INTO builds_buildlogchunk (attempt_id, "offset", data) VALUES (%(attempt)s, %(offset)s, %(data)s)
-)
-UPDATE builds_buildattempt SET log_size = %(size)s WHERE id = %(attempt)s
+SELECT answer, attempt_number, log_size, build_state
+FROM swarm_agent_log_append(%(prefix)s, %(digest)s, %(now)s, %(used_before)s, %(lease_until)s, %(renew_before)s,
+                            %(build)s, %(start)s, %(data)s, %(attempt)s, %(max_bytes)s)
 """
 
 
@@ -65,7 +56,7 @@ def agent_times(now) -> dict:
 
 
 def agent_params(token: str, now) -> dict | None:
-    """LOG_CONTEXT_SQL's token and time parameters for a presented token; None when it is malformed."""
+    """LOG_APPEND_SQL's token and time parameters for a presented token; None when it is malformed."""
     parts = token_parts(token)
     if parts is None:
         return None

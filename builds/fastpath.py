@@ -5,8 +5,8 @@ running build streams its log as `PATCH /api/v1/builds/<id>/log`. Through
 the views each costs about ten round trips to the database. Here
 `build_claim_async` (builds/services.py) sends the claim in a group with the
 claims that arrive with it, one database call for the group
-(builds/claim_groups.py), and `build_log_append_async` takes two statements
-in one transaction (SQL in builds/agent_sql.py).
+(builds/claim_groups.py), and `build_log_append_async` is one call of a
+database function (SQL in builds/agent_sql.py).
 
 These handlers answer only what they are sure of; the views answer the rest
 (every refusal among them): a body the serializer would refuse, an unknown or

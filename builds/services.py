@@ -20,7 +20,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from builds import claim_groups, events
-from builds.agent_sql import LOG_APPEND_SQL, LOG_CONTEXT_SQL, agent_params, token_parts
+from builds.agent_sql import LOG_APPEND_SQL, agent_params, token_parts
 from builds.claiming import CLAIM_SQL, ClaimedRow, claim_params, claimed_from_instances, claimed_from_row
 from builds.choices import (
     ACTIVE_STATES,
@@ -426,10 +426,6 @@ class ClaimUnanswerable(ApiError):
     code = "server_error"
 
 
-class _HandToView(Exception):
-    """Roll back and let the view answer (it re-checks everything and gives the precise answer)."""
-
-
 @dataclass
 class AsyncClaim:
     """What `build_claim_async` did: the claim (None: nothing for this drone) and the drone's canceling builds."""
@@ -481,30 +477,23 @@ async def build_log_append_async(*, token: str, build_id: int, start: int, data:
                                  attempt_number: int | None = None) -> LogAppended | None:
     """`build_log_append` for a drone token on the event loop's async connection; None when the view must answer.
 
-    Two statements in one transaction (builds/agent_sql.py): the agent CTEs
-    with the attempt row locked, then the chunk insert with the new size. The
-    view answers (and refuses) a wrong offset (416 with the stored size), a
-    superseded attempt (409), an archived log, a log over its size limit, an
-    empty patch and a build this drone does not hold.
+    One round trip: the database function `swarm_agent_log_append` (SQL in
+    builds/agent_sql.py) checks the token, renews the drone's leases, locks
+    the attempt and stores the chunk. The view answers (and refuses) a wrong
+    offset (416 with the stored size), a superseded attempt (409), an archived
+    log, a log over its size limit, an empty patch and a build this drone
+    does not hold.
     """
     params = agent_params(token, timezone.now())
     if params is None or not data:
         return None
+    params.update(build=build_id, start=start, data=data, attempt=attempt_number,
+                  max_bytes=settings.SWARM_BUILD_LOG_MAX_BYTES)
     pool = await async_db.pool()
-    try:
-        async with pool.connection() as connection, connection.transaction():
-            cursor = await connection.execute(LOG_CONTEXT_SQL, {**params, "build": build_id})
-            row = await cursor.fetchone()
-            if row is None:
-                raise _HandToView
-            attempt_id, number, log_size, storage_key, state = row
-            if (storage_key or start != log_size or (attempt_number is not None and attempt_number != number)
-                    or log_size + len(data) > settings.SWARM_BUILD_LOG_MAX_BYTES):
-                raise _HandToView
-            size = log_size + len(data)
-            await connection.execute(LOG_APPEND_SQL, {"attempt": attempt_id, "offset": start, "data": data,
-                                                      "size": size})
-    except _HandToView:
+    async with pool.connection() as connection:
+        cursor = await connection.execute(LOG_APPEND_SQL, params)
+        answer, number, size, state = await cursor.fetchone()
+    if answer != "appended":
         return None
     await events.emit_log_appended_async(build_id=build_id, attempt_number=number, log_size=size)
     return LogAppended(log_size=size, build_state=state)

@@ -102,3 +102,13 @@ def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, int(round(fraction * len(ordered) + 0.5)) - 1))
     return ordered[index]
+
+
+def available_connections(database_url: str, wanted: int) -> int:
+    """How many more connections the server accepts now, keeping 10 spare for everyone else."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        limit = int(connection.execute("SHOW max_connections").fetchone()[0])
+        used = int(connection.execute("SELECT count(*) FROM pg_stat_activity").fetchone()[0])
+    return max(1, min(wanted, limit - used - 10))

@@ -139,6 +139,7 @@ def test_log_appends_in_order_are_stored_on_the_event_loop(routes):
         offset += len(piece)
         assert not answer["django"] and answer["status"] == 202
         assert answer["headers"]["range"] == f"0-{offset}" and answer["headers"]["job-status"] == "running"
+        assert answer["headers"]["content-length"] == "0", "an empty 202 says so (not chunked)"
     attempt = BuildAttempt.objects.get(build=build, number=1)
     assert attempt.log_size == offset
     assert attempt_log_checksum(attempt) == "sha256:" + hashlib.sha256(b"".join(pieces)).hexdigest()

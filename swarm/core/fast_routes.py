@@ -72,7 +72,9 @@ class FastResponse:
 
     async def send(self, send) -> None:
         if self.body is None:
-            await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+            # An empty body says so: without a length uvicorn would answer a 202 in chunked encoding.
+            length = [] if self.status in (204, 304) else [(b"content-length", b"0")]
+            await send({"type": "http.response.start", "status": self.status, "headers": [*length, *self.headers]})
             await send({"type": "http.response.body", "body": b""})
             return
         content = json.dumps(self.body, separators=(",", ":")).encode()
