@@ -48,6 +48,7 @@ sys.path.insert(0, str(BASE_DIR / "bench" / "_support"))
 
 import loadgen  # noqa: E402
 from cpu import tree_seconds  # noqa: E402
+from harness import reap_abandoned_databases, throwaway_database_name  # noqa: E402
 from swarm.embedded import free_port, start_postgres, start_redis, wait_for_port  # noqa: E402
 
 PYTHON = sys.executable
@@ -71,7 +72,9 @@ class Services:
         if database_url:
             import psycopg
 
-            name = f"bench_heartbeats_{os.getpid()}"
+            for abandoned in reap_abandoned_databases(database_url):
+                say(f"dropped {abandoned}, left by a bench that was killed")
+            name = throwaway_database_name("heartbeats")
             parts = urlsplit(database_url)
             with psycopg.connect(database_url, autocommit=True) as connection:
                 connection.execute(f'CREATE DATABASE "{name}"')

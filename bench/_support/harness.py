@@ -36,7 +36,9 @@ def prepare_environment(name: str) -> str:
     services = launcher.ensure_services(directory, purpose=name)
     atexit.register(launcher.stop_all, services)
     base_url = os.environ["DATABASE_URL"]
-    database = f"bench_{name}_{uuid.uuid4().hex[:8]}"
+    for abandoned in reap_abandoned_databases(base_url):
+        log(f"dropped {abandoned}, left by a bench that was killed")
+    database = throwaway_database_name(name)
     import psycopg
 
     with psycopg.connect(base_url, autocommit=True) as connection:
@@ -112,3 +114,36 @@ def available_connections(database_url: str, wanted: int) -> int:
         limit = int(connection.execute("SHOW max_connections").fetchone()[0])
         used = int(connection.execute("SELECT count(*) FROM pg_stat_activity").fetchone()[0])
     return max(1, min(wanted, limit - used - 10))
+
+
+def throwaway_database_name(name: str) -> str:
+    """`bench_<name>_p<pid>_<random>`: the pid lets a later run drop it if this one is killed before its cleanup."""
+    return f"bench_{name}_p{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_abandoned_databases(admin_url: str) -> list[str]:
+    """Drop throwaway bench databases whose bench process is gone (killed before it could drop them)."""
+    import re
+
+    import psycopg
+
+    dropped = []
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        names = [row[0] for row in connection.execute("SELECT datname FROM pg_database WHERE datname LIKE 'bench%'")]
+        for name in names:
+            match = re.fullmatch(r"bench_[a-z_]+_p(\d+)_[0-9a-f]+", name)
+            if match is None or _alive(int(match.group(1))):
+                continue
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            dropped.append(name)
+    return dropped
