@@ -1,7 +1,11 @@
 """Reads of the drone fleet."""
+import json
+import time
+
 from django.db.models import Avg, Count, Q, QuerySet
 
 from drones.models import Drone, EscalationEvent, JoinToken
+from drones.redis_client import key, redis_client
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.principals import Principal
@@ -69,11 +73,6 @@ def fleet_health_summary() -> dict:
 
 def last_health_sweep() -> dict | None:
     """What the last health sweep did (`drones.services.health_sweep_record`) and how long ago; None if unknown."""
-    import json
-    import time
-
-    from drones.redis_client import key, redis_client
-
     try:
         raw = redis_client().get(key("health-sweep"))
     except Exception:  # noqa: BLE001 - the admin and /metrics answer without it

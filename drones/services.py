@@ -341,12 +341,9 @@ def drone_ping_send(*, drone: Drone) -> str:
     The send time goes to Redis under the ping id, so whichever ASGI worker
     receives the pong can compute the latency and hand it back.
     """
-    ping_id = uuid.uuid4().hex
-    sent_at = time.time()
-    redis_client().set(key("ping", ping_id), json.dumps({"drone_id": drone.pk, "sent_at": sent_at}),
-                       ex=PING_RECORD_TTL)
-    Drone.objects.filter(pk=drone.pk).update(last_ping_at=timezone.now())
-    drone_send(drone.pk, {"type": "ping", "id": ping_id, "sent_at": sent_at})
+    now = timezone.now()
+    ((_, ping_id),) = _pings_send([drone.pk])
+    Drone.objects.filter(pk=drone.pk).update(last_ping_at=now)
     return ping_id
 
 
@@ -396,8 +393,12 @@ def drones_ping_due(*, now: datetime | None = None) -> list[int]:
         return sorted(row[0] for row in cursor.fetchall())
 
 
-def _pings_send(drone_ids: list[int]) -> None:
-    """Store the ping records the pong handler reads (Redis pipelines), then push the pings; raises on failure."""
+def _pings_send(drone_ids: list[int]) -> list[tuple[int, str]]:
+    """Store the ping records the pong handler reads (Redis pipelines), then push the pings; raises on failure.
+
+    Returns (drone id, ping id) pairs. The one path for every ping: the
+    sweep's, `POST /ping/all` and a single drone's.
+    """
     sent_at = time.time()
     pings = [(drone_id, uuid.uuid4().hex) for drone_id in drone_ids]
     client = redis_client()
@@ -408,6 +409,7 @@ def _pings_send(drone_ids: list[int]) -> None:
                              ex=PING_RECORD_TTL)
             pipeline.execute()
     drones_send([(drone_id, {"type": "ping", "id": ping_id, "sent_at": sent_at}) for drone_id, ping_id in pings])
+    return pings
 
 
 #: How long the last health sweep's figures are kept (a stopped beat shows as a growing age until then).
