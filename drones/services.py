@@ -14,7 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from drones.choices import DroneAction, DroneStatus, DroneType, EscalationLevel, EscalationResult, ProvisioningStatus
-from drones.events import drone_disconnect, drone_send, drones_send
+from drones.events import drone_disconnect, drones_send
 from drones.heartbeat_hooks import run_heartbeat_hooks_async
 from drones.models import Drone, EscalationEvent, JoinToken
 from drones.redis_client import key, redis_client
@@ -22,7 +22,7 @@ from drones.secrets_box import encrypt_secret
 from drones.selectors import DRONE_SUBJECT, join_token_find
 from swarm.core import async_db
 from swarm.core.choices import TokenScope
-from swarm.core.errors import ApiError, NotFound
+from swarm.core.errors import ApiError
 from swarm.core.services import api_token_issue, api_tokens_revoke_for_subject, audit_record
 from swarm.core.tokens import generate_token, split_prefix, token_digest
 

@@ -37,7 +37,7 @@ from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.pagination import page_response
-from swarm.core.principals import READ_SCOPES, WRITE_SCOPES
+from swarm.core.principals import READ_SCOPES
 
 DRONE_SCOPES = frozenset({TokenScope.DRONE})
 #: One log read returns at most this much; `X-Log-Offset` says where the next read starts.
