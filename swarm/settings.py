@@ -52,6 +52,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "swarm.core.inputs.StrictRequestMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -226,6 +227,8 @@ SWARM_S3_PART_SIZE = env.int("SWARM_S3_PART_SIZE", default=5 * 1024 * 1024)
 SWARM_S3_UPLOAD_THREADS = env.int("SWARM_S3_UPLOAD_THREADS", default=4)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+#: How deep a JSON request body may nest (swarm/core/inputs.py); deeper is a 400 `too_deep`.
+SWARM_JSON_MAX_DEPTH = env.int("SWARM_JSON_MAX_DEPTH", default=64)
 
 # --- API --------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -234,6 +237,12 @@ REST_FRAMEWORK = {
         "swarm.core.authentication.StaffSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["swarm.core.permissions.HasScope"],
+    # JSON through the strict input layer (swarm/core/inputs.py): depth, NUL and surrogates checked.
+    "DEFAULT_PARSER_CLASSES": [
+        "swarm.core.inputs.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "swarm.core.errors.json_exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",

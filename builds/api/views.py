@@ -36,6 +36,7 @@ from builds.protocol import CONTENT_RANGE, MAX_LOG_PATCH_BYTES
 from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
+from swarm.core.inputs import MAX_INT32, header_int, query_int
 from swarm.core.pagination import page_response
 from swarm.core.principals import READ_SCOPES
 
@@ -151,10 +152,7 @@ class BuildLogView(AgentMixin, ScopedAPIView):
     def get(self, request, build_id: int):
         build = selectors.build_get(self.principal, build_id)
         attempt = selectors.build_attempt_get(build, request.query_params.get("attempt"))
-        offset_text = request.query_params.get("offset", "0")
-        if not offset_text.isdigit():
-            raise ApiError("offset: must be a non-negative integer", code="invalid", field="offset")
-        offset = int(offset_text)
+        offset = query_int(request, "offset", default=0)
         size = attempt.log_size if attempt else 0
         body = bytearray()
         if attempt and offset < size:
@@ -193,8 +191,7 @@ class BuildLogView(AgentMixin, ScopedAPIView):
         if end < start or end - start + 1 != len(data):
             raise ApiError(f"Content-Range {start}-{end} does not match the {len(data)} bytes sent.",
                            code="invalid", field="Content-Range")
-        attempt_header = request.headers.get("Build-Attempt")
-        attempt_number = int(attempt_header) if attempt_header and attempt_header.isdigit() else None
+        attempt_number = header_int(request, "Build-Attempt", minimum=1, maximum=MAX_INT32)
         try:
             size = services.build_log_append(build_id=build_id, drone=drone, start=start, data=data,
                                              attempt_number=attempt_number)

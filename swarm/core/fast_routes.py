@@ -27,6 +27,9 @@ from importlib import import_module
 
 from prometheus_client import Counter
 
+from swarm.core.errors import ApiError
+from swarm.core.inputs import json_loads
+
 logger = logging.getLogger(__name__)
 
 #: Requests on fast routes by how they were answered (`fast`, or `django` when handed to the view),
@@ -50,10 +53,10 @@ class FastRequest:
     path_params: dict[str, str] = field(default_factory=dict)
 
     def json(self):
-        """The body as JSON, or None when it is not JSON."""
+        """The body as JSON, or None when the strict input layer refuses it (the view then says why)."""
         try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
+            return json_loads(self.body)
+        except ApiError:
             return None
 
     def bearer_token(self) -> str | None:

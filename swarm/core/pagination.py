@@ -15,17 +15,10 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 
 from swarm.core.errors import ApiError
+from swarm.core.inputs import query_int
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-
-def _non_negative(request, name: str) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit():
-        raise ApiError(f"{name} must be a non-negative integer.", code="invalid", field=name)
-    return int(raw)
 
 
 class ListPage(LimitOffsetPagination):
@@ -35,7 +28,7 @@ class ListPage(LimitOffsetPagination):
     max_limit = MAX_LIMIT
 
     def get_limit(self, request):
-        limit = _non_negative(request, self.limit_query_param)
+        limit = query_int(request, self.limit_query_param)
         if limit is None:
             return self.default_limit
         if limit == 0:
@@ -43,7 +36,7 @@ class ListPage(LimitOffsetPagination):
         return min(limit, self.max_limit)
 
     def get_offset(self, request):
-        return _non_negative(request, self.offset_query_param) or 0
+        return query_int(request, self.offset_query_param, default=0)
 
 
 def page_response(request, items, serializer_class, **serializer_kwargs) -> Response:

@@ -19,6 +19,7 @@ from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.authentication import authenticate_token, principal_from_token
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
+from swarm.core.inputs import query_int
 from swarm.core.pagination import page_response
 from workflows import execution_selectors, execution_services, selectors
 from workflows.api.execution_serializers import (
@@ -166,10 +167,7 @@ class ExecutionEventsView(ScopedAPIView):
                    summary="Tail an execution's events")
     def get(self, request, execution_id: int):
         execution = execution_selectors.execution_get(self.principal, execution_id)
-        raw_after = request.query_params.get("after", "0") or "0"
-        if not raw_after.isdigit():
-            raise ApiError("after must be a non-negative integer (an event seq).", code="invalid", field="after")
-        return Response(_tail_page(execution, int(raw_after)))
+        return Response(_tail_page(execution, query_int(request, "after", default=0)))
 
     @extend_schema(request=EventReportSerializer,
                    parameters=[OpenApiParameter(METADATA_TOKEN_HEADER, str, OpenApiParameter.HEADER, required=True)],

@@ -14,6 +14,7 @@ from bundles.services import bundle_limits
 from bundles.upload import BUNDLE_FIELD, BundleUploadHandler, ReceivedBundle
 from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.errors import ApiError, PayloadTooLarge
+from swarm.core.inputs import parse_int
 from swarm.core.pagination import page_response
 from workflows import selectors, services
 from workflows.api.serializers import (
@@ -41,7 +42,7 @@ class BundleUploadView(ScopedAPIView):
     def initial(self, request, *args, **kwargs):
         # Installed before authentication: a session's CSRF check reads the form.
         declared = request.query_params.get("sha256") or request.headers.get("X-Swarm-Bundle-Sha256")
-        content_length = int(request.META.get("CONTENT_LENGTH") or 0)
+        content_length = parse_int(request.META.get("CONTENT_LENGTH") or "0", field="Content-Length")
         if content_length > settings.SWARM_BUNDLE_MAX_BYTES + 64 * 1024:
             raise PayloadTooLarge(
                 f"The request is larger than the upload limit of {settings.SWARM_BUNDLE_MAX_BYTES} bytes.",
@@ -136,7 +137,7 @@ class BundleView(BundleDetailView):
             raise ApiError("The path must end in the bundle's sha256 as 64 hex digits.", code="invalid_sha256",
                            field="sha256")
         raw_length = request.META.get("CONTENT_LENGTH")
-        if not raw_length or not raw_length.isdigit():
+        if not raw_length or not (raw_length.isascii() and raw_length.isdigit()):
             raise ApiError("Send the bundle with a Content-Length header.", code="length_required",
                            status_code=status.HTTP_411_LENGTH_REQUIRED)
         content_length = int(raw_length)
