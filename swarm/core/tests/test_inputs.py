@@ -216,3 +216,20 @@ def test_odd_digits_in_execution_events_after_are_a_400(admin_api):
     response = admin_api.get(f"/api/v1/executions/{execution.pk}/events", {"after": "²"})
     assert response.status_code == 400
     assert response.json()["field"] == "after"
+
+
+def test_write_serializers_refuse_unknown_and_read_only_fields():
+    from rest_framework import serializers
+
+    from swarm.core.serializers import RejectUnknownFields
+
+    class Trigger(RejectUnknownFields, serializers.Serializer):
+        id = serializers.IntegerField(read_only=True)
+        branch = serializers.CharField(required=False)
+
+    assert Trigger(data={"branch": "dev"}).is_valid()
+    for body, field in (({"branh": "dev"}, "branh"), ({"id": 3}, "id")):
+        checked = Trigger(data=body)
+        assert not checked.is_valid()
+        assert checked.errors[field][0].code == "unknown_field"
+        assert "takes branch" in str(checked.errors[field][0])
