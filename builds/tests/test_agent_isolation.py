@@ -7,7 +7,7 @@ import importlib, pkgutil, sys
 import swarm_agent
 for module in pkgutil.walk_packages(swarm_agent.__path__, "swarm_agent."):
     importlib.import_module(module.name)
-for name in ("swarm_agent.plugins.builds", "swarm_agent.builds.runner", "swarm_agent.builds.process",
+for name in ("swarm_agent.plugins.builds", "swarm_agent.builds.runner", "swarm_agent.builds.executors.process",
              "swarm_agent.ctl.build"):
     assert name in sys.modules, name
 leaked = sorted(name for name in sys.modules if name == "django" or name.startswith("django."))

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from swarm_agent.builds.executor import Executor, executor_for
+from swarm_agent.builds.executors import Executor, executor_for
 from swarm_agent.builds.logstream import LogStreamer, parse_range
 from swarm_agent.builds.masking import SecretMasker
 

@@ -1,10 +1,11 @@
-"""The executor interface: how a build's steps run on a drone.
+"""The executor interface every executor implements: how a build's steps run on a drone.
 
 An executor runs one shell step at a time in the build's workspace, streams
 its output to a callback as it comes, and can stop it (SIGTERM to the whole
-process group, SIGKILL after a grace period). `process` is the built-in one;
-a container executor (Docker/Podman, using the job's `image`) implements the
-same three methods.
+process group, SIGKILL after a grace period). `process` is the built-in one
+(`executors/process.py`); a container executor (Docker/Podman, using the
+job's `image`) implements the same three methods and is named in
+`executors/__init__.py`.
 """
 from __future__ import annotations
 
@@ -41,12 +42,3 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     async def stop(self, *, grace: float) -> None:
         """Stop the running step: SIGTERM its process group, SIGKILL after `grace` seconds."""
-
-
-def executor_for(name: str) -> Executor:
-    """The executor called `name` (only `process` ships)."""
-    if name == "process":
-        from swarm_agent.builds.process import ProcessExecutor
-
-        return ProcessExecutor()
-    raise ValueError(f"unknown executor {name!r}; available: process")

@@ -16,7 +16,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from swarm_agent.builds.executor import Executor, OutputCallback, StepResult
+from swarm_agent.builds.executors.base import Executor, OutputCallback, StepResult
 
 logger = logging.getLogger(__name__)
 
