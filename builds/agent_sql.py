@@ -1,4 +1,4 @@
-"""SQL of the agent requests answered on the event loop (builds/services.py: build_claim_async, build_log_append_async).
+"""SQL of the agent requests answered on the event loop (builds/services/: build_claim_async, build_log_append_async).
 
 Every agent call first checks the drone token (touching its `last_used_at`
 as the bearer authentication does) and renews the leases of the drone's

@@ -45,7 +45,7 @@ def _read(build_id: int, attempt_number: int | None, offset: int, limit: int):
         return build.state, number, 0, b""
     data = bytearray()
     if offset < attempt.log_size:
-        for piece in attempt_log_iter(attempt, offset):
+        for piece in attempt_log_iter(attempt=attempt, offset=offset):
             data += piece
             if len(data) >= limit:
                 break

@@ -3,7 +3,7 @@
 `POST /api/v1/builds/request` is what every idle drone sends in a loop, and a
 running build streams its log as `PATCH /api/v1/builds/<id>/log`. Through
 the views each costs about ten round trips to the database. Here
-`build_claim_async` (builds/services.py) sends the claim in a group with the
+`build_claim_async` (builds/services/claims.py) sends the claim in a group with the
 claims that arrive with it, one database call for the group
 (builds/claim_groups.py), and `build_log_append_async` is one call of a
 database function (SQL in builds/agent_sql.py).

@@ -16,7 +16,7 @@ from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from builds import metrics, selectors, services, webhooks
+from builds import metrics, selectors, services
 from builds.api.serializers import (
     ArtifactAnnounceSerializer,
     ArtifactSerializer,
@@ -33,6 +33,7 @@ from builds.choices import ArtifactState, BuildState, TriggerKind
 from builds.claiming import claim_payload
 from builds.models import Artifact, Build, Queue
 from builds.protocol import CONTENT_RANGE, MAX_LOG_PATCH_BYTES
+from builds.services import webhooks
 from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
@@ -156,7 +157,7 @@ class BuildLogView(AgentMixin, ScopedAPIView):
         size = attempt.log_size if attempt else 0
         body = bytearray()
         if attempt and offset < size:
-            for piece in services.attempt_log_iter(attempt, offset):
+            for piece in services.attempt_log_iter(attempt=attempt, offset=offset):
                 body += piece
                 if len(body) >= MAX_LOG_READ_BYTES:
                     break  # the client asks again from X-Log-Offset

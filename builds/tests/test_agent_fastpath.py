@@ -142,7 +142,7 @@ def test_log_appends_in_order_are_stored_on_the_event_loop(routes):
         assert answer["headers"]["content-length"] == "0", "an empty 202 says so (not chunked)"
     attempt = BuildAttempt.objects.get(build=build, number=1)
     assert attempt.log_size == offset
-    assert attempt_log_checksum(attempt) == "sha256:" + hashlib.sha256(b"".join(pieces)).hexdigest()
+    assert attempt_log_checksum(attempt=attempt) == "sha256:" + hashlib.sha256(b"".join(pieces)).hexdigest()
 
 
 def test_log_patches_the_view_must_judge_go_to_it_whole(routes):

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.live
 
 def attempt_log(build_id: int, number: int) -> str:
     attempt = BuildAttempt.objects.get(build_id=build_id, number=number)
-    return b"".join(attempt_log_iter(attempt)).decode(errors="replace")
+    return b"".join(attempt_log_iter(attempt=attempt)).decode(errors="replace")
 
 
 def build_in(build_id: int, *states):

@@ -58,7 +58,7 @@ def claimed_build(live_url):
 
 
 def stored_log(build) -> bytes:
-    return b"".join(attempt_log_iter(BuildAttempt.objects.get(build=build, number=1)))
+    return b"".join(attempt_log_iter(attempt=BuildAttempt.objects.get(build=build, number=1)))
 
 
 def test_lost_response_is_resumed_without_doubling(builds_live_url, tmp_path):

@@ -139,8 +139,8 @@ def test_finished_log_is_archived_to_storage_and_still_readable():
     attempt.refresh_from_db()
     assert attempt.log_storage_key.startswith(f"builds/{build.pk}/attempts/1/")
     assert not BuildLogChunk.objects.filter(attempt=attempt).exists()
-    assert b"".join(attempt_log_iter(attempt)) == data
-    assert b"".join(attempt_log_iter(attempt, 5003)) == data[5003:]
+    assert b"".join(attempt_log_iter(attempt=attempt)) == data
+    assert b"".join(attempt_log_iter(attempt=attempt, offset=5003)) == data[5003:]
     with pytest.raises(ApiError) as refused:
         build_log_append(build_id=build.pk, drone=drone, start=len(data), data=b"late\n")
     assert refused.value.code == "log_archived"

@@ -1,4 +1,4 @@
-"""Forge push webhooks: each provider's signature scheme, checked on the raw body, then a task.
+"""Forge push webhooks: each provider's signature scheme checked on the raw body, the delivery recorded, then a task.
 
 * GitHub:    `X-Hub-Signature-256: sha256=<HMAC-SHA256(secret, body)>`, delivery `X-GitHub-Delivery`,
              event `X-GitHub-Event: push`.
@@ -24,9 +24,11 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from builds import tasks
 from builds.choices import DeliveryStatus, TriggerKind, WebhookProvider
 from builds.config import branch_matches, normalize_scm_url
 from builds.models import Job, WebhookDelivery
+from builds.services.lifecycle import build_trigger
 from swarm.core.errors import ApiError, NotFound
 
 logger = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ def _repository_urls(provider: str, payload: dict) -> list[str]:
     return sorted({normalize_scm_url(u) for u in urls if isinstance(u, str) and u})
 
 
-def parse_push_events(provider: str, event: str, payload: dict) -> list[PushEvent]:
+def parse_push_events(*, provider: str, event: str, payload: dict) -> list[PushEvent]:
     """The branch updates a push payload describes (tags and other events give none)."""
     urls = tuple(_repository_urls(provider, payload))
     pushes: list[PushEvent] = []
@@ -171,22 +173,14 @@ def webhook_receive(*, provider: str, headers, raw_body: bytes) -> tuple[Webhook
                 payload={"body": payload, "verified_job_ids": verified_job_ids, "global_secret": global_ok},
             )
             delivery_pk = delivery.pk
-            transaction.on_commit(lambda: _enqueue_processing(delivery_pk))
+            transaction.on_commit(lambda: tasks.process_webhook_delivery.delay(delivery_pk))
     except IntegrityError:
         return WebhookDelivery.objects.get(provider=provider, delivery_id=delivery_id), False
     return delivery, True
 
 
-def _enqueue_processing(delivery_pk: int) -> None:
-    from builds.tasks import process_webhook_delivery
-
-    process_webhook_delivery.delay(delivery_pk)
-
-
 def webhook_delivery_process(*, delivery_id: int) -> WebhookDelivery | None:
     """Queue builds for the pushes of one delivery; runs once whatever the redeliveries."""
-    from builds.services import build_trigger
-
     with transaction.atomic():
         delivery = WebhookDelivery.objects.select_for_update().filter(pk=delivery_id).first()
         if delivery is None or delivery.status != DeliveryStatus.RECEIVED:
@@ -194,7 +188,7 @@ def webhook_delivery_process(*, delivery_id: int) -> WebhookDelivery | None:
         body = delivery.payload.get("body") or {}
         verified = set(delivery.payload.get("verified_job_ids") or [])
         global_ok = bool(delivery.payload.get("global_secret"))
-        pushes = parse_push_events(delivery.provider, delivery.event, body)
+        pushes = parse_push_events(provider=delivery.provider, event=delivery.event, payload=body)
         build_ids: list[int] = []
         notes: list[str] = []
         for push in pushes:

@@ -1,0 +1,244 @@
+"""Claiming: a drone asks for work and is handed the best pending build it can run, or nothing.
+
+`build_claim` is the claim on Django's connection (the view); `build_claim_async`
+the same claim on the event loop, sent to the database in a group with the
+claims that arrive with it (builds/claim_groups.py). Queues that cap
+concurrency or tenant start rates take the step-by-step path
+(`_claim_with_queue_limits`).
+
+Lock order, everywhere: drone row → queue row → build row → attempt row.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cached_property
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from builds import claim_groups, events
+from builds.agent_sql import token_parts
+from builds.choices import ACTIVE_STATES, NO_NEW_WORK_STATUSES, AttemptState, BuildState
+from builds.claiming import CLAIM_SQL, ClaimedRow, claim_params, claimed_from_instances, claimed_from_row
+from builds.models import Build, BuildAttempt, Queue
+from builds.services.lifecycle import build_event_record
+from drones.models import Drone
+from swarm.core.errors import ApiError, NotFound
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ClaimResult:
+    """A build handed to a drone, with the attempt it runs as (`claimed`: what the claim returned)."""
+
+    claimed: ClaimedRow
+    lease_seconds: int = 0
+    ack_timeout: int = 0
+    seconds: float = 0.0
+
+    @property
+    def state(self) -> str:
+        return self.claimed.build["state"]
+
+    @cached_property
+    def build(self) -> Build:
+        """The claimed build and its job, read from the database."""
+        return Build.objects.select_related("job").get(pk=self.claimed.build["id"])
+
+    @cached_property
+    def attempt(self) -> BuildAttempt:
+        """The claim's attempt, read from the database."""
+        return BuildAttempt.objects.get(pk=self.claimed.attempt_id)
+
+
+@dataclass
+class _QueueLimits:
+    full_queue_ids: set[int] = field(default_factory=set)
+    limited_queue_ids: set[int] = field(default_factory=set)
+    rate_blocked: list[tuple[int, int | None]] = field(default_factory=list)
+    rate_limited: bool = False
+
+
+def _queue_limits(now) -> _QueueLimits:
+    """Queues at their concurrency cap and (queue, tenant) pairs over their start rate."""
+    limits = _QueueLimits()
+    limited = list(
+        Queue.objects.filter(Q(max_concurrent__isnull=False) | Q(tenant_rate_limit_per_minute__isnull=False))
+        .values_list("pk", "max_concurrent", "tenant_rate_limit_per_minute")
+    )
+    if not limited:
+        return limits
+    capped = [(pk, cap) for pk, cap, _ in limited if cap is not None]
+    rated = {pk: rate for pk, _, rate in limited if rate is not None}
+    limits.rate_limited = bool(rated)
+    if capped:
+        limits.limited_queue_ids = {pk for pk, _ in capped}
+        held = dict(
+            Build.objects.filter(queue_id__in=limits.limited_queue_ids, state__in=ACTIVE_STATES)
+            .values_list("queue_id").annotate(n=Count("id")).values_list("queue_id", "n")
+        )
+        limits.full_queue_ids = {pk for pk, cap in capped if held.get(pk, 0) >= cap}
+    if rated:
+        recent = (
+            BuildAttempt.objects.filter(build__queue_id__in=rated, assigned_at__gte=now - timedelta(minutes=1))
+            .values_list("build__queue_id", "build__job__tenant_id").annotate(n=Count("id"))
+        )
+        limits.rate_blocked = [(queue_id, tenant_id) for queue_id, tenant_id, n in recent if n >= rated[queue_id]]
+    return limits
+
+
+def build_claim(*, drone, free_slots: int = 1, labels: list[str] | None = None) -> ClaimResult | None:
+    """Hand the best pending build this drone can run to it, or None.
+
+    One transaction: serialise this drone's claims (`swarm_lock_drone_claims`,
+    a transaction advisory lock, so its capacity holds), pick the
+    highest-priority pending build whose labels are a subset of the drone's
+    with `FOR UPDATE SKIP LOCKED` (a build another drone is claiming right now
+    is skipped, never waited for nor handed out twice), and assign it as a new
+    numbered attempt.
+    """
+    started = time.perf_counter()
+    if free_slots < 1:
+        return None
+    lease = settings.SWARM_BUILD_LEASE_SECONDS
+    ack_timeout = settings.SWARM_BUILD_ACK_TIMEOUT
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT swarm_lock_drone_claims(%s)", [drone.pk])
+        locked_drone = Drone.objects.only("pk", "name", "status", "labels", "capacity").filter(pk=drone.pk).first()
+        if locked_drone is None:
+            raise NotFound("This drone no longer exists.")
+        if locked_drone.status in NO_NEW_WORK_STATUSES:
+            return None
+        drone_labels = list(locked_drone.labels or labels or [])
+        now = timezone.now()
+        limits = _queue_limits(now)
+        if not limits.limited_queue_ids and not limits.rate_limited:
+            claimed = _claim_in_one_statement(drone=locked_drone, labels=drone_labels, now=now, lease=lease,
+                                              ack_timeout=ack_timeout)
+        else:
+            claimed = _claim_with_queue_limits(drone=locked_drone, labels=drone_labels, now=now, lease=lease,
+                                               ack_timeout=ack_timeout, limits=limits)
+        if claimed is None:
+            return None
+        build_id, attempt_number = claimed.build["id"], claimed.attempt_number
+        transaction.on_commit(lambda: events.emit_build_changed(
+            build_id=build_id, state=BuildState.ASSIGNED, attempt_number=attempt_number))
+    return ClaimResult(claimed=claimed, lease_seconds=lease, ack_timeout=ack_timeout,
+                       seconds=time.perf_counter() - started)
+
+
+def _claim_in_one_statement(*, drone, labels, now, lease: int, ack_timeout: int) -> ClaimedRow | None:
+    """The claim as one statement (after the drone's claim lock): capacity, pick, assign, attempt, event.
+
+    It runs after the lock in a statement of its own, so its snapshot sees
+    every earlier claim of this drone; `SKIP LOCKED` passes over builds
+    other drones are claiming right now. The statement returns the build and
+    its job too (builds/claiming.py).
+    """
+    params = claim_params(drone_id=drone.pk, drone_name=drone.name, capacity=drone.capacity, labels=labels,
+                          now=now, lease=lease, ack_timeout=ack_timeout)
+    with connection.cursor() as cursor:
+        cursor.execute(CLAIM_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return claimed_from_row(row)
+
+
+def _claim_with_queue_limits(*, drone, labels, now, lease: int, ack_timeout: int,
+                             limits: _QueueLimits) -> ClaimedRow | None:
+    """The claim step by step, for when some queue caps concurrency or tenant start rates."""
+    held = Build.objects.filter(drone_id=drone.pk, state__in=ACTIVE_STATES).count()
+    if held >= max(int(drone.capacity or 0), 0):
+        return None
+    skipped_queue_ids: set[int] = set(limits.full_queue_ids)
+    for _ in range(5):
+        candidates = (
+            Build.objects.filter(state=BuildState.PENDING, required_labels__contained_by=labels)
+            .exclude(Q(avoid_drone_ids__contains=[drone.pk]) & Q(avoid_until__gt=now))
+            .order_by("-queue_priority", "id")
+        )
+        if skipped_queue_ids:
+            candidates = candidates.exclude(queue_id__in=skipped_queue_ids)
+        for queue_id, tenant_id in limits.rate_blocked:
+            candidates = candidates.exclude(Q(queue_id=queue_id) & Q(job__tenant_id=tenant_id))
+        build = candidates.select_for_update(skip_locked=True, of=("self",)).first()
+        if build is None:
+            return None
+        if build.queue_id in limits.limited_queue_ids:
+            # A capped queue: serialise its claims on the queue row and recount under the lock.
+            queue = Queue.objects.select_for_update().get(pk=build.queue_id)
+            held_in_queue = Build.objects.filter(queue_id=queue.pk, state__in=ACTIVE_STATES).count()
+            if held_in_queue >= (queue.max_concurrent or 0):
+                skipped_queue_ids.add(queue.pk)
+                continue
+        break
+    else:
+        return None
+    attempt_number = build.attempt_count + 1
+    attempt = BuildAttempt.objects.create(build=build, number=attempt_number, drone_id=drone.pk,
+                                         state=AttemptState.ASSIGNED, assigned_at=now)
+    build.state = BuildState.ASSIGNED
+    build.drone_id = drone.pk
+    build.attempt_count = attempt_number
+    build.assigned_at = now
+    build.ack_deadline = now + timedelta(seconds=ack_timeout)
+    build.lease_expires_at = now + timedelta(seconds=lease)
+    build.save(update_fields=["state", "drone_id", "attempt_count", "assigned_at", "ack_deadline",
+                              "lease_expires_at"])
+    build_event_record(build=build, kind="claimed", actor=f"drone:{drone.pk}", attempt_number=attempt_number,
+                       drone=drone.name)
+    return claimed_from_instances(build, attempt)
+
+
+class ClaimUnanswerable(ApiError):
+    """A build was assigned but could not be read back: the drone must ask again (it returns after the ack timeout)."""
+
+    status_code = 500
+    code = "server_error"
+
+
+@dataclass
+class AsyncClaim:
+    """What `build_claim_async` did: the claim (None: nothing for this drone) and the drone's canceling builds."""
+
+    result: ClaimResult | None
+    canceling_build_ids: list[int]
+
+
+async def build_claim_async(*, token: str, free_slots: int, labels: list[str] | None) -> AsyncClaim | None:
+    """`build_claim` for a drone token on the event loop; None when the view must answer.
+
+    The claim goes to the database in a group with the claims that arrive
+    with it (builds/claim_groups.py): one call checks each token, renews the
+    drone's leases, serialises its claims and runs the claim `build_claim`
+    runs. The view answers for an unknown or foreign token, a drone that is
+    gone, and any queue with limits (nothing is claimed then).
+    """
+    started = time.perf_counter()
+    parts = token_parts(token)
+    if parts is None:
+        return None
+    answer = await claim_groups.claim(claim_groups.ClaimRequest(prefix=parts[0], digest=parts[1],
+                                                                free_slots=free_slots, labels=labels or []))
+    if answer.answer == "view":
+        return None
+    if answer.answer != "claimed":
+        return AsyncClaim(result=None, canceling_build_ids=answer.canceling_build_ids)
+    try:
+        row = claimed_from_row(answer.claimed)
+    except Exception as error:  # noqa: BLE001 - assigned already: the view must not claim a second build
+        logger.exception("claimed build could not be read back")
+        raise ClaimUnanswerable("The claim could not be answered; ask again.") from error
+    await events.emit_build_changed_async(build_id=row.build["id"], state=BuildState.ASSIGNED,
+                                          attempt_number=row.attempt_number)
+    result = ClaimResult(claimed=row, lease_seconds=settings.SWARM_BUILD_LEASE_SECONDS,
+                         ack_timeout=settings.SWARM_BUILD_ACK_TIMEOUT, seconds=time.perf_counter() - started)
+    return AsyncClaim(result=result, canceling_build_ids=answer.canceling_build_ids)
