@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from builds.choices import BuildState
 from builds.models import Build
+from drones.services.heartbeat import register_heartbeat_hook
 
 RENEW_SQL = f"""
 UPDATE {Build._meta.db_table} SET lease_expires_at = %(until)s
@@ -59,10 +60,6 @@ async def builds_on_heartbeat_async(async_connection, drone_id: int, body: dict)
 
 
 def register() -> None:
-    """Hook into the drones app's heartbeat (when it offers hooks)."""
-    try:
-        from drones.heartbeat_hooks import register_heartbeat_hook
-    except ImportError:  # the drones app predates heartbeat hooks
-        return
-    register_heartbeat_hook("builds", builds_on_heartbeat, fields=("running_build_ids",),
+    """Hook into the drones app's heartbeat."""
+    register_heartbeat_hook(name="builds", hook=builds_on_heartbeat, fields=("running_build_ids",),
                             async_hook=builds_on_heartbeat_async)

@@ -3,7 +3,7 @@
 A sweep over the fleet (`fleet_evaluate`) costs nothing per healthy drone:
 the pings that are due go out in one batch and are then recorded in one
 statement, an unanswered previous ping counted as missed
-(drones.services.drones_ping_due); one statement marks the WebSocket down
+(drones.services.presence.drones_ping_due); one statement marks the WebSocket down
 where pings have gone unanswered (an ASGI worker killed mid-connection never
 clears the flag); one marks newly healthy drones; one query finds the drones
 that need a step — a status to change, a drone that is unhealthy or on the
@@ -44,8 +44,7 @@ from drones.events import drone_send
 from drones.hypervisors import HypervisorError, client_for
 from drones.models import Drone, EscalationEvent
 from drones.remote import RemoteCommandError, ssh_run
-from drones.services import (
-    cooldown_seconds,
+from drones.services.presence import (
     drone_ping_send,
     drones_ping_due,
     drones_websocket_silent_mark,
@@ -65,6 +64,17 @@ class Evaluation:
     outcome: str  # locked | paused | healthy | reset | waiting | acted
     level: int = 0
     detail: str = ""
+
+
+def cooldown_seconds(*, level: int, attempts: int) -> float:
+    """The wait after the `attempts`-th action at `level`: base × 2^(attempts-1), capped."""
+    base = float(settings.SWARM_ESCALATION_COOLDOWNS.get(level, 30.0))
+    return min(base * (2 ** max(0, attempts - 1)), float(settings.SWARM_ESCALATION_COOLDOWN_CAP))
+
+
+def heartbeat_overdue_after() -> timedelta:
+    """How long without a heartbeat makes a drone stale."""
+    return timedelta(seconds=settings.SWARM_DRONE_HEARTBEAT_INTERVAL * settings.SWARM_DRONE_STALE_AFTER_MISSED)
 
 
 def liveness_status(drone: Drone, now: datetime) -> str:
@@ -237,8 +247,7 @@ def _step(drone: Drone, now: datetime, reason: str | None) -> Evaluation:
 
 def _live(now: datetime) -> Q:
     """Drones whose heartbeats make them online (see `liveness_status`)."""
-    interval = settings.SWARM_DRONE_HEARTBEAT_INTERVAL
-    stale_before = now - timedelta(seconds=interval * settings.SWARM_DRONE_STALE_AFTER_MISSED)
+    stale_before = now - heartbeat_overdue_after()
     return Q(last_heartbeat_at__gte=stale_before) | Q(last_heartbeat_at__isnull=True, registered_at__gte=stale_before)
 
 

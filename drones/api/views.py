@@ -20,8 +20,8 @@ from drones.api.serializers import (
     RegisterSerializer,
     SetTypeSerializer,
 )
-from drones.heartbeat_hooks import run_heartbeat_hooks
 from drones.provisioning import agent_package_bytes, agent_wheel_bytes, bootstrap_script
+from drones.services.heartbeat import run_heartbeat_hooks
 from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.authentication import authenticate_token, principal_from_token
 from swarm.core.errors import ApiError, NotFound
@@ -90,7 +90,7 @@ class DroneHeartbeatView(ScopedAPIView):
         if answer is None:
             self._refuse(token.strip())
         drone_id = answer.pop("drone_id")
-        answer.update(run_heartbeat_hooks(drone_id, body))
+        answer.update(run_heartbeat_hooks(drone_id=drone_id, body=body))
         return Response(answer)
 
     @staticmethod
@@ -115,7 +115,7 @@ class BootstrapScriptView(APIView):
                    summary="Bootstrap script for a new drone")
     def get(self, request):
         plaintext = request.query_params.get("token", "")
-        token = services.join_token_check(plaintext, field="token")
+        token = services.join_token_check(plaintext=plaintext, field="token")
         services.join_token_mark_script_fetched(token=token)
         script = bootstrap_script(server_url=request.build_absolute_uri("/").rstrip("/"), join_token=plaintext)
         return HttpResponse(script, content_type="text/x-shellscript; charset=utf-8")
@@ -131,7 +131,7 @@ class AgentPackageView(APIView):
                    responses={(200, "application/gzip"): OpenApiTypes.BINARY, **ERRORS},
                    summary="Download the agent package")
     def get(self, request):
-        services.join_token_check(request.query_params.get("token", ""), field="token")
+        services.join_token_check(plaintext=request.query_params.get("token", ""), field="token")
         package, version = agent_package_bytes()
         response = HttpResponse(package, content_type="application/gzip")
         response["Content-Disposition"] = f'attachment; filename="swarm-agent-{version}.tar.gz"'
@@ -148,7 +148,7 @@ class AgentWheelView(APIView):
                    responses={(200, "application/zip"): OpenApiTypes.BINARY, **ERRORS},
                    summary="Download the agent wheel")
     def get(self, request):
-        services.join_token_check(request.query_params.get("token", ""), field="token")
+        services.join_token_check(plaintext=request.query_params.get("token", ""), field="token")
         wheel, filename = agent_wheel_bytes()
         response = HttpResponse(wheel, content_type="application/zip")
         response["Content-Disposition"] = f'attachment; filename="{filename}"'

@@ -128,7 +128,7 @@ def test_pings_that_cannot_go_out_are_not_recorded_so_an_outage_is_not_the_fleet
     def down(*args, **kwargs):
         raise ConnectionError("redis is down")
 
-    monkeypatch.setattr(f"drones.services.{broken}", down)
+    monkeypatch.setattr(f"drones.services.presence.{broken}", down)
     for _ in range(5):
         assert fleet_evaluate() == []
     for drone in drones:

@@ -57,11 +57,11 @@ def test_fast_answer_carries_the_operator_hold(routes):
     ("DRONE", b'{"metrics": {}, "inventory": ["gpu"]}'),  # a hook without an async variant must see it
 ])
 def test_anything_but_a_plain_heartbeat_goes_to_django_with_its_body(routes, token, body, monkeypatch):
-    from drones import heartbeat_hooks
+    from drones.services import heartbeat as heartbeat_hooks
 
     for registry in ("_hooks", "_async_hooks", "_fields"):
         monkeypatch.setattr(heartbeat_hooks, registry, dict(getattr(heartbeat_hooks, registry)))
-    heartbeat_hooks.register_heartbeat_hook("inventory", lambda drone_id, body: None, fields=("inventory",))
+    heartbeat_hooks.register_heartbeat_hook(name="inventory", hook=lambda drone_id, body: None, fields=("inventory",))
     drone, real_token = register_drone("fast-3")
     before = Drone.objects.get(pk=drone.pk).last_heartbeat_at
     answer = call(routes, token=real_token if token == "DRONE" else token, body=body)

@@ -2,9 +2,8 @@
 import pytest
 from django.conf import settings
 
-from drones.ladder import next_level
+from drones.ladder import cooldown_seconds, next_level
 from drones.models import Drone
-from drones.services import cooldown_seconds
 
 
 def test_beat_runs_the_health_check_with_an_expiry():
