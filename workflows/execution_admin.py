@@ -12,7 +12,7 @@ from django.utils.html import format_html, format_html_join
 
 from swarm.core.errors import ApiError
 from swarm.core.principals import principal_for_user
-from workflows import execution_services
+from workflows import services as execution_services
 from workflows.admin import WorkflowAdmin
 from workflows.models import Execution, TenantSecret
 

@@ -21,7 +21,7 @@ from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.inputs import query_int
 from swarm.core.pagination import page_response
-from workflows import execution_selectors, execution_services, selectors
+from workflows import execution_selectors, selectors, services
 from workflows.api.execution_serializers import (
     EventReportResultSerializer,
     EventReportSerializer,
@@ -122,7 +122,7 @@ class WorkflowExecutionsView(ScopedAPIView):
         workflow = selectors.workflow_get(self.principal, workflow_id)
         serializer = ExecutionSpawnSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        execution = execution_services.execution_spawn(
+        execution = services.execution_spawn(
             principal=self.principal, workflow=workflow, env=serializer.validated_data["env"],
             inputs=serializer.validated_data["inputs"],
         )
@@ -180,7 +180,7 @@ class ExecutionEventsView(ScopedAPIView):
 
 def _report(execution: Execution, body) -> Response:
     events = body.get("events") if isinstance(body, dict) else None
-    execution = execution_services.execution_report(execution=execution, events=events)
+    execution = services.execution_report(execution=execution, events=events)
     return Response({"accepted": len(events), "status": execution.status, "last_seq": execution.last_seq})
 
 
@@ -189,7 +189,7 @@ class ExecutionCancelView(ScopedAPIView):
                    summary="Cancel an execution (kills its whole process group)")
     def post(self, request, execution_id: int):
         execution = execution_selectors.execution_get(self.principal, execution_id)
-        execution = execution_services.execution_cancel(principal=self.principal, execution=execution)
+        execution = services.execution_cancel(principal=self.principal, execution=execution)
         execution = execution_selectors.execution_get(self.principal, execution.pk)
         return Response(ExecutionSerializer(execution, context={"request": request}).data,
                         status=status.HTTP_202_ACCEPTED)
@@ -201,7 +201,7 @@ class MetadataServiceView(MetadataView):
                    summary="What the boot script needs: bundle URL and hash, env and secrets")
     def get(self, request):
         execution = self.token_execution()
-        body = execution_services.execution_metadata_serve(execution=execution,
+        body = services.execution_metadata_serve(execution=execution,
                                                            remote_addr=request.META.get("REMOTE_ADDR", ""))
         return Response(body, headers={"Cache-Control": "no-store"})
 

@@ -37,6 +37,7 @@ from django.db import close_old_connections, connections
 from bundles.downloads import bundle_download_url
 from workflows.runtimes.base import ExecutionRuntime, RuntimeStartFailed, register_runtime
 from workflows.runtimes.relay import start_relays
+from workflows.services.boot import execution_runtime_exited
 
 logger = logging.getLogger(__name__)
 
@@ -240,8 +241,6 @@ def _supervise(execution_id: int, process: subprocess.Popen, root: Path, relays:
     for relay in relays:
         relay.close()
     try:
-        from workflows.execution_services import execution_runtime_exited
-
         close_old_connections()
         execution_runtime_exited(execution_id=execution_id, returncode=returncode)
     except Exception:  # noqa: BLE001 - a supervisor thread must never take the worker down

@@ -489,14 +489,14 @@ def test_duplicate_workflow_and_tenant_are_409(admin_api, tenant):
 
 def test_upload_racing_the_orphan_sweep_is_a_clean_503(engine_api, monkeypatch):
     from bundles.services import bundle_publish as real_publish
-    from workflows import services
+    from workflows.services import registry
 
     def publish_then_swept(*, received):
         published = real_publish(received=received)
         Bundle.objects.filter(pk=published.bundle.pk).delete()  # what a sweep holding the row lock would do
         return published
 
-    monkeypatch.setattr(services, "bundle_publish", publish_then_swept)
+    monkeypatch.setattr(registry, "bundle_publish", publish_then_swept)
     response = upload(engine_api, make_bundle())
     assert_error(response, 503, "upload_raced_sweep")
     assert response["Retry-After"] == "1"

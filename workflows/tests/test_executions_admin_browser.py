@@ -59,7 +59,7 @@ def test_secret_write_only_spawn_timeline_output_and_cancel(live_system, admin_a
     workflow = publish(admin_api, {"main.py": "import time\nprint('up', flush=True)\ntime.sleep(120)\n"},
                        workflow="cancelme")
     from swarm.core.principals import system_principal
-    from workflows.execution_services import execution_spawn
+    from workflows.services import execution_spawn
 
     execution = execution_spawn(principal=system_principal("test"), workflow=workflow)
     wait_for(lambda: Execution.objects.get(pk=execution.pk).status == "running", timeout=45, message="running")

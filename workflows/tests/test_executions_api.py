@@ -7,8 +7,9 @@ import pytest
 from django.utils import timezone
 
 from conftest import make_bundle, token_client, upload
+from swarm.core.errors import Conflict
 from swarm.core.services import api_token_issue
-from workflows import execution_services
+from workflows import services
 from workflows.models import Execution, ExecutionEvent, TenantSecret, Workflow
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +24,7 @@ def workflow(admin_api, tenant):
 
 @pytest.fixture
 def secret(workflow):
-    return execution_services.tenant_secret_set(tenant=workflow.tenant, name="API_KEY", value="hunter2-value",
+    return services.tenant_secret_set(tenant=workflow.tenant, name="API_KEY", value="hunter2-value",
                                                 workflows=[workflow])
 
 
@@ -181,12 +182,12 @@ def test_bad_reports_are_refused_and_change_nothing(engine_api, workflow, event,
 
 def test_no_transition_out_of_a_terminal_status(engine_api, workflow):
     execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
-    execution_services.execution_report(execution=execution, events=[{"type": "exited", "data": {"exit_code": 0}}])
+    services.execution_report(execution=execution, events=[{"type": "exited", "data": {"exit_code": 0}}])
     execution.refresh_from_db()
     assert execution.status == "succeeded"
-    with pytest.raises(execution_services.Conflict):
-        execution_services.execution_report(execution=execution, events=[{"type": "started"}])
-    assert execution_services.execution_fail(execution_id=execution.pk, reason="late").status == "succeeded"
+    with pytest.raises(Conflict):
+        services.execution_report(execution=execution, events=[{"type": "started"}])
+    assert services.execution_fail(execution_id=execution.pk, reason="late").status == "succeeded"
 
 
 def test_cancel_marks_cancelled_revokes_the_token_and_is_409_twice(engine_api, workflow):
@@ -201,7 +202,7 @@ def test_cancel_marks_cancelled_revokes_the_token_and_is_409_twice(engine_api, w
 
 def test_events_tail_with_after(engine_api, workflow):
     execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
-    execution_services.execution_report(execution=execution, events=[
+    services.execution_report(execution=execution, events=[
         {"type": "started"}, {"type": "output", "stream": "stdout", "message": "one"}])
     page = engine_api.get(f"/api/v1/executions/{execution.pk}/events?after=1").json()
     assert [e["seq"] for e in page["events"]] == [2, 3] and page["next_after"] == 3
@@ -222,10 +223,10 @@ def test_events_are_append_only_in_the_database(engine_api, workflow):
 def test_overdue_executions_time_out(engine_api, workflow):
     execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
     Execution.objects.filter(pk=execution.pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
-    assert execution_services.executions_reap() == {"timed_out": 1, "lost": 0}
+    assert services.executions_reap() == {"timed_out": 1, "lost": 0}
     execution.refresh_from_db()
     assert execution.status == "timed_out" and execution.events.filter(type="timed_out").exists()
-    assert execution_services.executions_reap() == {"timed_out": 0, "lost": 0}
+    assert services.executions_reap() == {"timed_out": 0, "lost": 0}
 
 
 def test_secrets_are_encrypted_at_rest_and_rotate(settings, workflow, secret):
@@ -238,9 +239,9 @@ def test_secrets_are_encrypted_at_rest_and_rotate(settings, workflow, secret):
     old_key = Fernet.generate_key().decode()
     settings.SWARM_SECRETS_KEYS = [old_key]
     with pytest.raises(ValueError):  # written with the derived development key, not old_key
-        execution_services.secrets_for_workflow(workflow)
+        services.secrets_for_workflow(workflow=workflow)
     settings.SWARM_SECRETS_KEYS = []
-    execution_services.tenant_secret_set(tenant=workflow.tenant, name="API_KEY", value="hunter2-value")
+    services.tenant_secret_set(tenant=workflow.tenant, name="API_KEY", value="hunter2-value")
     derived = TenantSecret.objects.get(pk=secret.pk).ciphertext
     from workflows.secret_box import secret_keys
 
@@ -249,16 +250,16 @@ def test_secrets_are_encrypted_at_rest_and_rotate(settings, workflow, secret):
     rotated = TenantSecret.objects.get(pk=secret.pk).ciphertext
     assert rotated != derived
     settings.SWARM_SECRETS_KEYS = [new_key]  # the old key is gone: still readable
-    assert execution_services.secrets_for_workflow(workflow) == {"API_KEY": "hunter2-value"}
+    assert services.secrets_for_workflow(workflow=workflow) == {"API_KEY": "hunter2-value"}
 
 
 def test_secret_names_and_tenants_are_checked(workflow, other_tenant):
     from swarm.core.errors import ApiError
 
     with pytest.raises(ApiError):
-        execution_services.tenant_secret_set(tenant=workflow.tenant, name="bad name", value="x")
+        services.tenant_secret_set(tenant=workflow.tenant, name="bad name", value="x")
     with pytest.raises(ApiError):
-        execution_services.tenant_secret_set(tenant=other_tenant, name="OK", value="x", workflows=[workflow])
+        services.tenant_secret_set(tenant=other_tenant, name="OK", value="x", workflows=[workflow])
     assert not TenantSecret.objects.exists()
 
 
@@ -281,21 +282,21 @@ def test_an_execution_whose_boot_vanished_is_failed_by_the_reaper(engine_api, wo
     Execution.objects.filter(pk=execution.pk).update(
         status="running", runtime_state={"host": socket.gethostname(), "pid": 2**22 + 17, "pgid": 2**22 + 17,
                                          "start_time": "1", "sandbox": "bwrap"})
-    assert execution_services.executions_reap() == {"timed_out": 0, "lost": 1}
+    assert services.executions_reap() == {"timed_out": 0, "lost": 1}
     execution.refresh_from_db()
     assert execution.status == "failed"
     assert "gone" in execution.events.get(type="error").message
     # Another host's execution is left alone: this worker cannot tell.
     other = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
     Execution.objects.filter(pk=other.pk).update(status="running", runtime_state={"host": "elsewhere", "pid": 1})
-    assert execution_services.executions_reap()["lost"] == 0
+    assert services.executions_reap()["lost"] == 0
 
 
 def test_metadata_delivers_only_secrets_attached_to_this_workflow(engine_api, workflow, other_tenant, admin_api):
     other_workflow = Workflow.objects.get(pk=upload(admin_api, make_bundle(), tenant="globex",
                                                     workflow="hello").json()["workflow_id"])
-    execution_services.tenant_secret_set(tenant=other_tenant, name="API_KEY", value="globex-value",
+    services.tenant_secret_set(tenant=other_tenant, name="API_KEY", value="globex-value",
                                          workflows=[other_workflow])
-    execution_services.tenant_secret_set(tenant=workflow.tenant, name="UNATTACHED", value="not-for-hello")
+    services.tenant_secret_set(tenant=workflow.tenant, name="UNATTACHED", value="not-for-hello")
     execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
     assert _metadata_client(execution).get("/api/v1/metadata").json()["secrets"] == {}

@@ -24,7 +24,7 @@ sys.exit(3)
 
 
 def _attach_secret(workflow, name: str, value: str):
-    from workflows.execution_services import tenant_secret_set
+    from workflows.services import tenant_secret_set
 
     return tenant_secret_set(tenant=workflow.tenant, name=name, value=value, workflows=[workflow], actor="test")
 

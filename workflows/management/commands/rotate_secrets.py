@@ -1,7 +1,7 @@
 """`manage.py rotate_secrets`: re-encrypt every tenant secret with the first key of SWARM_SECRETS_KEYS."""
 from django.core.management.base import BaseCommand, CommandError
 
-from workflows.execution_services import tenant_secrets_rotate
+from workflows.services.secrets import tenant_secrets_rotate
 
 
 class Command(BaseCommand):

@@ -1,4 +1,9 @@
-"""Writes of the workflow registry: tenants, workflows, versions, activation, rollback."""
+"""The workflow registry: workflows, their immutable versions (registered from uploaded bundles), activation, rollback.
+
+Exactly one version of a workflow is active; every activation and rollback
+is a `WorkflowActivation` row and an audit record, taken under the
+workflow's row lock.
+"""
 from __future__ import annotations
 
 import json
@@ -7,15 +12,14 @@ from dataclasses import dataclass
 import semver
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django.utils.text import slugify
 
+from bundles.models import Bundle
 from bundles.services import (
     bundle_check_received,
     bundle_discard_if_unreferenced,
     bundle_publish,
     bundle_release_marker,
 )
-from bundles.models import Bundle
 from bundles.upload import ReceivedBundle
 from swarm.core.errors import ApiError, Conflict, NotFound
 from swarm.core.principals import Principal
@@ -23,19 +27,14 @@ from swarm.core.services import audit_record
 from workflows.choices import Runtime
 from workflows.models import Tenant, Workflow, WorkflowActivation, WorkflowVersion
 
+#: What may change on a workflow: its tenant and slug are fixed (its versions belong to them).
+WORKFLOW_EDITABLE_FIELDS = frozenset(
+    {"name", "description", "runtime", "entrypoint", "memory_mb", "timeout_sec", "execution_runtime"})
 
-def tenant_create(*, name: str, slug: str = "", actor: Principal | str = "system") -> Tenant:
-    """Create a tenant; a slug already taken is a 409."""
-    slug = slug or slugify(name)
-    if not slug:
-        raise ApiError("A tenant needs a slug.", code="invalid", field="slug")
-    try:
-        with transaction.atomic():
-            tenant = Tenant.objects.create(name=name or slug, slug=slug)
-    except IntegrityError:
-        raise Conflict(f"Tenant {slug!r} already exists.", code="tenant_exists", field="slug") from None
-    audit_record(actor=actor, action="tenant.create", obj=tenant, tenant_id=tenant.pk)
-    return tenant
+
+def _check_runtime(runtime: str) -> None:
+    if runtime not in Runtime.values:
+        raise ApiError(f"runtime must be one of {', '.join(Runtime.values)}.", code="invalid", field="runtime")
 
 
 def workflow_create(
@@ -53,8 +52,7 @@ def workflow_create(
     """Create a workflow in a tenant the principal may write to."""
     if not principal.sees_tenant(tenant.pk):
         raise NotFound(f"No tenant {tenant.slug!r}.", field="tenant")
-    if runtime not in Runtime.values:
-        raise ApiError(f"runtime must be one of {', '.join(Runtime.values)}.", code="invalid", field="runtime")
+    _check_runtime(runtime)
     try:
         with transaction.atomic():
             workflow = Workflow.objects.create(
@@ -69,7 +67,26 @@ def workflow_create(
     return workflow
 
 
-def parse_semver(version: str) -> str:
+def workflow_update(*, principal: Principal, workflow: Workflow, **changes) -> Workflow:
+    """Change a workflow's name, description or runtime fields (WORKFLOW_EDITABLE_FIELDS); none changes nothing."""
+    if not principal.sees_tenant(workflow.tenant_id):
+        raise NotFound(f"No workflow {workflow.pk}.")
+    fixed = sorted(set(changes) - WORKFLOW_EDITABLE_FIELDS)
+    if fixed:
+        raise ApiError(f"{fixed[0]} of a workflow cannot be changed.", code="invalid", field=fixed[0])
+    if "runtime" in changes:
+        _check_runtime(changes["runtime"])
+    if not changes:
+        return workflow
+    for name, value in changes.items():
+        setattr(workflow, name, value)
+    workflow.save(update_fields=sorted(changes))
+    audit_record(actor=principal, action="workflow.update", obj=workflow, tenant_id=workflow.tenant_id,
+                 detail={"fields": sorted(changes)})
+    return workflow
+
+
+def parse_semver(*, version: str) -> str:
     """Validate a semantic version label (`1.2.3`, `1.2.3-rc.1+build`)."""
     label = (version or "").strip()
     if label.startswith("v"):
@@ -84,7 +101,7 @@ def parse_semver(version: str) -> str:
     return label
 
 
-def parse_metadata(raw) -> dict:
+def parse_metadata(*, raw) -> dict:
     """Metadata is a JSON object (given as a string in multipart forms)."""
     if raw in (None, ""):
         return {}
@@ -144,8 +161,8 @@ def workflow_version_register(
     of a workflow becomes active; later ones only when `activate` is true.
     """
     try:
-        label = parse_semver(version)
-        metadata = parse_metadata(metadata)
+        label = parse_semver(version=version)
+        metadata = parse_metadata(raw=metadata)
         if not tenant_slug:
             raise ApiError("tenant is required.", code="missing_field", field="tenant")
         if not workflow_slug:

@@ -1,0 +1,133 @@
+"""What the boot side calls: the metadata service, the events the boot script reports, a boot that died silently.
+
+The boot script (`swarm-agent boot`) authenticates with the execution's
+metadata token; the runtime that started it reports only an exit the boot
+never reported itself (`execution_runtime_exited`).
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from bundles.downloads import bundle_download_url
+from swarm.core.errors import ApiError, Conflict
+from workflows.choices import BOOT_REPORTED_EVENTS, ExecutionEventType, ExecutionStatus, OutputStream
+from workflows.models import Execution
+from workflows.services.executions import (
+    execution_events_append,
+    execution_fail,
+    execution_lock,
+    execution_move_to,
+    execution_status_save,
+)
+from workflows.services.secrets import secrets_for_workflow
+
+MAX_EVENTS_PER_REPORT = 1000
+
+
+def execution_metadata_serve(*, execution: Execution, remote_addr: str = "") -> dict:
+    """What the boot script needs, including decrypted secrets; records `metadata_served`."""
+    with transaction.atomic():
+        execution = execution_lock(execution_id=execution.pk)
+        if execution.is_finished:
+            raise Conflict("The execution has ended.", code="execution_finished")
+        workflow = execution.workflow
+        secrets = secrets_for_workflow(workflow=workflow)
+        version = execution.version
+        body = {
+            "execution_id": execution.pk,
+            "bundle_url": bundle_download_url(version.bundle),
+            "bundle_hash": version.bundle.sha256,
+            "bundle_size": version.bundle.size,
+            "runtime": workflow.runtime,
+            "entrypoint": workflow.entrypoint,
+            "memory_mb": workflow.memory_mb,
+            "timeout_sec": execution.timeout_sec,
+            "env": execution.env,
+            "inputs": execution.inputs,
+            "secrets": secrets,
+        }
+        if execution_move_to(execution=execution, status=ExecutionStatus.BOOTING):
+            execution_status_save(execution=execution)
+        execution_events_append(execution=execution, events=[{
+            "type": ExecutionEventType.METADATA_SERVED,
+            "message": f"metadata served to {remote_addr or 'the boot script'}",
+            "data": {"secrets": sorted(secrets), "bundle_hash": version.bundle.sha256},
+        }])
+    return body
+
+
+def _clean_report(raw_events) -> list[dict]:
+    """Validate a batch reported by the boot script (400 naming the first bad event)."""
+    if not isinstance(raw_events, list) or not raw_events:
+        raise ApiError("events must be a non-empty list.", code="invalid", field="events")
+    if len(raw_events) > MAX_EVENTS_PER_REPORT:
+        raise ApiError(f"At most {MAX_EVENTS_PER_REPORT} events per report.", code="invalid", field="events")
+    cleaned = []
+    for index, event in enumerate(raw_events):
+        if not isinstance(event, dict):
+            raise ApiError(f"events[{index}] must be an object.", code="invalid", field="events")
+        event_type = event.get("type")
+        if event_type not in BOOT_REPORTED_EVENTS:
+            raise ApiError(f"events[{index}].type {event_type!r} is not one the boot script may report.",
+                           code="invalid_event_type", field="events")
+        stream = event.get("stream") or ""
+        if stream not in ("", *OutputStream.values):
+            raise ApiError(f"events[{index}].stream must be stdout or stderr.", code="invalid", field="events")
+        message = event.get("message") or ""
+        data = event.get("data") or {}
+        if not isinstance(message, str) or not isinstance(data, dict):
+            raise ApiError(f"events[{index}]: message is a string and data an object.", code="invalid",
+                           field="events")
+        if event_type == ExecutionEventType.EXITED and not isinstance(data.get("exit_code"), int):
+            raise ApiError(f"events[{index}]: an exited event carries data.exit_code (an integer).",
+                           code="invalid", field="events")
+        cleaned.append({"type": event_type, "stream": stream, "message": message, "data": data})
+    return cleaned
+
+
+def execution_report(*, execution: Execution, events) -> Execution:
+    """Record events reported by the boot script and apply the status they imply.
+
+    Any boot event → booting; `started` → running (the timeout clock starts);
+    `exited` → succeeded (exit code 0) or failed; `error` → failed. A
+    terminal execution accepts nothing more (409 `execution_finished`).
+    """
+    cleaned = _clean_report(events)
+    with transaction.atomic():
+        execution = execution_lock(execution_id=execution.pk)
+        if execution.is_finished:
+            raise Conflict(f"Execution {execution.pk} has ended ({execution.status}).", code="execution_finished")
+        secret_values = secrets_for_workflow(workflow=execution.workflow).values()
+        execution_events_append(execution=execution, events=cleaned, secret_values=secret_values)
+        for event in cleaned:
+            event_type = event["type"]
+            if event_type == ExecutionEventType.STARTED:
+                if execution_move_to(execution=execution, status=ExecutionStatus.RUNNING):
+                    execution.started_at = timezone.now()
+                    execution.deadline_at = execution.started_at + timedelta(seconds=execution.timeout_sec)
+            elif event_type == ExecutionEventType.EXITED:
+                code = event["data"]["exit_code"]
+                outcome = ExecutionStatus.SUCCEEDED if code == 0 else ExecutionStatus.FAILED
+                if event["data"].get("timed_out") is True:
+                    outcome = ExecutionStatus.TIMED_OUT
+                if execution_move_to(execution=execution, status=outcome):
+                    execution.exit_code = code
+            elif event_type == ExecutionEventType.ERROR:
+                execution_move_to(execution=execution, status=ExecutionStatus.FAILED)
+            else:
+                execution_move_to(execution=execution, status=ExecutionStatus.BOOTING)
+        execution_status_save(execution=execution)
+    return execution
+
+
+def execution_runtime_exited(*, execution_id: int, returncode: int) -> Execution:
+    """The runtime saw the boot exit; a boot that never reported its end fails the execution."""
+    execution = Execution.objects.get(pk=execution_id)
+    if execution.is_finished:
+        return execution
+    return execution_fail(execution_id=execution_id,
+                          reason=f"the boot process exited with code {returncode} without reporting an exit",
+                          data={"boot_exit_code": returncode})

@@ -1,0 +1,246 @@
+"""Executions: spawn, provision, the state changes and their events, cancel, timeouts, the reaper.
+
+Every state change appends an `ExecutionEvent` under the execution's row
+lock (`execution_lock`), which also numbers the events (`seq`) without gaps;
+a status only moves forward (`execution_move_to`), and a terminal one kills
+the execution's metadata token. What the boot script reports goes through
+`workflows.services.boot`, on the same primitives.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from swarm.core.choices import TokenScope
+from swarm.core.errors import ApiError, Conflict, NotFound
+from swarm.core.principals import Principal
+from swarm.core.services import api_token_issue, api_tokens_revoke_for_subject, audit_record
+from workflows import tasks
+from workflows.choices import STATUS_ORDER, TERMINAL_STATUSES, ExecutionEventType, ExecutionStatus
+from workflows.models import Execution, ExecutionEvent, Workflow
+from workflows.runtimes import RuntimeStartFailed, get_runtime, runtime_names
+from workflows.services.secrets import SECRET_NAME_PATTERN, mask_data, mask_secrets
+
+logger = logging.getLogger(__name__)
+
+EXECUTION_SUBJECT = "execution"
+ENV_NAME_PATTERN = SECRET_NAME_PATTERN
+MAX_MESSAGE_CHARS = 16 * 1024
+# Extra life of a metadata token beyond the execution's own limits.
+TOKEN_GRACE = timedelta(seconds=60)
+
+
+def execution_events_append(*, execution: Execution, events: list[dict], secret_values=()) -> list[ExecutionEvent]:
+    """Append events to a row-locked execution, masking secrets in every stored string."""
+    rows = []
+    for event in events:
+        execution.last_seq += 1
+        rows.append(ExecutionEvent(
+            execution=execution, seq=execution.last_seq, type=event["type"], stream=event.get("stream", ""),
+            message=mask_secrets(text=event.get("message", ""), secret_values=secret_values)[:MAX_MESSAGE_CHARS],
+            data=mask_data(data=event.get("data") or {}, secret_values=secret_values),
+        ))
+    ExecutionEvent.objects.bulk_create(rows)
+    Execution.objects.filter(pk=execution.pk).update(last_seq=execution.last_seq)
+    return rows
+
+
+def execution_move_to(*, execution: Execution, status: str) -> bool:
+    """Advance the (row-locked) execution's status; never backwards, never out of a terminal status."""
+    if execution.status in TERMINAL_STATUSES:
+        return False
+    if STATUS_ORDER[status] < STATUS_ORDER[execution.status]:
+        return False
+    execution.status = status
+    if status in TERMINAL_STATUSES:
+        execution.finished_at = timezone.now()
+        execution.deadline_at = None
+        api_tokens_revoke_for_subject(subject_type=EXECUTION_SUBJECT, subject_id=str(execution.pk))
+    return True
+
+
+def execution_status_save(*, execution: Execution) -> None:
+    """Write the fields a status change touches (the caller holds the row lock)."""
+    execution.save(update_fields=["status", "exit_code", "started_at", "finished_at", "deadline_at",
+                                  "runtime_state"])
+
+
+def execution_lock(*, execution_id: int) -> Execution:
+    """The execution, row-locked (only its own row: the workflow joined in stays unlocked)."""
+    return Execution.objects.select_for_update(of=("self",)).select_related("workflow").get(pk=execution_id)
+
+
+def _clean_env(env) -> dict[str, str]:
+    if env in (None, ""):
+        return {}
+    if not isinstance(env, dict):
+        raise ApiError("env must be an object of NAME: value strings.", code="invalid", field="env")
+    cleaned = {}
+    for name, value in env.items():
+        if not ENV_NAME_PATTERN.match(str(name)):
+            raise ApiError(f"env name {name!r} is not a valid environment variable name.", code="invalid",
+                           field="env")
+        if not isinstance(value, (str, int, float, bool)):
+            raise ApiError(f"env value of {name} must be a string.", code="invalid", field="env")
+        cleaned[str(name)] = str(value)
+    return cleaned
+
+
+def execution_spawn(*, principal: Principal, workflow: Workflow, env=None, inputs=None) -> Execution:
+    """Spawn the workflow's active version: a pending execution, provisioned by a Celery task.
+
+    No active version → 409 `no_active_version`. The task is enqueued once
+    the row is committed.
+    """
+    if not principal.sees_tenant(workflow.tenant_id):
+        raise NotFound(f"No workflow {workflow.pk}.")
+    env = _clean_env(env)
+    if inputs in (None, ""):
+        inputs = {}
+    if not isinstance(inputs, dict):
+        raise ApiError("inputs must be a JSON object.", code="invalid", field="inputs")
+    runtime = workflow.execution_runtime or settings.SWARM_EXECUTION_RUNTIME
+    if runtime not in runtime_names():
+        raise Conflict(f"Execution runtime {runtime!r} is not available here.", code="runtime_unavailable")
+    with transaction.atomic():
+        version = workflow.versions.select_related("bundle").filter(is_active=True).first()
+        if version is None:
+            raise Conflict(f"Workflow {workflow} has no active version to run.", code="no_active_version")
+        now = timezone.now()
+        execution = Execution.objects.create(
+            tenant_id=workflow.tenant_id, workflow=workflow, version=version, runtime=runtime, env=env,
+            inputs=inputs, timeout_sec=workflow.timeout_sec, spawned_by=str(principal)[:200],
+            deadline_at=now + timedelta(seconds=settings.SWARM_EXECUTION_BOOT_TIMEOUT + workflow.timeout_sec),
+        )
+        execution = execution_lock(execution_id=execution.pk)
+        execution_events_append(execution=execution, events=[{
+            "type": ExecutionEventType.SPAWN_REQUESTED,
+            "message": f"{principal} spawned {workflow} {version.version} on the {runtime} runtime",
+            "data": {"version": version.version, "bundle_hash": version.bundle.sha256, "runtime": runtime,
+                     "env": sorted(env)},
+        }])
+        audit_record(actor=principal, action="execution.spawn", obj=execution, tenant_id=workflow.tenant_id,
+                     detail={"workflow": str(workflow), "version": version.version})
+        transaction.on_commit(lambda: tasks.provision_execution.delay(execution.pk))
+    return execution
+
+
+def metadata_url() -> str:
+    """The metadata endpoint runtimes hand to the boot script."""
+    return f"{settings.SWARM_PUBLIC_URL}/api/v1/metadata"
+
+
+def execution_provision(*, execution_id: int) -> Execution | None:
+    """Issue the execution's metadata token and start its runtime (idempotent: only from `pending`)."""
+    with transaction.atomic():
+        execution = execution_lock(execution_id=execution_id)
+        if execution.status != ExecutionStatus.PENDING:
+            return None
+        execution_move_to(execution=execution, status=ExecutionStatus.PROVISIONING)
+        execution_status_save(execution=execution)
+        lifetime = timedelta(seconds=settings.SWARM_EXECUTION_BOOT_TIMEOUT + execution.timeout_sec) + TOKEN_GRACE
+        _, token = api_token_issue(
+            scope=TokenScope.EXECUTION, name=f"execution-{execution.pk}", tenant=execution.tenant,
+            subject_type=EXECUTION_SUBJECT, subject_id=str(execution.pk), expires_at=timezone.now() + lifetime,
+        )
+    try:
+        state = get_runtime(execution.runtime).start(execution, metadata_url(), token)
+    except (RuntimeStartFailed, KeyError) as exc:
+        return execution_fail(execution_id=execution_id, reason=f"the {execution.runtime} runtime could not "
+                                                                f"start: {exc}")
+    with transaction.atomic():
+        execution = execution_lock(execution_id=execution_id)
+        execution.runtime_state = state
+        execution.save(update_fields=["runtime_state"])
+        execution_events_append(execution=execution, events=[{
+            "type": ExecutionEventType.RUNTIME_STARTED,
+            "message": f"{execution.runtime} runtime started the boot"
+                       + (f" (sandbox: {state['sandbox']})" if state.get("sandbox") else ""),
+            "data": {key: state[key] for key in ("sandbox", "network", "host", "pid") if key in state},
+        }])
+    return execution
+
+
+def execution_fail(*, execution_id: int, reason: str, data: dict | None = None) -> Execution:
+    """Mark a live execution failed with an `error` event (no-op once terminal)."""
+    with transaction.atomic():
+        execution = execution_lock(execution_id=execution_id)
+        if execution_move_to(execution=execution, status=ExecutionStatus.FAILED):
+            execution_status_save(execution=execution)
+            execution_events_append(execution=execution, events=[
+                {"type": ExecutionEventType.ERROR, "message": reason, "data": data or {}}])
+    return execution
+
+
+def execution_cancel(*, principal: Principal | str, execution: Execution) -> Execution:
+    """Cancel a live execution: status cancelled, token dead, runtime told to kill it (409 when ended)."""
+    with transaction.atomic():
+        execution = execution_lock(execution_id=execution.pk)
+        if execution.is_finished:
+            raise Conflict(f"Execution {execution.pk} has already ended ({execution.status}).",
+                           code="execution_finished")
+        execution_events_append(execution=execution, events=[{"type": ExecutionEventType.CANCEL_REQUESTED,
+                                                              "message": f"cancel requested by {principal}"}])
+        execution_move_to(execution=execution, status=ExecutionStatus.CANCELLED)
+        execution_status_save(execution=execution)
+        audit_record(actor=principal, action="execution.cancel", obj=execution, tenant_id=execution.tenant_id)
+        _stop_runtime_on_commit(execution.pk)
+    return execution
+
+
+def _stop_runtime_on_commit(execution_id: int) -> None:
+    transaction.on_commit(lambda: tasks.stop_execution_runtime.delay(execution_id))
+
+
+def execution_stop_runtime(*, execution_id: int) -> None:
+    """Tell the runtime to kill whatever still runs for an execution."""
+    execution = Execution.objects.get(pk=execution_id)
+    try:
+        runtime = get_runtime(execution.runtime)
+    except KeyError:
+        logger.error("execution %s: unknown runtime %r, nothing to stop", execution_id, execution.runtime)
+        return
+    runtime.cancel(execution)
+
+
+def execution_time_out(*, execution_id: int) -> bool:
+    """Mark an overdue live execution timed_out and have its runtime killed; False when not overdue."""
+    with transaction.atomic():
+        execution = Execution.objects.select_for_update(skip_locked=True).filter(pk=execution_id).first()
+        if execution is None or execution.is_finished or execution.deadline_at is None:
+            return False
+        if execution.deadline_at > timezone.now():
+            return False
+        limit = "boot + run" if execution.started_at is None else "run"
+        execution_events_append(execution=execution, events=[{
+            "type": ExecutionEventType.TIMED_OUT,
+            "message": f"the execution exceeded its {limit} time limit (timeout_sec={execution.timeout_sec})",
+            "data": {"timeout_sec": execution.timeout_sec},
+        }])
+        execution_move_to(execution=execution, status=ExecutionStatus.TIMED_OUT)
+        execution_status_save(execution=execution)
+        _stop_runtime_on_commit(execution.pk)
+    return True
+
+
+def executions_reap() -> dict:
+    """Beat's sweep: time out overdue executions and fail those whose boot vanished."""
+    timed_out = 0
+    for execution_id in Execution.objects.live().filter(deadline_at__lte=timezone.now()).values_list("pk", flat=True):
+        timed_out += execution_time_out(execution_id=execution_id)
+    lost = 0
+    for execution in Execution.objects.live().exclude(runtime_state={}):
+        try:
+            alive = get_runtime(execution.runtime).is_alive(execution)
+        except KeyError:
+            continue
+        if alive is False:
+            execution = Execution.objects.get(pk=execution.pk)
+            if not execution.is_finished:
+                execution_fail(execution_id=execution.pk, reason="the boot process is gone (worker restarted?)")
+                lost += 1
+    return {"timed_out": timed_out, "lost": lost}
