@@ -1,7 +1,8 @@
 """Admin for builds: jobs with "trigger", builds with cancel/retry and a live log page, queues, deliveries.
 
-Every action calls the same service the API calls (`build_trigger`,
-`build_cancel`, `build_retry`).
+Every action and every job save calls the same service the API calls
+(`job_create`, `job_update`, `build_trigger`, `build_cancel`, `build_retry`),
+so admin changes are validated and audited the API's way.
 """
 from django import forms
 from django.contrib import admin, messages
@@ -15,6 +16,7 @@ from builds.choices import TERMINAL_STATES, TriggerKind
 from builds.models import Artifact, Build, BuildAttempt, BuildEvent, Job, Queue, WebhookDelivery
 from builds.selectors import build_artifacts
 from swarm.core.errors import ApiError
+from swarm.core.service_admin import ServiceModelAdmin, adopt_saved, form_changes
 
 
 def _actor(request) -> str:
@@ -51,7 +53,7 @@ class JobAdminForm(forms.ModelForm):
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(ServiceModelAdmin):
     form = JobAdminForm
     list_display = ["name", "tenant", "scm_url", "default_branch", "branch_filter", "queue", "enabled", "last_build"]
     list_filter = ["enabled", "queue", "tenant"]
@@ -68,10 +70,18 @@ class JobAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">#{} {}</a>', url, build.number, build.state)
 
     def save_model(self, request, obj, form, change):
-        from builds.config import normalize_scm_url
-
-        obj.scm_url_normalized = normalize_scm_url(obj.scm_url)
-        super().save_model(request, obj, form, change)
+        if change:
+            changes = form_changes(form)
+            if not changes:
+                return
+            saved = services.job_update(job=Job.objects.get(pk=obj.pk), actor=_actor(request), **changes)
+        else:
+            saved = services.job_create(
+                name=obj.name, scm_url=obj.scm_url, build_config=obj.build_config, tenant=obj.tenant, queue=obj.queue,
+                default_branch=obj.default_branch, branch_filter=obj.branch_filter, description=obj.description,
+                webhook_secret=obj.webhook_secret, enabled=obj.enabled, actor=_actor(request),
+            )
+        adopt_saved(obj, saved)
 
     @admin.action(description="Trigger a build of the selected jobs (default branch)", permissions=["change"])
     def trigger_builds(self, request, queryset):

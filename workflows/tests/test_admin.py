@@ -191,6 +191,66 @@ def test_tenant_created_in_admin_goes_through_the_service(admin_client_, django_
     assert entry.object_id == str(Tenant.objects.get(slug="initech").pk)
 
 
+def test_tenant_renamed_in_admin_goes_through_the_service(admin_client_, django_capture_on_commit_callbacks):
+    tenant = make_tenant("acme")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client_.post(reverse("admin:workflows_tenant_change", args=[tenant.pk]), {
+            "name": "Acme Corporation", "workflows-TOTAL_FORMS": 0, "workflows-INITIAL_FORMS": 0})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Tenant.objects.get(pk=tenant.pk).name == "Acme Corporation"
+    entry = AuditLogEntry.objects.get(action="tenant.update")
+    assert (entry.object_id, entry.actor, entry.tenant_id) == (str(tenant.pk), "user:operator", tenant.pk)
+    assert entry.detail == {"name": "Acme Corporation", "previous_name": tenant.name}
+
+
+def test_workflow_changed_in_admin_goes_through_the_service(admin_client_, workflow_with_history,
+                                                            django_capture_on_commit_callbacks):
+    workflow, _, _ = workflow_with_history
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client_.post(reverse("admin:workflows_workflow_change", args=[workflow.pk]), {
+            "name": workflow.name, "description": "Says hello.", "runtime": "python311",
+            "entrypoint": "main.py", "memory_mb": 1024, "timeout_sec": 900,
+            "versions-TOTAL_FORMS": 0, "versions-INITIAL_FORMS": 0, "activations-TOTAL_FORMS": 0,
+            "activations-INITIAL_FORMS": 0,
+        })
+    assert response.status_code == 302, response.content.decode()[:2000]
+    workflow.refresh_from_db()
+    assert (workflow.description, workflow.memory_mb) == ("Says hello.", 1024)
+    entry = AuditLogEntry.objects.get(action="workflow.update")
+    assert (entry.object_id, entry.actor) == (str(workflow.pk), "user:operator")
+    assert entry.detail == {"fields": ["description", "memory_mb"]}
+
+
+def test_a_refusal_of_the_service_is_a_form_error_and_keeps_nothing(admin_client_, monkeypatch,
+                                                                    django_capture_on_commit_callbacks):
+    from swarm.core.errors import Conflict
+    from workflows import services
+
+    real_create = services.tenant_create
+
+    def create_then_refuse(**kwargs):
+        real_create(**kwargs)  # written, then refused: the admin's transaction must take it back
+        raise Conflict("Tenant 'initech' already exists.", code="tenant_exists", field="slug")
+
+    monkeypatch.setattr(services, "tenant_create", create_then_refuse)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client_.post(reverse("admin:workflows_tenant_add"), {
+            "name": "Initech", "slug": "initech", "workflows-TOTAL_FORMS": 0, "workflows-INITIAL_FORMS": 0})
+    assert response.status_code == 200  # the form again, not a 500
+    assert response.context["adminform"].form.errors == {"slug": ["Tenant 'initech' already exists."]}
+    assert not Tenant.objects.filter(slug="initech").exists()
+    assert not AuditLogEntry.objects.exists()
+
+
+def test_secret_refused_by_the_service_is_a_form_error(admin_client_):
+    tenant = make_tenant("acme")
+    response = admin_client_.post(reverse("admin:workflows_tenantsecret_add"), {
+        "tenant": tenant.pk, "name": "not a variable", "value": "hunter2"})
+    assert response.status_code == 200
+    assert "environment variable name" in str(response.context["adminform"].form.errors["name"])
+    assert not tenant.secrets.exists()
+
+
 def test_version_admin_is_read_only(admin_client_, workflow_with_history):
     _, first, _ = workflow_with_history
     response = admin_client_.post(reverse("admin:workflows_workflowversion_change", args=[first.pk]),

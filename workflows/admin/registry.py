@@ -1,4 +1,4 @@
-"""Operator UI for the registry: tenants, workflows with version and activation history, activate and roll back.
+"""Operator UI for the registry: workflows with their version and activation history, activate and roll back.
 
 Every state change here goes through `workflows.services`, the same functions
 the API calls, and is recorded in the admin log with `log_change`. The
@@ -15,104 +15,22 @@ from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html
-from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from bundles.downloads import bundle_download_url
 from swarm.core.errors import ApiError
 from swarm.core.principals import principal_for_user
+from swarm.core.service_admin import ServiceModelAdmin, adopt_saved, form_changes
 from workflows import services
-from workflows.models import Tenant, Workflow, WorkflowActivation, WorkflowVersion
-
-
-class SwarmAdminMedia:
-    """The small stylesheet with badges and buttons used on registry pages."""
-
-    css = {"all": ["swarm/admin.css"]}
-
-
-def exact_size(size: int) -> str:
-    """`4.2 MB (4404019 bytes)`; just `142 bytes` when the short form is already exact."""
-    short = filesizeformat(size)
-    return short if size < 1024 else f"{short} ({size} bytes)"
-
-
-def active_badge(is_active: bool) -> str:
-    """A green "active" pill, or a dash."""
-    if is_active:
-        return mark_safe('<span class="swarm-badge swarm-badge-active">active</span>')  # noqa: S308 - constant
-    return mark_safe('<span class="swarm-muted">—</span>')  # noqa: S308 - constant
-
-
-def bundle_hash_cell(sha256: str) -> str:
-    """The first 12 hex digits, with the full digest on hover and for copy/paste."""
-    return format_html('<code class="swarm-hash" title="{}">{}…</code>', sha256, sha256[:12])
-
-
-def download_link(version: WorkflowVersion) -> str:
-    """A short-lived link to the version's .tar.gz (presigned on S3, signed on local storage)."""
-    return format_html('<a href="{}" class="swarm-download">download .tar.gz</a>', bundle_download_url(version.bundle))
-
-
-def activate_button(version: WorkflowVersion) -> str:
-    """An Activate button for an inactive version (nothing for the active one).
-
-    The button submits the surrounding change form (and with it the CSRF
-    token) to the workflow's activate view; nested <form>s are not allowed in HTML.
-    """
-    if version.is_active:
-        return ""
-    url = reverse("admin:workflows_workflow_activate", args=[version.workflow_id, version.pk])
-    return format_html(
-        '<button type="submit" class="button swarm-activate" formaction="{}" formmethod="post" formnovalidate '
-        'name="activate_version" value="{}" data-version="{}">Activate</button>',
-        url, version.pk, version.version,
-    )
-
-
-class WorkflowInline(admin.TabularInline):
-    """A tenant's workflows, read-only, linking to each workflow's page."""
-
-    model = Workflow
-    extra = 0
-    can_delete = False
-    show_change_link = True
-    fields = ["slug", "name", "runtime", "entrypoint", "memory_mb", "timeout_sec"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-
-@admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
-    Media = SwarmAdminMedia
-    list_display = ["slug", "name", "workflow_count", "created_at"]
-    search_fields = ["slug", "name"]
-    prepopulated_fields = {"slug": ["name"]}
-    inlines = [WorkflowInline]
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).annotate(workflow_total=Count("workflows"))
-
-    @admin.display(description="workflows", ordering="workflow_total")
-    def workflow_count(self, tenant: Tenant) -> int:
-        return tenant.workflow_total
-
-    def get_readonly_fields(self, request, obj=None):
-        # A tenant's slug is in every API path and token binding: fixed once created.
-        return ["slug", "created_at"] if obj else []
-
-    def get_prepopulated_fields(self, request, obj=None):
-        return {} if obj else self.prepopulated_fields
-
-    def save_model(self, request, obj, form, change):
-        if change:
-            return super().save_model(request, obj, form, change)
-        # New tenants go through the same service as `POST /api/v1/tenants` (audit log).
-        created = services.tenant_create(name=obj.name, slug=obj.slug, actor=principal_for_user(request.user))
-        obj.pk, obj.created_at = created.pk, created.created_at
-        obj._state.adding = False
+from workflows.admin.display import (
+    SwarmAdminMedia,
+    active_badge,
+    activate_button,
+    bundle_hash_cell,
+    download_link,
+    exact_size,
+)
+from workflows.admin.executions import spawn_executions
+from workflows.models import Workflow, WorkflowActivation, WorkflowVersion
 
 
 class WorkflowVersionInline(admin.TabularInline):
@@ -182,7 +100,7 @@ class WorkflowActivationInline(admin.TabularInline):
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(admin.ModelAdmin):
+class WorkflowAdmin(ServiceModelAdmin):
     Media = SwarmAdminMedia
     list_display = ["__str__", "name", "runtime", "active_version", "version_count", "memory_mb", "timeout_sec"]
     list_filter = ["tenant", "runtime"]
@@ -195,7 +113,7 @@ class WorkflowAdmin(admin.ModelAdmin):
         (None, {"fields": ["created_at"]}),
     ]
     inlines = [WorkflowVersionInline, WorkflowActivationInline]
-    actions = ["rollback_workflows"]
+    actions = ["rollback_workflows", spawn_executions]
 
     def get_queryset(self, request):
         active_label = WorkflowVersion.objects.filter(workflow=OuterRef("pk"), is_active=True).values("version")[:1]
@@ -208,16 +126,19 @@ class WorkflowAdmin(admin.ModelAdmin):
         return [*self.readonly_fields, "tenant", "slug"] if obj else self.readonly_fields
 
     def save_model(self, request, obj, form, change):
+        # The same services as the API (validation, audit log); tenant and slug are fixed once created.
         if change:
-            return super().save_model(request, obj, form, change)
-        # New workflows go through the same service as the API (validation, audit log).
-        created = services.workflow_create(
-            principal=self._actor(request), tenant=obj.tenant, slug=obj.slug, name=obj.name,
-            description=obj.description, runtime=obj.runtime, entrypoint=obj.entrypoint, memory_mb=obj.memory_mb,
-            timeout_sec=obj.timeout_sec,
-        )
-        obj.pk, obj.created_at = created.pk, created.created_at
-        obj._state.adding = False
+            saved = services.workflow_update(
+                principal=self._actor(request), workflow=Workflow.objects.select_related("tenant").get(pk=obj.pk),
+                **form_changes(form, services.WORKFLOW_EDITABLE_FIELDS),
+            )
+        else:
+            saved = services.workflow_create(
+                principal=self._actor(request), tenant=obj.tenant, slug=obj.slug, name=obj.name,
+                description=obj.description, runtime=obj.runtime, entrypoint=obj.entrypoint,
+                memory_mb=obj.memory_mb, timeout_sec=obj.timeout_sec,
+            )
+        adopt_saved(obj, saved)
 
     @admin.display(description="active version")
     def active_version(self, workflow: Workflow) -> str:
@@ -377,7 +298,3 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
             services.workflow_version_activate(workflow=workflow, version=version, actor=actor)
             self.log_change(request, workflow, f"Activated version {version.version}.")
             self.message_user(request, f"{workflow}: version {version.version} is now active.", messages.SUCCESS)
-
-
-# Executions and tenant secrets (issue 3) register their admin here.
-from workflows import execution_admin  # noqa: E402,F401

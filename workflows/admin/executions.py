@@ -1,20 +1,19 @@
-"""Operator UI for executions and tenant secrets.
+"""Operator UI for executions: the list, a page with the event timeline and output, spawn and cancel.
 
-Executions: list with status and duration, a page with the event timeline
-and output, a "spawn" action on workflows and a "cancel" action on
-executions — both call the same services as the API. Tenant secrets: the
-value field is write-only (a password input that never renders the stored
-value; left empty on change, the value is kept).
+The "spawn" action (`spawn_executions`) sits on the workflows list
+(`workflows.admin.registry.WorkflowAdmin.actions`); "cancel" on the executions
+list. Both call the same services as the API.
 """
-from django import forms
+from __future__ import annotations
+
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
 from swarm.core.errors import ApiError
 from swarm.core.principals import principal_for_user
-from workflows import services as execution_services
-from workflows.admin import WorkflowAdmin
-from workflows.models import Execution, TenantSecret
+from workflows import services
+from workflows.models import Execution
+
 
 TIMELINE_LIMIT = 2000
 
@@ -25,7 +24,7 @@ def spawn_executions(modeladmin, request, queryset):
     principal = principal_for_user(request.user)
     for workflow in queryset.select_related("tenant"):
         try:
-            execution = execution_services.execution_spawn(principal=principal, workflow=workflow)
+            execution = services.execution_spawn(principal=principal, workflow=workflow)
         except ApiError as error:
             modeladmin.message_user(request, f"{workflow}: {error.detail}", messages.ERROR)
             continue
@@ -33,9 +32,6 @@ def spawn_executions(modeladmin, request, queryset):
         modeladmin.message_user(request, format_html(
             '{}: spawned <a href="/admin/workflows/execution/{}/change/">execution {}</a>.', workflow, execution.pk,
             execution.pk))
-
-
-WorkflowAdmin.actions = [*WorkflowAdmin.actions, spawn_executions]
 
 
 @admin.register(Execution)
@@ -98,63 +94,9 @@ class ExecutionAdmin(admin.ModelAdmin):
         principal = principal_for_user(request.user)
         for execution in queryset:
             try:
-                execution_services.execution_cancel(principal=principal, execution=execution)
+                services.execution_cancel(principal=principal, execution=execution)
             except ApiError as error:
                 self.message_user(request, f"Execution {execution.pk}: {error.detail}", messages.WARNING)
                 continue
             self.log_change(request, execution, "Cancelled")
             self.message_user(request, f"Execution {execution.pk}: cancelled.")
-
-
-class TenantSecretForm(forms.ModelForm):
-    """The value is write-only: entered, encrypted, never rendered back."""
-
-    value = forms.CharField(
-        widget=forms.PasswordInput(render_value=False), required=False, strip=False,
-        help_text="Write-only. Leave empty to keep the current value; it is never shown again.",
-    )
-
-    class Meta:
-        model = TenantSecret
-        fields = ["tenant", "name", "value", "workflows"]
-
-    def clean(self):
-        cleaned = super().clean()
-        if self.instance.pk is None and not cleaned.get("value"):
-            self.add_error("value", "A new secret needs a value.")
-        tenant = cleaned.get("tenant") or getattr(self.instance, "tenant", None)
-        for workflow in cleaned.get("workflows") or []:
-            if tenant is not None and workflow.tenant_id != tenant.pk:
-                self.add_error("workflows", f"{workflow} belongs to another tenant.")
-        return cleaned
-
-
-@admin.register(TenantSecret)
-class TenantSecretAdmin(admin.ModelAdmin):
-    form = TenantSecretForm
-    list_display = ["name", "tenant", "attached_to", "updated_at"]
-    list_filter = ["tenant"]
-    search_fields = ["name", "tenant__slug"]
-    filter_horizontal = ["workflows"]
-
-    def get_readonly_fields(self, request, obj=None):
-        return ["tenant", "name"] if obj is not None else []
-
-    @admin.display(description="workflows")
-    def attached_to(self, secret: TenantSecret) -> str:
-        return ", ".join(workflow.slug for workflow in secret.workflows.all()) or "—"
-
-    def save_model(self, request, obj, form, change):
-        secret = execution_services.tenant_secret_set(
-            tenant=obj.tenant, name=obj.name, value=form.cleaned_data.get("value") or None,
-            workflows=form.cleaned_data.get("workflows"), actor=principal_for_user(request.user),
-        )
-        obj.pk = secret.pk
-        obj.ciphertext = secret.ciphertext
-
-    def save_related(self, request, form, formsets, change):
-        """Attachments were set by the service together with the value."""
-        for formset in formsets:
-            self.save_formset(request, form, formset, change=change)
-
-

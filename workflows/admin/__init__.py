@@ -1,0 +1,9 @@
+"""Admin of the workflows app, one module per seam; importing this package registers every page.
+
+* `display`    — cells and buttons the registry pages share.
+* `tenants`    — tenants (create and rename through the services).
+* `registry`   — workflows (create, change, activate, roll back, spawn) and their versions.
+* `executions` — executions (timeline, output, cancel) and the spawn action the workflows list offers.
+* `secrets`    — tenant secrets with a write-only value.
+"""
+from workflows.admin import executions, registry, secrets, tenants  # noqa: F401  (each registers its pages)
