@@ -140,7 +140,8 @@ def test_unsafe_bundle_is_refused_with_rule_code(engine_api, case):
     assert response.json()["field"] == "bundle"
     assert stored_keys() == before
     assert not WorkflowVersion.objects.exists() and not Bundle.objects.exists()
-    assert not Workflow.objects.exists() or True  # the workflow row is not what "nothing kept" is about
+    # Nothing kept means no row at all: not even the workflow a first push would have created.
+    assert not Workflow.objects.exists()
 
 
 def test_too_many_members_is_a_tar_bomb(engine_api, settings):
