@@ -128,6 +128,21 @@ def build_nudge_idle_drones(*, build_id: int, limit: int = 10) -> int:
     return sent
 
 
+def build_return_to_queue(*, build: Build, now) -> None:
+    """Unassign a (row-locked) build and queue it again from `now`; idle drones are told once it commits.
+
+    The caller saves the build, with whatever else it changes, and records why.
+    """
+    build.state = BuildState.PENDING
+    build.drone_id = None
+    build.queued_at = now
+    build.assigned_at = None
+    build.ack_deadline = None
+    build.lease_expires_at = None
+    build_id = build.pk
+    transaction.on_commit(lambda: build_nudge_idle_drones(build_id=build_id))
+
+
 def attempt_finish(*, build: Build, attempt: BuildAttempt, state: str, failure_reason: str = "",
                    exit_code: int | None = None, actor: str = "", detail: str = "",
                    allow_retry: bool = True) -> None:
@@ -151,13 +166,8 @@ def attempt_finish(*, build: Build, attempt: BuildAttempt, state: str, failure_r
     task_enqueue_on_commit(task=tasks.archive_attempt_log, object_id=attempt_id)
     if retry:
         previous_drone = build.drone_id
-        build.state = BuildState.PENDING
+        build_return_to_queue(build=build, now=now)
         build.retries_used += 1
-        build.drone_id = None
-        build.queued_at = now
-        build.assigned_at = None
-        build.ack_deadline = None
-        build.lease_expires_at = None
         build.failure_reason = failure_reason
         build.exit_code = exit_code
         if previous_drone:
@@ -166,8 +176,6 @@ def attempt_finish(*, build: Build, attempt: BuildAttempt, state: str, failure_r
         build.save()
         build_event_record(build=build, kind="retry_queued", actor=actor, attempt_number=attempt.number,
                            failure_reason=failure_reason, detail=detail, retries_used=build.retries_used)
-        build_id = build.pk
-        transaction.on_commit(lambda: build_nudge_idle_drones(build_id=build_id))
     else:
         build.state = state
         build.failure_reason = failure_reason

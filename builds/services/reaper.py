@@ -19,7 +19,7 @@ from builds.models import Build, BuildAttempt
 from builds.services.lifecycle import (
     attempt_finish,
     build_event_record,
-    build_nudge_idle_drones,
+    build_return_to_queue,
     task_enqueue_on_commit,
 )
 
@@ -92,17 +92,10 @@ def _reap_one(build_id: int, now, kind: str) -> bool:
                 attempt.detail = "not acknowledged before the ack timeout; requeued"
                 attempt.finished_at = now
                 attempt.save(update_fields=["state", "failure_reason", "detail", "finished_at"])
-            build.state = BuildState.PENDING
-            build.drone_id = None
-            build.assigned_at = None
-            build.ack_deadline = None
-            build.lease_expires_at = None
-            build.queued_at = now
+            build_return_to_queue(build=build, now=now)
             build.save()
             build_event_record(build=build, kind="requeued_unacknowledged", actor="reaper",
                                attempt_number=attempt.number if attempt else None)
-            build_pk = build.pk
-            transaction.on_commit(lambda: build_nudge_idle_drones(build_id=build_pk))
             return True
         if kind == "lease":
             if build.state not in (BuildState.RUNNING, BuildState.CANCELING) or not build.lease_expires_at \
