@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
-from builds.models import Build, BuildAttempt
+from builds.models import Build, BuildAttempt, Job
 from builds.protocol import MAX_LOG_PATCH_BYTES
-from builds.secrets import decrypt_mapping, decrypt_text
+from swarm.core.secret_box import decrypt_mapping, decrypt_text, where
 
 CLAIM_SQL = """
 SELECT claimed_attempt_id, claimed_attempt_number, claimed_build, claimed_job
@@ -96,10 +96,16 @@ def _build_env(build: dict, job: dict, attempt_number: int) -> dict[str, str]:
 
 
 def claim_payload(result) -> dict:
-    """What a drone needs to run a claimed build (the only place secrets leave in clear)."""
+    """What a drone needs to run a claimed build (the only place secrets leave in clear).
+
+    Raises SecretUndecryptable when a job secret cannot be decrypted.
+    """
     claimed = result.claimed
     build, job = claimed.build, claimed.job
     config = job["build_config"]
+    scm_credential = decrypt_text(job["scm_credential_encrypted"],
+                                  where=where(Job, job["id"], "scm_credential_encrypted"))
+    secrets = decrypt_mapping(job["secrets_encrypted"], where=where(Job, job["id"], "secrets_encrypted"))
     lease_expires_at = _timestamp(build["lease_expires_at"])
     return {
         "id": build["id"],
@@ -107,13 +113,13 @@ def claim_payload(result) -> dict:
         "attempt": claimed.attempt_number,
         "job": {"id": job["id"], "name": job["name"]},
         "scm_url": job["scm_url"],
-        "scm_credential": decrypt_text(job["scm_credential_encrypted"]),
+        "scm_credential": scm_credential,
         "branch": build["branch"],
         "commit_sha": build["commit_sha"],
         "image": config.get("image", ""),
         "steps": list(config.get("steps", [])),
         "env": _build_env(build, job, claimed.attempt_number),
-        "secrets": decrypt_mapping(job["secrets_encrypted"]),
+        "secrets": secrets,
         "artifacts": list(config.get("artifacts", [])),
         "timeout": build["timeout_seconds"],
         "log_offset": 0,
@@ -124,3 +130,4 @@ def claim_payload(result) -> dict:
         "cancel_grace": settings.SWARM_BUILD_CANCEL_GRACE,
         "max_log_patch_bytes": MAX_LOG_PATCH_BYTES,
     }
+

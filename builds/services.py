@@ -34,9 +34,9 @@ from builds.choices import (
 )
 from builds.config import normalize_scm_url, retry_allowed, validate_build_config, validate_scm_url
 from builds.models import Artifact, Build, BuildAttempt, BuildEvent, BuildLogChunk, Job, Queue
-from builds.secrets import encrypt_mapping, encrypt_text
 from swarm.core import async_db
 from swarm.core.errors import ApiError, Conflict, NotFound
+from swarm.core.secret_box import encrypt_mapping, encrypt_text
 from swarm.core.services import audit_record
 
 logger = logging.getLogger(__name__)

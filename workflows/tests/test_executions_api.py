@@ -232,22 +232,28 @@ def test_secrets_are_encrypted_at_rest_and_rotate(settings, workflow, secret):
     from cryptography.fernet import Fernet
     from django.core.management import call_command
 
+    from swarm.core.secret_box import development_key
+
     stored = TenantSecret.objects.get(pk=secret.pk).ciphertext
     assert "hunter2" not in stored
     new_key = Fernet.generate_key().decode()
     old_key = Fernet.generate_key().decode()
     settings.SWARM_SECRETS_KEYS = [old_key]
-    with pytest.raises(ValueError):  # written with the derived development key, not old_key
+    # Written with the development key derived from SWARM_SECRET_KEY, not old_key; that key stays a
+    # decrypt-only legacy key, so it takes another secret key too for no key to fit.
+    original_secret_key, settings.SECRET_KEY = settings.SECRET_KEY, "another-secret-key"
+    with pytest.raises(ValueError):
         execution_services.secrets_for_workflow(workflow)
+    settings.SECRET_KEY = original_secret_key
     settings.SWARM_SECRETS_KEYS = []
     execution_services.tenant_secret_set(tenant=workflow.tenant, name="API_KEY", value="hunter2-value")
     derived = TenantSecret.objects.get(pk=secret.pk).ciphertext
-    from workflows.secret_box import secret_keys
 
-    settings.SWARM_SECRETS_KEYS = [new_key, secret_keys.__globals__["_derived_development_key"]().decode()]
+    settings.SWARM_SECRETS_KEYS = [new_key, development_key().decode()]
     call_command("rotate_secrets")
     rotated = TenantSecret.objects.get(pk=secret.pk).ciphertext
     assert rotated != derived
+    assert Fernet(new_key.encode()).decrypt(rotated.encode()) == b"hunter2-value"  # under the new key itself
     settings.SWARM_SECRETS_KEYS = [new_key]  # the old key is gone: still readable
     assert execution_services.secrets_for_workflow(workflow) == {"API_KEY": "hunter2-value"}
 
