@@ -11,6 +11,11 @@ connection after taking that lock; `builds.fastpath.claim` goes through
 takes the lock and calls it, for a group of drones in one round trip. Both
 read the row with `claimed_from_row()` and build the payload from it with
 `claim_payload()`, the same way whichever path answered.
+
+A job secret no key decrypts (swarm/core/secret_box.py) is never handed out
+as an empty credential: `claim_payload()` raises SecretUndecryptable, and the
+caller fails the just-claimed build with `build_fail_undecryptable_claim()`
+and answers the drone 409 `secret_undecryptable`.
 """
 from __future__ import annotations
 
@@ -20,10 +25,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
 
+from builds.choices import ACTIVE_STATES, AttemptState, BuildState, FailureReason
 from builds.models import Build, BuildAttempt, Job
 from builds.protocol import MAX_LOG_PATCH_BYTES
-from swarm.core.secret_box import decrypt_mapping, decrypt_text, where
+from swarm.core.errors import Conflict
+from swarm.core.secret_box import SecretUndecryptable, decrypt_mapping, decrypt_text, where
 
 CLAIM_SQL = """
 SELECT claimed_attempt_id, claimed_attempt_number, claimed_build, claimed_job
@@ -98,7 +106,8 @@ def _build_env(build: dict, job: dict, attempt_number: int) -> dict[str, str]:
 def claim_payload(result) -> dict:
     """What a drone needs to run a claimed build (the only place secrets leave in clear).
 
-    Raises SecretUndecryptable when a job secret cannot be decrypted.
+    Raises SecretUndecryptable when a job secret cannot be decrypted: the
+    caller then fails the build (`build_fail_undecryptable_claim`).
     """
     claimed = result.claimed
     build, job = claimed.build, claimed.job
@@ -131,3 +140,40 @@ def claim_payload(result) -> dict:
         "max_log_patch_bytes": MAX_LOG_PATCH_BYTES,
     }
 
+
+class ClaimSecretUndecryptable(Conflict):
+    """The drone's claim found a build whose job secrets no key decrypts: the build failed instead (409)."""
+
+    code = "secret_undecryptable"
+
+
+def build_fail_undecryptable_claim(*, claimed: ClaimedRow, error: SecretUndecryptable) -> ClaimSecretUndecryptable:
+    """Fail a build just claimed whose job secrets cannot be decrypted; returns the error to answer the drone with.
+
+    The drone never receives the build: it would clone without its
+    credential or run without its secrets. The attempt and the build fail
+    with `runner_system_failure` and no retry (another attempt fails the same
+    way until an operator restores the key or re-enters the secret); a
+    `secret_undecryptable` event and the `finished` event name the field and
+    what to do. The job owner is notified like for any failed build.
+    """
+    from builds import services
+
+    build_id, attempt_number = claimed.build["id"], claimed.attempt_number
+    detail = str(error)
+    with transaction.atomic():
+        build = Build.objects.select_for_update().select_related("job").filter(pk=build_id).first()
+        attempt = BuildAttempt.objects.select_for_update().filter(build_id=build_id, number=attempt_number).first()
+        still_this_claim = (build is not None and attempt is not None and build.attempt_count == attempt_number
+                            and build.state in ACTIVE_STATES and attempt.state == AttemptState.ASSIGNED)
+        if still_this_claim:
+            # The services' own helpers, so this failure closes the attempt and the build (events,
+            # notification, live update) exactly as every other one does.
+            state = BuildState.CANCELED if build.state == BuildState.CANCELING else BuildState.FAILED
+            services._record(build, "secret_undecryptable", actor="control-plane", attempt_number=attempt_number,
+                             secret=error.where, detail=detail)
+            services._attempt_finish(build=build, attempt=attempt, state=state,
+                                     failure_reason=FailureReason.RUNNER_SYSTEM_FAILURE if state == BuildState.FAILED
+                                     else "", actor="control-plane",
+                                     detail=detail, allow_retry=False)
+    return ClaimSecretUndecryptable(f"Build {build_id} was claimed but not handed out, and failed: {detail}")
