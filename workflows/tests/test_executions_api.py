@@ -305,3 +305,16 @@ def test_metadata_delivers_only_secrets_attached_to_this_workflow(engine_api, wo
     execution_services.tenant_secret_set(tenant=workflow.tenant, name="UNATTACHED", value="not-for-hello")
     execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
     assert _metadata_client(execution).get("/api/v1/metadata").json()["secrets"] == {}
+
+
+def test_metadata_for_a_secret_no_key_decrypts_is_a_clear_error_and_serves_nothing(engine_api, workflow, secret):
+    from cryptography.fernet import Fernet
+
+    lost_key = Fernet(Fernet.generate_key())
+    TenantSecret.objects.filter(pk=secret.pk).update(ciphertext=lost_key.encrypt(b"hunter2-value").decode())
+    execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
+    response = _metadata_client(execution).get("/api/v1/metadata")
+    assert response.status_code == 500 and response.json()["error"] == "secret_undecryptable"
+    assert f"workflows.TenantSecret {secret.pk} ciphertext" in response.json()["detail"]
+    assert "hunter2" not in response.content.decode()
+    assert not execution.events.filter(type="metadata_served").exists()
