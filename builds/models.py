@@ -13,7 +13,7 @@ from builds.choices import (
     TriggerKind,
     WebhookProvider,
 )
-from swarm.core.secret_box import MAPPING, EncryptedTextField, read_secret, write_secret
+from swarm.core.secret_box import MAPPING, EncryptedTextField, plaintext_property
 
 
 class Queue(models.Model):
@@ -95,17 +95,10 @@ class Job(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    # A property, so `Job(webhook_secret=...)`, `job_update(webhook_secret=...)`
-    # and the webhook check read and write the plaintext while only its
-    # ciphertext is stored.
-    @property
-    def webhook_secret(self) -> str:
-        """The decrypted webhook secret ("" when none is set; SecretUndecryptable when no key fits)."""
-        return read_secret(self, "webhook_secret_encrypted")
-
-    @webhook_secret.setter
-    def webhook_secret(self, value: str) -> None:
-        write_secret(self, "webhook_secret_encrypted", value)
+    # `Job(webhook_secret=...)`, `job_update(webhook_secret=...)` and the
+    # webhook check read and write the plaintext; only its ciphertext is stored.
+    webhook_secret = plaintext_property("webhook_secret_encrypted", "The decrypted webhook secret (empty when none "
+                                        "is set; SecretUndecryptable when no key fits).")
 
 
 class BuildQuerySet(models.QuerySet):

@@ -10,7 +10,7 @@ from drones.choices import (
     EscalationResult,
     ProvisioningStatus,
 )
-from swarm.core.secret_box import EncryptedTextField, read_secret, write_secret
+from swarm.core.secret_box import EncryptedTextField, plaintext_property
 
 
 class Hypervisor(models.Model):
@@ -33,14 +33,8 @@ class Hypervisor(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def token_secret(self) -> str:
-        """The decrypted API token secret (SecretUndecryptable when no key fits)."""
-        return read_secret(self, "token_secret_encrypted")
-
-    @token_secret.setter
-    def token_secret(self, value: str) -> None:
-        write_secret(self, "token_secret_encrypted", value)
+    token_secret = plaintext_property("token_secret_encrypted",
+                                      "The decrypted API token secret (SecretUndecryptable when no key fits).")
 
 
 class DroneQuerySet(models.QuerySet):
@@ -167,10 +161,8 @@ class JoinToken(models.Model):
     def __str__(self) -> str:
         return f"{self.name} (swj_{self.prefix}_…)"
 
-    @property
-    def plaintext(self) -> str:
-        """The token itself (SecretUndecryptable when no key decrypts it any more)."""
-        return read_secret(self, "plaintext_encrypted")
+    plaintext = plaintext_property("plaintext_encrypted",
+                                   "The token itself (SecretUndecryptable when no key decrypts it any more).")
 
     @property
     def is_usable(self) -> bool:

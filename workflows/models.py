@@ -2,7 +2,7 @@
 from django.db import models
 from django.db.models import Q
 
-from swarm.core.secret_box import EncryptedTextField, read_secret
+from swarm.core.secret_box import EncryptedTextField, plaintext_property
 from workflows.choices import Runtime
 
 
@@ -264,7 +264,4 @@ class TenantSecret(models.Model):
     def __str__(self) -> str:
         return f"{self.tenant.slug}:{self.name}"
 
-    @property
-    def value(self) -> str:
-        """The decrypted value (SecretUndecryptable when no key fits)."""
-        return read_secret(self, "ciphertext")
+    value = plaintext_property("ciphertext", "The decrypted value (SecretUndecryptable when no key fits).")

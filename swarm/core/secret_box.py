@@ -256,3 +256,13 @@ def write_secret(instance: models.Model, field: str, value) -> None:
         setattr(instance, field, encrypt_mapping(value or {}))
     else:
         setattr(instance, field, encrypt_text(value or ""))
+
+
+def plaintext_property(field: str, doc: str = "") -> property:
+    """A model property reading and writing the plaintext of encrypted column `field` (only the ciphertext is stored).
+
+    Reading raises SecretUndecryptable when no key fits. Being a property,
+    it is accepted by `Model(...)` and `QuerySet.create(...)` as a keyword.
+    """
+    return property(lambda row: read_secret(row, field), lambda row, value: write_secret(row, field, value),
+                    doc=doc or f"The decrypted {field} (SecretUndecryptable when no key fits).")
