@@ -29,11 +29,31 @@ class QueueAdmin(admin.ModelAdmin):
 
 
 class JobAdminForm(forms.ModelForm):
-    """The job form, with the build config and URL checked by the same rules as the API."""
+    """The job form, with the build config and URL checked by the same rules as the API.
+
+    The webhook secret is write-only (stored encrypted): blank keeps the stored one.
+    """
+
+    webhook_secret = forms.CharField(
+        required=False, max_length=200, widget=forms.PasswordInput(render_value=False),
+        help_text="Shared secret of this repository's webhooks (stored encrypted; leave blank to keep).")
+    clear_webhook_secret = forms.BooleanField(
+        required=False, help_text="Remove this job's own webhook secret (the global one applies again).")
 
     class Meta:
         model = Job
         fields = "__all__"
+
+    def save(self, commit=True):
+        job = super().save(commit=False)
+        if self.cleaned_data.get("clear_webhook_secret"):
+            job.webhook_secret = ""
+        elif self.cleaned_data.get("webhook_secret"):
+            job.webhook_secret = self.cleaned_data["webhook_secret"]
+        if commit:
+            job.save()
+            self.save_m2m()
+        return job
 
     def clean_build_config(self):
         from builds.config import validate_build_config
@@ -72,6 +92,11 @@ class JobAdmin(ServiceModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             changes = form_changes(form)
+            # The write-only secret: blank keeps the stored one, the checkbox clears it.
+            if changes.pop("clear_webhook_secret", False):
+                changes["webhook_secret"] = ""
+            elif not changes.get("webhook_secret"):
+                changes.pop("webhook_secret", None)
             if not changes:
                 return
             saved = services.job_update(job=Job.objects.get(pk=obj.pk), actor=_actor(request), **changes)

@@ -11,6 +11,11 @@ connection after taking that lock; `builds.fastpath.claim` goes through
 takes the lock and calls it, for a group of drones in one round trip. Both
 read the row with `claimed_from_row()` and build the payload from it with
 `claim_payload()`, the same way whichever path answered.
+
+A job secret no key decrypts (swarm/core/secret_box.py) is never handed out
+as an empty credential: `claim_payload()` raises SecretUndecryptable, and the
+caller fails the just-claimed build with `builds.services.build_fail_undecryptable_claim()`
+and answers the drone 409 `secret_undecryptable`.
 """
 from __future__ import annotations
 
@@ -21,9 +26,10 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
-from builds.models import Build, BuildAttempt
+from builds.models import Build, BuildAttempt, Job
 from builds.protocol import MAX_LOG_PATCH_BYTES
-from builds.secrets import decrypt_mapping, decrypt_text
+from swarm.core.errors import Conflict
+from swarm.core.secret_box import decrypt_mapping, decrypt_text, where
 
 CLAIM_SQL = """
 SELECT claimed_attempt_id, claimed_attempt_number, claimed_build, claimed_job
@@ -96,10 +102,17 @@ def _build_env(build: dict, job: dict, attempt_number: int) -> dict[str, str]:
 
 
 def claim_payload(result) -> dict:
-    """What a drone needs to run a claimed build (the only place secrets leave in clear)."""
+    """What a drone needs to run a claimed build (the only place secrets leave in clear).
+
+    Raises SecretUndecryptable when a job secret cannot be decrypted: the
+    caller then fails the build (`build_fail_undecryptable_claim`).
+    """
     claimed = result.claimed
     build, job = claimed.build, claimed.job
     config = job["build_config"]
+    scm_credential = decrypt_text(job["scm_credential_encrypted"],
+                                  where=where(Job, job["id"], "scm_credential_encrypted"))
+    secrets = decrypt_mapping(job["secrets_encrypted"], where=where(Job, job["id"], "secrets_encrypted"))
     lease_expires_at = _timestamp(build["lease_expires_at"])
     return {
         "id": build["id"],
@@ -107,13 +120,13 @@ def claim_payload(result) -> dict:
         "attempt": claimed.attempt_number,
         "job": {"id": job["id"], "name": job["name"]},
         "scm_url": job["scm_url"],
-        "scm_credential": decrypt_text(job["scm_credential_encrypted"]),
+        "scm_credential": scm_credential,
         "branch": build["branch"],
         "commit_sha": build["commit_sha"],
         "image": config.get("image", ""),
         "steps": list(config.get("steps", [])),
         "env": _build_env(build, job, claimed.attempt_number),
-        "secrets": decrypt_mapping(job["secrets_encrypted"]),
+        "secrets": secrets,
         "artifacts": list(config.get("artifacts", [])),
         "timeout": build["timeout_seconds"],
         "log_offset": 0,
@@ -124,3 +137,9 @@ def claim_payload(result) -> dict:
         "cancel_grace": settings.SWARM_BUILD_CANCEL_GRACE,
         "max_log_patch_bytes": MAX_LOG_PATCH_BYTES,
     }
+
+
+class ClaimSecretUndecryptable(Conflict):
+    """The drone's claim found a build whose job secrets no key decrypts: the build failed instead (409)."""
+
+    code = "secret_undecryptable"

@@ -20,11 +20,15 @@ from __future__ import annotations
 import logging
 import time
 
+from asgiref.sync import sync_to_async
+from django.db import connection
+
 from builds import metrics, services
 from builds.claiming import claim_payload
 from builds.protocol import CONTENT_RANGE, MAX_LOG_PATCH_BYTES
 from swarm.core.errors import error_body
 from swarm.core.fast_routes import FastRequest, FastResponse
+from swarm.core.secret_box import SecretUndecryptable
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +68,24 @@ async def claim(request: FastRequest) -> FastResponse | None:
         return FastResponse(None, status=204, headers=headers)
     try:
         payload = claim_payload(outcome.result)
+    except SecretUndecryptable as undecryptable:
+        # Claimed already (STYLE rule 13): fail the build here rather than hand it out or decline to the view.
+        refused = await sync_to_async(_fail_undecryptable_claim)(outcome.result.claimed, undecryptable)
+        return FastResponse(error_body(refused.code, refused.detail), status=refused.status_code, headers=headers)
     except Exception:  # noqa: BLE001 - the build is assigned now: never let the view claim another one
         logger.exception("claimed build %s could not be described to the drone; it returns to the queue when "
                          "its acknowledgement times out", outcome.result.claimed.build["id"])
         return FastResponse(error_body("server_error", "The claim could not be answered; ask again."), status=500)
     return FastResponse(payload, status=201,
                         headers=[(b"job-status", outcome.result.state.encode()), *headers])
+
+
+def _fail_undecryptable_claim(claimed, error):
+    """`build_fail_undecryptable_claim` on a worker thread; no request cycle closes its connection, so this does."""
+    try:
+        return services.build_fail_undecryptable_claim(claimed=claimed, error=error)
+    finally:
+        connection.close()
 
 
 def _log_patch(request: FastRequest) -> tuple[int, int, bytes, int | None] | None:

@@ -13,6 +13,7 @@ from builds.choices import (
     TriggerKind,
     WebhookProvider,
 )
+from swarm.core.secret_box import MAPPING, EncryptedTextField, plaintext_property
 
 
 class Queue(models.Model):
@@ -71,11 +72,12 @@ class Job(models.Model):
     )
     build_config = models.JSONField(default=dict)
     queue = models.ForeignKey(Queue, on_delete=models.PROTECT, related_name="jobs")
-    scm_credential_encrypted = models.TextField(blank=True, default="", editable=False)
-    secrets_encrypted = models.TextField(blank=True, default="", editable=False)
-    webhook_secret = models.CharField(
-        max_length=200, blank=True, help_text="Shared secret of this repository's webhooks (else the global one)."
-    )
+    # Secrets, encrypted at rest (swarm/core/secret_box.py): only the claim
+    # response to the drone running a build carries the first two in clear.
+    scm_credential_encrypted = EncryptedTextField(blank=True, default="")
+    secrets_encrypted = EncryptedTextField(blank=True, default="", kind=MAPPING)
+    webhook_secret_encrypted = EncryptedTextField(
+        blank=True, default="", help_text="Shared secret of this repository's webhooks (else the global one).")
     enabled = models.BooleanField(default=True)
     next_build_number = models.PositiveIntegerField(default=1, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -92,6 +94,11 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    # `Job(webhook_secret=...)`, `job_update(webhook_secret=...)` and the
+    # webhook check read and write the plaintext; only its ciphertext is stored.
+    webhook_secret = plaintext_property("webhook_secret_encrypted", "The decrypted webhook secret (empty when none "
+                                        "is set; SecretUndecryptable when no key fits).")
 
 
 class BuildQuerySet(models.QuerySet):

@@ -9,6 +9,7 @@ from drones import services
 from drones.choices import DroneType
 from drones.models import Drone, EscalationEvent, Hypervisor, JoinToken
 from drones.provisioning import bootstrap_command
+from swarm.core.secret_box import SecretUndecryptable
 
 # L0 … L4: label and colour of the health badge.
 HEALTH_BADGES = {
@@ -211,7 +212,11 @@ class JoinTokenAdmin(admin.ModelAdmin):
 
     @admin.display(description="bootstrap command")
     def bootstrap(self, token):
-        plaintext = token.plaintext
+        try:
+            plaintext = token.plaintext
+        except SecretUndecryptable:
+            return ("— (the stored token cannot be decrypted: put the key it was written with back into "
+                    "SWARM_SECRETS_KEYS, or issue a new join token)")
         if not token.is_usable or not plaintext:
             return "— (token not usable)"
         command = bootstrap_command(join_token=plaintext)

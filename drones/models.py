@@ -10,20 +10,20 @@ from drones.choices import (
     EscalationResult,
     ProvisioningStatus,
 )
-from drones.secrets_box import decrypt_secret, encrypt_secret
+from swarm.core.secret_box import EncryptedTextField, plaintext_property
 
 
 class Hypervisor(models.Model):
     """A Proxmox VE API endpoint that can reboot the containers/VMs drones run in (L3).
 
     The API token is `USER@REALM!TOKENID` plus its secret; the secret is stored
-    encrypted (see drones.secrets_box).
+    encrypted (see swarm/core/secret_box.py).
     """
 
     name = models.CharField(max_length=100, unique=True)
     url = models.URLField(help_text="Base URL, e.g. https://pve.example.com:8006")  # scheme required
     token_id = models.CharField(max_length=200, help_text="USER@REALM!TOKENID")
-    token_secret_encrypted = models.TextField(blank=True, default="", editable=False)
+    token_secret_encrypted = EncryptedTextField(blank=True, default="")
     verify_tls = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -33,14 +33,8 @@ class Hypervisor(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def token_secret(self) -> str:
-        """The decrypted API token secret."""
-        return decrypt_secret(self.token_secret_encrypted)
-
-    @token_secret.setter
-    def token_secret(self, value: str) -> None:
-        self.token_secret_encrypted = encrypt_secret(value)
+    token_secret = plaintext_property("token_secret_encrypted",
+                                      "The decrypted API token secret (SecretUndecryptable when no key fits).")
 
 
 class DroneQuerySet(models.QuerySet):
@@ -150,10 +144,10 @@ class JoinToken(models.Model):
     max_uses = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: unlimited")
     uses = models.PositiveIntegerField(default=0)
     revoked_at = models.DateTimeField(null=True, blank=True)
-    # Encrypted (drones.secrets_box) so the admin can show the bootstrap command
+    # Encrypted (swarm/core/secret_box.py) so the admin can show the bootstrap command
     # again and `issue_join_token --reuse` can hand out the same token; lookups
     # still go through prefix + digest.
-    plaintext_encrypted = models.TextField(blank=True, default="", editable=False)
+    plaintext_encrypted = EncryptedTextField(blank=True, default="")
     provisioning_status = models.CharField(max_length=16, choices=ProvisioningStatus.choices,
                                            default=ProvisioningStatus.ISSUED)
     script_fetched_at = models.DateTimeField(null=True, blank=True)
@@ -167,13 +161,8 @@ class JoinToken(models.Model):
     def __str__(self) -> str:
         return f"{self.name} (swj_{self.prefix}_…)"
 
-    @property
-    def plaintext(self) -> str:
-        """The token itself (empty when it cannot be decrypted any more)."""
-        try:
-            return decrypt_secret(self.plaintext_encrypted)
-        except ValueError:
-            return ""
+    plaintext = plaintext_property("plaintext_encrypted",
+                                   "The token itself (SecretUndecryptable when no key decrypts it any more).")
 
     @property
     def is_usable(self) -> bool:

@@ -287,9 +287,10 @@ LOGGING = {
 }
 
 # --- Executions ---------------------------------------------------------------
-# Fernet keys for tenant secrets: the first encrypts, all decrypt (rotation:
-# prepend a new key, run `manage.py rotate_secrets`, then drop the old one).
-# Unset: one key derived from SECRET_KEY (fine for development only).
+# Fernet keys for every stored secret (swarm/core/secret_box.py, docs/security.md):
+# the first encrypts, all decrypt (rotation: prepend a new key, run
+# `manage.py rotate_secrets`, then drop the old one). Unset: one key derived
+# from SECRET_KEY (fine for development only).
 SWARM_SECRETS_KEYS = env.list("SWARM_SECRETS_KEYS", default=[])
 SWARM_EXECUTION_RUNTIME = env.str("SWARM_EXECUTION_RUNTIME", default="process")
 # Modules that register more execution runtimes (e.g. the drone runtime).

@@ -2,6 +2,7 @@
 from django.db import models
 from django.db.models import Q
 
+from swarm.core.secret_box import EncryptedTextField, plaintext_property
 from workflows.choices import Runtime
 
 
@@ -248,7 +249,7 @@ class TenantSecret(models.Model):
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="secrets")
     name = models.CharField(max_length=128)
-    ciphertext = models.TextField(editable=False)
+    ciphertext = EncryptedTextField()  # swarm/core/secret_box.py
     workflows = models.ManyToManyField(Workflow, blank=True, related_name="secrets",
                                        help_text="Workflows whose executions receive this secret.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -262,3 +263,5 @@ class TenantSecret(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant.slug}:{self.name}"
+
+    value = plaintext_property("ciphertext", "The decrypted value (SecretUndecryptable when no key fits).")

@@ -1,8 +1,12 @@
 """Serializers of the builds API (shapes only; validation of meaning lives in services)."""
+import logging
+
 from rest_framework import serializers
 
 from builds.models import Artifact, Build, BuildAttempt, Job, Queue
-from builds.secrets import decrypt_mapping
+from swarm.core.secret_box import SecretUndecryptable, read_secret
+
+logger = logging.getLogger(__name__)
 
 
 class QueueSerializer(serializers.ModelSerializer):
@@ -12,7 +16,7 @@ class QueueSerializer(serializers.ModelSerializer):
 
 
 class JobSerializer(serializers.ModelSerializer):
-    """A job as the API shows it; secrets appear only as names."""
+    """A job as the API shows it; secrets appear only as names (null when they cannot be decrypted)."""
 
     tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     queue = serializers.SlugRelatedField(slug_field="name", read_only=True)
@@ -29,11 +33,16 @@ class JobSerializer(serializers.ModelSerializer):
     def get_has_scm_credential(self, job) -> bool:
         return bool(job.scm_credential_encrypted)
 
-    def get_secret_names(self, job) -> list[str]:
-        return sorted(decrypt_mapping(job.secrets_encrypted))
+    def get_secret_names(self, job) -> list[str] | None:
+        try:
+            return sorted(read_secret(job, "secrets_encrypted"))
+        except SecretUndecryptable as error:
+            # The job stays listable; its builds are refused at claim time (builds/claiming.py).
+            logger.error("%s", error)
+            return None
 
     def get_has_webhook_secret(self, job) -> bool:
-        return bool(job.webhook_secret)
+        return bool(job.webhook_secret_encrypted)
 
 
 class JobWriteSerializer(serializers.Serializer):

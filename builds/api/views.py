@@ -36,9 +36,10 @@ from builds.protocol import CONTENT_RANGE, MAX_LOG_PATCH_BYTES
 from builds.services import webhooks
 from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.choices import TokenScope
-from swarm.core.errors import ApiError, NotFound
+from swarm.core.errors import ApiError, NotFound, error_body
 from swarm.core.inputs import MAX_INT32, header_int, query_int
 from swarm.core.pagination import page_response
+from swarm.core.secret_box import SecretUndecryptable
 from swarm.core.principals import READ_SCOPES
 
 DRONE_SCOPES = frozenset({TokenScope.DRONE})
@@ -94,8 +95,12 @@ class BuildRequestView(AgentMixin, ScopedAPIView):
         if result is None:
             response = Response(status=status.HTTP_204_NO_CONTENT)
         else:
-            response = Response(claim_payload(result), status=status.HTTP_201_CREATED)
-            response["Job-Status"] = result.state
+            try:
+                response = Response(claim_payload(result), status=status.HTTP_201_CREATED)
+                response["Job-Status"] = result.state
+            except SecretUndecryptable as undecryptable:
+                refused = services.build_fail_undecryptable_claim(claimed=result.claimed, error=undecryptable)
+                response = Response(error_body(refused.code, refused.detail), status=refused.status_code)
         canceling = selectors.drone_canceling_build_ids(drone.pk)
         if canceling:
             response["Swarm-Canceling-Builds"] = ",".join(str(pk) for pk in canceling)

@@ -26,7 +26,14 @@ from builds.services.artifacts import (
     artifact_store_stream,
     artifact_verify_stored,
 )
-from builds.services.claims import AsyncClaim, ClaimResult, ClaimUnanswerable, build_claim, build_claim_async
+from builds.services.claims import (
+    AsyncClaim,
+    ClaimResult,
+    ClaimUnanswerable,
+    build_claim,
+    build_claim_async,
+    build_fail_undecryptable_claim,
+)
 from builds.services.held import DroneRef
 from builds.services.jobs import DEFAULT_QUEUES, job_create, job_delete, job_update, queues_ensure_defaults
 from builds.services.lifecycle import build_cancel, build_nudge_idle_drones, build_retry, build_trigger
@@ -73,6 +80,7 @@ __all__ = [
     "build_cancel",
     "build_claim",
     "build_claim_async",
+    "build_fail_undecryptable_claim",
     "build_finish_from_agent",
     "build_log_append",
     "build_log_append_async",

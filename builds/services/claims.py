@@ -23,12 +23,20 @@ from django.utils import timezone
 
 from builds import claim_groups, events
 from builds.agent_sql import token_parts
-from builds.choices import ACTIVE_STATES, NO_NEW_WORK_STATUSES, AttemptState, BuildState
-from builds.claiming import CLAIM_SQL, ClaimedRow, claim_params, claimed_from_instances, claimed_from_row
+from builds.choices import ACTIVE_STATES, NO_NEW_WORK_STATUSES, AttemptState, BuildState, FailureReason
+from builds.claiming import (
+    CLAIM_SQL,
+    ClaimedRow,
+    ClaimSecretUndecryptable,
+    claim_params,
+    claimed_from_instances,
+    claimed_from_row,
+)
 from builds.models import Build, BuildAttempt, Queue
-from builds.services.lifecycle import build_event_record
+from builds.services.lifecycle import attempt_finish, build_event_record
 from drones.models import Drone
 from swarm.core.errors import ApiError, NotFound
+from swarm.core.secret_box import SecretUndecryptable
 
 logger = logging.getLogger(__name__)
 
@@ -242,3 +250,32 @@ async def build_claim_async(*, token: str, free_slots: int, labels: list[str] | 
     result = ClaimResult(claimed=row, lease_seconds=settings.SWARM_BUILD_LEASE_SECONDS,
                          ack_timeout=settings.SWARM_BUILD_ACK_TIMEOUT, seconds=time.perf_counter() - started)
     return AsyncClaim(result=result, canceling_build_ids=answer.canceling_build_ids)
+
+
+def build_fail_undecryptable_claim(*, claimed: ClaimedRow, error: SecretUndecryptable) -> ClaimSecretUndecryptable:
+    """Fail a build just claimed whose job secrets cannot be decrypted; returns the error to answer the drone with.
+
+    The drone never receives the build: it would clone without its
+    credential or run without its secrets. The attempt and the build fail
+    with `runner_system_failure` and no retry (another attempt fails the same
+    way until an operator restores the key or re-enters the secret); a
+    `secret_undecryptable` event and the `finished` event name the field and
+    what to do. The job owner is notified like for any failed build.
+    """
+    build_id, attempt_number = claimed.build["id"], claimed.attempt_number
+    detail = str(error)
+    with transaction.atomic():
+        build = Build.objects.select_for_update().select_related("job").filter(pk=build_id).first()
+        attempt = BuildAttempt.objects.select_for_update().filter(build_id=build_id, number=attempt_number).first()
+        still_this_claim = (build is not None and attempt is not None and build.attempt_count == attempt_number
+                            and build.state in ACTIVE_STATES and attempt.state == AttemptState.ASSIGNED)
+        if still_this_claim:
+            # The services' own helpers, so this failure closes the attempt and the build (events,
+            # notification, live update) exactly as every other one does.
+            state = BuildState.CANCELED if build.state == BuildState.CANCELING else BuildState.FAILED
+            build_event_record(build=build, kind="secret_undecryptable", actor="control-plane",
+                               attempt_number=attempt_number, secret=error.where, detail=detail)
+            failure_reason = FailureReason.RUNNER_SYSTEM_FAILURE if state == BuildState.FAILED else ""
+            attempt_finish(build=build, attempt=attempt, state=state, failure_reason=failure_reason,
+                           actor="control-plane", detail=detail, allow_retry=False)
+    return ClaimSecretUndecryptable(f"Build {build_id} was claimed but not handed out, and failed: {detail}")

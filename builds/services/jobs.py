@@ -8,8 +8,8 @@ from __future__ import annotations
 from builds.choices import ACTIVE_STATES
 from builds.config import ENV_NAME, normalize_scm_url, validate_build_config, validate_scm_url
 from builds.models import Job, Queue
-from builds.secrets import encrypt_mapping, encrypt_text
 from swarm.core.errors import ApiError, Conflict
+from swarm.core.secret_box import encrypt_mapping, encrypt_text
 from swarm.core.services import audit_record
 
 #: The queues every installation has (also created by migration 0002).

@@ -7,8 +7,11 @@
 * Bitbucket: `X-Hub-Signature: sha256=<HMAC-SHA256(secret, body)>`, delivery `X-Request-UUID`,
              event `X-Event-Key: repo:push`.
 
-The secret is the job's `webhook_secret` (jobs on the pushed repository) or
-the global SWARM_WEBHOOK_SECRET. A delivery is stored once per (provider,
+The secret is the job's `webhook_secret` (jobs on the pushed repository;
+stored encrypted, decrypted here for the candidates only) or the global
+SWARM_WEBHOOK_SECRET. A job whose stored secret no key decrypts verifies
+nothing (an error is logged naming it), so its pushes build nothing until the
+key is restored or the secret entered again. A delivery is stored once per (provider,
 delivery id), so a replay is answered 200 and queues nothing; a bad or
 missing signature is a 401 and stores nothing.
 """
@@ -30,6 +33,7 @@ from builds.config import branch_matches, normalize_scm_url
 from builds.models import Job, WebhookDelivery
 from builds.services.lifecycle import build_trigger
 from swarm.core.errors import ApiError, NotFound
+from swarm.core.secret_box import SecretUndecryptable
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +152,18 @@ def _jobs_for_urls(urls) -> list[Job]:
     return list(Job.objects.filter(enabled=True, scm_url_normalized__in=list(urls)))
 
 
+def _job_signature_ok(provider: str, headers, raw_body: bytes, job: Job) -> bool:
+    """Whether the delivery is signed with this job's own webhook secret (False when it has none)."""
+    if not job.webhook_secret_encrypted:
+        return False
+    try:
+        secret = job.webhook_secret
+    except SecretUndecryptable as error:
+        logger.error("webhook for job %s cannot be verified with its own secret: %s", job.pk, error)
+        return False
+    return _signature_ok(provider, headers, raw_body, secret)
+
+
 def webhook_receive(*, provider: str, headers, raw_body: bytes) -> tuple[WebhookDelivery, bool]:
     """Verify and record a delivery; returns it and whether it is new (a task then processes it)."""
     if provider not in WebhookProvider.values:
@@ -157,8 +173,7 @@ def webhook_receive(*, provider: str, headers, raw_body: bytes) -> tuple[Webhook
     except (ValueError, UnicodeDecodeError):
         payload = None
     candidate_jobs = _jobs_for_urls(_repository_urls(provider, payload)) if isinstance(payload, dict) else []
-    verified_job_ids = [job.pk for job in candidate_jobs if job.webhook_secret
-                        and _signature_ok(provider, headers, raw_body, job.webhook_secret)]
+    verified_job_ids = [job.pk for job in candidate_jobs if _job_signature_ok(provider, headers, raw_body, job)]
     global_ok = _signature_ok(provider, headers, raw_body, settings.SWARM_WEBHOOK_SECRET)
     if not verified_job_ids and not global_ok:
         raise WebhookUnauthorized("The webhook signature is missing or does not match a configured secret.")
@@ -196,7 +211,7 @@ def webhook_delivery_process(*, delivery_id: int) -> WebhookDelivery | None:
                 notes.append(f"branch {push.branch} deleted: ignored")
                 continue
             for job in _jobs_for_urls(push.repository_urls):
-                allowed = job.pk in verified or (global_ok and not job.webhook_secret)
+                allowed = job.pk in verified or (global_ok and not job.webhook_secret_encrypted)
                 if not allowed or not branch_matches(job.branch_filter, push.branch):
                     continue
                 build = build_trigger(job=job, trigger=TriggerKind.WEBHOOK,

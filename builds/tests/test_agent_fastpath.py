@@ -60,6 +60,28 @@ def test_fast_claim_hands_out_what_the_view_hands_out(routes):
     assert BuildEvent.objects.filter(build=claimed, kind="claimed").exists()
 
 
+def test_fast_claim_of_a_build_whose_job_secrets_no_key_decrypts_fails_it_and_hands_out_nothing(routes):
+    from cryptography.fernet import Fernet
+
+    from builds.models import Job
+
+    job = make_job(scm_credential="user:pw", secrets={"TOKEN": "s3cret"})
+    lost_key = Fernet(Fernet.generate_key())
+    Job.objects.filter(pk=job.pk).update(secrets_encrypted=lost_key.encrypt(b'{"TOKEN": "s3cret"}').decode())
+    build = build_trigger(job=job, trigger="api")
+    _, client = make_drone()
+    answer = fast_claim(routes, client)
+    assert not answer["django"] and answer["status"] == 409
+    body = json.loads(answer["body"])
+    assert body["error"] == "secret_undecryptable" and f"builds.Job {job.pk} secrets_encrypted" in body["detail"]
+    assert b"s3cret" not in answer["body"] and b"user:pw" not in answer["body"]
+    build.refresh_from_db()
+    assert build.state == "failed" and build.failure_reason == "runner_system_failure"
+    assert list(BuildEvent.objects.filter(build=build).values_list("kind", flat=True))[-2:] == [
+        "secret_undecryptable", "finished"]
+    assert fast_claim(routes, client)["status"] == 204
+
+
 def test_nothing_to_claim_paused_drones_and_a_full_drone_get_204(routes):
     drone, client = make_drone(capacity=1)
     assert fast_claim(routes, client)["status"] == 204

@@ -200,3 +200,32 @@ def test_heartbeat_renews_reported_builds_and_names_the_ones_to_cancel():
 
     idle = client.post("/api/v1/drones/heartbeat", {"metrics": {}}, format="json")
     assert idle.status_code == 200 and "cancel_build_ids" not in idle.json()
+
+
+def test_a_claim_whose_job_credential_no_key_decrypts_fails_the_build_and_hands_out_nothing():
+    from cryptography.fernet import Fernet
+
+    from builds.models import Job
+
+    job = make_job(scm_credential="user:pw", secrets={"TOKEN": "s3cret"}, retry={"max": 2, "when": ["always"]})
+    # Written under a key this server no longer has (e.g. dropped from SWARM_SECRETS_KEYS too early).
+    lost_key = Fernet(Fernet.generate_key())
+    Job.objects.filter(pk=job.pk).update(scm_credential_encrypted=lost_key.encrypt(b"user:pw").decode())
+    build = build_trigger(job=job, trigger="api")
+    _, client = make_drone()
+    response = claim(client)
+    assert response.status_code == 409, response.content
+    body = response.json()
+    assert body["error"] == "secret_undecryptable" and "scm_credential" not in body
+    assert f"builds.Job {job.pk} scm_credential_encrypted" in body["detail"]
+    assert "SWARM_SECRETS_KEYS" in body["detail"] and "user:pw" not in response.content.decode()
+    build.refresh_from_db()
+    assert build.state == BuildState.FAILED and build.failure_reason == FailureReason.RUNNER_SYSTEM_FAILURE
+    assert build.retries_used == 0, "another attempt would fail the same way"
+    attempt = BuildAttempt.objects.get(build=build)
+    assert attempt.state == "failed" and "scm_credential_encrypted" in attempt.detail
+    events = list(BuildEvent.objects.filter(build=build).values_list("kind", "detail"))
+    assert [kind for kind, _ in events][-2:] == ["secret_undecryptable", "finished"]
+    assert events[-2][1]["secret"] == f"builds.Job {job.pk} scm_credential_encrypted"
+    assert "Put the key it was written with back" in events[-1][1]["detail"]
+    assert claim(client).status_code == 204, "the build is not handed out again"

@@ -127,3 +127,87 @@ def test_missing_delivery_id_is_400(anonymous_api, github_job):
                                      HTTP_X_HUB_SIGNATURE_256=signature, HTTP_X_GITHUB_EVENT="push")
     assert response.status_code == 400 and response.json()["field"] == "X-GitHub-Delivery"
     assert not WebhookDelivery.objects.exists()
+
+
+def _raw_job_columns(job_id: int) -> dict:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM builds_job WHERE id = %s", [job_id])
+        return dict(zip([column.name for column in cursor.description], cursor.fetchone(), strict=True))
+
+
+def test_the_job_webhook_secret_is_stored_encrypted_and_still_verifies(anonymous_api, github_job):
+    from swarm.core.secret_box import decrypt_text
+
+    raw = _raw_job_columns(github_job.pk)
+    assert "webhook_secret" not in raw, "the plaintext column is gone"
+    assert SECRET not in str(raw)
+    assert decrypt_text(raw["webhook_secret_encrypted"]) == SECRET
+    assert post_github(anonymous_api, github_push()).status_code == 202
+    process_all()
+    assert Build.objects.filter(job=github_job).count() == 1
+
+
+def test_a_job_whose_webhook_secret_no_key_decrypts_verifies_nothing(anonymous_api, github_job, settings, caplog):
+    from cryptography.fernet import Fernet
+
+    from builds.models import Job
+
+    lost_key = Fernet(Fernet.generate_key())
+    Job.objects.filter(pk=github_job.pk).update(webhook_secret_encrypted=lost_key.encrypt(SECRET.encode()).decode())
+    response = post_github(anonymous_api, github_push())
+    assert response.status_code == 401 and not WebhookDelivery.objects.exists()
+    assert f"builds.Job {github_job.pk} webhook_secret_encrypted" in caplog.text
+    settings.SWARM_WEBHOOK_SECRET = "global-key"  # the global secret does not stand in for the job's own
+    assert post_github(anonymous_api, github_push(), secret="global-key").status_code == 202
+    process_all()
+    assert not Build.objects.exists()
+
+
+def test_the_admin_writes_the_webhook_secret_encrypted_and_never_shows_it(admin_client, github_job):
+    from builds.models import Job
+
+    page = admin_client.get(f"/admin/builds/job/{github_job.pk}/change/")
+    assert page.status_code == 200 and SECRET.encode() not in page.content
+    form = {"name": github_job.name, "scm_url": github_job.scm_url, "default_branch": "main",
+            "branch_filter": github_job.branch_filter, "build_config": json.dumps(github_job.build_config),
+            "queue": github_job.queue_id, "enabled": "on", "description": "", "webhook_secret": ""}
+    assert admin_client.post(f"/admin/builds/job/{github_job.pk}/change/", form).status_code == 302
+    assert Job.objects.get(pk=github_job.pk).webhook_secret == SECRET, "blank keeps the stored secret"
+    form["webhook_secret"] = "rotated-webhook-key"
+    assert admin_client.post(f"/admin/builds/job/{github_job.pk}/change/", form).status_code == 302
+    job = Job.objects.get(pk=github_job.pk)
+    assert job.webhook_secret == "rotated-webhook-key"
+    assert "rotated-webhook-key" not in str(_raw_job_columns(job.pk))
+    form.update(webhook_secret="", clear_webhook_secret="on")
+    assert admin_client.post(f"/admin/builds/job/{github_job.pk}/change/", form).status_code == 302
+    assert Job.objects.get(pk=github_job.pk).webhook_secret_encrypted == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_encrypts_the_plaintext_webhook_secrets_already_stored():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from builds.models import Job
+    from swarm.core.secret_box import decrypt_text
+
+    before = [("builds", "0004_log_append_function")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old_apps = executor.loader.project_state(before).apps
+        queue = old_apps.get_model("builds", "Queue").objects.create(name="migration-test")
+        old_job = old_apps.get_model("builds", "Job")
+        for name, secret in (("with-secret", SECRET), ("without", "")):
+            old_job.objects.create(name=name, scm_url=REPO, scm_url_normalized=REPO, build_config={}, queue=queue,
+                                   webhook_secret=secret)
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    with_secret = Job.objects.get(name="with-secret")
+    raw = _raw_job_columns(with_secret.pk)
+    assert "webhook_secret" not in raw and SECRET not in str(raw)
+    assert decrypt_text(raw["webhook_secret_encrypted"]) == SECRET == with_secret.webhook_secret
+    assert Job.objects.get(name="without").webhook_secret_encrypted == ""

@@ -6,6 +6,7 @@ same token out again.
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from django.db import transaction
@@ -13,11 +14,13 @@ from django.utils import timezone
 
 from drones.choices import ProvisioningStatus
 from drones.models import JoinToken
-from drones.secrets_box import encrypt_secret
 from drones.selectors import join_token_find
 from swarm.core.errors import ApiError
+from swarm.core.secret_box import SecretUndecryptable, encrypt_text
 from swarm.core.services import audit_record
 from swarm.core.tokens import generate_token
+
+logger = logging.getLogger(__name__)
 
 
 def join_token_issue(*, name: str, expires_at: datetime | None = None, max_uses: int | None = None,
@@ -29,7 +32,7 @@ def join_token_issue(*, name: str, expires_at: datetime | None = None, max_uses:
         raise ApiError("max_uses must be at least 1.", code="invalid", field="max_uses")
     generated = generate_token("swj")
     token = JoinToken.objects.create(name=name, prefix=generated.prefix, digest=generated.digest,
-                                     plaintext_encrypted=encrypt_secret(generated.plaintext),
+                                     plaintext_encrypted=encrypt_text(generated.plaintext),
                                      expires_at=expires_at, max_uses=max_uses, created_by=created_by)
     audit_record(actor=created_by.get_username() if created_by else "system", action="join_token.issue", obj=token)
     return token, generated.plaintext
@@ -53,7 +56,11 @@ def join_token_reuse(*, name: str) -> tuple[JoinToken, str]:
     with transaction.atomic():
         for token in JoinToken.objects.select_for_update().filter(name=name, revoked_at__isnull=True).order_by(
                 "-created_at"):
-            plaintext = token.plaintext
+            try:
+                plaintext = token.plaintext
+            except SecretUndecryptable as error:
+                logger.warning("join token %s is replaced: %s", token.pk, error)
+                plaintext = ""
             if token.is_usable and plaintext:
                 return token, plaintext
             join_token_revoke(token=token, actor="system:reuse")

@@ -31,3 +31,18 @@ def test_reuse_returns_the_same_usable_token_and_replaces_a_revoked_one():
     join_token_revoke(token=join_token_find(first))
     second = _issue("--name", "make-run-local", "--reuse")
     assert second != first and join_token_find(second).is_usable
+
+
+def test_reuse_replaces_a_token_whose_stored_plaintext_no_key_decrypts(admin_client):
+    from cryptography.fernet import Fernet
+
+    first = _issue("--name", "make-run-local", "--reuse")
+    token = join_token_find(first)
+    lost_key = Fernet(Fernet.generate_key())
+    JoinToken.objects.filter(pk=token.pk).update(plaintext_encrypted=lost_key.encrypt(first.encode()).decode())
+    page = admin_client.get(f"/admin/drones/jointoken/{token.pk}/change/")
+    assert page.status_code == 200 and b"the stored token cannot be decrypted" in page.content
+    second = _issue("--name", "make-run-local", "--reuse")
+    assert second != first and join_token_find(second).is_usable
+    token.refresh_from_db()
+    assert token.revoked_at is not None

@@ -36,3 +36,23 @@ def test_next_level(settings, drone_type, level, attempts, per_level, expected):
     settings.SWARM_ESCALATION_ATTEMPTS_PER_LEVEL = per_level
     drone = Drone(name="unit", drone_type=drone_type, escalation_level=level, escalation_attempts=attempts)
     assert next_level(drone) == expected
+
+
+@pytest.mark.django_db
+def test_a_hypervisor_token_no_key_decrypts_fails_the_reboot_naming_it():
+    from cryptography.fernet import Fernet
+
+    from drones.choices import EscalationLevel, EscalationResult
+    from drones.ladder import perform
+    from drones.models import Hypervisor
+    from drones.tests.conftest import register_drone
+
+    hypervisor = Hypervisor.objects.create(name="pve", url="https://pve.example.com:8006", token_id="swarm@pve!l3")
+    lost_key = Fernet(Fernet.generate_key())
+    Hypervisor.objects.filter(pk=hypervisor.pk).update(token_secret_encrypted=lost_key.encrypt(b"x").decode())
+    drone, _ = register_drone("lxc-1")
+    Drone.objects.filter(pk=drone.pk).update(drone_type="lxc", hypervisor=hypervisor, hypervisor_node="pve1",
+                                             hypervisor_vmid=101)
+    result, detail = perform(Drone.objects.get(pk=drone.pk), EscalationLevel.REBOOT_CONTAINER, "unhealthy")
+    assert result == EscalationResult.FAILED
+    assert f"drones.Hypervisor {hypervisor.pk} token_secret_encrypted" in detail and "SWARM_SECRETS_KEYS" in detail

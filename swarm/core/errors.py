@@ -12,6 +12,8 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from swarm.core.secret_box import SecretUndecryptable
+
 logger = logging.getLogger(__name__)
 
 
@@ -72,6 +74,10 @@ def json_exception_handler(exc, context):
     """DRF exception handler rendering every error as `{error, detail, field}`."""
     if isinstance(exc, ApiError):
         return Response(error_body(exc.code, exc.detail, exc.field), status=exc.status_code, headers=exc.headers)
+    if isinstance(exc, SecretUndecryptable):
+        # The server's keys are at fault, not the request; the message names a row and field, never a value.
+        logger.error("%s", exc)
+        return Response(error_body("secret_undecryptable", str(exc)), status=500)
     if isinstance(exc, DjangoValidationError):
         field = next(iter(exc.message_dict), None) if hasattr(exc, "error_dict") else None
         message = exc.messages[0] if exc.messages else "Invalid input."

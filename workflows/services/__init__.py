@@ -41,7 +41,6 @@ from workflows.services.secrets import (
     mask_secrets,
     secrets_for_workflow,
     tenant_secret_set,
-    tenant_secrets_rotate,
 )
 from workflows.services.tenants import tenant_create, tenant_update
 
@@ -69,7 +68,6 @@ __all__ = [
     "secrets_for_workflow",
     "tenant_create",
     "tenant_secret_set",
-    "tenant_secrets_rotate",
     "tenant_update",
     "workflow_create",
     "workflow_rollback",

@@ -1,4 +1,4 @@
-"""Tenant secrets: set (encrypted at rest), rotate to the current key, read for a workflow, mask in output.
+"""Tenant secrets: set (encrypted at rest, swarm/core/secret_box.py), read for a workflow, mask in output.
 
 Plaintext leaves this module only for the metadata service
 (`workflows.services.boot`) and for masking what executions report; the
@@ -12,9 +12,9 @@ from django.db import IntegrityError, transaction
 
 from swarm.core.errors import ApiError, Conflict
 from swarm.core.principals import Principal
+from swarm.core.secret_box import encrypt_text
 from swarm.core.services import audit_record
 from workflows.models import Tenant, TenantSecret, Workflow
-from workflows.secret_box import decrypt_secret, encrypt_secret, reencrypt_secret
 
 SECRET_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_MASK = "********"
@@ -42,11 +42,11 @@ def tenant_secret_set(
             if not value:
                 raise ApiError("A new secret needs a value.", code="missing_field", field="value")
             try:
-                secret = TenantSecret.objects.create(tenant=tenant, name=name, ciphertext=encrypt_secret(value))
+                secret = TenantSecret.objects.create(tenant=tenant, name=name, ciphertext=encrypt_text(value))
             except IntegrityError:
                 raise Conflict(f"Secret {name} already exists.", code="secret_exists", field="name") from None
         elif value:
-            secret.ciphertext = encrypt_secret(value)
+            secret.ciphertext = encrypt_text(value)
             secret.save(update_fields=["ciphertext", "updated_at"])
         if workflows is not None:
             secret.workflows.set(workflows)
@@ -56,20 +56,9 @@ def tenant_secret_set(
     return secret
 
 
-def tenant_secrets_rotate() -> int:
-    """Re-encrypt every tenant secret with the first key of SWARM_SECRETS_KEYS; returns the count."""
-    count = 0
-    with transaction.atomic():
-        for secret in TenantSecret.objects.select_for_update().order_by("pk"):
-            rotated = reencrypt_secret(secret.ciphertext)
-            TenantSecret.objects.filter(pk=secret.pk).update(ciphertext=rotated)
-            count += 1
-    return count
-
-
 def secrets_for_workflow(*, workflow: Workflow) -> dict[str, str]:
     """Plaintext secrets attached to a workflow (only the metadata service and masking use this)."""
-    return {secret.name: decrypt_secret(secret.ciphertext)
+    return {secret.name: secret.value
             for secret in TenantSecret.objects.filter(tenant_id=workflow.tenant_id, workflows=workflow)}
 
 

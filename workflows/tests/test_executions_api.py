@@ -233,22 +233,28 @@ def test_secrets_are_encrypted_at_rest_and_rotate(settings, workflow, secret):
     from cryptography.fernet import Fernet
     from django.core.management import call_command
 
+    from swarm.core.secret_box import development_key
+
     stored = TenantSecret.objects.get(pk=secret.pk).ciphertext
     assert "hunter2" not in stored
     new_key = Fernet.generate_key().decode()
     old_key = Fernet.generate_key().decode()
     settings.SWARM_SECRETS_KEYS = [old_key]
-    with pytest.raises(ValueError):  # written with the derived development key, not old_key
+    # Written with the development key derived from SWARM_SECRET_KEY, not old_key; that key stays a
+    # decrypt-only legacy key, so it takes another secret key too for no key to fit.
+    original_secret_key, settings.SECRET_KEY = settings.SECRET_KEY, "another-secret-key"
+    with pytest.raises(ValueError):
         services.secrets_for_workflow(workflow=workflow)
+    settings.SECRET_KEY = original_secret_key
     settings.SWARM_SECRETS_KEYS = []
     services.tenant_secret_set(tenant=workflow.tenant, name="API_KEY", value="hunter2-value")
     derived = TenantSecret.objects.get(pk=secret.pk).ciphertext
-    from workflows.secret_box import secret_keys
 
-    settings.SWARM_SECRETS_KEYS = [new_key, secret_keys.__globals__["_derived_development_key"]().decode()]
+    settings.SWARM_SECRETS_KEYS = [new_key, development_key().decode()]
     call_command("rotate_secrets")
     rotated = TenantSecret.objects.get(pk=secret.pk).ciphertext
     assert rotated != derived
+    assert Fernet(new_key.encode()).decrypt(rotated.encode()) == b"hunter2-value"  # under the new key itself
     settings.SWARM_SECRETS_KEYS = [new_key]  # the old key is gone: still readable
     assert services.secrets_for_workflow(workflow=workflow) == {"API_KEY": "hunter2-value"}
 
@@ -300,3 +306,16 @@ def test_metadata_delivers_only_secrets_attached_to_this_workflow(engine_api, wo
     services.tenant_secret_set(tenant=workflow.tenant, name="UNATTACHED", value="not-for-hello")
     execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
     assert _metadata_client(execution).get("/api/v1/metadata").json()["secrets"] == {}
+
+
+def test_metadata_for_a_secret_no_key_decrypts_is_a_clear_error_and_serves_nothing(engine_api, workflow, secret):
+    from cryptography.fernet import Fernet
+
+    lost_key = Fernet(Fernet.generate_key())
+    TenantSecret.objects.filter(pk=secret.pk).update(ciphertext=lost_key.encrypt(b"hunter2-value").decode())
+    execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
+    response = _metadata_client(execution).get("/api/v1/metadata")
+    assert response.status_code == 500 and response.json()["error"] == "secret_undecryptable"
+    assert f"workflows.TenantSecret {secret.pk} ciphertext" in response.json()["detail"]
+    assert "hunter2" not in response.content.decode()
+    assert not execution.events.filter(type="metadata_served").exists()
