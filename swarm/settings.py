@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "workflows",
     "drones",
     "builds",
+    "deployments",
 ]
 
 MIDDLEWARE = [
@@ -229,6 +230,12 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 #: How deep a JSON request body may nest (swarm/core/inputs.py); deeper is a 400 `too_deep`.
 SWARM_JSON_MAX_DEPTH = env.int("SWARM_JSON_MAX_DEPTH", default=64)
+
+# --- Deployment manager (docs/deployments.md) ----------------------------------
+# A catalog file larger than this is reported as a problem and not read; the tarball limits are the bundles'.
+SWARM_CATALOG_MAX_FILE_BYTES = env.int("SWARM_CATALOG_MAX_FILE_BYTES", default=1024 * 1024)
+# How long a scenario analysis stays in the cache (it never goes stale: snapshots are immutable).
+SWARM_ANALYSIS_CACHE_SECONDS = env.int("SWARM_ANALYSIS_CACHE_SECONDS", default=7 * 24 * 3600)
 
 # --- API --------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -1,0 +1,146 @@
+"""Catalog snapshots (immutable, by content hash) and tenant-owned deployment profiles (immutable versions).
+
+The tenant model is referenced by its string name: `Tenant` moves to a `tenancy` app (same table),
+and that move only retargets these references.
+"""
+from __future__ import annotations
+
+from django.db import models
+
+from deployments.choices import EntryKind, Tier
+
+#: The tenant model; one name to retarget when `Tenant` moves to the `tenancy` app.
+TENANT_MODEL = "workflows.Tenant"
+
+
+class CatalogSnapshotQuerySet(models.QuerySet):
+    def for_principal(self, principal):
+        """Snapshots a principal may read: all for unbound ones; for a tenant, those it imported or profiles use."""
+        if not principal.is_tenant_bound:
+            return self
+        return self.filter(
+            models.Q(imports__tenant_id=principal.tenant_id)
+            | models.Q(profile_versions__profile__tenant_id=principal.tenant_id)
+        ).distinct()
+
+
+class CatalogSnapshot(models.Model):
+    """One imported catalog tree, identified by the sha256 of its catalog files; never changes once written.
+
+    The same tree imported again (by anyone, from any archive of it) is this row: the import is a no-op.
+    """
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    source = models.CharField(max_length=16, help_text="tarball, directory, git or files")
+    origin = models.CharField(max_length=500, blank=True, help_text="Where it came from: a git URL and ref, a path, "
+                                                                     "a bundle digest.")
+    scenario_count = models.IntegerField(default=0)
+    resource_count = models.IntegerField(default=0)
+    invalid_count = models.IntegerField(default=0)
+    ignored_files = models.IntegerField(default=0)
+    problems = models.JSONField(default=list, blank=True, help_text="[{path, pointer, message, code, severity}]")
+    parser_version = models.IntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=200, blank=True)
+
+    objects = CatalogSnapshotQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"catalog sha256:{self.sha256[:12]}… ({self.scenario_count} scenarios, {self.resource_count} resources)"
+
+
+class CatalogEntry(models.Model):
+    """One scenario or resource of a snapshot, as its normalised document (`deployments.catalog.parsing`)."""
+
+    snapshot = models.ForeignKey(CatalogSnapshot, on_delete=models.CASCADE, related_name="entries")
+    key = models.CharField(max_length=120, help_text="kind:name, e.g. resource:postgres")
+    kind = models.CharField(max_length=16, choices=EntryKind.choices)
+    name = models.CharField(max_length=100)
+    version = models.CharField(max_length=100, blank=True)
+    path = models.CharField(max_length=300)
+    valid = models.BooleanField(default=True)
+    document = models.JSONField()
+
+    class Meta:
+        ordering = ["snapshot", "key"]
+        constraints = [models.UniqueConstraint(fields=["snapshot", "key"], name="catalog_entry_unique_key")]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class CatalogImport(models.Model):
+    """Who imported a snapshot for which tenant (once per tenant; re-imports write nothing)."""
+
+    snapshot = models.ForeignKey(CatalogSnapshot, on_delete=models.CASCADE, related_name="imports")
+    tenant = models.ForeignKey(TENANT_MODEL, on_delete=models.CASCADE, null=True, blank=True,
+                               related_name="catalog_imports")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["snapshot", "tenant"], name="catalog_import_once_per_tenant",
+                                               nulls_distinct=False)]
+
+
+class DeploymentProfileQuerySet(models.QuerySet):
+    def for_principal(self, principal):
+        """Profiles visible to a principal (its tenant's when tenant-bound)."""
+        return self.filter(tenant_id=principal.tenant_id) if principal.is_tenant_bound else self
+
+
+class DeploymentProfile(models.Model):
+    """A tenant's named way of deploying a scenario; its content lives in immutable versions."""
+
+    tenant = models.ForeignKey(TENANT_MODEL, on_delete=models.PROTECT, related_name="deployment_profiles")
+    slug = models.SlugField(max_length=64)
+    name = models.CharField(max_length=200)
+    current_version = models.ForeignKey("ProfileVersion", on_delete=models.PROTECT, null=True, blank=True,
+                                        related_name="+", help_text="The newest version: what assembly uses.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=200, blank=True)
+
+    objects = DeploymentProfileQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["tenant", "slug"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "slug"], name="profile_slug_unique_per_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}:{self.slug}"
+
+
+class ProfileVersion(models.Model):
+    """One immutable state of a profile: scenario (in a snapshot), tier, swaps, secrets decisions, settings.
+
+    A database trigger (`deployments/sql/swarm_profile_version_immutable.sql`) refuses any UPDATE;
+    every change is a new row with the next number.
+    """
+
+    profile = models.ForeignKey(DeploymentProfile, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    snapshot = models.ForeignKey(CatalogSnapshot, on_delete=models.PROTECT, related_name="profile_versions")
+    scenario = models.CharField(max_length=100)
+    tier = models.CharField(max_length=16, choices=Tier.choices)
+    swaps = models.JSONField(default=dict, blank=True, help_text="{original: replacement}")
+    secrets = models.JSONField(default=dict, blank=True, help_text="Decisions by secret id; never values.")
+    settings = models.JSONField(default=dict, blank=True)
+    note = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["profile", "-number"]
+        constraints = [models.UniqueConstraint(fields=["profile", "number"], name="profile_version_unique_number")]
+
+    def __str__(self) -> str:
+        return f"{self.profile.slug} v{self.number}"
+
+    def content(self) -> dict:
+        """What this version says (what diffs compare and assembly reads)."""
+        return {"snapshot": self.snapshot.sha256, "scenario": self.scenario, "tier": self.tier,
+                "swaps": self.swaps, "secrets": self.secrets, "settings": self.settings}
