@@ -14,7 +14,6 @@ from jsonschema import Draft202012Validator
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
 
 _STRING_LIST = {"type": "array", "items": {"type": "string"}}
-_OBJECT = {"type": "object"}
 
 REQUIREMENTS = {
     "type": "object",
@@ -85,9 +84,12 @@ SECRET_DECLARATION = {
         "required": {"type": "boolean"},
         "validation_pattern": {"type": "string"},
         "default_hint": {"type": "string"},
-        "generator": _OBJECT,
-        "remote": _OBJECT,
+        # The same shapes as the manifest's (deployments/manifest/bundle-manifest-v0.1.json#/$defs).
+        "generator": {"$ref": "#/$defs/generator"},
+        "remote": {"$ref": "#/$defs/remote"},
     },
+    "allOf": [{"if": {"required": ["class"], "properties": {"class": {"const": "remote_fetch"}}},
+               "then": {"required": ["remote"]}}],
 }
 
 SECRET_DESCRIPTOR = {
@@ -250,6 +252,9 @@ RESOURCE_JSON = {
 @cache
 def validator(schema_name: str) -> Draft202012Validator:
     """The (cached) validator of `service.json` or `resource.json`."""
-    schema = {"service.json": SERVICE_JSON, "resource.json": RESOURCE_JSON}[schema_name]
+    from deployments.manifest.schema import manifest_schema
+
+    schema = {**{"service.json": SERVICE_JSON, "resource.json": RESOURCE_JSON}[schema_name],
+              "$defs": manifest_schema()["$defs"]}
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)

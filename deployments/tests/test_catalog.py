@@ -128,6 +128,9 @@ def test_malformed_json_is_a_problem_of_that_file_and_the_rest_still_parses():
      "/tier_feasibility/dependencies/resources/postgres/platform_support/tier-2-desktop/fitness_score"),
     ({"ports": {"api": {"range": "high"}}}, "/ports/api/range"),
     ({"secrets": [{"id": "X", "class": "secret-ish"}]}, "/secrets/0/class"),
+    ({"secrets": [{"id": "X", "class": "per_install_generated",
+                   "generator": {"type": "random", "length": 2, "charset": "alnum"}}]}, "/secrets/0/generator/length"),
+    ({"secrets": [{"id": "X", "class": "remote_fetch"}]}, "/secrets/0"),
 ])
 def test_a_wrong_shape_is_reported_with_its_json_pointer(document, pointer):
     files = {"scenarios/odd/.vrooli/service.json": json.dumps({"service": {"name": "odd"}, **document}).encode(),
