@@ -43,7 +43,7 @@ def _resource(name: str, rng: random.Random, names: list[str], index: int) -> di
     }
     if name not in COMMON_RESOURCES:
         document["requirements"] = {"ram_mb": rng.choice([64, 128, 256, 512]), "disk_mb": rng.choice([64, 256, 1024]),
-                                    "cpu_cores": rng.choice([0.1, 0.25, 0.5, 1])}
+                                    "cpu_cores": rng.choice([0.05, 0.1, 0.25, 0.5])}
         if index >= 40 and rng.random() < 0.3:
             # Only on the base resources (12–39), which depend on nothing: resource chains stay one edge long.
             document["dependencies"] = sorted(set(rng.sample(names[12:40], k=2)))
@@ -80,6 +80,8 @@ def _scenario(name: str, layer: int, rng: random.Random, below: list[str], resou
         "lifecycle": {"health": {"checks": [
             {"name": "api", "type": "http", "target": "http://localhost:${API_PORT}/health"}]}},
         "dependencies": {"resources": dependencies_resources, "scenarios": scenarios},
+        # Small Go services: hundreds of them in one closure still fit an enterprise appliance.
+        "requirements": {"ram_mb": rng.choice([32, 48, 64]), "disk_mb": 40, "cpu_cores": 0.05},
     }
     if "postgres" in dependencies_resources:
         document["tier_feasibility"] = {"dependencies": {"resources": {"postgres": {
