@@ -1,4 +1,4 @@
-"""Deployment manager: analysis of the deepest scenario of a 2,000-entry catalog, cold and cached; manifest assembly and export.
+"""Deployment manager: the deepest scenario of a 2,000-entry catalog, analysed cold and cached; its manifest and export.
 
 A generated catalog (`deployments.catalog.generate`: 1,800 scenarios and 200 resources in Vrooli's
 formats, DAG depth 8, dependencies shared) is imported into a throw-away database. Then:

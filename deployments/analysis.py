@@ -125,7 +125,7 @@ def _describe(graph: Graph, snapshot: str, scenario: str) -> dict:
             })
     required_total, optional_total = total(required_parts), total(optional_parts)
     return {
-        "analyzer_version": 1,
+        "analyzer_version": ANALYZER_VERSION,
         "snapshot": snapshot, "scenario": scenario, "swaps": graph.swaps, "root": graph.root,
         "max_depth": graph.max_depth,
         "nodes": nodes,

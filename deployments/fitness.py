@@ -152,7 +152,8 @@ def score_dependency(*, key: str, document: dict | None, tier: str, required: bo
 def _over_budget(requirements: Requirements, tier: str) -> str:
     budget = TIER_BUDGETS[tier]
     if requirements.ram_mb > budget.ram_mb:
-        return f"needs {describe_megabytes(requirements.ram_mb)} RAM; one {tier} install has {describe_megabytes(budget.ram_mb)}"
+        return (f"needs {describe_megabytes(requirements.ram_mb)} RAM; one {tier} install has "
+                f"{describe_megabytes(budget.ram_mb)}")
     if requirements.disk_mb > budget.disk_mb:
         return (f"needs {describe_megabytes(requirements.disk_mb)} disk; one {tier} install has "
                 f"{describe_megabytes(budget.disk_mb)}")

@@ -147,7 +147,8 @@ def plan_secrets(*, analysis: dict, lookup: EntryLookup, tier: str, decisions: d
 def _infrastructure_reason(item: dict) -> str:
     where = "; ".join(item["found_in"])
     fixes = item["fixes"]
-    text = f"{item['id']} is an infrastructure secret of {', '.join(item['owners'])} ({where}); it never goes into a bundle"
+    owners = ", ".join(item["owners"])
+    text = f"{item['id']} is an infrastructure secret of {owners} ({where}); it never goes into a bundle"
     if fixes["swaps"]:
         text += "; " + " or ".join(f"swap {swap['original']} → {swap['replacement']}" for swap in fixes["swaps"])
         text += " removes it"

@@ -49,7 +49,7 @@ def analysis_cache_key(*, snapshot_sha256: str, scenario: str, swaps: dict) -> s
 
 def scenario_analysis(*, snapshot: CatalogSnapshot, scenario: str, swaps: dict | None = None,
                       lookup: SnapshotLookup | None = None) -> dict:
-    """The analysis of `scenario` with `swaps` in `snapshot` (`deployments.analysis`), from the cache when it is there."""
+    """The analysis of `scenario` with `swaps` in `snapshot` (`deployments.analysis`), from the cache when there."""
     swaps = normalise_swaps(swaps)
     key = analysis_cache_key(snapshot_sha256=snapshot.sha256, scenario=scenario, swaps=swaps)
     cached = cache.get(key)

@@ -91,13 +91,15 @@ def _record_import(snapshot: CatalogSnapshot, tenant, actor) -> None:
     CatalogImport.objects.get_or_create(snapshot=snapshot, tenant=tenant, defaults={"created_by": str(actor)[:200]})
 
 
-def catalog_import_tarball(*, fileobj, actor, origin: str = "", tenant=None, strict: bool = False) -> CatalogImportResult:
+def catalog_import_tarball(*, fileobj, actor, origin: str = "", tenant=None,
+                           strict: bool = False) -> CatalogImportResult:
     """Import a catalog from a `.tar.gz` stream (checked with the bundle store's safety rules)."""
     tree = read_tarball(fileobj, limits=catalog_limits())
     return catalog_import(tree=tree, source="tarball", origin=origin, actor=actor, tenant=tenant, strict=strict)
 
 
-def catalog_import_directory(*, path, actor, origin: str = "", tenant=None, strict: bool = False) -> CatalogImportResult:
+def catalog_import_directory(*, path, actor, origin: str = "", tenant=None,
+                             strict: bool = False) -> CatalogImportResult:
     """Import a catalog from a directory (a checkout, an unpacked tree); symlinks are never followed."""
     tree = read_directory(path, limits=catalog_limits())
     return catalog_import(tree=tree, source="directory", origin=origin or str(path), actor=actor, tenant=tenant,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from deployments.catalog.problems import ERROR, WARNING, Problem, pointer_from_field, pointer_of
+from deployments.catalog.problems import WARNING, Problem, pointer_from_field, pointer_of
 from deployments.catalog.shapes import validator
 from deployments.catalog.sources import CatalogFile, CatalogTree
 from deployments.defaults import RUNS_AS_BY_DRIVER
@@ -422,11 +422,11 @@ class _Normaliser:
         if env_match:
             port_name = by_env.get(env_match.group(1), "")
         text = target if "://" in target else f"tcp://{target}"
-        parts = urlsplit(re.sub(r"\$\{\w+\}", "0", text))
         try:
+            parts = urlsplit(re.sub(r"\$\{\w+\}", "0", text))
             port_name = port_name or by_number.get(parts.port, "")
-        except ValueError:
-            pass
+        except ValueError:  # a target that is not a URL ("[::1" …): no port to match, no path to check
+            parts = urlsplit("tcp://unknown")
         if kind == "http":
             path = parts.path or "/"
         return {"name": name, "type": kind if kind in ("http", "tcp", "command") else "tcp", "path": path,
@@ -434,7 +434,7 @@ class _Normaliser:
 
 
 def _derived_from(name: str, derived: dict) -> list[str]:
-    """Exported variables whose template carries `name`, directly or through another one (DATABASE_URL ← POSTGRES_URL)."""
+    """Exported variables whose template carries `name`, directly or through another (DATABASE_URL ← POSTGRES_URL)."""
     carrying = {name}
     changed = True
     while changed:

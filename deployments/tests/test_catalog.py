@@ -43,8 +43,8 @@ def test_a_scenario_service_json_is_read_as_vrooli_writes_it():
     hub = next(d for d in wheel["dependencies"] if d["name"] == "notification-hub")
     assert hub["version_range"] == "^1.0.0"
     desktop = wheel["declared_support"]["resource:postgres"]["desktop"]  # from tier_feasibility, tier-2-desktop
-    assert desktop == {"supported": False, "score": 0.2, "reason": "Needs a PostgreSQL server; a desktop install has none",
-                       "alternatives": ["sqlite"]}
+    assert desktop == {"supported": False, "score": 0.2, "alternatives": ["sqlite"],
+                       "reason": "Needs a PostgreSQL server; a desktop install has none"}
     assert wheel["declared_swaps"]["resource:postgres"][0]["id"] == "sqlite"
     assert wheel["own_support"]["mobile"]["supported"] is False  # deployment.tiers tier-3-mobile: blocked
     assert wheel["own_support"]["server"]["score"] == 0.95
@@ -248,3 +248,8 @@ def test_what_is_not_a_tar_gz_is_refused(data):
     with pytest.raises(CatalogRefused) as refused:
         read_tarball(io.BytesIO(data))
     assert refused.value.code in ("not_a_tar_gz", "empty_catalog")
+
+
+def test_a_health_target_that_is_not_a_url_still_parses():
+    entries, problems = problems_of(dict([resource_file("odd", health_checks=[{"type": "http", "target": "http://[::1"}])]))
+    assert problems == [] and entries["resource:odd"]["health"][0]["port_name"] == ""

@@ -40,7 +40,9 @@ def test_a_dependents_statement_wins_over_the_resources_own_and_the_defaults(sam
 
 
 def test_the_most_pessimistic_dependent_speaks_when_several_do():
-    says = lambda score: {"dependencies": {"resources": {"db": {"platform_support": {"desktop": {"fitness_score": score}}}}}}  # noqa: E731
+    def says(score):
+        return {"dependencies": {"resources": {"db": {"platform_support": {"desktop": {"fitness_score": score}}}}}}
+
     files = catalog(scenario_file("app", resources={"db": {}}, scenarios={"lib": {}}, tier_feasibility=says(0.9)),
                     scenario_file("lib", resources={"db": {}}, tier_feasibility=says(0.4)), resource_file("db"))
     db = dependency(analyze(lookup_of(files), "app"), "desktop", "resource:db")

@@ -76,8 +76,9 @@ def test_services_carry_per_platform_binaries_builds_ports_secrets_and_assets():
     assert ui["dependencies"] == ["notification-hub-api", "ollama", "picker-wheel-api"]
     assert ui["readiness"] == {"type": "dependencies_ready", "timeout_ms": 30000}
     assert api["secrets"] == ["PICKER_SESSION_KEY"] and ui["secrets"] == ["PICKER_SESSION_KEY"]
-    assert ui["assets"] == [{"path": "ui/dist/wheel-sounds.ogg", "sha256": hashlib.sha256(b"wheel sounds\n").hexdigest(),
-                             "size_bytes": 13, "url": "https://assets.example.com/picker-wheel/wheel-sounds.ogg"}]
+    sounds = hashlib.sha256(b"wheel sounds\n").hexdigest()
+    assert ui["assets"] == [{"path": "ui/dist/wheel-sounds.ogg", "sha256": sounds, "size_bytes": 13,
+                             "url": "https://assets.example.com/picker-wheel/wheel-sounds.ogg"}]
     ollama = wheel["ollama"]
     assert ollama["type"] == "resource" and ollama["critical"] is False and ollama["metadata"]["optional"] is True
 

@@ -8,7 +8,14 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 
 from deployments import selectors, services
-from deployments.errors import CatalogRefused, DependencyCycle, InvalidProfile, InvalidSwap, UnknownScenario, UnknownTier
+from deployments.errors import (
+    CatalogRefused,
+    DependencyCycle,
+    InvalidProfile,
+    InvalidSwap,
+    UnknownScenario,
+    UnknownTier,
+)
 from deployments.models import CatalogEntry, CatalogImport, CatalogSnapshot, DeploymentProfile, ProfileVersion
 from deployments.tests.conftest import SAMPLE_CATALOG, sample_files, scenario_file, tarball
 from swarm.core.errors import NotFound
@@ -117,7 +124,7 @@ def test_a_cached_analysis_costs_no_query_and_no_parsing(snapshot, monkeypatch, 
         selectors.scenario_analysis(snapshot=snapshot, scenario="picker-wheel", swaps={})
 
 
-def test_a_cold_analysis_reads_the_closure_a_level_at_a_time(snapshot, django_assert_max_num_queries):
+def test_a_cold_analysis_reads_the_closure_a_level_at_a_time(snapshot):
     from deployments.lookup import SnapshotLookup
 
     lookup = SnapshotLookup(snapshot)
@@ -154,8 +161,8 @@ def test_every_change_is_a_new_immutable_version_and_no_change_writes_nothing(pr
     assert second.changes == [{"pointer": "/swaps/postgres", "op": "add", "old": None, "new": "sqlite"}]
     same = services.profile_swap(profile=profile, original="postgres", replacement="sqlite", actor="bob")
     assert same.created is False and same.version == second.version
-    third = services.profile_update(profile=profile, actor="carol", tier="server", settings={"platforms": ["linux-x64"]},
-                                    note="ship to the office server")
+    third = services.profile_update(profile=profile, actor="carol", tier="server",
+                                    settings={"platforms": ["linux-x64"]}, note="ship to the office server")
     assert third.version.number == 3
     profile.refresh_from_db()
     assert profile.current_version == third.version
