@@ -127,7 +127,10 @@ class ProfileVersion(models.Model):
     scenario = models.CharField(max_length=100)
     tier = models.CharField(max_length=16, choices=Tier.choices)
     swaps = models.JSONField(default=dict, blank=True, help_text="{original: replacement}")
-    secrets = models.JSONField(default=dict, blank=True, help_text="Decisions by secret id; never values.")
+    # The profile's "secrets": how each secret reaches an install, by secret id. Named `decisions` because it
+    # holds no secret (never a value) and is not encrypted; `content()` calls it `secrets`.
+    decisions = models.JSONField(default=dict, blank=True,
+                                 help_text="How each secret reaches an install, by secret id; never a value.")
     settings = models.JSONField(default=dict, blank=True)
     note = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -143,4 +146,4 @@ class ProfileVersion(models.Model):
     def content(self) -> dict:
         """What this version says (what diffs compare and assembly reads)."""
         return {"snapshot": self.snapshot.sha256, "scenario": self.scenario, "tier": self.tier,
-                "swaps": self.swaps, "secrets": self.secrets, "settings": self.settings}
+                "swaps": self.swaps, "secrets": self.decisions, "settings": self.settings}

@@ -122,7 +122,7 @@ def profile_secrets_plan(*, version: ProfileVersion, tier: str | None = None) ->
     lookup = SnapshotLookup(version.snapshot)
     analysis_for = _analysis_for(version, lookup)
     return plan_secrets(analysis=analysis_for(version.swaps), lookup=lookup,
-                        tier=parse_tier(tier) if tier else version.tier, decisions=version.secrets,
+                        tier=parse_tier(tier) if tier else version.tier, decisions=version.decisions,
                         settings=version.settings, analysis_for=analysis_for)
 
 

@@ -120,7 +120,7 @@ def _write_version(profile: DeploymentProfile, content: dict, snapshot: CatalogS
                    number: int) -> ProfileVersion:
     version = ProfileVersion.objects.create(
         profile=profile, number=number, snapshot=snapshot, scenario=content["scenario"], tier=content["tier"],
-        swaps=content["swaps"], secrets=content["secrets"], settings=content["settings"], note=note[:500],
+        swaps=content["swaps"], decisions=content["secrets"], settings=content["settings"], note=note[:500],
         created_by=str(actor)[:200])
     profile.current_version = version
     profile.save(update_fields=["current_version"])

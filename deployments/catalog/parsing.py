@@ -22,7 +22,7 @@ The normalised document (`CatalogEntry.document`):
      "swappable_with": [{"id", "relationship", "notes"}],
      "requirements": {...} | null,
      "secrets": [{"id", "target", "declared_class", "source", "pointer", "label", "description", "required",
-                  "validation", "hint", "generator", "remote", "derived"}],
+                  "validation", "hint", "generator", "remote", "derived", "exported"}],
      "env": {"NAME": "value"}, "ports": [...], "components": [...], "health": [...], "assets": [...]}
 """
 from __future__ import annotations
@@ -335,9 +335,13 @@ class _Normaliser:
                              required=item.get("required", True), validation=item.get("validation_pattern"),
                              hint=item.get("default_hint"), generator=item.get("generator"),
                              remote=item.get("remote")))
-        derived = raw.get("environment_exports", {}).get("derived", {})
+        exports = raw.get("environment_exports", {})
+        derived = exports.get("derived", {})
+        exported = set(exports.get("from_runtime_env", []))
         for secret in secrets.values():
             secret["derived"] = _derived_from(secret["id"], derived)
+            # Handed to the scenarios that use this entry (Vrooli's `from_runtime_env`, or carried by a derived export).
+            secret["exported"] = secret["id"] in exported or bool(secret["derived"])
         return env, sorted(secrets.values(), key=lambda secret: secret["id"])
 
     def _secret(self, secret_id: str, declared_class: str, source: str, parts, *, target: dict | None = None,

@@ -144,15 +144,13 @@ def _services(analysis: dict, included: list[dict], documents: dict, plan: dict,
               settings: dict) -> list[dict]:
     included_keys = {node["key"] for node in included}
     nodes = {node["key"]: node for node in included}
-    secrets_of: dict[str, list[str]] = {}
-    for item in plan["secrets"]:
-        for owner in item["owners"]:
-            secrets_of.setdefault(owner, []).append(item["id"])
+    planned = {item["id"] for item in plan["secrets"]}
     children: dict[str, list[str]] = {}
     for edge in analysis["edges"]:
         if edge["from"] in included_keys and edge["to"] in included_keys and edge["to"] not in children.get(
                 edge["from"], []):
             children.setdefault(edge["from"], []).append(edge["to"])
+    secrets_of = {key: _service_secrets(key, children, nodes, documents, planned) for key in included_keys}
     service_ids: dict[str, list[str]] = {}  # node key → the ids of its services (empty: not a process)
     services = []
     for key in [node["key"] for node in analysis["nodes"] if node["key"] in included_keys]:
@@ -170,14 +168,29 @@ def _services(analysis: dict, included: list[dict], documents: dict, plan: dict,
         services.extend(created)
     root_services = service_ids.get(analysis["root"]) or ([services[0]["id"]] if services else [])
     by_id = {service["id"]: service for service in services}
-    for asset in settings.get("assets", []):
-        target = by_id.get(asset.get("service")) or (by_id[root_services[0]] if root_services else None)
-        if target is not None:
-            target.setdefault("assets", []).append({k: v for k, v in asset.items() if k != "service"})
+    for index, asset in enumerate(settings.get("assets", [])):
+        wanted = asset.get("service") or (root_services[0] if root_services else None)
+        if wanted not in by_id:
+            pointer = f"/settings/assets/{index}/service"
+            raise ManifestInvalid(f"{pointer}: no service {wanted!r} in this manifest for the asset {asset['path']!r}.",
+                                  field=pointer, extra={"errors": [{"pointer": pointer, "keyword": "reference",
+                                                                    "message": f"no service {wanted!r}"}]})
+        by_id[wanted].setdefault("assets", []).append({k: v for k, v in asset.items() if k != "service"})
     for service in services:
         if "assets" in service:
             service["assets"] = sorted(service["assets"], key=lambda item: item["path"])
     return services
+
+
+def _service_secrets(key: str, children: dict, nodes: dict, documents: dict, planned: set[str]) -> list[str]:
+    """The planned secrets a node's services receive: its own; all those of the libraries, hosted APIs and host
+    tools it uses (it calls them itself); the exported ones of the services it depends on (to connect to them)."""
+    names = {secret["id"] for secret in documents[key].get("secrets", [])}
+    for child in children.get(key, []):
+        in_process = nodes[child]["kind"] == "resource" and nodes[child]["runs_as"] != "service"
+        names |= {secret["id"] for secret in documents[child].get("secrets", [])
+                  if in_process or secret.get("exported")}
+    return sorted(names & planned)
 
 
 def _metadata(node: dict, document: dict, uses: list[str], nodes: dict) -> dict:

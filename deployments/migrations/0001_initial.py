@@ -56,7 +56,7 @@ class Migration(migrations.Migration):
                 ('scenario', models.CharField(max_length=100)),
                 ('tier', models.CharField(choices=[('local', 'Local (the full stack on one machine)'), ('desktop', 'Desktop app (Windows, macOS, Linux)'), ('mobile', 'Mobile app (Android, iOS)'), ('saas', 'SaaS (hosted, multi-tenant)'), ('server', 'Server (self-hosted, one machine)'), ('enterprise', 'Enterprise (appliance, air-gapped)')], max_length=16)),
                 ('swaps', models.JSONField(blank=True, default=dict, help_text='{original: replacement}')),
-                ('secrets', models.JSONField(blank=True, default=dict, help_text='Decisions by secret id; never values.')),
+                ('decisions', models.JSONField(blank=True, default=dict, help_text='How each secret reaches an install, by secret id; never a value.')),
                 ('settings', models.JSONField(blank=True, default=dict)),
                 ('note', models.CharField(blank=True, max_length=500)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),

@@ -251,5 +251,6 @@ def test_what_is_not_a_tar_gz_is_refused(data):
 
 
 def test_a_health_target_that_is_not_a_url_still_parses():
-    entries, problems = problems_of(dict([resource_file("odd", health_checks=[{"type": "http", "target": "http://[::1"}])]))
+    odd = resource_file("odd", health_checks=[{"type": "http", "target": "http://[::1"}])
+    entries, problems = problems_of(dict([odd]))
     assert problems == [] and entries["resource:odd"]["health"][0]["port_name"] == ""

@@ -55,6 +55,7 @@ def test_a_manifest_from_the_swapped_desktop_profile():
     hub = services(manifest)["notification-hub-api"]
     assert hub["metadata"]["uses"] == [{"key": "resource:openrouter", "runs_as": "remote"},
                                       {"key": "resource:sqlite", "runs_as": "library"}]
+    assert hub["secrets"] == ["HUB_WEBHOOK_SECRET", "OPENROUTER_API_KEY"]  # its own, and the hosted API's it calls
     assert hub["health"] == {"type": "http", "path": "/healthz", "port_name": "api", "interval_ms": 30000,
                              "timeout_ms": 5000, "retries": 3}
 
@@ -109,6 +110,12 @@ def test_settings_shape_the_manifest():
     assert api["env"]["LOG_LEVEL"] == "debug"
 
 
+def test_an_asset_for_a_service_the_manifest_lacks_is_refused_with_its_pointer():
+    with pytest.raises(ManifestInvalid) as refused:
+        assemble(settings={"assets": [{"service": "nobody", "path": "x.bin", "sha256": "c" * 64, "size_bytes": 1}]})
+    assert refused.value.field == "/settings/assets/0/service"
+
+
 def test_the_export_is_canonical_and_the_same_version_gives_the_same_bytes():
     first, second = assemble(), assemble(lookup=lookup_of(sample_files()))
     assert first.canonical == second.canonical and first.sha256 == second.sha256
@@ -132,6 +139,8 @@ def test_an_infrastructure_secret_left_in_refuses_assembly_naming_it_and_the_swa
     manifest = assemble(tier="server", swaps={}, secrets={"POSTGRES_PASSWORD": {"class": "per_install_generated"}})
     assert "postgres" in services(manifest)
     assert services(manifest)["postgres"]["secrets"] == ["POSTGRES_PASSWORD"]
+    # postgres exports its password (`from_runtime_env`): the services that connect to it receive it too.
+    assert services(manifest)["picker-wheel-api"]["secrets"] == ["PICKER_SESSION_KEY", "POSTGRES_PASSWORD"]
 
 
 def test_a_scenario_blocked_on_the_tier_refuses_assembly_with_the_swaps_that_help():
