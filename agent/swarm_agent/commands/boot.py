@@ -25,7 +25,14 @@ import json
 from swarm_agent.boot.cache import BundleCache, HashMismatch
 from swarm_agent.boot.fetch import FetchError
 from swarm_agent.boot.reporter import EventReporter
-from swarm_agent.boot.runner import EntrypointError, EntrypointRun, child_environment, entrypoint_argv
+from swarm_agent.boot.runner import (
+    EntrypointError,
+    EntrypointRun,
+    child_environment,
+    entrypoint_argv,
+    hand_over,
+    resolve_user,
+)
 from swarm_agent.boot.unpack import limits_from_environment, unpack_bundle
 from swarm_agent.boot.http import HttpFailure, request_json
 from swarm_agent.bundle_safety import BundleRejected
@@ -64,6 +71,13 @@ def register(subparsers) -> None:
                         help="cache size budget in MiB, least recently used out first (env SWARM_CACHE_BUDGET_MB)")
     parser.add_argument("--workdir", default=os.environ.get("SWARM_WORKDIR", DEFAULT_WORKDIR),
                         help=f"where the bundle is unpacked (env SWARM_WORKDIR, default {DEFAULT_WORKDIR})")
+    parser.add_argument("--shared-cache-dir", action="append",
+                        default=list(filter(None, os.environ.get("SWARM_SHARED_CACHE_DIR", "").split(":"))),
+                        help="read-only bundle directory looked in after the cache misses, e.g. the host's cache "
+                             "inside a microVM (env SWARM_SHARED_CACHE_DIR, colon-separated)")
+    parser.add_argument("--run-as", default=os.environ.get("SWARM_RUN_AS", ""),
+                        help="run the entrypoint as this user (name or uid), owning the workdir; the boot stays "
+                             "who it is (env SWARM_RUN_AS; the microVM's guest uses an unprivileged user)")
     parser.set_defaults(handler=handle_boot)
 
 
@@ -133,7 +147,7 @@ def _prepare_bundle(metadata: dict, cache: BundleCache, workdir: Path, reporter:
     """
     sha256, url = metadata["bundle_hash"], metadata["bundle_url"]
     limits = limits_from_environment()
-    if not cache.path_for(sha256).exists():
+    if not cache.has(sha256):
         reporter.event("bundle_cache_miss", f"bundle {sha256[:12]} is not in the cache", {"reason": "absent"})
     entry = cache.obtain(sha256, url)
     if entry.hit:
@@ -201,9 +215,13 @@ def handle_boot(args) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        cache = BundleCache(args.cache_dir, budget_bytes=args.cache_budget_mb * 1024 * 1024)
+        cache = BundleCache(args.cache_dir, budget_bytes=args.cache_budget_mb * 1024 * 1024,
+                            shared_directories=args.shared_cache_dir)
         try:
+            user = resolve_user(args.run_as)
             _prepare_bundle(metadata, cache, workdir, reporter)
+            if user is not None:
+                hand_over(workdir, user)
             argv = entrypoint_argv(metadata["runtime"], metadata["entrypoint"], workdir)
         except HashMismatch as mismatch:
             reporter.event("error", f"{mismatch}; the bundle was discarded and nothing ran",
@@ -219,7 +237,7 @@ def handle_boot(args) -> int:
         environment = child_environment(workdir=workdir, env=metadata.get("env"), secrets=metadata.get("secrets"),
                                         execution_id=metadata.get("execution_id"), inputs=metadata.get("inputs"))
         run = EntrypointRun(argv, workdir=workdir, environment=environment, reporter=reporter,
-                            memory_limit_mb=metadata.get("memory_mb") or None)
+                            memory_limit_mb=metadata.get("memory_mb") or None, user=user)
         running["run"] = run
         reporter.event("started", f"started {' '.join(Path(a).name if i == 0 else a for i, a in enumerate(argv))}",
                        {"runtime": metadata["runtime"], "entrypoint": metadata["entrypoint"],
