@@ -29,7 +29,8 @@ from workflows.choices import (
     OutputStream,
 )
 from workflows.models import Execution, ExecutionEvent, Tenant, TenantSecret, Workflow
-from workflows.runtimes import RuntimeStartFailed, get_runtime, runtime_names
+from workflows.runtime_services import runtime_for_spawn
+from workflows.runtimes import RuntimeStartFailed, get_runtime
 from workflows.secret_box import decrypt_secret, encrypt_secret, reencrypt_secret
 
 logger = logging.getLogger(__name__)
@@ -179,11 +180,13 @@ def _clean_env(env) -> dict[str, str]:
     return cleaned
 
 
-def execution_spawn(*, principal: Principal, workflow: Workflow, env=None, inputs=None) -> Execution:
+def execution_spawn(*, principal: Principal, workflow: Workflow, env=None, inputs=None,
+                    runtime: str | None = None) -> Execution:
     """Spawn the workflow's active version: a pending execution, provisioned by a Celery task.
 
-    No active version → 409 `no_active_version`. The task is enqueued once
-    the row is committed.
+    No active version → 409 `no_active_version`; an unknown `runtime` → 400,
+    one that cannot start it here → 422 (`runtime_for_spawn`). The task is
+    enqueued once the row is committed.
     """
     if not principal.sees_tenant(workflow.tenant_id):
         raise NotFound(f"No workflow {workflow.pk}.")
@@ -192,9 +195,7 @@ def execution_spawn(*, principal: Principal, workflow: Workflow, env=None, input
         inputs = {}
     if not isinstance(inputs, dict):
         raise ApiError("inputs must be a JSON object.", code="invalid", field="inputs")
-    runtime = workflow.execution_runtime or settings.SWARM_EXECUTION_RUNTIME
-    if runtime not in runtime_names():
-        raise Conflict(f"Execution runtime {runtime!r} is not available here.", code="runtime_unavailable")
+    runtime = runtime_for_spawn(workflow=workflow, requested=runtime)
     with transaction.atomic():
         version = workflow.versions.select_related("bundle").filter(is_active=True).first()
         if version is None:
@@ -250,8 +251,10 @@ def execution_provision(*, execution_id: int) -> Execution | None:
         _append_events(execution, [{
             "type": ExecutionEventType.RUNTIME_STARTED,
             "message": f"{execution.runtime} runtime started the boot"
-                       + (f" (sandbox: {state['sandbox']})" if state.get("sandbox") else ""),
-            "data": {key: state[key] for key in ("sandbox", "network", "host", "pid") if key in state},
+                       + (f" (sandbox: {state['sandbox']})" if state.get("sandbox") else "")
+                       + (f" (accelerator: {state['accelerator']})" if state.get("accelerator") else ""),
+            "data": {key: state[key] for key in ("sandbox", "network", "host", "supervisor_pid", "accelerator",
+                                                 "image", "memory_mb", "cpus") if key in state},
         }])
     return execution
 
@@ -330,20 +333,30 @@ def _clean_report(raw_events) -> list[dict]:
     return cleaned
 
 
-def execution_report(*, execution: Execution, events) -> Execution:
+def execution_report(*, execution: Execution, events, first: int | None = None) -> Execution:
     """Record events reported by the boot script and apply the status they imply.
 
     Any boot event → booting; `started` → running (the timeout clock starts);
     `exited` → succeeded (exit code 0) or failed; `error` → failed. A
     terminal execution accepts nothing more (409 `execution_finished`).
+    `first` (the index of the batch's first event among all the boot has
+    reported) makes a retried batch idempotent: events already stored are
+    skipped.
     """
     cleaned = _clean_report(events)
+    if first is not None and (not isinstance(first, int) or isinstance(first, bool) or first < 0):
+        raise ApiError("first must be a non-negative integer.", code="invalid", field="first")
     with transaction.atomic():
         execution = _locked(execution.pk)
         if execution.is_finished:
             raise Conflict(f"Execution {execution.pk} has ended ({execution.status}).", code="execution_finished")
+        if first is not None:
+            cleaned = cleaned[max(0, execution.boot_reported - first):]
+            execution.boot_reported = max(execution.boot_reported, first + len(events))
+            Execution.objects.filter(pk=execution.pk).update(boot_reported=execution.boot_reported)
         secret_values = secrets_for_workflow(execution.workflow).values()
-        _append_events(execution, cleaned, secret_values=secret_values)
+        if cleaned:
+            _append_events(execution, cleaned, secret_values=secret_values)
         for event in cleaned:
             event_type = event["type"]
             if event_type == ExecutionEventType.STARTED:
@@ -363,16 +376,6 @@ def execution_report(*, execution: Execution, events) -> Execution:
                 _move_to(execution, ExecutionStatus.BOOTING)
         _save_status(execution)
     return execution
-
-
-def execution_runtime_exited(*, execution_id: int, returncode: int) -> Execution:
-    """The runtime saw the boot exit; a boot that never reported its end fails the execution."""
-    execution = Execution.objects.get(pk=execution_id)
-    if execution.is_finished:
-        return execution
-    return execution_fail(execution_id=execution_id,
-                          reason=f"the boot process exited with code {returncode} without reporting an exit",
-                          data={"boot_exit_code": returncode})
 
 
 # --- Cancel and timeouts ---------------------------------------------------------
@@ -445,6 +448,7 @@ def executions_reap() -> dict:
         if alive is False:
             execution = Execution.objects.get(pk=execution.pk)
             if not execution.is_finished:
-                execution_fail(execution_id=execution.pk, reason="the boot process is gone (worker restarted?)")
+                execution_fail(execution_id=execution.pk,
+                               reason="the runtime's supervisor is gone without reporting how the execution ended")
                 lost += 1
     return {"timed_out": timed_out, "lost": lost}

@@ -116,7 +116,7 @@ class WorkflowExecutionsView(ScopedAPIView):
     """`POST /api/v1/workflows/<id>/executions` spawns; `GET` lists that workflow's executions."""
 
     @extend_schema(request=ExecutionSpawnSerializer,
-                   responses={202: ExecutionSerializer, **error_responses(400, 404, 409)},
+                   responses={202: ExecutionSerializer, **error_responses(400, 404, 409, 422)},
                    summary="Spawn an execution of the active version")
     def post(self, request, workflow_id: int):
         workflow = selectors.workflow_get(self.principal, workflow_id)
@@ -124,7 +124,7 @@ class WorkflowExecutionsView(ScopedAPIView):
         serializer.is_valid(raise_exception=True)
         execution = execution_services.execution_spawn(
             principal=self.principal, workflow=workflow, env=serializer.validated_data["env"],
-            inputs=serializer.validated_data["inputs"],
+            inputs=serializer.validated_data["inputs"], runtime=serializer.validated_data.get("runtime"),
         )
         execution = execution_selectors.execution_get(self.principal, execution.pk)
         body = ExecutionSerializer(execution, context={"request": request}).data
@@ -180,7 +180,8 @@ class ExecutionEventsView(ScopedAPIView):
 
 def _report(execution: Execution, body) -> Response:
     events = body.get("events") if isinstance(body, dict) else None
-    execution = execution_services.execution_report(execution=execution, events=events)
+    first = body.get("first") if isinstance(body, dict) else None
+    execution = execution_services.execution_report(execution=execution, events=events, first=first)
     return Response({"accepted": len(events), "status": execution.status, "last_seq": execution.last_seq})
 
 

@@ -41,7 +41,8 @@ DEFAULT_CACHE_DIR = "/var/cache/swarm"
 DEFAULT_WORKDIR = "/opt/workflow"
 DEFAULT_CACHE_BUDGET_MB = 2048
 BOOT_FAILED = 70
-METADATA_ATTEMPTS = 5
+#: How long the metadata service may stay unreachable (a control plane restarting) before the boot gives up.
+METADATA_RETRY_SECONDS = float(os.environ.get("SWARM_REPORT_RETRY_SECONDS", "900"))
 
 
 def register(subparsers) -> None:
@@ -82,22 +83,23 @@ def register(subparsers) -> None:
 
 
 def _fetch_metadata(url: str, token: str) -> dict:
-    last_error = None
-    for attempt in range(METADATA_ATTEMPTS):
+    give_up = time.monotonic() + METADATA_RETRY_SECONDS
+    delay = 0.1
+    while True:
         try:
             status, text = request_json("GET", url, headers={"X-Swarm-Metadata-Token": token})
         except HttpFailure as exc:
-            last_error = str(exc)
-            time.sleep(0.2 * 2 ** attempt)
-            continue
-        if status >= 500:
+            status, last_error = None, str(exc)
+        else:
             last_error = f"HTTP {status}"
-            time.sleep(0.2 * 2 ** attempt)
-            continue
-        if status != 200:
-            raise SystemExit(f"swarm-agent boot: the metadata service refused: {status} {text[:300]}")
-        return json.loads(text)
-    raise SystemExit(f"swarm-agent boot: the metadata service is unreachable: {last_error}")
+        if status is not None and status < 500:
+            if status != 200:
+                raise SystemExit(f"swarm-agent boot: the metadata service refused: {status} {text[:300]}")
+            return json.loads(text)
+        if time.monotonic() > give_up:
+            raise SystemExit(f"swarm-agent boot: the metadata service is unreachable: {last_error}")
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 def _metadata_token() -> str:

@@ -1,0 +1,74 @@
+"""`POST /api/v1/executions/<id>/runtime-events`: a local runtime's supervisor reports how its sandbox or VM ended.
+
+Authenticated only by `X-Swarm-Runtime-Token` — the supervisor's own token
+(scope `execution`, subject `execution_runtime`), never the boot's metadata
+token, and never a bearer token. Like the metadata service it refuses a
+request that passed a proxy (`X-Forwarded-For`).
+"""
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, serializers
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.response import Response
+
+from swarm.core.api import ScopedAPIView, error_responses
+from swarm.core.authentication import authenticate_token, principal_from_token
+from swarm.core.choices import TokenScope
+from swarm_agent.supervisor import RUNTIME_TOKEN_HEADER
+from workflows import runtime_services
+from workflows.api.execution_views import ForwardedRequestRefused, IsExecutionToken
+
+
+class RuntimeTokenAuthentication(BaseAuthentication):
+    """Authenticate a supervisor by `X-Swarm-Runtime-Token`."""
+
+    def authenticate(self, request):
+        if "HTTP_X_FORWARDED_FOR" in request.META:
+            raise ForwardedRequestRefused("Runtime reports refuse requests that passed through a proxy.")
+        plaintext = request.META.get("HTTP_X_SWARM_RUNTIME_TOKEN", "").strip()
+        if not plaintext:
+            raise exceptions.NotAuthenticated(f"The {RUNTIME_TOKEN_HEADER} header is required.")
+        token = authenticate_token(plaintext)
+        if (token is None or token.scope != TokenScope.EXECUTION
+                or token.subject_type != runtime_services.RUNTIME_SUBJECT):
+            raise exceptions.AuthenticationFailed("Invalid, expired or revoked runtime token.")
+        return principal_from_token(token), token
+
+    def authenticate_header(self, request) -> str:
+        return RUNTIME_TOKEN_HEADER
+
+
+class RuntimeTokenScheme(OpenApiAuthenticationExtension):
+    """OpenAPI description of `RuntimeTokenAuthentication`."""
+
+    target_class = RuntimeTokenAuthentication
+    name = "runtimeToken"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "header", "name": RUNTIME_TOKEN_HEADER,
+                "description": "A supervisor's token for one execution: it may only report how the sandbox or "
+                               "VM ended, once."}
+
+
+class RuntimeReportSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["runtime_exited"])
+    data = serializers.DictField(help_text="code, reason, returncode, timeline, console_tail, ...")
+
+
+class RuntimeReportResultSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    last_seq = serializers.IntegerField()
+
+
+class ExecutionRuntimeEventsView(ScopedAPIView):
+    authentication_classes = [RuntimeTokenAuthentication]
+    permission_classes = [IsExecutionToken]
+
+    @extend_schema(request=RuntimeReportSerializer,
+                   parameters=[OpenApiParameter(RUNTIME_TOKEN_HEADER, str, OpenApiParameter.HEADER, required=True)],
+                   responses={200: RuntimeReportResultSerializer, **error_responses(400, 404)},
+                   summary="Report how an execution's sandbox or VM ended (its supervisor, runtime token)")
+    def post(self, request, execution_id: int):
+        runtime_services.runtime_report_target(self.principal, execution_id)
+        execution = runtime_services.execution_runtime_report(execution_id=execution_id, body=request.data)
+        return Response({"status": execution.status, "last_seq": execution.last_seq})
