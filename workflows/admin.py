@@ -191,7 +191,7 @@ class WorkflowAdmin(admin.ModelAdmin):
     readonly_fields = ["active_version", "created_at"]
     fieldsets = [
         (None, {"fields": ["tenant", "name", "slug", "description", "active_version"]}),
-        ("Runtime", {"fields": ["runtime", "entrypoint", "memory_mb", "timeout_sec"]}),
+        ("Runtime", {"fields": ["runtime", "entrypoint", "memory_mb", "timeout_sec", "cpus", "execution_runtime"]}),
         (None, {"fields": ["created_at"]}),
     ]
     inlines = [WorkflowVersionInline, WorkflowActivationInline]
