@@ -266,6 +266,8 @@ def subprocess_environment(django_db_setup, django_db_blocker, s3_server, tmp_pa
         "SWARM_DRONE_PONG_TIMEOUT": "2",
         # The microVM image `make test` built for this checkout (var/ of the subprocesses is per session).
         "SWARM_MICROVM_IMAGE_DIR": settings.SWARM_MICROVM_IMAGE_DIR,
+        # A fork under emulation (TCG) costs ~70 ms: a fork bomb meets a lower process limit in tests.
+        "SWARM_MICROVM_MAX_PROCESSES": "128",
     })
     return env
 
