@@ -203,3 +203,21 @@ def test_a_fork_bomb_and_a_full_disk_stay_inside_the_vm(vm_system, admin_api, en
     # The host saw none of it: no process storm here, and the VM's disk was its overlay, now removed.
     assert len(psutil.pids()) < host_processes + 50
     assert _qemu_of(spawned["id"]) is None
+
+
+def test_swarmctl_run_runtime_microvm_follow(vm_system, admin_api, engine_token):
+    import os
+    import subprocess
+    import sys
+
+    publish(admin_api, {"main.py": "import sys\nprint('hello from a vm')\nsys.exit(3)\n"}, workflow="vmctl",
+            memory_mb=128)
+    env = {"PATH": os.environ["PATH"], "SWARM_URL": vm_system.url, "SWARM_TOKEN": engine_token}
+    result = subprocess.run([sys.executable, "-m", "swarm_agent.cli_ctl", "run", "acme/vmctl", "--runtime",
+                             "microvm", "--follow"], env=env, capture_output=True, text=True, timeout=VM_TIMEOUT)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout.splitlines() == ["hello from a vm"]
+    assert "on the microvm runtime" in result.stderr and "accelerator: " in result.stderr
+    unknown = subprocess.run([sys.executable, "-m", "swarm_agent.cli_ctl", "run", "acme/vmctl", "--runtime",
+                              "nope"], env=env, capture_output=True, text=True, timeout=60)
+    assert unknown.returncode != 0 and "known runtimes: microvm, process" in unknown.stderr
