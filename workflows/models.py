@@ -44,7 +44,7 @@ class Workflow(models.Model):
     entrypoint = models.CharField(max_length=500, default="main.py")
     memory_mb = models.PositiveIntegerField(default=512)
     timeout_sec = models.PositiveIntegerField(default=900)
-    cpus = models.PositiveSmallIntegerField(default=1, help_text="Virtual CPUs of a microVM execution.")
+    cpus = models.PositiveSmallIntegerField(default=1, blank=True, help_text="Virtual CPUs of a microVM execution.")
     execution_runtime = models.CharField(
         max_length=32, blank=True, default="",
         help_text="Where executions run (process, drone, ...); blank means SWARM_EXECUTION_RUNTIME.",

@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='workflow',
             name='cpus',
-            field=models.PositiveSmallIntegerField(default=1, help_text='Virtual CPUs of a microVM execution.'),
+            field=models.PositiveSmallIntegerField(blank=True, default=1, help_text='Virtual CPUs of a microVM execution.'),
         ),
         migrations.AlterField(
             model_name='executionevent',
