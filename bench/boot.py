@@ -23,7 +23,6 @@ floor, (c) exactly one download. Prints JSON as the last line.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import io
 import json
 import os
@@ -36,11 +35,12 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "_support"))
 
+from proxy import CountingProxy  # noqa: E402
 from swarm.embedded import start_seaweedfs  # noqa: E402
 
 BUNDLE_MIB = 100
@@ -100,46 +100,6 @@ def floor_pipeline_seconds(url: str, output: Path) -> float:
     subprocess.run(f"curl -sf '{url}' | tee '{output}' | sha256sum >/dev/null", shell=True, check=True,
                    executable="/bin/bash")
     return time.perf_counter() - started
-
-
-class CountingProxy:
-    """A byte-counting HTTP proxy to one upstream origin (keeps the presigned query intact)."""
-
-    def __init__(self, upstream: str):
-        self.bytes_sent = 0
-        self.requests = 0
-        origin = urllib.parse.urlsplit(upstream)
-        lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                with lock:
-                    outer.requests += 1
-                upstream_connection = http.client.HTTPConnection(origin.hostname, origin.port, timeout=60)
-                upstream_connection.request("GET", self.path)
-                response = upstream_connection.getresponse()
-                self.send_response(response.status)
-                for name, value in response.getheaders():
-                    if name.lower() in ("content-length", "content-type", "etag", "last-modified"):
-                        self.send_header(name, value)
-                self.end_headers()
-                while chunk := response.read(1024 * 1024):
-                    self.wfile.write(chunk)
-                    with lock:
-                        outer.bytes_sent += len(chunk)
-                upstream_connection.close()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def main() -> int:

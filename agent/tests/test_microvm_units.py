@@ -1,7 +1,6 @@
 """The microVM and supervisor pieces that need no VM: QEMU's command line, the initramfs, the shared cache, the supervisor."""
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
@@ -64,7 +63,7 @@ def test_the_initramfs_is_a_newc_cpio_the_kernel_can_read():
     data = archive.close()
     assert data.startswith(b"070701") and b"init\0" in data and data.rstrip(b"\0").endswith(b"TRAILER!!!")
     assert len(data) % 4 == 0
-    listing = subprocess.run(["cpio", "-it"], input=gzip.decompress(gzip.compress(data)), capture_output=True)
+    listing = subprocess.run(["cpio", "-it"], input=data, capture_output=True)
     if listing.returncode == 0:  # cpio is optional on the host; the format check above is the real one
         assert listing.stdout.split() == [b"bin", b"init"]
 

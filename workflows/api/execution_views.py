@@ -42,23 +42,30 @@ class ForwardedRequestRefused(ApiError):
 
 
 class MetadataTokenAuthentication(BaseAuthentication):
-    """Authenticate the boot script by `X-Swarm-Metadata-Token` (never by Authorization)."""
+    """Authenticate the boot script by `X-Swarm-Metadata-Token` (never by Authorization).
+
+    Subclasses name another header and token subject (the supervisor's runtime token).
+    """
+
+    header = METADATA_TOKEN_HEADER
+    subject_type = "execution"
+    service = "The metadata service"
 
     def authenticate(self, request):
         if "HTTP_X_FORWARDED_FOR" in request.META:
             raise ForwardedRequestRefused(
-                "The metadata service refuses requests that passed through a proxy (X-Forwarded-For is set)."
+                f"{self.service} refuses requests that passed through a proxy (X-Forwarded-For is set)."
             )
-        plaintext = request.META.get("HTTP_X_SWARM_METADATA_TOKEN", "").strip()
+        plaintext = request.META.get("HTTP_" + self.header.upper().replace("-", "_"), "").strip()
         if not plaintext:
-            raise exceptions.NotAuthenticated(f"The {METADATA_TOKEN_HEADER} header is required.")
+            raise exceptions.NotAuthenticated(f"The {self.header} header is required.")
         token = authenticate_token(plaintext)
-        if token is None or token.scope != TokenScope.EXECUTION or token.subject_type != "execution":
-            raise exceptions.AuthenticationFailed("Invalid, expired or revoked metadata token.")
+        if token is None or token.scope != TokenScope.EXECUTION or token.subject_type != self.subject_type:
+            raise exceptions.AuthenticationFailed(f"Invalid, expired or revoked {self.header} token.")
         return principal_from_token(token), token
 
     def authenticate_header(self, request) -> str:
-        return METADATA_TOKEN_HEADER
+        return self.header
 
 
 class MetadataTokenScheme(OpenApiAuthenticationExtension):

@@ -7,35 +7,21 @@ request that passed a proxy (`X-Forwarded-For`).
 """
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import exceptions, serializers
-from rest_framework.authentication import BaseAuthentication
+from rest_framework import serializers
 from rest_framework.response import Response
 
 from swarm.core.api import ScopedAPIView, error_responses
-from swarm.core.authentication import authenticate_token, principal_from_token
-from swarm.core.choices import TokenScope
 from swarm_agent.supervisor import RUNTIME_TOKEN_HEADER
 from workflows import runtime_services
-from workflows.api.execution_views import ForwardedRequestRefused, IsExecutionToken
+from workflows.api.execution_views import IsExecutionToken, MetadataTokenAuthentication
 
 
-class RuntimeTokenAuthentication(BaseAuthentication):
-    """Authenticate a supervisor by `X-Swarm-Runtime-Token`."""
+class RuntimeTokenAuthentication(MetadataTokenAuthentication):
+    """Authenticate a supervisor by `X-Swarm-Runtime-Token` (its runtime token, never the metadata token)."""
 
-    def authenticate(self, request):
-        if "HTTP_X_FORWARDED_FOR" in request.META:
-            raise ForwardedRequestRefused("Runtime reports refuse requests that passed through a proxy.")
-        plaintext = request.META.get("HTTP_X_SWARM_RUNTIME_TOKEN", "").strip()
-        if not plaintext:
-            raise exceptions.NotAuthenticated(f"The {RUNTIME_TOKEN_HEADER} header is required.")
-        token = authenticate_token(plaintext)
-        if (token is None or token.scope != TokenScope.EXECUTION
-                or token.subject_type != runtime_services.RUNTIME_SUBJECT):
-            raise exceptions.AuthenticationFailed("Invalid, expired or revoked runtime token.")
-        return principal_from_token(token), token
-
-    def authenticate_header(self, request) -> str:
-        return RUNTIME_TOKEN_HEADER
+    header = RUNTIME_TOKEN_HEADER
+    subject_type = runtime_services.RUNTIME_SUBJECT
+    service = "The runtime report endpoint"
 
 
 class RuntimeTokenScheme(OpenApiAuthenticationExtension):

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from workflows.tests.conftest import events_of, publish, wait_finished, wait_for
+from workflows.tests.test_executions_live import _processes_with
 
 pytestmark = pytest.mark.live
 VM_TIMEOUT = 240
@@ -109,14 +110,8 @@ def test_a_workflow_runs_in_its_own_vm_that_reaches_only_the_control_plane_and_b
 
 
 def _qemu_of(execution_id: int) -> psutil.Process | None:
-    needle = f"/{execution_id}/rootfs.qcow2"
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if any(needle in part for part in (process.info["cmdline"] or [])):
-                return process
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return None
+    """The QEMU process of an execution (its overlay is on its command line)."""
+    return next(iter(_processes_with(f"/{execution_id}/rootfs.qcow2")), None)
 
 
 def test_sigkill_of_the_vm_fails_the_execution_with_vm_exited(vm_system, admin_api, engine_token):

@@ -10,23 +10,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from conftest import make_bundle, token_client, upload
+from conftest import token_client
 from swarm.core.services import api_token_issue
 from workflows.models import Execution, Workflow
 from workflows.runtime_services import runtime_token_issue
+from workflows.tests.test_executions_api import _spawn, workflow  # noqa: F401 - the same fixture and helper
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def workflow(admin_api, tenant):
-    response = upload(admin_api, make_bundle(), tenant="acme", workflow="hello")
-    assert response.status_code == 201, response.content
-    return Workflow.objects.get(tenant=tenant, slug="hello")
-
-
-def _spawn(client, workflow, **body):
-    return client.post(f"/api/v1/workflows/{workflow.pk}/executions", body, format="json")
 
 
 def test_an_unknown_runtime_is_a_400_naming_the_known_ones(engine_api, workflow):
@@ -154,3 +144,16 @@ def test_readyz_names_each_runtime_and_the_microvm_accelerator(client, microvm_i
     settings.SWARM_MICROVM_IMAGE_DIR = "/nonexistent"
     missing = client.get("/readyz").json()["runtimes"]["microvm"]
     assert missing["available"] is False and "no microVM image" in missing["reason"]
+
+
+def test_the_admin_execution_page_shows_the_accelerator_and_the_console_tail(admin_client, engine_api, workflow):
+    execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
+    Execution.objects.filter(pk=execution.pk).update(runtime_state={"sandbox": "microvm", "accelerator": "tcg"})
+    client, _ = _runtime_client(execution)
+    client.post(f"/api/v1/executions/{execution.pk}/runtime-events",
+                {"type": "runtime_exited", "data": {"reason": "the VM (QEMU) exited with code 0",
+                                                    "console_tail": "swarm-guest: init\n<kernel says hi>"}},
+                format="json")
+    page = admin_client.get(f"/admin/workflows/execution/{execution.pk}/change/").content.decode()
+    assert "<td>tcg</td>" in page or ">tcg<" in page
+    assert 'id="execution-console"' in page and "&lt;kernel says hi&gt;" in page
