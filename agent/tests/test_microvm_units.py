@@ -48,6 +48,15 @@ def test_the_vm_gets_restricted_user_networking_with_one_forward_per_endpoint(tm
     assert not any("swm_secret" in part for part in argv)
 
 
+def test_an_endpoint_host_that_is_not_a_plain_name_never_reaches_the_shell(tmp_path):
+    from swarm_agent.microvm.vm import VmUnavailable
+
+    plan = VmPlan(image=_image(tmp_path), overlay=tmp_path / "o", config_file=tmp_path / "c", memory_mb=256,
+                  endpoints=[("evil;touch /tmp/pwned", 80)])
+    with pytest.raises(VmUnavailable):
+        qemu_argv(plan)
+
+
 def test_relay_endpoints_are_distinct_and_mapped_to_sockets():
     endpoints = distinct_endpoints(["http://127.0.0.1:8000/api/v1/metadata", "http://127.0.0.1:8000/x",
                                     "https://s3.example.com/b/k?sig=1"])

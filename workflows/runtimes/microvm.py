@@ -14,7 +14,7 @@ otherwise. The VM belongs to the execution's detached supervisor
 """
 from __future__ import annotations
 
-import logging
+import os
 from pathlib import Path
 
 from django.conf import settings
@@ -33,8 +33,6 @@ from workflows.runtimes.supervised import (
     write_secret_file,
 )
 
-logger = logging.getLogger(__name__)
-
 
 def host_memory_mb() -> int:
     """This host's physical memory in MiB (MemTotal)."""
@@ -52,8 +50,6 @@ def guest_memory_mb(workflow) -> int:
 
 def guest_cpus(workflow) -> int:
     """The workflow's CPUs, at most this host's."""
-    import os
-
     return max(1, min(getattr(workflow, "cpus", 1) or 1, os.cpu_count() or 1))
 
 

@@ -122,6 +122,33 @@ def _boot_environment(config: dict, token_file: str | None, shared: bool) -> dic
     return env
 
 
+def _run_boot(env: dict) -> None:
+    """In the forked child: become `python -m swarm_agent.boot` without starting a second interpreter.
+
+    An interpreter's start costs about a second under emulation (TCG); the
+    fork already has one. The child gets exactly the boot's environment and
+    a clean argv, like an exec would give it.
+    """
+    code = 70
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = ["swarm-agent boot"]
+        from swarm_agent.boot.__main__ import main as boot_main
+
+        code = boot_main([])
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        if not isinstance(exit_.code, int) and exit_.code is not None:
+            print(exit_.code, file=sys.stderr, flush=True)
+    except BaseException:  # noqa: BLE001 - reported on the console, the VM then stops
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def _wait_reaping(pid: int) -> int:
     """Reap every child (PID 1 adopts orphans) until `pid` exits; its exit status."""
     while True:
@@ -163,7 +190,7 @@ def main() -> None:
         mark("agent", relays=len(relays), shared_cache=int(shared))
         pid = os.fork()
         if pid == 0:
-            os.execve(sys.executable, [sys.executable, "-m", "swarm_agent.boot"], env)
+            _run_boot(env)
         code = _wait_reaping(pid)
         mark("boot-exited", code=code)
     except BaseException:  # noqa: BLE001 - PID 1 must never just die: the kernel would panic

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -41,6 +42,8 @@ KERNEL_ARGS = ("console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off i8042.no
                "tsc=reliable no_timer_check random.trust_cpu=on")
 PROBE_TIMEOUT_SECONDS = 20.0
 ACCELERATORS = ("kvm", "tcg")
+#: What an endpoint host may look like: it ends up in the shell command QEMU runs per connection.
+SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-]+$|^\[[0-9A-Fa-f:.]+\]$")
 
 
 class VmUnavailable(Exception):
@@ -98,6 +101,8 @@ def qemu_argv(plan: VmPlan) -> list[str]:
     argv = _machine_args(plan.image, plan.memory_mb, plan.cpus, plan.accelerator, KERNEL_ARGS)
     netdev = "user,id=net0,restrict=on,ipv6=off"
     for index, (host, port) in enumerate(plan.endpoints):
+        if not SAFE_HOST.match(host) or not 0 < int(port) < 65536:
+            raise VmUnavailable(f"endpoint {host!r}:{port} is not a plain host name or address")
         # socat runs once per connection: only this endpoint, byte for byte (TLS stays end to end).
         netdev += f",guestfwd=tcp:{FORWARD_ADDRESS}:{FORWARD_BASE_PORT + index}-cmd:socat - TCP:{host}:{port}"
     argv += [
@@ -145,7 +150,7 @@ def create_overlay(image: Image, overlay: Path) -> None:
         raise VmUnavailable(f"qemu-img create failed: {exc.stderr.strip()[-500:]}") from exc
 
 
-def _probe_boot(image: Image, accelerator: str, timeout: float) -> tuple[bool, str]:
+def probe_boot(image: Image, accelerator: str, timeout: float) -> tuple[bool, str]:
     """Boot the image's kernel + initramfs until the probe marker; (worked, why not)."""
     argv = _machine_args(image, 256, 1, accelerator, "console=ttyS0 quiet panic=-1 swarm.probe=1")
     try:
@@ -187,12 +192,17 @@ def _kvm_openable() -> str:
     return ""
 
 
+def _verdict_path(image: Image, cache_dir: str | os.PathLike, version: str) -> Path:
+    """Where the probe's verdict for this QEMU version and image is cached."""
+    key = hashlib.sha256(f"{version}\0{image.key}".encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"accelerator-{key}.json"
+
+
 def probe_accelerator(image: Image, cache_dir: str | os.PathLike, *, timeout: float = PROBE_TIMEOUT_SECONDS,
                       refresh: bool = False) -> dict:
     """`{"accelerator": "kvm"|"tcg", "kvm_reason": …}` for this host, probed once and cached."""
     version = qemu_version()
-    key = hashlib.sha256(f"{version}\0{image.key}".encode()).hexdigest()[:16]
-    cache = Path(cache_dir) / f"accelerator-{key}.json"
+    cache = _verdict_path(image, cache_dir, version)
     if not refresh:
         try:
             return json.loads(cache.read_text())
@@ -202,7 +212,7 @@ def probe_accelerator(image: Image, cache_dir: str | os.PathLike, *, timeout: fl
     reason = _kvm_openable()
     kvm_works = False
     if not reason:
-        kvm_works, reason = _probe_boot(image, "kvm", timeout)
+        kvm_works, reason = probe_boot(image, "kvm", timeout)
     verdict = {
         "accelerator": "kvm" if kvm_works else "tcg",
         "kvm_reason": reason,
@@ -221,11 +231,6 @@ def probe_accelerator(image: Image, cache_dir: str | os.PathLike, *, timeout: fl
 def cached_accelerator(image: Image, cache_dir: str | os.PathLike) -> dict | None:
     """The cached probe verdict, or None when this host has not been probed for this image (never probes)."""
     try:
-        version = qemu_version()
-    except VmUnavailable:
-        return None
-    key = hashlib.sha256(f"{version}\0{image.key}".encode()).hexdigest()[:16]
-    try:
-        return json.loads((Path(cache_dir) / f"accelerator-{key}.json").read_text())
-    except (OSError, ValueError):
+        return json.loads(_verdict_path(image, cache_dir, qemu_version()).read_text())
+    except (VmUnavailable, OSError, ValueError):
         return None
