@@ -113,7 +113,7 @@ def main() -> int:
     parser.add_argument("--cold", type=int, default=20, help="cold boots (host bundle cache emptied before each)")
     parser.add_argument("--warm", type=int, default=10, help="warm boots (bundle cached)")
     parser.add_argument("--concurrent", type=int, default=8, help="concurrent executions of one bundle")
-    parser.add_argument("--budget", type=float, default=200,
+    parser.add_argument("--budget", type=float, default=150,
                         help="seconds for the cold and warm loops (60%% / 40%%) before they are cut short")
     args = parser.parse_args()
     started = time.monotonic()
