@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench install system-deps clean-var
+.PHONY: run test bench install system-deps microvm-image clean-var
 
 $(STAMP): requirements.txt requirements-dev.txt agent/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ system-deps:
 run: $(STAMP)
 	$(PY) -m swarm.launcher run
 
-test: $(STAMP) system-deps
+# The microVM runtime's image (Debian kernel + mmdebstrap'd root filesystem + the agent), rebuilt only
+# when its inputs change, and the KVM probe (cached per host). Needs root and apt (system-deps).
+microvm-image: $(STAMP) system-deps
+	$(PY) manage.py microvm_image --probe
+
+test: $(STAMP) system-deps microvm-image
 	$(PY) -m swarm.launcher test
 
 bench: $(STAMP)

@@ -264,6 +264,10 @@ def subprocess_environment(django_db_setup, django_db_blocker, s3_server, tmp_pa
         "SWARM_DRONE_HEARTBEAT_INTERVAL": "1",
         "SWARM_DRONE_PING_INTERVAL": "1",
         "SWARM_DRONE_PONG_TIMEOUT": "2",
+        # The microVM image `make test` built for this checkout (var/ of the subprocesses is per session).
+        "SWARM_MICROVM_IMAGE_DIR": settings.SWARM_MICROVM_IMAGE_DIR,
+        # A fork under emulation (TCG) costs ~70 ms: a fork bomb meets a lower process limit in tests.
+        "SWARM_MICROVM_MAX_PROCESSES": "128",
     })
     return env
 
@@ -272,22 +276,35 @@ class LiveServer:
     """A real uvicorn process serving the ASGI app on 127.0.0.1."""
 
     def __init__(self, env: dict, log_path):
-        import subprocess
-        import sys
-
-        from swarm.embedded import free_port, wait_for_port
+        from swarm.embedded import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = dict(env, SWARM_PUBLIC_URL=self.url)
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._start()
+
+    def _start(self) -> None:
+        import subprocess
+        import sys
+
+        from swarm.embedded import wait_for_port
+
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "swarm.asgi:application", "--host", "127.0.0.1",
              "--port", str(self.port), "--no-access-log", "--log-level", "warning"],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         wait_for_port("127.0.0.1", self.port, timeout=60)
+
+    def kill(self) -> None:
+        """SIGKILL the server's whole process group (a crash, not a shutdown)."""
+        kill_group(self.process)
+
+    def restart(self) -> None:
+        """Start the server again on the same port (after `kill()`)."""
+        self._start()
 
     def stop(self) -> None:
         import signal
@@ -319,20 +336,48 @@ def live_url(live_server_process, transactional_db):
     return live_server_process.url
 
 
-class CeleryWorker:
-    """A real Celery worker process (threads pool) with the tests' settings."""
+def kill_group(process) -> None:
+    """SIGKILL a process's whole process group and reap it."""
+    import signal
 
-    def __init__(self, env: dict, log_path):
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
+
+
+class CeleryWorker:
+    """A real Celery worker process (threads pool) with the tests' settings; `beat=True` runs beat instead."""
+
+    def __init__(self, env: dict, log_path, *, beat: bool = False):
+        self.env = env
+        self.beat = beat
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115
+        self._start()
+
+    def _start(self) -> None:
         import subprocess
         import sys
 
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "swarm", "worker", "--pool", "threads", "--concurrency", "4",
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        if self.beat:
+            argv = [sys.executable, "-m", "celery", "-A", "swarm", "beat", "--loglevel", "INFO",
+                    "--schedule", str(self.log_path) + ".schedule"]
+        else:
+            argv = [sys.executable, "-m", "celery", "-A", "swarm", "worker", "--pool", "threads", "--concurrency",
+                    "4", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        self.process = subprocess.Popen(argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+
+    def kill(self) -> None:
+        """SIGKILL the worker's whole process group (a crash, not a warm shutdown)."""
+        kill_group(self.process)
+
+    def restart(self) -> None:
+        """Start the worker again (after `kill()`)."""
+        self._start()
 
     def stop(self) -> None:
         import signal

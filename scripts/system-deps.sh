@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # System packages the test suite drives: Debian's chromium (admin browser
-# tests through playwright) and bubblewrap (the sandboxed process runtime).
+# tests through playwright), bubblewrap (the sandboxed process runtime), and
+# for the microvm runtime QEMU (qemu-system-x86, qemu-utils), socat (its
+# per-connection forwards) and what builds its image from Debian packages
+# (mmdebstrap; e2fsprogs for mke2fs; the kernel package itself is fetched
+# with `apt-get download` by the build).
 # Installs what is missing when run as root; otherwise says what to install.
 set -euo pipefail
 missing=()
@@ -8,8 +12,19 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
-[ ${#missing[@]} -eq 0 ] && exit 0
+command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
+command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+command -v mke2fs >/dev/null 2>&1 || missing+=(e2fsprogs)
+# apt-cache must know the kernel package the image build downloads.
+apt-cache show linux-image-amd64 >/dev/null 2>&1 || need_update=1
+[ ${#missing[@]} -eq 0 ] && [ -z "${need_update:-}" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  if [ ${#missing[@]} -eq 0 ]; then
+    apt-get update -qq >/dev/null
+    exit 0
+  fi
   echo "[swarm] installing system packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null

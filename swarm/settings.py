@@ -310,6 +310,17 @@ SWARM_PROCESS_CACHE_BUDGET_MB = env.int("SWARM_PROCESS_CACHE_BUDGET_MB", default
 SWARM_PROCESS_SANDBOX = env.str("SWARM_PROCESS_SANDBOX", default="auto")
 # isolated: the bwrap sandbox reaches only the control plane and the bundle store; host: no restriction.
 SWARM_PROCESS_NETWORK = env.str("SWARM_PROCESS_NETWORK", default="isolated")
+# The microvm runtime (docs/executions.md): where the image is built, which accelerator, guest limits.
+SWARM_MICROVM_IMAGE_DIR = env.str("SWARM_MICROVM_IMAGE_DIR", default=str(VAR_DIR / "microvm"))
+# auto: KVM when a probe boot works on this host, else TCG; kvm or tcg force one.
+SWARM_MICROVM_ACCELERATOR = env.str("SWARM_MICROVM_ACCELERATOR", default="auto")
+# Guest RAM on top of the workflow's memory_mb (kernel, init, the boot itself).
+SWARM_MICROVM_MEMORY_OVERHEAD_MB = env.int("SWARM_MICROVM_MEMORY_OVERHEAD_MB", default=128)
+# Processes the entrypoint's user may have inside its VM (RLIMIT_NPROC): a fork bomb stops there.
+SWARM_MICROVM_MAX_PROCESSES = env.int("SWARM_MICROVM_MAX_PROCESSES", default=1024)
+# Share the host's bundle cache into guests read-only (9p), warmed by the supervisor before the VM starts.
+SWARM_MICROVM_SHARE_CACHE = env.bool("SWARM_MICROVM_SHARE_CACHE", default=True)
+SWARM_MICROVM_PROBE_TIMEOUT = env.float("SWARM_MICROVM_PROBE_TIMEOUT", default=20.0)
 # --- Drones (docs/drones.md has the table) ----------------------------------
 # Intervals the server hands the agents at registration.
 SWARM_DRONE_HEARTBEAT_INTERVAL = env.float("SWARM_DRONE_HEARTBEAT_INTERVAL", default=15.0)

@@ -58,6 +58,8 @@ class ExecutionEventType(models.TextChoices):
     CANCEL_REQUESTED = "cancel_requested", "cancel requested"
     TIMED_OUT = "timed_out", "timed out"
     ERROR = "error", "error"
+    # Written by a local runtime's supervisor when its sandbox or VM has exited (console tail, timeline).
+    RUNTIME_EXITED = "runtime_exited", "runtime exited"
 
 
 # What the boot script (holding an execution token) may report; the rest are

@@ -45,6 +45,7 @@ class Workflow(models.Model):
     entrypoint = models.CharField(max_length=500, default="main.py")
     memory_mb = models.PositiveIntegerField(default=512)
     timeout_sec = models.PositiveIntegerField(default=900)
+    cpus = models.PositiveSmallIntegerField(default=1, blank=True, help_text="Virtual CPUs of a microVM execution.")
     execution_runtime = models.CharField(
         max_length=32, blank=True, default="",
         help_text="Where executions run (process, drone, ...); blank means SWARM_EXECUTION_RUNTIME.",
@@ -184,6 +185,9 @@ class Execution(models.Model):
     spawned_by = models.CharField(max_length=200, blank=True)
     runtime_state = models.JSONField(default=dict, blank=True)
     last_seq = models.PositiveIntegerField(default=0)
+    # Events the boot has reported so far: a retried report (its answer lost to a restarting
+    # server) carries the same `first` index, and what was stored already is not stored twice.
+    boot_reported = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

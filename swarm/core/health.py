@@ -43,9 +43,29 @@ def _check_storage() -> None:
 READINESS_CHECKS = {"database": _check_database, "redis": _check_redis, "storage": _check_storage}
 
 
+def _runtimes() -> dict:
+    """Each execution runtime's availability here (informational: an unavailable one is not "not ready")."""
+    from workflows.runtimes import get_runtime, runtime_names
+
+    report = {}
+    for name in runtime_names():
+        try:
+            availability = get_runtime(name).availability()
+        except Exception as exc:  # noqa: BLE001 - a broken runtime is reported, never a 500
+            report[name] = {"available": False, "reason": f"{type(exc).__name__}: {exc}"[:300]}
+            continue
+        report[name] = {"available": availability.available, **availability.details,
+                        **({"reason": availability.reason} if availability.reason else {})}
+    return report
+
+
 @require_GET
 def readyz(request):
-    """Database, Redis and blob storage are reachable; 503 naming any that is not."""
+    """Database, Redis and blob storage are reachable; 503 naming any that is not.
+
+    `runtimes` says which execution runtimes can start work here, and on what
+    (the microVM's accelerator: `kvm` or `tcg`).
+    """
     checks, failed = {}, []
     for name, check in READINESS_CHECKS.items():
         try:
@@ -55,7 +75,7 @@ def readyz(request):
             logger.warning("readiness check %s failed: %s", name, exc)
             checks[name] = f"failed: {type(exc).__name__}: {exc}"[:300]
             failed.append(name)
-    body = {"status": "ok" if not failed else "unavailable", "checks": checks}
+    body = {"status": "ok" if not failed else "unavailable", "checks": checks, "runtimes": _runtimes()}
     if failed:
         body["failed"] = failed
     return JsonResponse(body, status=503 if failed else 200)

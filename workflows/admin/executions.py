@@ -43,14 +43,15 @@ class ExecutionAdmin(admin.ModelAdmin):
     list_select_related = ["workflow__tenant", "version"]
     readonly_fields = ["tenant", "workflow", "version", "runtime", "status", "exit_code", "duration", "env",
                        "inputs", "timeout_sec", "spawned_by", "created_at", "started_at", "finished_at",
-                       "deadline_at", "sandbox", "timeline", "output"]
+                       "deadline_at", "sandbox", "accelerator", "timeline", "output", "console"]
     fieldsets = [
-        (None, {"fields": ["tenant", "workflow", "version", "runtime", "sandbox", "status", "exit_code",
-                           "duration", "spawned_by"]}),
+        (None, {"fields": ["tenant", "workflow", "version", "runtime", "sandbox", "accelerator", "status",
+                           "exit_code", "duration", "spawned_by"]}),
         ("Parameters", {"fields": ["env", "inputs", "timeout_sec"]}),
         ("Times", {"fields": ["created_at", "started_at", "finished_at", "deadline_at"]}),
         ("Event timeline", {"fields": ["timeline"]}),
         ("Output", {"fields": ["output"]}),
+        ("Console (the sandbox's or VM's log, its tail as the runtime reported it)", {"fields": ["console"]}),
     ]
     actions = ["cancel_executions"]
 
@@ -72,6 +73,19 @@ class ExecutionAdmin(admin.ModelAdmin):
     @admin.display(description="sandbox")
     def sandbox(self, execution: Execution) -> str:
         return (execution.runtime_state or {}).get("sandbox", "—")
+
+    @admin.display(description="accelerator")
+    def accelerator(self, execution: Execution) -> str:
+        """kvm or tcg for a microVM execution."""
+        return (execution.runtime_state or {}).get("accelerator", "—")
+
+    @admin.display(description="console")
+    def console(self, execution: Execution) -> str:
+        """The console tail of the runtime_exited event (kernel, guest init, boot messages)."""
+        event = execution.events.filter(type="runtime_exited").order_by("-seq").first()
+        tail = (event.data or {}).get("console_tail", "") if event else ""
+        return format_html('<pre id="execution-console" style="white-space: pre-wrap">{}</pre>',
+                           tail or "(not reported yet)")
 
     @admin.display(description="events")
     def timeline(self, execution: Execution) -> str:

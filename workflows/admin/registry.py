@@ -109,7 +109,7 @@ class WorkflowAdmin(ServiceModelAdmin):
     readonly_fields = ["active_version", "created_at"]
     fieldsets = [
         (None, {"fields": ["tenant", "name", "slug", "description", "active_version"]}),
-        ("Runtime", {"fields": ["runtime", "entrypoint", "memory_mb", "timeout_sec"]}),
+        ("Runtime", {"fields": ["runtime", "entrypoint", "memory_mb", "timeout_sec", "cpus", "execution_runtime"]}),
         (None, {"fields": ["created_at"]}),
     ]
     inlines = [WorkflowVersionInline, WorkflowActivationInline]

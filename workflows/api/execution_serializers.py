@@ -7,6 +7,8 @@ from workflows.models import Execution, ExecutionEvent
 class ExecutionSpawnSerializer(serializers.Serializer):
     env = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
     inputs = serializers.DictField(required=False, default=dict)
+    runtime = serializers.CharField(required=False, allow_blank=True, max_length=32,
+                                    help_text="Where to run it (process, microvm, ...); default: the workflow's.")
 
 
 class ExecutionSerializer(serializers.ModelSerializer):
@@ -60,6 +62,9 @@ class ReportedEventSerializer(serializers.Serializer):
 
 class EventReportSerializer(serializers.Serializer):
     events = ReportedEventSerializer(many=True)
+    first = serializers.IntegerField(required=False, min_value=0,
+                                     help_text="Index of the first event among all the boot reported: a retried "
+                                               "batch is stored once.")
 
 
 class EventReportResultSerializer(serializers.Serializer):

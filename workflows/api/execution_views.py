@@ -42,23 +42,30 @@ class ForwardedRequestRefused(ApiError):
 
 
 class MetadataTokenAuthentication(BaseAuthentication):
-    """Authenticate the boot script by `X-Swarm-Metadata-Token` (never by Authorization)."""
+    """Authenticate the boot script by `X-Swarm-Metadata-Token` (never by Authorization).
+
+    Subclasses name another header and token subject (the supervisor's runtime token).
+    """
+
+    header = METADATA_TOKEN_HEADER
+    subject_type = "execution"
+    service = "The metadata service"
 
     def authenticate(self, request):
         if "HTTP_X_FORWARDED_FOR" in request.META:
             raise ForwardedRequestRefused(
-                "The metadata service refuses requests that passed through a proxy (X-Forwarded-For is set)."
+                f"{self.service} refuses requests that passed through a proxy (X-Forwarded-For is set)."
             )
-        plaintext = request.META.get("HTTP_X_SWARM_METADATA_TOKEN", "").strip()
+        plaintext = request.META.get("HTTP_" + self.header.upper().replace("-", "_"), "").strip()
         if not plaintext:
-            raise exceptions.NotAuthenticated(f"The {METADATA_TOKEN_HEADER} header is required.")
+            raise exceptions.NotAuthenticated(f"The {self.header} header is required.")
         token = authenticate_token(plaintext)
-        if token is None or token.scope != TokenScope.EXECUTION or token.subject_type != "execution":
-            raise exceptions.AuthenticationFailed("Invalid, expired or revoked metadata token.")
+        if token is None or token.scope != TokenScope.EXECUTION or token.subject_type != self.subject_type:
+            raise exceptions.AuthenticationFailed(f"Invalid, expired or revoked {self.header} token.")
         return principal_from_token(token), token
 
     def authenticate_header(self, request) -> str:
-        return METADATA_TOKEN_HEADER
+        return self.header
 
 
 class MetadataTokenScheme(OpenApiAuthenticationExtension):
@@ -116,7 +123,7 @@ class WorkflowExecutionsView(ScopedAPIView):
     """`POST /api/v1/workflows/<id>/executions` spawns; `GET` lists that workflow's executions."""
 
     @extend_schema(request=ExecutionSpawnSerializer,
-                   responses={202: ExecutionSerializer, **error_responses(400, 404, 409)},
+                   responses={202: ExecutionSerializer, **error_responses(400, 404, 409, 422)},
                    summary="Spawn an execution of the active version")
     def post(self, request, workflow_id: int):
         workflow = selectors.workflow_get(self.principal, workflow_id)
@@ -124,7 +131,7 @@ class WorkflowExecutionsView(ScopedAPIView):
         serializer.is_valid(raise_exception=True)
         execution = services.execution_spawn(
             principal=self.principal, workflow=workflow, env=serializer.validated_data["env"],
-            inputs=serializer.validated_data["inputs"],
+            inputs=serializer.validated_data["inputs"], runtime=serializer.validated_data.get("runtime"),
         )
         execution = execution_selectors.execution_get(self.principal, execution.pk)
         body = ExecutionSerializer(execution, context={"request": request}).data
@@ -180,7 +187,8 @@ class ExecutionEventsView(ScopedAPIView):
 
 def _report(execution: Execution, body) -> Response:
     events = body.get("events") if isinstance(body, dict) else None
-    execution = services.execution_report(execution=execution, events=events)
+    first = body.get("first") if isinstance(body, dict) else None
+    execution = services.execution_report(execution=execution, events=events, first=first)
     return Response({"accepted": len(events), "status": execution.status, "last_seq": execution.last_seq})
 
 

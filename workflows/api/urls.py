@@ -31,3 +31,11 @@ urlpatterns += [
     path("metadata", execution_views.MetadataServiceView.as_view(), name="metadata"),
     path("metadata/events", execution_views.MetadataEventsView.as_view(), name="metadata-events"),
 ]
+
+# The supervisors of local runtimes (issue 15).
+from workflows.api import runtime_views  # noqa: E402
+
+urlpatterns += [
+    path("executions/<int:execution_id>/runtime-events", runtime_views.ExecutionRuntimeEventsView.as_view(),
+         name="execution-runtime-events"),
+]

@@ -13,6 +13,10 @@ Contract for a runtime (`ExecutionRuntime` subclass):
   process group / VM). Idempotent: cancelling a finished one is a no-op.
 * `is_alive(execution) -> bool | None` answers whether the boot is still
   running, or None when this worker cannot tell (another host).
+* `availability() -> RuntimeAvailability` says whether executions can start
+  here now and what the runtime runs on (e.g. the microVM's accelerator), for
+  `/readyz` and the spawn check; `check_spawn(workflow)` raises
+  `RuntimeUnavailable` when this workflow cannot start (the API's 422).
 
 The boot script reports status itself through the API, so a runtime never
 has to translate exit codes; it only reports a boot that died silently.
@@ -21,16 +25,36 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
 _RUNTIMES: dict[str, type["ExecutionRuntime"]] = {}
 # Modules that register built-in runtimes on import.
-_BUILTIN_MODULES = ("workflows.runtimes.process",)
+_BUILTIN_MODULES = ("workflows.runtimes.process", "workflows.runtimes.microvm")
 
 
 class RuntimeStartFailed(Exception):
     """The runtime could not start the boot; nothing is running."""
+
+
+class RuntimeUnavailable(Exception):
+    """This runtime cannot start this execution here (`code` names why; `field` the workflow field at fault)."""
+
+    def __init__(self, reason: str, *, code: str = "runtime_unavailable", field: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.field = field
+
+
+@dataclass(frozen=True)
+class RuntimeAvailability:
+    """Whether a runtime can start executions on this host, why not, and what it runs on."""
+
+    available: bool
+    reason: str = ""
+    details: dict = field(default_factory=dict)
 
 
 class ExecutionRuntime(ABC):
@@ -49,6 +73,16 @@ class ExecutionRuntime(ABC):
     def is_alive(self, execution) -> bool | None:
         """Whether the boot still runs; None when unknown from here."""
         return None
+
+    def availability(self) -> RuntimeAvailability:
+        """Whether executions can start here (cheap: never boots anything)."""
+        return RuntimeAvailability(True)
+
+    def check_spawn(self, workflow) -> None:
+        """Raise RuntimeUnavailable when `workflow` cannot run on this runtime here."""
+        availability = self.availability()
+        if not availability.available:
+            raise RuntimeUnavailable(f"the {self.name} runtime is unavailable: {availability.reason}")
 
 
 def register_runtime(name: str):

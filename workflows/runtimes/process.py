@@ -12,10 +12,11 @@ sandbox gets its own network namespace (`--unshare-net`: loopback only) and
 unix sockets relayed to exactly two endpoints — the control plane and the
 bundle store (see `relay.py`). With `host` it shares the worker's network.
 
-The Celery task returns as soon as the process started; a daemon thread in
-the worker reaps it and reports a boot that died without reporting its own
-exit. If the worker itself dies, `--die-with-parent` takes the sandbox down
-with it and the reaper marks the execution failed (`is_alive()` is False).
+The Celery task returns as soon as the execution's detached supervisor
+(`swarm_agent.supervisor`, see `supervised.py`) has started: it holds the
+relays, runs the sandbox, keeps `boot.log`, and reports a boot that died
+without reporting its own exit. Workers, beat and web servers can all
+restart meanwhile; the execution runs on.
 """
 from __future__ import annotations
 
@@ -23,21 +24,22 @@ import importlib.util
 import logging
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db import close_old_connections, connections
 
 from bundles.downloads import bundle_download_url
-from workflows.runtimes.base import ExecutionRuntime, RuntimeStartFailed, register_runtime
-from workflows.runtimes.relay import start_relays
-from workflows.services.boot import execution_runtime_exited
+from swarm_agent.relay import distinct_endpoints, socket_map
+from workflows.services.runtime_reports import runtime_token_issue, supervisor_deadline_seconds
+from workflows.runtimes.base import RuntimeStartFailed, register_runtime
+from workflows.runtimes.supervised import (
+    SupervisedRuntime,
+    fresh_execution_root,
+    launch_supervisor,
+    runtime_report_url,
+    write_secret_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,16 +54,6 @@ ETC_BINDS = ("/etc/alternatives", "/etc/ssl", "/etc/ca-certificates", "/etc/pki"
              "/etc/nsswitch.conf", "/etc/passwd", "/etc/group", "/etc/localtime", "/etc/ld.so.cache",
              "/etc/mime.types")
 KILL_GRACE_SECONDS = 3.0
-
-
-def _process_start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (guards against pid reuse), or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat_file:
-            fields = stat_file.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-    return fields[19] if fields[0] != "Z" else None
 
 
 def sandbox_mode() -> str:
@@ -119,17 +111,15 @@ def bwrap_argv(*, workdir: Path, cache_dir: Path, token_dir: Path, relay_dir: Pa
 
 
 @register_runtime("process")
-class ProcessRuntime(ExecutionRuntime):
-    """Runs the boot as a local process group, in bubblewrap when available."""
+class ProcessRuntime(SupervisedRuntime):
+    """Runs the boot as a local process group, in bubblewrap when available, owned by a supervisor."""
 
     def start(self, execution, metadata_url: str, token: str) -> dict:
         mode = sandbox_mode()
-        root = Path(settings.SWARM_PROCESS_RUNTIME_DIR) / str(execution.pk)
+        root = fresh_execution_root(execution)
         workdir = root / "workflow"
         cache_dir = Path(settings.SWARM_PROCESS_CACHE_DIR)
-        if root.exists():
-            shutil.rmtree(root)  # a redelivered start begins from nothing
-        workdir.mkdir(parents=True)
+        workdir.mkdir()
         cache_dir.mkdir(parents=True, exist_ok=True)
         boot = [sys.executable, "-m", "swarm_agent.boot",
                 "--cache-budget-mb", str(settings.SWARM_PROCESS_CACHE_BUDGET_MB)]
@@ -144,19 +134,16 @@ class ProcessRuntime(ExecutionRuntime):
         # in the environment, it would stay readable in /proc/<pid>/environ of the sandbox's pid 1.
         token_dir = root / "token"
         token_dir.mkdir(mode=0o700)
-        token_file = token_dir / TOKEN_FILE_NAME
-        token_file.touch(mode=0o600)
-        token_file.write_text(token)
-        relays = []
+        token_file = write_secret_file(token_dir / TOKEN_FILE_NAME, token)
+        relays = None
         if mode == "bwrap":
             relay_dir = None
             if settings.SWARM_PROCESS_NETWORK == "isolated":
                 relay_dir = root / "net"
-                relays, socket_map = start_relays(
-                    relay_dir, [metadata_url, bundle_download_url(execution.version.bundle)],
-                    sandbox_directory=SANDBOX_RELAY_DIR,
-                )
-                env["SWARM_HTTP_UNIX_SOCKETS"] = socket_map
+                endpoints = distinct_endpoints([metadata_url, bundle_download_url(execution.version.bundle)])
+                relays = {"directory": str(relay_dir), "endpoints": endpoints}
+                env["SWARM_HTTP_UNIX_SOCKETS"] = socket_map(endpoints, SANDBOX_RELAY_DIR)
+                relay_dir.mkdir()
             argv = bwrap_argv(workdir=workdir, cache_dir=cache_dir, token_dir=token_dir, relay_dir=relay_dir) + boot
             env.update(SWARM_CACHE_DIR=SANDBOX_CACHE_DIR, SWARM_WORKDIR=SANDBOX_WORKDIR,
                        SWARM_METADATA_TOKEN_FILE=f"{SANDBOX_TOKEN_DIR}/{TOKEN_FILE_NAME}")
@@ -169,82 +156,14 @@ class ProcessRuntime(ExecutionRuntime):
             env.update(SWARM_CACHE_DIR=str(cache_dir), SWARM_WORKDIR=str(workdir),
                        SWARM_METADATA_TOKEN_FILE=str(token_file))
         log_path = root / "boot.log"
-        try:
-            with open(log_path, "ab") as log:
-                process = subprocess.Popen(
-                    argv, env=env, cwd=str(workdir), stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True,
-                )
-        except OSError as exc:
-            for relay in relays:
-                relay.close()
-            raise RuntimeStartFailed(f"could not start the boot process: {exc}") from exc
-        state = {
-            "host": socket.gethostname(),
-            "pid": process.pid,
-            "pgid": process.pid,
-            "start_time": _process_start_time(process.pid),
-            "sandbox": mode,
-            "network": "isolated" if relays else "host",
-            "workdir": str(workdir),
-            "log": str(log_path),
+        runtime_token = runtime_token_issue(execution=execution)
+        spec = {
+            "kind": "process", "execution_id": execution.pk, "root": str(root), "log": str(log_path),
+            "argv": argv, "env": env, "cwd": str(workdir), "workdir": str(workdir), "relays": relays,
+            "report_url": runtime_report_url(execution),
+            "runtime_token_file": str(write_secret_file(root / "runtime-token", runtime_token)),
+            "deadline_seconds": supervisor_deadline_seconds(execution=execution),
         }
-        threading.Thread(target=_supervise, args=(execution.pk, process, root, relays), daemon=True,
-                         name=f"execution-{execution.pk}-supervisor").start()
+        state = launch_supervisor(root, spec)
+        state.update(sandbox=mode, network="isolated" if relays else "host", workdir=str(workdir), log=str(log_path))
         return state
-
-    def _owned_process(self, execution) -> int | None:
-        """The boot's pgid when it still runs on this host, else None."""
-        state = execution.runtime_state or {}
-        if state.get("host") != socket.gethostname() or not state.get("pid"):
-            return None
-        started = _process_start_time(state["pid"])
-        if started is None or (state.get("start_time") and started != state["start_time"]):
-            return None
-        return state["pgid"]
-
-    def cancel(self, execution) -> None:
-        pgid = self._owned_process(execution)
-        if pgid is None:
-            return
-        kill_process_group(pgid)
-
-    def is_alive(self, execution) -> bool | None:
-        state = execution.runtime_state or {}
-        if state.get("host") != socket.gethostname():
-            return None
-        return self._owned_process(execution) is not None
-
-
-def kill_process_group(pgid: int, grace: float = KILL_GRACE_SECONDS) -> None:
-    """SIGTERM a process group, then SIGKILL whatever is left after `grace` seconds."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _supervise(execution_id: int, process: subprocess.Popen, root: Path, relays: list) -> None:
-    """Wait for the boot, then close its relays, report a silent death and clean the workdir."""
-    returncode = process.wait()
-    for relay in relays:
-        relay.close()
-    try:
-        close_old_connections()
-        execution_runtime_exited(execution_id=execution_id, returncode=returncode)
-    except Exception:  # noqa: BLE001 - a supervisor thread must never take the worker down
-        logger.exception("could not record the exit of execution %s", execution_id)
-    finally:
-        connections.close_all()
-        shutil.rmtree(root / "workflow", ignore_errors=True)

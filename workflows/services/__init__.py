@@ -11,7 +11,7 @@ package re-exports the public names, so callers write
 `from workflows import services` and `services.execution_spawn(...)`;
 modules of the package import from their sibling modules, never from here.
 """
-from workflows.services.boot import execution_metadata_serve, execution_report, execution_runtime_exited
+from workflows.services.boot import execution_metadata_serve, execution_report
 from workflows.services.executions import (
     EXECUTION_SUBJECT,
     execution_cancel,
@@ -55,7 +55,6 @@ __all__ = [
     "execution_metadata_serve",
     "execution_provision",
     "execution_report",
-    "execution_runtime_exited",
     "execution_spawn",
     "execution_stop_runtime",
     "execution_time_out",

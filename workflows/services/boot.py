@@ -1,8 +1,8 @@
-"""What the boot side calls: the metadata service, the events the boot script reports, a boot that died silently.
+"""What the boot side calls: the metadata service and the events the boot script reports.
 
 The boot script (`swarm-agent boot`) authenticates with the execution's
-metadata token; the runtime that started it reports only an exit the boot
-never reported itself (`execution_runtime_exited`).
+metadata token. A boot that died without reporting its end is failed by its
+runtime supervisor's report (`workflows/services/runtime_reports.py`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from workflows.choices import BOOT_REPORTED_EVENTS, ExecutionEventType, Executio
 from workflows.models import Execution
 from workflows.services.executions import (
     execution_events_append,
-    execution_fail,
     execution_lock,
     execution_move_to,
     execution_status_save,
@@ -88,20 +87,30 @@ def _clean_report(raw_events) -> list[dict]:
     return cleaned
 
 
-def execution_report(*, execution: Execution, events) -> Execution:
+def execution_report(*, execution: Execution, events, first: int | None = None) -> Execution:
     """Record events reported by the boot script and apply the status they imply.
 
     Any boot event → booting; `started` → running (the timeout clock starts);
     `exited` → succeeded (exit code 0) or failed; `error` → failed. A
     terminal execution accepts nothing more (409 `execution_finished`).
+    `first` (the index of the batch's first event among all the boot has
+    reported) makes a retried batch idempotent: events already stored are
+    skipped.
     """
     cleaned = _clean_report(events)
+    if first is not None and (not isinstance(first, int) or isinstance(first, bool) or first < 0):
+        raise ApiError("first must be a non-negative integer.", code="invalid", field="first")
     with transaction.atomic():
         execution = execution_lock(execution_id=execution.pk)
         if execution.is_finished:
             raise Conflict(f"Execution {execution.pk} has ended ({execution.status}).", code="execution_finished")
+        if first is not None:
+            cleaned = cleaned[max(0, execution.boot_reported - first):]
+            execution.boot_reported = max(execution.boot_reported, first + len(events))
+            Execution.objects.filter(pk=execution.pk).update(boot_reported=execution.boot_reported)
         secret_values = secrets_for_workflow(workflow=execution.workflow).values()
-        execution_events_append(execution=execution, events=cleaned, secret_values=secret_values)
+        if cleaned:
+            execution_events_append(execution=execution, events=cleaned, secret_values=secret_values)
         for event in cleaned:
             event_type = event["type"]
             if event_type == ExecutionEventType.STARTED:
@@ -122,12 +131,3 @@ def execution_report(*, execution: Execution, events) -> Execution:
         execution_status_save(execution=execution)
     return execution
 
-
-def execution_runtime_exited(*, execution_id: int, returncode: int) -> Execution:
-    """The runtime saw the boot exit; a boot that never reported its end fails the execution."""
-    execution = Execution.objects.get(pk=execution_id)
-    if execution.is_finished:
-        return execution
-    return execution_fail(execution_id=execution_id,
-                          reason=f"the boot process exited with code {returncode} without reporting an exit",
-                          data={"boot_exit_code": returncode})

@@ -22,7 +22,7 @@ from swarm.core.services import api_token_issue, api_tokens_revoke_for_subject, 
 from workflows import tasks
 from workflows.choices import STATUS_ORDER, TERMINAL_STATUSES, ExecutionEventType, ExecutionStatus
 from workflows.models import Execution, ExecutionEvent, Workflow
-from workflows.runtimes import RuntimeStartFailed, get_runtime, runtime_names
+from workflows.runtimes import RuntimeStartFailed, RuntimeUnavailable, get_runtime, runtime_names
 from workflows.services.secrets import SECRET_NAME_PATTERN, mask_data, mask_secrets
 
 logger = logging.getLogger(__name__)
@@ -90,11 +90,46 @@ def _clean_env(env) -> dict[str, str]:
     return cleaned
 
 
-def execution_spawn(*, principal: Principal, workflow: Workflow, env=None, inputs=None) -> Execution:
+class RuntimeUnavailableError(ApiError):
+    """422: the chosen runtime cannot start this execution on this control plane."""
+
+    status_code = 422
+    code = "runtime_unavailable"
+
+
+def runtime_for_spawn(*, workflow: Workflow, requested: str | None) -> str:
+    """The runtime a spawn uses: the requested one, else the workflow's, else the default; checked.
+
+    An unknown requested name is a 400 naming the registered ones; a runtime
+    that cannot start this workflow here (QEMU or the image missing, more
+    memory than the host has) is a 422 naming the reason.
+    """
+    known = runtime_names()
+    if requested:
+        if requested not in known:
+            raise ApiError(f"Unknown runtime {requested!r}; known runtimes: {', '.join(known)}.", code="invalid",
+                           field="runtime")
+        name = requested
+    else:
+        name = workflow.execution_runtime or settings.SWARM_EXECUTION_RUNTIME
+        if name not in known:
+            raise RuntimeUnavailableError(f"The workflow's runtime {name!r} is not registered here; known runtimes: "
+                                          f"{', '.join(known)}.", field="runtime")
+    try:
+        get_runtime(name).check_spawn(workflow)
+    except RuntimeUnavailable as unavailable:
+        raise RuntimeUnavailableError(unavailable.reason[0].upper() + unavailable.reason[1:] + ".",
+                                      code=unavailable.code, field=unavailable.field or "runtime") from None
+    return name
+
+
+def execution_spawn(*, principal: Principal, workflow: Workflow, env=None, inputs=None,
+                    runtime: str | None = None) -> Execution:
     """Spawn the workflow's active version: a pending execution, provisioned by a Celery task.
 
-    No active version → 409 `no_active_version`. The task is enqueued once
-    the row is committed.
+    No active version → 409 `no_active_version`; an unknown `runtime` → 400,
+    one that cannot start it here → 422 (`runtime_for_spawn`). The task is
+    enqueued once the row is committed.
     """
     if not principal.sees_tenant(workflow.tenant_id):
         raise NotFound(f"No workflow {workflow.pk}.")
@@ -103,9 +138,7 @@ def execution_spawn(*, principal: Principal, workflow: Workflow, env=None, input
         inputs = {}
     if not isinstance(inputs, dict):
         raise ApiError("inputs must be a JSON object.", code="invalid", field="inputs")
-    runtime = workflow.execution_runtime or settings.SWARM_EXECUTION_RUNTIME
-    if runtime not in runtime_names():
-        raise Conflict(f"Execution runtime {runtime!r} is not available here.", code="runtime_unavailable")
+    runtime = runtime_for_spawn(workflow=workflow, requested=runtime)
     with transaction.atomic():
         version = workflow.versions.select_related("bundle").filter(is_active=True).first()
         if version is None:
@@ -159,8 +192,10 @@ def execution_provision(*, execution_id: int) -> Execution | None:
         execution_events_append(execution=execution, events=[{
             "type": ExecutionEventType.RUNTIME_STARTED,
             "message": f"{execution.runtime} runtime started the boot"
-                       + (f" (sandbox: {state['sandbox']})" if state.get("sandbox") else ""),
-            "data": {key: state[key] for key in ("sandbox", "network", "host", "pid") if key in state},
+                       + (f" (sandbox: {state['sandbox']})" if state.get("sandbox") else "")
+                       + (f" (accelerator: {state['accelerator']})" if state.get("accelerator") else ""),
+            "data": {key: state[key] for key in ("sandbox", "network", "host", "supervisor_pid", "accelerator",
+                                                 "image", "memory_mb", "cpus") if key in state},
         }])
     return execution
 
@@ -241,6 +276,7 @@ def executions_reap() -> dict:
         if alive is False:
             execution = Execution.objects.get(pk=execution.pk)
             if not execution.is_finished:
-                execution_fail(execution_id=execution.pk, reason="the boot process is gone (worker restarted?)")
+                execution_fail(execution_id=execution.pk,
+                               reason="the runtime's supervisor is gone without reporting how the execution ended")
                 lost += 1
     return {"timed_out": timed_out, "lost": lost}

@@ -37,6 +37,16 @@ def live_system(live_url, celery_worker_process, subprocess_environment):
     return LiveSystem()
 
 
+@pytest.fixture(scope="session")
+def microvm_image():
+    """The microVM image for this checkout (built here if `make microvm-image` did not run; cached by its inputs)."""
+    from django.conf import settings
+
+    from swarm_agent.microvm.image import build_image
+
+    return build_image(settings.SWARM_MICROVM_IMAGE_DIR, log=lambda line: None)
+
+
 @pytest.fixture
 def engine_token(tenant) -> str:
     from swarm.core.services import api_token_issue

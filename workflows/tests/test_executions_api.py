@@ -280,21 +280,22 @@ def test_openapi_schema_describes_the_execution_endpoints(admin_api):
     assert "202" in paths["/api/v1/workflows/{workflow_id}/executions"]["post"]["responses"]
 
 
-def test_an_execution_whose_boot_vanished_is_failed_by_the_reaper(engine_api, workflow):
+def test_an_execution_whose_supervisor_vanished_is_failed_by_the_reaper(engine_api, workflow, tmp_path):
     import socket
 
     execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
-    # A pid that is not running on this host (e.g. the worker restarted and took the sandbox down).
+    # A supervisor pid that is not running on this host (killed outright, so it never reported).
     Execution.objects.filter(pk=execution.pk).update(
-        status="running", runtime_state={"host": socket.gethostname(), "pid": 2**22 + 17, "pgid": 2**22 + 17,
-                                         "start_time": "1", "sandbox": "bwrap"})
+        status="running", runtime_state={"host": socket.gethostname(), "supervisor_pid": 2**22 + 17,
+                                         "supervisor_start_time": "1", "root": str(tmp_path), "sandbox": "bwrap"})
     assert services.executions_reap() == {"timed_out": 0, "lost": 1}
     execution.refresh_from_db()
     assert execution.status == "failed"
     assert "gone" in execution.events.get(type="error").message
     # Another host's execution is left alone: this worker cannot tell.
     other = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
-    Execution.objects.filter(pk=other.pk).update(status="running", runtime_state={"host": "elsewhere", "pid": 1})
+    Execution.objects.filter(pk=other.pk).update(status="running",
+                                                 runtime_state={"host": "elsewhere", "supervisor_pid": 1})
     assert services.executions_reap()["lost"] == 0
 
 

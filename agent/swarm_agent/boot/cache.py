@@ -9,6 +9,10 @@
   recently used entries are removed until the cache fits its budget.
 * A cached entry whose bytes do not hash to its name is corrupt: the caller
   discards it (`discard_if_unchanged`) and fetches again.
+* Read-only shared directories (a microVM sees its host's cache over 9p) are
+  looked in after this cache misses: a hit there is used where it lies, and
+  verified like any other hit; a corrupt one is skipped from then on (it
+  cannot be deleted from here) and the bundle fetched into this cache.
 """
 from __future__ import annotations
 
@@ -51,11 +55,31 @@ class CacheEntry:
 class BundleCache:
     """Content-addressed bundle files under `<root>/bundles`, with a size budget in bytes."""
 
-    def __init__(self, root: str | os.PathLike, budget_bytes: int | None = None):
+    def __init__(self, root: str | os.PathLike, budget_bytes: int | None = None,
+                 shared_directories: list[str | os.PathLike] = ()):
         self.root = Path(root)
         self.directory = self.root / "bundles"
         self.budget_bytes = budget_bytes
+        self.shared_directories = [Path(directory) for directory in shared_directories]
+        self._distrusted: set[Path] = set()
         self.directory.mkdir(parents=True, exist_ok=True)
+
+    def _shared_entry(self, sha256: str) -> CacheEntry | None:
+        """A hit in a read-only shared directory (not yet found corrupt), or None."""
+        for directory in self.shared_directories:
+            path = directory / f"{sha256}.tar.gz"
+            if path in self._distrusted:
+                continue
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            return CacheEntry(path=path, hit=True, identity=(stat.st_dev, stat.st_ino))
+        return None
+
+    def has(self, sha256: str) -> bool:
+        """Whether the bundle is here or in a shared directory (unverified)."""
+        return self.path_for(sha256).exists() or self._shared_entry(sha256) is not None
 
     def path_for(self, sha256: str) -> Path:
         """Where the bundle with this digest lives in the cache."""
@@ -77,6 +101,9 @@ class BundleCache:
             if stat is not None:
                 os.utime(path)  # least-recently-used stamp
                 return CacheEntry(path=path, hit=True, identity=(stat.st_dev, stat.st_ino))
+            shared = self._shared_entry(sha256)
+            if shared is not None:
+                return shared
             fetched = self._download(sha256, url, path, fetch_timeout)
         self.evict(keep=path)
         return CacheEntry(path=path, hit=False, fetched=fetched)
@@ -94,7 +121,14 @@ class BundleCache:
         return fetched
 
     def discard_if_unchanged(self, sha256: str, identity: tuple[int, int] | None) -> None:
-        """Remove a corrupt entry — unless another boot already replaced it with a fresh file."""
+        """Remove a corrupt entry — unless another boot already replaced it with a fresh file.
+
+        A corrupt entry of a shared (read-only) directory is only skipped from now on.
+        """
+        shared = self._shared_entry(sha256)
+        if shared is not None and (identity is None or shared.identity == identity):
+            self._distrusted.add(shared.path)
+            return
         path = self.path_for(sha256)
         with self._lock(sha256):
             try:

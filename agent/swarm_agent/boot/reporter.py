@@ -6,10 +6,19 @@ events endpoint with the execution token. Output lines are batched (up to
 in the same ordered stream. A 401/409 answer means the execution has ended
 (cancelled, timed out) and sets `ended`, which the runner treats as "stop".
 Without a control plane (BUNDLE_URL mode) events are printed as JSON lines.
+
+The control plane may be restarting while the boot runs (its processes can
+all be replaced mid-execution): a batch that cannot be delivered is retried,
+with a backoff capped at `RETRY_MAX_DELAY`, for up to `SWARM_REPORT_RETRY_SECONDS`
+(default 900 s) before it is given up. Each batch carries `first`, the index of
+its first event among everything this boot reported, so a batch whose answer
+was lost (the server stored it, then died) is not stored twice when it is sent
+again.
 """
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sys
 import threading
@@ -19,7 +28,8 @@ from swarm_agent.boot.http import HttpFailure, request_json
 
 BATCH_LINES = 500
 BATCH_SECONDS = 0.2
-RETRIES = 5
+RETRY_SECONDS = float(os.environ.get("SWARM_REPORT_RETRY_SECONDS", "900"))
+RETRY_MAX_DELAY = 2.0
 _STOP = object()
 
 
@@ -32,6 +42,7 @@ class EventReporter:
         self.echo_output = echo_output or events_url is None
         self._queue: queue.Queue = queue.Queue()
         self._headers = {"X-Swarm-Metadata-Token": token or ""}
+        self._reported = 0
         self._thread = threading.Thread(target=self._run, name="event-reporter", daemon=True)
         self._thread.start()
 
@@ -90,23 +101,28 @@ class EventReporter:
             return
         if self.ended.is_set():
             return
-        for attempt in range(RETRIES):
+        first, self._reported = self._reported, self._reported + len(batch)
+        give_up = time.monotonic() + RETRY_SECONDS
+        delay = 0.1
+        while True:
             try:
                 status, text = request_json("POST", self.events_url, headers=self._headers,
-                                            payload={"events": batch})
+                                            payload={"events": batch, "first": first})
             except HttpFailure as exc:
-                print(f"[swarm-agent boot] reporting failed ({exc}); retrying", file=sys.stderr, flush=True)
-                time.sleep(min(2 ** attempt * 0.2, 5))
-                continue
+                status, text = None, str(exc)
             if status in (401, 403, 404, 409):
                 # The execution ended (cancelled / timed out) and its token died with it.
                 self.ended.set()
                 return
-            if status >= 500:
-                time.sleep(min(2 ** attempt * 0.2, 5))
-                continue
-            if status >= 400:
-                print(f"[swarm-agent boot] the control plane refused events: {text[:300]}",
-                      file=sys.stderr, flush=True)
-            return
-        print(f"[swarm-agent boot] gave up reporting {len(batch)} events", file=sys.stderr, flush=True)
+            if status is not None and status < 500:
+                if status >= 400:
+                    print(f"[swarm-agent boot] the control plane refused events: {text[:300]}",
+                          file=sys.stderr, flush=True)
+                return
+            if time.monotonic() > give_up:
+                print(f"[swarm-agent boot] gave up reporting {len(batch)} events: {text[:300]}", file=sys.stderr,
+                      flush=True)
+                return
+            print(f"[swarm-agent boot] reporting failed ({status or text}); retrying", file=sys.stderr, flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY)

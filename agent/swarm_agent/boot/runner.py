@@ -59,6 +59,28 @@ class EntrypointError(Exception):
     """The entrypoint cannot be started (unknown runtime, missing file, no interpreter)."""
 
 
+def resolve_user(name: str) -> tuple[int, int] | None:
+    """(uid, gid) of a user name or numeric uid; None for an empty name."""
+    if not name:
+        return None
+    import pwd
+
+    try:
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except (KeyError, ValueError) as exc:
+        raise EntrypointError(f"no such user to run the entrypoint as: {name!r}") from exc
+    return entry.pw_uid, entry.pw_gid
+
+
+def hand_over(workdir: Path, user: tuple[int, int]) -> None:
+    """Give the unpacked workdir to the user the entrypoint runs as."""
+    uid, gid = user
+    for directory, subdirectories, files in os.walk(workdir):
+        os.chown(directory, uid, gid)
+        for name in (*subdirectories, *files):
+            os.chown(os.path.join(directory, name), uid, gid, follow_symlinks=False)
+
+
 def entrypoint_argv(runtime: str, entrypoint: str, workdir: Path) -> list[str]:
     """The command for a runtime: `python <entrypoint>`, `node <entrypoint>`, or the file itself."""
     target = (workdir / entrypoint).resolve()
@@ -101,7 +123,7 @@ class EntrypointRun:
     """One running entrypoint; `wait()` returns its exit code (128+N when killed by signal N)."""
 
     def __init__(self, argv: list[str], *, workdir: Path, environment: dict, reporter,
-                 memory_limit_mb: int | None = None):
+                 memory_limit_mb: int | None = None, user: tuple[int, int] | None = None):
         self.reporter = reporter
         self.timed_out = False
         self.stopped = False
@@ -111,6 +133,7 @@ class EntrypointRun:
         self.process = subprocess.Popen(
             argv, cwd=str(workdir), env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, process_group=0,
+            **({"user": user[0], "group": user[1], "extra_groups": []} if user else {}),
         )
         self._readers = [
             threading.Thread(target=self._pump, args=(self.process.stdout, "stdout"), daemon=True),

@@ -23,6 +23,10 @@ from swarm_agent.boot.cache import HashMismatch
 from swarm_agent.bundle_safety import BundleLimits, BundleRejected, MemberBudget
 
 READ_CHUNK_BYTES = 1024 * 1024
+# tarfile's extraction filters arrived in 3.11.4 (PEP 706); Debian 12's 3.11.2 — the microVM
+# guest's Python — lacks them. MemberBudget's checks come first either way; the filter is a second guard.
+_DATA_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+_FILTER_ERROR = getattr(tarfile, "FilterError", ())
 COPY_BUFFER_BYTES = 1024 * 1024
 
 
@@ -110,8 +114,8 @@ def unpack_bundle(path: Path, workdir: Path, *, limits: BundleLimits,
                                   copybufsize=COPY_BUFFER_BYTES) as archive:
                     for member in archive:
                         budget.admit(member)
-                        archive.extract(member, path=workdir, filter="data", set_attrs=True)
-            except tarfile.FilterError as exc:
+                        archive.extract(member, path=workdir, set_attrs=True, **_DATA_FILTER)
+            except _FILTER_ERROR as exc:
                 raise BundleRejected("unsafe_member", f"refused by the data filter: {exc}") from exc
             except (tarfile.TarError, EOFError, ValueError, OSError) as exc:
                 if expected_sha256:

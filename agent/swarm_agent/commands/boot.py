@@ -25,7 +25,14 @@ import json
 from swarm_agent.boot.cache import BundleCache, HashMismatch
 from swarm_agent.boot.fetch import FetchError
 from swarm_agent.boot.reporter import EventReporter
-from swarm_agent.boot.runner import EntrypointError, EntrypointRun, child_environment, entrypoint_argv
+from swarm_agent.boot.runner import (
+    EntrypointError,
+    EntrypointRun,
+    child_environment,
+    entrypoint_argv,
+    hand_over,
+    resolve_user,
+)
 from swarm_agent.boot.unpack import limits_from_environment, unpack_bundle
 from swarm_agent.boot.http import HttpFailure, request_json
 from swarm_agent.bundle_safety import BundleRejected
@@ -34,7 +41,8 @@ DEFAULT_CACHE_DIR = "/var/cache/swarm"
 DEFAULT_WORKDIR = "/opt/workflow"
 DEFAULT_CACHE_BUDGET_MB = 2048
 BOOT_FAILED = 70
-METADATA_ATTEMPTS = 5
+#: How long the metadata service may stay unreachable (a control plane restarting) before the boot gives up.
+METADATA_RETRY_SECONDS = float(os.environ.get("SWARM_REPORT_RETRY_SECONDS", "900"))
 
 
 def register(subparsers) -> None:
@@ -64,26 +72,34 @@ def register(subparsers) -> None:
                         help="cache size budget in MiB, least recently used out first (env SWARM_CACHE_BUDGET_MB)")
     parser.add_argument("--workdir", default=os.environ.get("SWARM_WORKDIR", DEFAULT_WORKDIR),
                         help=f"where the bundle is unpacked (env SWARM_WORKDIR, default {DEFAULT_WORKDIR})")
+    parser.add_argument("--shared-cache-dir", action="append",
+                        default=list(filter(None, os.environ.get("SWARM_SHARED_CACHE_DIR", "").split(":"))),
+                        help="read-only bundle directory looked in after the cache misses, e.g. the host's cache "
+                             "inside a microVM (env SWARM_SHARED_CACHE_DIR, colon-separated)")
+    parser.add_argument("--run-as", default=os.environ.get("SWARM_RUN_AS", ""),
+                        help="run the entrypoint as this user (name or uid), owning the workdir; the boot stays "
+                             "who it is (env SWARM_RUN_AS; the microVM's guest uses an unprivileged user)")
     parser.set_defaults(handler=handle_boot)
 
 
 def _fetch_metadata(url: str, token: str) -> dict:
-    last_error = None
-    for attempt in range(METADATA_ATTEMPTS):
+    give_up = time.monotonic() + METADATA_RETRY_SECONDS
+    delay = 0.1
+    while True:
         try:
             status, text = request_json("GET", url, headers={"X-Swarm-Metadata-Token": token})
         except HttpFailure as exc:
-            last_error = str(exc)
-            time.sleep(0.2 * 2 ** attempt)
-            continue
-        if status >= 500:
+            status, last_error = None, str(exc)
+        else:
             last_error = f"HTTP {status}"
-            time.sleep(0.2 * 2 ** attempt)
-            continue
-        if status != 200:
-            raise SystemExit(f"swarm-agent boot: the metadata service refused: {status} {text[:300]}")
-        return json.loads(text)
-    raise SystemExit(f"swarm-agent boot: the metadata service is unreachable: {last_error}")
+        if status is not None and status < 500:
+            if status != 200:
+                raise SystemExit(f"swarm-agent boot: the metadata service refused: {status} {text[:300]}")
+            return json.loads(text)
+        if time.monotonic() > give_up:
+            raise SystemExit(f"swarm-agent boot: the metadata service is unreachable: {last_error}")
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 def _metadata_token() -> str:
@@ -133,7 +149,7 @@ def _prepare_bundle(metadata: dict, cache: BundleCache, workdir: Path, reporter:
     """
     sha256, url = metadata["bundle_hash"], metadata["bundle_url"]
     limits = limits_from_environment()
-    if not cache.path_for(sha256).exists():
+    if not cache.has(sha256):
         reporter.event("bundle_cache_miss", f"bundle {sha256[:12]} is not in the cache", {"reason": "absent"})
     entry = cache.obtain(sha256, url)
     if entry.hit:
@@ -201,9 +217,13 @@ def handle_boot(args) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        cache = BundleCache(args.cache_dir, budget_bytes=args.cache_budget_mb * 1024 * 1024)
+        cache = BundleCache(args.cache_dir, budget_bytes=args.cache_budget_mb * 1024 * 1024,
+                            shared_directories=args.shared_cache_dir)
         try:
+            user = resolve_user(args.run_as)
             _prepare_bundle(metadata, cache, workdir, reporter)
+            if user is not None:
+                hand_over(workdir, user)
             argv = entrypoint_argv(metadata["runtime"], metadata["entrypoint"], workdir)
         except HashMismatch as mismatch:
             reporter.event("error", f"{mismatch}; the bundle was discarded and nothing ran",
@@ -219,7 +239,7 @@ def handle_boot(args) -> int:
         environment = child_environment(workdir=workdir, env=metadata.get("env"), secrets=metadata.get("secrets"),
                                         execution_id=metadata.get("execution_id"), inputs=metadata.get("inputs"))
         run = EntrypointRun(argv, workdir=workdir, environment=environment, reporter=reporter,
-                            memory_limit_mb=metadata.get("memory_mb") or None)
+                            memory_limit_mb=metadata.get("memory_mb") or None, user=user)
         running["run"] = run
         reporter.event("started", f"started {' '.join(Path(a).name if i == 0 else a for i, a in enumerate(argv))}",
                        {"runtime": metadata["runtime"], "entrypoint": metadata["entrypoint"],

@@ -1,13 +1,18 @@
-"""Unix-socket relays: the only way out of a network-isolated sandbox.
+"""Unix-socket relays: the only way out of a network-isolated sandbox or microVM.
 
 A sandbox started with `--unshare-net` has a loopback interface and nothing
 else. For each endpoint the boot must reach (the control plane's metadata
-service, the bundle store) the runtime binds a unix socket into the sandbox
-and relays every connection made to it to that one TCP upstream. The bytes
-are relayed as they are (TLS stays end-to-end); the boot script maps
-`host:port` to the socket path (`SWARM_HTTP_UNIX_SOCKETS`). The entrypoint
-can use the same sockets, which lead only to endpoints that demand the
-execution's token or a presigned URL.
+service, the bundle store) the supervisor binds a unix socket into the
+sandbox and relays every connection made to it to that one TCP upstream.
+Inside a microVM the guest init runs the same relays, from unix sockets to
+the addresses QEMU forwards (`guestfwd`) to those endpoints. The bytes are
+relayed as they are (TLS stays end-to-end); the boot script maps `host:port`
+to the socket path (`SWARM_HTTP_UNIX_SOCKETS`), so the Host header a
+presigned URL signs stays the URL's own. The entrypoint can use the same
+sockets, which lead only to endpoints that demand the execution's token or a
+presigned URL.
+
+Standard library only: the supervisor and the guest import it.
 """
 from __future__ import annotations
 
@@ -96,15 +101,25 @@ def _pipe(source: socket.socket, target: socket.socket) -> None:
             pass
 
 
-def start_relays(directory: Path, urls: list[str], *, sandbox_directory: str) -> tuple[list[UnixSocketRelay], str]:
-    """One relay per distinct endpoint of `urls`; returns them and the `SWARM_HTTP_UNIX_SOCKETS` value."""
-    directory.mkdir(parents=True, exist_ok=True)
-    relays, mapping = [], []
+def distinct_endpoints(urls: list[str]) -> list[tuple[str, int]]:
+    """The (host, port) endpoints of `urls`, each once, in order."""
+    endpoints: list[tuple[str, int]] = []
     for url in urls:
-        host, port = endpoint_of(url)
-        if any(relay.upstream == (host, port) for relay in relays):
-            continue
-        name = f"{len(relays)}.sock"
-        relays.append(UnixSocketRelay(directory / name, (host, port)))
-        mapping.append(f"{host}:{port}={sandbox_directory}/{name}")
-    return relays, ",".join(mapping)
+        endpoint = endpoint_of(url)
+        if endpoint not in endpoints:
+            endpoints.append(endpoint)
+    return endpoints
+
+
+def socket_map(endpoints: list[tuple[str, int]], directory: str) -> str:
+    """The `SWARM_HTTP_UNIX_SOCKETS` value naming `<directory>/<index>.sock` for each endpoint."""
+    return ",".join(f"{host}:{port}={directory}/{index}.sock" for index, (host, port) in enumerate(endpoints))
+
+
+def start_relays(directory: Path, endpoints: list[tuple[str, int]],
+                 upstreams: list[tuple[str, int]] | None = None) -> list[UnixSocketRelay]:
+    """One relay `<directory>/<index>.sock` per endpoint, to that endpoint (or to `upstreams[index]`)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    upstreams = upstreams or endpoints
+    return [UnixSocketRelay(directory / f"{index}.sock", upstream) for index, upstream in enumerate(upstreams)]
