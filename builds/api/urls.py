@@ -9,10 +9,11 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from builds.api import views, viewsets
+from tenancy.api.viewsets import TENANT_PREFIX
 
 router = SimpleRouter(trailing_slash=False)
 router.register("jobs", viewsets.JobViewSet, basename="job")
-router.register(rf"{viewsets.TENANT_PREFIX}/jobs", viewsets.TenantJobViewSet, basename="tenant-job")
+router.register(rf"{TENANT_PREFIX}/jobs", viewsets.TenantJobViewSet, basename="tenant-job")
 router.register("builds", viewsets.BuildViewSet, basename="build")
 router.register("queues", viewsets.QueueViewSet, basename="queue")
 

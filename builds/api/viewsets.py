@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.http import FileResponse, HttpResponseRedirect
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -38,11 +38,9 @@ from builds.models import Queue
 from swarm.core.api import error_responses
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.viewsets import ID_PATTERN, NAME_PATTERN, SLUG_PATTERN, SwarmViewSet, TenantScopedViewSet
+from tenancy.api.viewsets import TenantNestedViewSet
 from tenancy.models import Tenant
 from tenancy.selectors import tenant_get
-
-#: The tenant slug of the routes nested under `/tenants/<slug>/`.
-TENANT_PREFIX = rf"tenants/(?P<slug>{SLUG_PATTERN})"
 
 
 def _tenant_for_write(principal, slug: str | None) -> Tenant | None:
@@ -148,7 +146,10 @@ class JobViewSet(JobTriggerActions, TenantScopedViewSet):
         return Response(status=204)
 
 
-class TenantJobViewSet(JobTriggerActions, TenantScopedViewSet):
+@extend_schema_view(list=extend_schema(responses={200: JobSerializer(many=True), **error_responses(400, 404)},
+                                       summary="List a tenant's jobs",
+                                       description="`GET /tenants/<slug>/jobs`: a tenant's jobs."))
+class TenantJobViewSet(JobTriggerActions, TenantNestedViewSet):
     """`/tenants/<slug>/jobs[/<name>]`: a tenant's jobs, each named without ambiguity, and their trigger."""
 
     queryset = selectors.job_rows()
@@ -157,16 +158,6 @@ class TenantJobViewSet(JobTriggerActions, TenantScopedViewSet):
     lookup_url_kwarg = "name"
     lookup_value_regex = SLUG_PATTERN
     not_found_detail = "No job {slug}/{name}."
-
-    def get_queryset(self):
-        return super().get_queryset().filter(tenant__slug=self.kwargs["slug"])
-
-    @extend_schema(responses={200: JobSerializer(many=True), **error_responses(400, 404)},
-                   summary="List a tenant's jobs")
-    def list(self, request, slug: str):
-        """`GET /tenants/<slug>/jobs`: a tenant's jobs."""
-        tenant_get(self.principal, slug)  # 404 for a tenant the caller does not see
-        return self.list_page()
 
     @extend_schema(responses={200: JobSerializer, **error_responses(404)},
                    summary="Describe a job by tenant and name")

@@ -7,9 +7,10 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from workflows.api import execution_views, views, viewsets
+from tenancy.api.viewsets import TENANT_PREFIX
 
 router = SimpleRouter(trailing_slash=False)
-router.register(rf"{viewsets.TENANT_PREFIX}/workflows", viewsets.TenantWorkflowViewSet, basename="tenant-workflow")
+router.register(rf"{TENANT_PREFIX}/workflows", viewsets.TenantWorkflowViewSet, basename="tenant-workflow")
 router.register("workflows", viewsets.WorkflowViewSet, basename="workflow")
 router.register("executions", viewsets.ExecutionViewSet, basename="execution")
 

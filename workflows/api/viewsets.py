@@ -10,14 +10,14 @@ tenant's workflow, version or execution is a 404. Bundle uploads, the event
 report of the boot script and the metadata service stay plain views
 (workflows/api/views.py, execution_views.py).
 """
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from swarm.core.api import error_responses
 from swarm.core.viewsets import ID_PATTERN, SLUG_PATTERN, TenantScopedViewSet
-from tenancy.selectors import tenant_get
+from tenancy.api.viewsets import TenantNestedViewSet
 from workflows import execution_selectors, selectors, services
 from workflows.api.execution_serializers import ExecutionSerializer, ExecutionSpawnSerializer
 from workflows.api.serializers import (
@@ -27,11 +27,10 @@ from workflows.api.serializers import (
     WorkflowVersionSerializer,
 )
 
-#: The tenant slug of the routes nested under `/tenants/<slug>/`.
-TENANT_PREFIX = rf"tenants/(?P<slug>{SLUG_PATTERN})"
-
-
-class TenantWorkflowViewSet(TenantScopedViewSet):
+@extend_schema_view(list=extend_schema(responses={200: WorkflowSerializer(many=True), **error_responses(400, 404)},
+                                       summary="List a tenant's workflows",
+                                       description="`GET /api/v1/tenants/<slug>/workflows`: a tenant's workflows."))
+class TenantWorkflowViewSet(TenantNestedViewSet):
     """A tenant's workflows: `/tenants/<slug>/workflows` and `/tenants/<slug>/workflows/<workflow_slug>`."""
 
     queryset = selectors.workflow_rows()
@@ -41,21 +40,11 @@ class TenantWorkflowViewSet(TenantScopedViewSet):
     lookup_value_regex = SLUG_PATTERN
     not_found_detail = "No workflow {slug}/{workflow_slug}."
 
-    def get_queryset(self):
-        return super().get_queryset().filter(tenant__slug=self.kwargs["slug"])
-
-    @extend_schema(responses={200: WorkflowSerializer(many=True), **error_responses(400, 404)},
-                   summary="List a tenant's workflows")
-    def list(self, request, slug: str):
-        """`GET /api/v1/tenants/<slug>/workflows`: a tenant's workflows."""
-        tenant_get(self.principal, slug)  # 404 for a tenant the caller does not see
-        return self.list_page()
-
     @extend_schema(request=WorkflowCreateSerializer,
                    responses={201: WorkflowSerializer, **error_responses(400, 404, 409)}, summary="Create a workflow")
     def create(self, request, slug: str):
         """`POST /api/v1/tenants/<slug>/workflows`: a new workflow of the tenant."""
-        tenant = tenant_get(self.principal, slug)
+        tenant = self.url_tenant()
         serializer = WorkflowCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         workflow = services.workflow_create(principal=self.principal, tenant=tenant, **serializer.validated_data)
