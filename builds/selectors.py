@@ -1,4 +1,4 @@
-"""Reads of the builds app, always scoped by the caller's principal (tenancy.scope: another tenant's object is a 404)."""
+"""Reads of the builds app, scoped by the caller's principal (tenancy.scope): another tenant's object is a 404."""
 from __future__ import annotations
 
 from urllib.parse import quote

@@ -184,7 +184,9 @@ def api_endpoints() -> list[Endpoint]:
                 continue
             callback = pattern.callback
             if hasattr(callback, "actions"):  # a viewset route
-                methods = list(callback.actions)
+                # DRF answers HEAD with the GET action (and adds it to `actions` on the first request): one handler.
+                methods = [method for method, action in callback.actions.items()
+                           if not (method == "head" and callback.actions.get("get") == action)]
             elif hasattr(callback, "view_class"):
                 view = callback.view_class
                 methods = [m for m in view.http_method_names if m != "options" and m in vars_of(view)]

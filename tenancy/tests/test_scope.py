@@ -61,7 +61,7 @@ def test_every_model_that_leads_to_a_tenant_declares_its_path_and_uses_the_scope
             related = related if name == "pk" else related._meta.get_field(name).related_model
         if related is not Tenant:
             wrong.append(f"{label}: {path} leads to {related._meta.label}, not tenancy.Tenant")
-    assert not missing, f"tenant-owned models without a tenant_path (or add them to NOT_SCOPED with a reason): {missing}"
+    assert not missing, f"tenant-owned models without a tenant_path (or list them in NOT_SCOPED): {missing}"
     assert not wrong, wrong
 
 

@@ -5,7 +5,8 @@
 * `executions` — spawn, provision, the state changes and their events, cancel, timeouts, the reaper.
 * `boot`       — what the boot side calls: the metadata service, reported events, a silent boot exit.
 
-Tenants themselves are the tenancy app's (`tenancy.services`). The API views, the admin, the Celery tasks and the runtimes call these. This
+Tenants themselves are the tenancy app's (`tenancy.services`). The API
+views, the admin, the Celery tasks and the runtimes call these. This
 package re-exports the public names, so callers write
 `from workflows import services` and `services.execution_spawn(...)`;
 modules of the package import from their sibling modules, never from here.

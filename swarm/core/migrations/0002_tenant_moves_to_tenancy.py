@@ -21,9 +21,10 @@ class Migration(migrations.Migration):
                 migrations.AlterField(
                     model_name="apitoken",
                     name="tenant",
-                    field=models.ForeignKey(blank=True, help_text="When set, the token only sees this tenant's objects.",
-                                            null=True, on_delete=django.db.models.deletion.CASCADE,
-                                            related_name="api_tokens", to="tenancy.tenant"),
+                    field=models.ForeignKey(blank=True, null=True,
+                                            help_text="When set, the token only sees this tenant's objects.",
+                                            on_delete=django.db.models.deletion.CASCADE, related_name="api_tokens",
+                                            to="tenancy.tenant"),
                 ),
                 migrations.AlterField(
                     model_name="auditlogentry",
