@@ -160,14 +160,14 @@ def bundle_bytes():
 
 @pytest.fixture
 def tenant(db):
-    from workflows.models import Tenant
+    from tenancy.models import Tenant
 
     return Tenant.objects.create(name="Acme", slug="acme")
 
 
 @pytest.fixture
 def other_tenant(db):
-    from workflows.models import Tenant
+    from tenancy.models import Tenant
 
     return Tenant.objects.create(name="Globex", slug="globex")
 
@@ -206,6 +206,22 @@ def read_api(db, tenant):
 @pytest.fixture
 def anonymous_api():
     return APIClient()
+
+
+@pytest.fixture
+def operator(django_user_model):
+    """A superuser of the admin site (`user:operator` in the audit log)."""
+    return django_user_model.objects.create_superuser("operator", "ops@example.com", "operator-pass-1")
+
+
+@pytest.fixture
+def admin_client_(operator):
+    """Django's test client logged in to the admin as `operator`."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(operator)
+    return client
 
 
 def upload(client, data: bytes, *, tenant="acme", workflow="hello", version="1.0.0", **fields):

@@ -17,6 +17,7 @@ from builds.models import Artifact, Build, BuildAttempt, BuildEvent, Job, Queue,
 from builds.selectors import build_artifacts
 from swarm.core.errors import ApiError
 from swarm.core.service_admin import ServiceModelAdmin, adopt_saved, form_changes
+from tenancy.admin import TenantScopedAdmin
 
 
 def _actor(request) -> str:
@@ -73,7 +74,7 @@ class JobAdminForm(forms.ModelForm):
 
 
 @admin.register(Job)
-class JobAdmin(ServiceModelAdmin):
+class JobAdmin(TenantScopedAdmin, ServiceModelAdmin):
     form = JobAdminForm
     list_display = ["name", "tenant", "scm_url", "default_branch", "branch_filter", "queue", "enabled", "last_build"]
     list_filter = ["enabled", "queue", "tenant"]
@@ -144,7 +145,7 @@ class EventInline(admin.TabularInline):
 
 
 @admin.register(Build)
-class BuildAdmin(admin.ModelAdmin):
+class BuildAdmin(TenantScopedAdmin):
     list_display = ["id", "job", "number", "state", "failure_reason", "duration", "drone", "attempt_count", "branch",
                     "short_sha", "trigger", "created_at"]
     list_filter = ["state", "failure_reason", "trigger", "queue", "job"]
@@ -178,7 +179,7 @@ class BuildAdmin(admin.ModelAdmin):
         ]
 
     def _post_only(self, request, build_id):
-        build = get_object_or_404(Build, pk=build_id)
+        build = get_object_or_404(self.get_queryset(request), pk=build_id)
         if request.method != "POST" or not self.has_change_permission(request, build):
             return None, HttpResponseRedirect(reverse("admin:builds_build_change", args=[build_id]))
         return build, None
@@ -208,7 +209,7 @@ class BuildAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:builds_build_change", args=[build_id]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        build = get_object_or_404(Build, pk=object_id)
+        build = get_object_or_404(self.get_queryset(request), pk=object_id)
         artifacts = [
             {"artifact": artifact,
              "url": reverse("build-artifact-download", kwargs={"build_id": build.pk, "artifact_id": artifact.pk})}
@@ -241,7 +242,7 @@ class BuildAdmin(admin.ModelAdmin):
 
 
 @admin.register(Artifact)
-class ArtifactAdmin(admin.ModelAdmin):
+class ArtifactAdmin(TenantScopedAdmin):
     list_display = ["path", "build", "size", "sha256", "state", "download"]
     list_filter = ["state"]
     readonly_fields = [f.name for f in Artifact._meta.fields]

@@ -14,6 +14,7 @@ from builds.choices import (
     WebhookProvider,
 )
 from swarm.core.secret_box import MAPPING, EncryptedTextField, plaintext_property
+from tenancy.scope import TenantScopedQuerySet
 
 
 class Queue(models.Model):
@@ -38,18 +39,6 @@ class Queue(models.Model):
         return self.name
 
 
-class JobQuerySet(models.QuerySet):
-    """Scoping helpers for jobs."""
-
-    def for_principal(self, principal):
-        """Jobs the principal may see (its tenant's, or all when unbound)."""
-        if principal is None:
-            return self.none()
-        if principal.is_tenant_bound:
-            return self.filter(tenant_id=principal.tenant_id)
-        return self
-
-
 class Job(models.Model):
     """What to build: where the source is, which branches, and the build config.
 
@@ -60,7 +49,7 @@ class Job(models.Model):
     """
 
     tenant = models.ForeignKey(
-        "workflows.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="build_jobs"
+        "tenancy.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="build_jobs"
     )
     name = models.SlugField(max_length=100)
     description = models.CharField(max_length=300, blank=True)
@@ -83,7 +72,9 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = JobQuerySet.as_manager()
+    # A job without a tenant is visible to unbound principals only (tenancy.scope).
+    tenant_path = "tenant"
+    objects = TenantScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -101,16 +92,8 @@ class Job(models.Model):
                                         "is set; SecretUndecryptable when no key fits).")
 
 
-class BuildQuerySet(models.QuerySet):
-    """Scoping helpers for builds."""
-
-    def for_principal(self, principal):
-        """Builds the principal may see (its tenant's jobs, or all when unbound)."""
-        if principal is None:
-            return self.none()
-        if principal.is_tenant_bound:
-            return self.filter(job__tenant_id=principal.tenant_id)
-        return self
+class BuildQuerySet(TenantScopedQuerySet):
+    """Builds: the tenant scope and the builds drones hold."""
 
     def active(self):
         """Builds a drone currently holds."""
@@ -155,6 +138,7 @@ class Build(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
 
+    tenant_path = "job__tenant"
     objects = BuildQuerySet.as_manager()
 
     class Meta:
@@ -203,6 +187,9 @@ class BuildAttempt(models.Model):
     log_checksum_reported = models.CharField(max_length=80, blank=True)
     log_storage_key = models.CharField(max_length=500, blank=True, help_text="Set once the log is archived.")
 
+    tenant_path = "build__job__tenant"
+    objects = TenantScopedQuerySet.as_manager()
+
     class Meta:
         ordering = ["build_id", "number"]
         constraints = [
@@ -219,6 +206,9 @@ class BuildLogChunk(models.Model):
     attempt = models.ForeignKey(BuildAttempt, on_delete=models.CASCADE, related_name="log_chunks")
     offset = models.BigIntegerField()
     data = models.BinaryField()
+
+    tenant_path = "attempt__build__job__tenant"
+    objects = TenantScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["attempt_id", "offset"]
@@ -241,6 +231,9 @@ class Artifact(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     stored_at = models.DateTimeField(null=True, blank=True)
 
+    tenant_path = "build__job__tenant"
+    objects = TenantScopedQuerySet.as_manager()
+
     class Meta:
         ordering = ["build_id", "path"]
         constraints = [
@@ -252,7 +245,11 @@ class Artifact(models.Model):
 
 
 class WebhookDelivery(models.Model):
-    """One delivery from a forge, unique on (provider, delivery id) so a replay is a no-op."""
+    """One delivery from a forge, unique on (provider, delivery id) so a replay is a no-op.
+
+    Not tenant-owned: one push may queue builds of jobs in several tenants
+    (`build_ids`), and deliveries are read only in the admin.
+    """
 
     provider = models.CharField(max_length=16, choices=WebhookProvider.choices)
     delivery_id = models.CharField(max_length=200)
@@ -284,6 +281,9 @@ class BuildEvent(models.Model):
     kind = models.CharField(max_length=40)
     actor = models.CharField(max_length=200, blank=True)
     detail = models.JSONField(default=dict, blank=True)
+
+    tenant_path = "build__job__tenant"
+    objects = TenantScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["build_id", "at", "id"]

@@ -1,60 +1,91 @@
-"""Reads of the builds app, always scoped by the caller's principal (another tenant's object is a 404)."""
+"""Reads of the builds app, scoped by the caller's principal (tenancy.scope): another tenant's object is a 404."""
 from __future__ import annotations
+
+from urllib.parse import quote
+
+from django.db.models import QuerySet
 
 from builds.choices import ACTIVE_STATES, BuildState
 from builds.models import Artifact, Build, BuildAttempt, Job
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.inputs import MAX_INT32, MAX_INT64, parse_int
 
+API_ROOT = "/api/v1"
+#: An `ambiguous` answer names at most this many of the matching jobs' URLs.
+AMBIGUOUS_URLS_SHOWN = 10
 
-def _is_id(value) -> bool:
+
+def is_id(value) -> bool:
     """Whether request text names an object by id (ASCII digits that fit a bigint), not by name."""
     text = str(value)
     return text.isascii() and text.isdigit() and int(text) <= MAX_INT64
 
 
-def job_list(principal):
+def job_rows() -> QuerySet[Job]:
+    """Jobs with what their serializer shows (not yet scoped)."""
+    return Job.objects.select_related("queue", "tenant")
+
+
+def job_list(principal) -> QuerySet[Job]:
     """Jobs the principal may see."""
-    return Job.objects.for_principal(principal).select_related("queue", "tenant")
+    return job_rows().visible_to(principal)
 
 
-def job_get(principal, job_id) -> Job:
-    """One visible job by id (or by name when `job_id` is not a number), else 404."""
-    jobs = job_list(principal)
-    job = jobs.filter(pk=int(job_id)).first() if _is_id(job_id) else None
-    if job is None and not _is_id(job_id):
-        matches = list(jobs.filter(name=str(job_id))[:2])
+def job_url(job: Job) -> str:
+    """The URL naming `job` without ambiguity: by tenant and name, or by id for a job without a tenant."""
+    if job.tenant_id is None:
+        return f"{API_ROOT}/jobs/{job.pk}"
+    return f"{API_ROOT}/tenants/{quote(job.tenant.slug)}/jobs/{quote(job.name)}"
+
+
+def job_resolve(jobs: QuerySet[Job], job_id) -> Job:
+    """One of `jobs` by id, or by name when `job_id` is not a number; else 404.
+
+    Names are unique per tenant, so for a principal that sees several tenants
+    a name may match several jobs: that is a 400 `ambiguous` whose detail
+    names the URL of each match (`/tenants/<slug>/jobs/<name>`, or
+    `/jobs/<id>` for a job without a tenant). A tenant-bound principal sees
+    one tenant's jobs, so its names never clash.
+    """
+    if is_id(job_id):
+        job = jobs.filter(pk=int(job_id)).first()
+    else:
+        matches = list(jobs.filter(name=str(job_id)).select_related("tenant").order_by("tenant__slug", "pk"))
         if len(matches) > 1:
-            raise ApiError(f"Several jobs are named {job_id!r}; use the id.", code="ambiguous", field="job")
+            urls = ", ".join(job_url(match) for match in matches[:AMBIGUOUS_URLS_SHOWN])
+            if len(matches) > AMBIGUOUS_URLS_SHOWN:
+                urls += f" and {len(matches) - AMBIGUOUS_URLS_SHOWN} more"
+            raise ApiError(f"Several jobs are named {job_id!r}; name one by its tenant (or id): {urls}.",
+                           code="ambiguous", field="job")
         job = matches[0] if matches else None
     if job is None:
         raise NotFound(f"No job {job_id}.")
     return job
 
 
-def build_list(principal, *, job=None, state=None, drone=None):
-    """Visible builds, newest first, optionally filtered by job id/name, state and drone id/name."""
-    builds = Build.objects.for_principal(principal).select_related("job", "drone", "queue")
-    if job:
-        builds = builds.filter(job_id=int(job)) if _is_id(job) else builds.filter(job__name=job)
-    if state:
-        states = [s for s in str(state).split(",") if s]
-        unknown = [s for s in states if s not in BuildState.values]
-        if unknown:
-            raise ApiError(f"state: unknown state {unknown[0]!r}; expected one of {', '.join(BuildState.values)}",
-                           code="invalid", field="state")
-        builds = builds.filter(state__in=states)
-    if drone:
-        builds = builds.filter(drone_id=int(drone)) if _is_id(drone) else builds.filter(drone__name=drone)
-    return builds
+def job_get(principal, job_id) -> Job:
+    """One visible job by id (or by name when `job_id` is not a number), else 404; see `job_resolve`."""
+    return job_resolve(job_list(principal), job_id)
+
+
+def job_get_by_name(principal, *, tenant_slug: str, name: str) -> Job:
+    """A visible job by `tenant/name` (never ambiguous), else 404."""
+    job = job_list(principal).filter(tenant__slug=tenant_slug, name=name).first()
+    if job is None:
+        raise NotFound(f"No job {tenant_slug}/{name}.")
+    return job
+
+
+def build_rows() -> QuerySet[Build]:
+    """Builds with what their serializers show, newest first (not yet scoped)."""
+    return Build.objects.select_related("job", "drone", "queue")
 
 
 def build_get(principal, build_id) -> Build:
     """One visible build, else 404."""
-    if not _is_id(build_id):
+    if not is_id(build_id):
         raise NotFound(f"No build {build_id}.")
-    build = Build.objects.for_principal(principal).select_related("job", "drone", "queue").filter(
-        pk=int(build_id)).first()
+    build = build_rows().visible_to(principal).filter(pk=int(build_id)).first()
     if build is None:
         raise NotFound(f"No build {build_id}.")
     return build

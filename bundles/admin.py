@@ -7,10 +7,11 @@ from django.utils.html import format_html, format_html_join
 
 from bundles.downloads import bundle_download_url
 from bundles.models import Bundle, PendingBlob
+from tenancy.admin import TenantScopedAdmin
 
 
 @admin.register(Bundle)
-class BundleAdmin(admin.ModelAdmin):
+class BundleAdmin(TenantScopedAdmin):
     list_display = ["sha256", "human_size", "member_count", "created_at", "version_count", "download"]
     search_fields = ["sha256"]
     fields = ["sha256", "human_size", "member_count", "human_unpacked_size", "created_at", "used_by", "download"]

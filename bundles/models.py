@@ -2,16 +2,24 @@
 from django.db import models
 
 from bundles.keys import blob_key
+from tenancy.scope import TenantScopedQuerySet
 
 
 class Bundle(models.Model):
-    """A stored `.tar.gz`, shared by every version that uses the same bytes."""
+    """A stored `.tar.gz`, shared by every version that uses the same bytes.
+
+    A tenant sees a bundle when one of its workflow versions uses it (the path
+    is multi-valued: one bundle, possibly several tenants).
+    """
 
     sha256 = models.CharField(max_length=64, unique=True)
     size = models.BigIntegerField()
     member_count = models.IntegerField(default=0)
     unpacked_size = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    tenant_path = "versions__workflow__tenant"
+    objects = TenantScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -1,4 +1,4 @@
-"""Reads of the bundle store, scoped to the caller."""
+"""Reads of the bundle store, scoped to the caller (tenancy.scope: a tenant sees the bundles its versions use)."""
 from django.db.models import QuerySet
 
 from bundles.models import Bundle
@@ -6,15 +6,12 @@ from swarm.core.errors import NotFound
 from swarm.core.principals import Principal
 
 
-def bundle_queryset(principal: Principal) -> QuerySet[Bundle]:
+def bundle_queryset(principal: Principal | None) -> QuerySet[Bundle]:
     """Bundles the principal may see: all, or those its tenant's versions use."""
-    queryset = Bundle.objects.all()
-    if principal.is_tenant_bound:
-        queryset = queryset.filter(versions__workflow__tenant_id=principal.tenant_id).distinct()
-    return queryset
+    return Bundle.objects.visible_to(principal)
 
 
-def bundle_get(principal: Principal, sha256: str) -> Bundle:
+def bundle_get(principal: Principal | None, sha256: str) -> Bundle:
     """One visible bundle by digest, else a 404."""
     bundle = bundle_queryset(principal).filter(sha256=sha256.lower()).first()
     if bundle is None:

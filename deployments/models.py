@@ -8,20 +8,9 @@ from __future__ import annotations
 from django.db import models
 
 from deployments.choices import EntryKind, Tier
+from tenancy.scope import TenantScopedQuerySet
 
-#: The tenant model; one name to retarget when `Tenant` moves to the `tenancy` app.
-TENANT_MODEL = "workflows.Tenant"
-
-
-class CatalogSnapshotQuerySet(models.QuerySet):
-    def for_principal(self, principal):
-        """Snapshots a principal may read: all for unbound ones; for a tenant, those it imported or profiles use."""
-        if not principal.is_tenant_bound:
-            return self
-        return self.filter(
-            models.Q(imports__tenant_id=principal.tenant_id)
-            | models.Q(profile_versions__profile__tenant_id=principal.tenant_id)
-        ).distinct()
+TENANT_MODEL = "tenancy.Tenant"
 
 
 class CatalogSnapshot(models.Model):
@@ -43,7 +32,9 @@ class CatalogSnapshot(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.CharField(max_length=200, blank=True)
 
-    objects = CatalogSnapshotQuerySet.as_manager()
+    # A tenant sees the snapshots it imported (a profile can only use a snapshot its tenant imported).
+    tenant_path = "imports__tenant"
+    objects = TenantScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -81,16 +72,13 @@ class CatalogImport(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.CharField(max_length=200, blank=True)
 
+    tenant_path = "tenant"
+    objects = TenantScopedQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         constraints = [models.UniqueConstraint(fields=["snapshot", "tenant"], name="catalog_import_once_per_tenant",
                                                nulls_distinct=False)]
-
-
-class DeploymentProfileQuerySet(models.QuerySet):
-    def for_principal(self, principal):
-        """Profiles visible to a principal (its tenant's when tenant-bound)."""
-        return self.filter(tenant_id=principal.tenant_id) if principal.is_tenant_bound else self
 
 
 class DeploymentProfile(models.Model):
@@ -104,7 +92,8 @@ class DeploymentProfile(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.CharField(max_length=200, blank=True)
 
-    objects = DeploymentProfileQuerySet.as_manager()
+    tenant_path = "tenant"
+    objects = TenantScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["tenant", "slug"]
@@ -135,6 +124,9 @@ class ProfileVersion(models.Model):
     note = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.CharField(max_length=200, blank=True)
+
+    tenant_path = "profile__tenant"
+    objects = TenantScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["profile", "-number"]

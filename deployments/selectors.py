@@ -28,7 +28,7 @@ from swarm.core.errors import NotFound
 
 def snapshot_get(*, sha256: str, principal=None) -> CatalogSnapshot:
     """A snapshot by its hash (visible to `principal` when given); `NotFound` otherwise."""
-    snapshots = CatalogSnapshot.objects.all() if principal is None else CatalogSnapshot.objects.for_principal(principal)
+    snapshots = CatalogSnapshot.objects.all() if principal is None else CatalogSnapshot.objects.visible_to(principal)
     snapshot = snapshots.filter(sha256=sha256.lower()).first()
     if snapshot is None:
         raise NotFound(f"No catalog snapshot {sha256}.", field="snapshot")
@@ -69,7 +69,7 @@ def scenario_analysis(*, snapshot: CatalogSnapshot, scenario: str, swaps: dict |
 
 def profile_list(*, principal):
     """Profiles visible to `principal`, with their current version."""
-    return DeploymentProfile.objects.for_principal(principal).select_related("tenant", "current_version__snapshot")
+    return DeploymentProfile.objects.visible_to(principal).select_related("tenant", "current_version__snapshot")
 
 
 def profile_get(*, principal, profile_id: int) -> DeploymentProfile:

@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from swarm.core import health
+from tenancy.urls import admin_redirects
 
 handler404 = "swarm.core.errors.api_not_found"
 handler500 = "swarm.core.errors.api_server_error"
@@ -11,6 +12,7 @@ handler500 = "swarm.core.errors.api_server_error"
 api_v1 = [
     path("", include("workflows.api.bundle_urls")),  # PUT /bundles/<sha256> must win over bundles' GET route
     path("", include("bundles.api.urls")),
+    path("", include("tenancy.api.urls")),
     path("", include("workflows.api.urls")),
     path("", include("drones.api.urls")),
     path("", include("builds.api.urls")),
@@ -19,6 +21,7 @@ api_v1 = [
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    *admin_redirects,
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -1,4 +1,4 @@
-"""Reads of executions and tenant secrets, always scoped to the caller's tenant."""
+"""Reads of executions and tenant secrets, always scoped to the caller's tenant (tenancy.scope)."""
 from django.db.models import QuerySet
 
 from swarm.core.errors import NotFound
@@ -8,9 +8,14 @@ from workflows.models import Execution, ExecutionEvent, TenantSecret
 EVENT_PAGE_LIMIT = 1000
 
 
-def execution_queryset(principal: Principal) -> QuerySet[Execution]:
+def execution_rows() -> QuerySet[Execution]:
+    """Executions with what their serializer shows (not yet scoped)."""
+    return Execution.objects.select_related("workflow", "tenant", "version")
+
+
+def execution_queryset(principal: Principal | None) -> QuerySet[Execution]:
     """Executions the principal may see."""
-    return Execution.objects.for_principal(principal).select_related("workflow", "tenant", "version")
+    return execution_rows().visible_to(principal)
 
 
 def execution_get(principal: Principal, execution_id: int) -> Execution:
@@ -29,4 +34,4 @@ def execution_events_after(execution: Execution, *, after: int = 0, limit: int =
 
 def tenant_secret_list(principal: Principal) -> QuerySet[TenantSecret]:
     """Secret names visible to the principal (values are never read here)."""
-    return TenantSecret.objects.for_principal(principal).select_related("tenant").prefetch_related("workflows")
+    return TenantSecret.objects.visible_to(principal).select_related("tenant").prefetch_related("workflows")

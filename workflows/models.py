@@ -1,37 +1,16 @@
-"""Tenants, workflows and their immutable versions."""
+"""Workflows, their immutable versions and activations, executions and tenant secrets.
+
+Every model here belongs to a tenant: each declares its `tenant_path` and
+uses `tenancy.scope.TenantScopedQuerySet`, whose `visible_to(principal)` is
+the one tenant filter.
+"""
 from django.db import models
 from django.db.models import Q
 
 from swarm.core.secret_box import EncryptedTextField, plaintext_property
+from tenancy.models import Tenant  # noqa: F401  (moved to tenancy; still importable from here)
+from tenancy.scope import TenantScopedQuerySet
 from workflows.choices import Runtime
-
-
-class TenantQuerySet(models.QuerySet):
-    def for_principal(self, principal):
-        """Tenants visible to a principal (its own when tenant-bound)."""
-        return self.filter(pk=principal.tenant_id) if principal.is_tenant_bound else self
-
-
-class Tenant(models.Model):
-    """An isolated customer of the platform. Objects of other tenants are invisible."""
-
-    name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=64, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    objects = TenantQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["slug"]
-
-    def __str__(self) -> str:
-        return self.slug
-
-
-class WorkflowQuerySet(models.QuerySet):
-    def for_principal(self, principal):
-        """Workflows visible to a principal."""
-        return self.filter(tenant_id=principal.tenant_id) if principal.is_tenant_bound else self
 
 
 class Workflow(models.Model):
@@ -52,7 +31,8 @@ class Workflow(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = WorkflowQuerySet.as_manager()
+    tenant_path = "tenant"
+    objects = TenantScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["tenant__slug", "slug"]
@@ -62,11 +42,7 @@ class Workflow(models.Model):
         return f"{self.tenant.slug}/{self.slug}"
 
 
-class WorkflowVersionQuerySet(models.QuerySet):
-    def for_principal(self, principal):
-        """Versions visible to a principal."""
-        return self.filter(workflow__tenant_id=principal.tenant_id) if principal.is_tenant_bound else self
-
+class WorkflowVersionQuerySet(TenantScopedQuerySet):
     def active(self):
         return self.filter(is_active=True)
 
@@ -88,6 +64,7 @@ class WorkflowVersion(models.Model):
     is_active = models.BooleanField(default=False)
     activated_at = models.DateTimeField(null=True, blank=True)
 
+    tenant_path = "workflow__tenant"
     objects = WorkflowVersionQuerySet.as_manager()
 
     class Meta:
@@ -119,6 +96,9 @@ class WorkflowActivation(models.Model):
     activated_by = models.CharField(max_length=200, blank=True)
     activated_at = models.DateTimeField(auto_now_add=True)
 
+    tenant_path = "workflow__tenant"
+    objects = TenantScopedQuerySet.as_manager()
+
     class Meta:
         ordering = ["-activated_at", "-id"]
 
@@ -144,6 +124,9 @@ class ActiveWorkflowVersion(models.Model):
     timeout_sec = models.PositiveIntegerField()
     activated_at = models.DateTimeField(null=True)
 
+    tenant_path = "tenant"
+    objects = TenantScopedQuerySet.as_manager()
+
     class Meta:
         managed = False
         db_table = "active_workflow_versions"
@@ -154,11 +137,7 @@ class ActiveWorkflowVersion(models.Model):
 from workflows.choices import TERMINAL_STATUSES, ExecutionEventType, ExecutionStatus, OutputStream  # noqa: E402
 
 
-class ExecutionQuerySet(models.QuerySet):
-    def for_principal(self, principal):
-        """Executions visible to a principal (its tenant's when tenant-bound)."""
-        return self.filter(tenant_id=principal.tenant_id) if principal.is_tenant_bound else self
-
+class ExecutionQuerySet(TenantScopedQuerySet):
     def live(self):
         """Executions that have not reached a terminal status."""
         return self.exclude(status__in=TERMINAL_STATUSES)
@@ -193,6 +172,7 @@ class Execution(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     deadline_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
+    tenant_path = "tenant"
     objects = ExecutionQuerySet.as_manager()
 
     class Meta:
@@ -229,18 +209,15 @@ class ExecutionEvent(models.Model):
     message = models.TextField(blank=True)
     data = models.JSONField(default=dict, blank=True)
 
+    tenant_path = "execution__tenant"
+    objects = TenantScopedQuerySet.as_manager()
+
     class Meta:
         ordering = ["execution", "seq"]
         constraints = [models.UniqueConstraint(fields=["execution", "seq"], name="execution_event_seq_unique")]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.type}"
-
-
-class TenantSecretQuerySet(models.QuerySet):
-    def for_principal(self, principal):
-        """Secrets visible to a principal (metadata only: values are never serialised)."""
-        return self.filter(tenant_id=principal.tenant_id) if principal.is_tenant_bound else self
 
 
 class TenantSecret(models.Model):
@@ -259,7 +236,9 @@ class TenantSecret(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = TenantSecretQuerySet.as_manager()
+    # Scoped like the rest; only names and metadata are ever serialised, never values.
+    tenant_path = "tenant"
+    objects = TenantScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["tenant__slug", "name"]

@@ -1,33 +1,22 @@
-"""Reads of the workflow registry, always scoped to the caller's tenant."""
+"""Reads of the workflow registry, always scoped to the caller's tenant (tenancy.scope)."""
 from django.db.models import OuterRef, QuerySet, Subquery
 
 from bundles.downloads import bundle_download_url
 from swarm.core.errors import NotFound
 from swarm.core.principals import Principal
-from workflows.models import Tenant, Workflow, WorkflowVersion
+from tenancy.models import Tenant
+from workflows.models import Workflow, WorkflowVersion
 
 
-def tenant_list(principal: Principal) -> QuerySet[Tenant]:
-    """Tenants the principal may see: all, or only its own when tenant-bound."""
-    return Tenant.objects.for_principal(principal)
-
-
-def tenant_get(principal: Principal, slug: str) -> Tenant:
-    """A visible tenant by slug; another tenant's is a 404."""
-    tenant = Tenant.objects.for_principal(principal).filter(slug=slug).first()
-    if tenant is None:
-        raise NotFound(f"No tenant {slug!r}.", field="tenant")
-    return tenant
-
-
-def workflow_queryset(principal: Principal) -> QuerySet[Workflow]:
-    """Workflows the principal may see, with their tenant and active version label in the same query."""
+def workflow_rows() -> QuerySet[Workflow]:
+    """Workflows with their tenant and active version label in the same query (not yet scoped)."""
     active_label = WorkflowVersion.objects.filter(workflow=OuterRef("pk"), is_active=True).values("version")[:1]
-    return (
-        Workflow.objects.for_principal(principal)
-        .select_related("tenant")
-        .annotate(active_version_label=Subquery(active_label))
-    )
+    return Workflow.objects.select_related("tenant").annotate(active_version_label=Subquery(active_label))
+
+
+def workflow_queryset(principal: Principal | None) -> QuerySet[Workflow]:
+    """Workflows the principal may see, with their tenant and active version label in the same query."""
+    return workflow_rows().visible_to(principal)
 
 
 def workflow_list(principal: Principal, *, tenant: Tenant) -> QuerySet[Workflow]:

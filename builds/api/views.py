@@ -1,4 +1,8 @@
-"""Builds API: jobs, builds, logs, artifacts, the drone agent protocol and forge webhooks.
+"""Builds API views: the drone agent protocol, build logs and artifacts, and forge webhooks.
+
+Jobs, builds, their verbs and queues are viewsets (builds/api/viewsets.py).
+`/builds/<id>/log` and `/builds/<id>/artifacts` stay here because each URL
+serves a user's read (scoped by `selectors.build_get`) and an agent's write.
 
 Agent-facing responses about a build carry `Job-Status: <state>` (GitLab
 Runner's header), so an agent learns of a cancel from any call it makes.
@@ -7,8 +11,7 @@ from __future__ import annotations
 
 
 from django.conf import settings
-from django.db import transaction
-from django.http import FileResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers as drf_serializers
@@ -20,18 +23,12 @@ from builds import metrics, selectors, services
 from builds.api.serializers import (
     ArtifactAnnounceSerializer,
     ArtifactSerializer,
-    BuildDetailSerializer,
-    BuildSerializer,
     ClaimRequestSerializer,
-    JobSerializer,
-    JobWriteSerializer,
-    QueueSerializer,
     StateUpdateSerializer,
-    TriggerSerializer,
 )
-from builds.choices import ArtifactState, BuildState, TriggerKind
+from builds.choices import ArtifactState, BuildState
 from builds.claiming import claim_payload
-from builds.models import Artifact, Build, Queue
+from builds.models import Artifact, Build
 from builds.protocol import CONTENT_RANGE, MAX_LOG_PATCH_BYTES
 from builds.services import webhooks
 from swarm.core.api import ScopedAPIView, error_responses
@@ -286,180 +283,6 @@ def _agent_artifact(drone, build_id: int, artifact_id: int) -> Artifact:
     if artifact.state == ArtifactState.STORED:
         raise ApiError("This artifact is already stored.", code="conflict", status_code=409)
     return artifact
-
-
-# --- users: jobs -------------------------------------------------------------
-
-
-def _tenant_for_write(principal, slug: str | None):
-    from workflows.models import Tenant
-
-    if principal.is_tenant_bound:
-        if slug and Tenant.objects.filter(pk=principal.tenant_id, slug=slug).count() == 0:
-            raise NotFound(f"No tenant {slug!r}.")
-        return Tenant.objects.get(pk=principal.tenant_id)
-    if not slug:
-        return None
-    tenant = Tenant.objects.filter(slug=slug).first()
-    if tenant is None:
-        raise NotFound(f"No tenant {slug!r}.", field="tenant")
-    return tenant
-
-
-def _queue_by_name(name: str | None):
-    if not name:
-        return None
-    queue = Queue.objects.filter(name=name).first()
-    if queue is None:
-        raise ApiError(f"queue: no queue named {name!r}", code="invalid", field="queue")
-    return queue
-
-
-class JobListView(ScopedAPIView):
-    """`GET /jobs` lists jobs; `POST /jobs` creates one."""
-
-    @extend_schema(responses={200: JobSerializer(many=True), **error_responses(400)},
-                   summary="List jobs")
-    def get(self, request):
-        return page_response(request, selectors.job_list(self.principal), JobSerializer)
-
-    @extend_schema(request=JobWriteSerializer, responses={201: JobSerializer, **error_responses(400, 409)},
-                   summary="Create a job")
-    def post(self, request):
-        body = JobWriteSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = dict(body.validated_data)
-        with transaction.atomic():
-            job = services.job_create(
-                name=data["name"], scm_url=data["scm_url"], build_config=data["build_config"],
-                tenant=_tenant_for_write(self.principal, data.get("tenant")), queue=_queue_by_name(data.get("queue")),
-                default_branch=data.get("default_branch", "main"), branch_filter=data.get("branch_filter", ""),
-                description=data.get("description", ""), scm_credential=data.get("scm_credential", ""),
-                secrets=data.get("secrets"), webhook_secret=data.get("webhook_secret", ""), actor=self.principal,
-            )
-        return Response(JobSerializer(job).data, status=201)
-
-
-class JobDetailView(ScopedAPIView):
-    """`GET|PATCH|DELETE /jobs/<id>`."""
-
-    @extend_schema(responses={200: JobSerializer, **error_responses(404)}, summary="Describe a job")
-    def get(self, request, job_id: str):
-        return Response(JobSerializer(selectors.job_get(self.principal, job_id)).data)
-
-    @extend_schema(request=JobWriteSerializer(partial=True), responses={200: JobSerializer, **error_responses(400)},
-                   summary="Change a job")
-    def patch(self, request, job_id: str):
-        job = selectors.job_get(self.principal, job_id)
-        body = JobWriteSerializer(data=request.data, partial=True)
-        body.is_valid(raise_exception=True)
-        changes = dict(body.validated_data)
-        changes.pop("tenant", None)
-        if "queue" in changes:
-            changes["queue"] = _queue_by_name(changes["queue"])
-        with transaction.atomic():
-            job = services.job_update(job=job, actor=self.principal, **changes)
-        return Response(JobSerializer(job).data)
-
-    @extend_schema(responses={204: None, **error_responses(404, 409)}, summary="Delete a job")
-    def delete(self, request, job_id: str):
-        job = selectors.job_get(self.principal, job_id)
-        services.job_delete(job=job, actor=self.principal)
-        return Response(status=204)
-
-
-class JobTriggerView(ScopedAPIView):
-    """`POST /jobs/<id>/trigger {branch, commit_sha, params}` → 201 with the queued build."""
-
-    @extend_schema(request=TriggerSerializer, responses={201: BuildSerializer, **error_responses(404, 409)},
-                   summary="Trigger a build of a job")
-    def post(self, request, job_id: str):
-        job = selectors.job_get(self.principal, job_id)
-        body = TriggerSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = body.validated_data
-        build = services.build_trigger(
-            job=job, trigger=TriggerKind.API, triggered_by=str(self.principal), branch=data.get("branch", ""),
-            commit_sha=data.get("commit_sha") or data.get("sha") or "", params=data.get("params"),
-        )
-        return Response(BuildSerializer(build).data, status=201)
-
-
-class QueueListView(ScopedAPIView):
-    """`GET /queues`."""
-
-    @extend_schema(responses={200: QueueSerializer(many=True), **error_responses(400)},
-                   summary="List build queues")
-    def get(self, request):
-        return page_response(request, Queue.objects.all(), QueueSerializer)
-
-
-# --- users: builds -----------------------------------------------------------
-
-
-class BuildListView(ScopedAPIView):
-    """`GET /builds?job=&state=&drone=`."""
-
-    @extend_schema(parameters=[OpenApiParameter("job", str), OpenApiParameter("state", str),
-                               OpenApiParameter("drone", str)],
-                   responses={200: BuildSerializer(many=True), **error_responses(400)}, summary="List builds")
-    def get(self, request):
-        builds = selectors.build_list(self.principal, job=request.query_params.get("job"),
-                                      state=request.query_params.get("state"),
-                                      drone=request.query_params.get("drone"))
-        return page_response(request, builds, BuildSerializer)
-
-
-class BuildDetailView(ScopedAPIView):
-    """`GET /builds/<id>` with its attempts."""
-
-    @extend_schema(responses={200: BuildDetailSerializer, **error_responses(404)}, summary="Describe a build")
-    def get(self, request, build_id: int):
-        return Response(BuildDetailSerializer(selectors.build_get(self.principal, build_id)).data)
-
-
-class BuildCancelView(ScopedAPIView):
-    """`POST /builds/<id>/cancel` → 202 (the drone stops it) or 200 when it was still pending."""
-
-    @extend_schema(request=None, responses={200: BuildSerializer, 202: BuildSerializer, **error_responses(409)},
-                   summary="Cancel a build")
-    def post(self, request, build_id: int):
-        build = services.build_cancel(build=selectors.build_get(self.principal, build_id), actor=self.principal)
-        code = 202 if build.state == BuildState.CANCELING else 200
-        return Response(BuildSerializer(build).data, status=code)
-
-
-class BuildRetryView(ScopedAPIView):
-    """`POST /builds/<id>/retry` → 201 with the new build."""
-
-    @extend_schema(request=None, responses={201: BuildSerializer, **error_responses(409)}, summary="Retry a build")
-    def post(self, request, build_id: int):
-        build = services.build_retry(build=selectors.build_get(self.principal, build_id), actor=self.principal)
-        return Response(BuildSerializer(build).data, status=201)
-
-
-class ArtifactDownloadView(ScopedAPIView):
-    """`GET /builds/<id>/artifacts/<aid>/download`: a redirect to S3, or the bytes."""
-
-    @extend_schema(responses={200: OpenApiTypes.BINARY, 302: OpenApiResponse(description="Presigned S3 URL"),
-                              **error_responses(404)}, summary="Download an artifact")
-    def get(self, request, build_id: int, artifact_id: int):
-        from bundles.blobstore import BlobStore
-
-        build = selectors.build_get(self.principal, build_id)
-        artifact = selectors.build_artifacts(build).filter(pk=artifact_id).first()
-        if artifact is None:
-            raise NotFound(f"Build {build.pk} has no artifact {artifact_id}.")
-        store = BlobStore()
-        if store.is_s3:
-            url = store.s3_client().generate_presigned_url(
-                "get_object", Params={"Bucket": store.storage.bucket_name, "Key": artifact.storage_key,
-                                      "ResponseContentDisposition": f'attachment; filename="{artifact.name}"'},
-                ExpiresIn=settings.SWARM_DOWNLOAD_URL_TTL)
-            return HttpResponseRedirect(url)
-        response = FileResponse(store.open(artifact.storage_key), as_attachment=True, filename=artifact.name)
-        response["X-Artifact-Sha256"] = artifact.sha256
-        return response
 
 
 # --- webhooks ----------------------------------------------------------------

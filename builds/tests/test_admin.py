@@ -2,7 +2,6 @@
 import json
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from builds.models import Job, Queue
@@ -11,13 +10,6 @@ from swarm.core.errors import Conflict
 from swarm.core.models import AuditLogEntry
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def admin_client_(django_user_model):
-    client = Client()
-    client.force_login(django_user_model.objects.create_superuser("operator", "ops@example.com", "operator-pass-1"))
-    return client
 
 
 def job_form(**fields) -> dict:

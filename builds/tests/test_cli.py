@@ -34,3 +34,16 @@ def test_trigger_follow_streams_the_log_and_exits_with_the_result(builds_live_ur
     assert logs.returncode == 0 and logs.stdout.count(b"hello from vanilla") == 1
     missing = swarmctl(builds_live_url, admin_api.token, "logs", "999999")
     assert missing.returncode == 1 and b"not_found" in missing.stderr
+
+
+def test_trigger_names_a_job_by_tenant_and_an_ambiguous_name_says_how(builds_live_url, admin_api, tenant,
+                                                                      other_tenant):
+    make_job(name="web", tenant=tenant)
+    globex_job = make_job(name="web", tenant=other_tenant)
+    ambiguous = swarmctl(builds_live_url, admin_api.token, "trigger", "web")
+    assert ambiguous.returncode == 1 and b"ambiguous" in ambiguous.stderr
+    assert b"/api/v1/tenants/globex/jobs/web" in ambiguous.stderr, ambiguous.stderr
+    queued = swarmctl(builds_live_url, admin_api.token, "trigger", "globex/web", "--branch", "dev")
+    assert queued.returncode == 0, queued.stderr.decode()
+    build = Build.objects.get(pk=int(queued.stdout))
+    assert (build.job_id, build.branch) == (globex_job.pk, "dev")

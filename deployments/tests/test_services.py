@@ -105,8 +105,8 @@ def test_a_tree_with_nothing_valid_and_a_hostile_archive_keep_nothing(tenant):
 
 
 def test_snapshots_are_visible_to_the_tenants_that_imported_or_use_them(snapshot, tenant, other_tenant):
-    assert list(CatalogSnapshot.objects.for_principal(tenant_principal(tenant))) == [snapshot]
-    assert list(CatalogSnapshot.objects.for_principal(tenant_principal(other_tenant))) == []
+    assert list(CatalogSnapshot.objects.visible_to(tenant_principal(tenant))) == [snapshot]
+    assert list(CatalogSnapshot.objects.visible_to(tenant_principal(other_tenant))) == []
     with pytest.raises(NotFound):
         selectors.snapshot_get(sha256=snapshot.sha256, principal=tenant_principal(other_tenant))
 

@@ -1,4 +1,4 @@
-"""Drone API: agent endpoints (register, heartbeat), provisioning, and the fleet seed API."""
+"""Drone API views: agent endpoints (register, heartbeat) and provisioning (the fleet seed API: api/viewsets.py)."""
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -9,36 +9,19 @@ from rest_framework.views import APIView
 
 from drones import selectors, services
 from drones.api.serializers import (
-    DroneSerializer,
-    EscalationEventSerializer,
     HeartbeatAnswerSerializer,
     HeartbeatSerializer,
-    PingAllSerializer,
-    PingResultSerializer,
-    PingStatusSerializer,
     RegisteredSerializer,
     RegisterSerializer,
-    SetTypeSerializer,
 )
 from drones.provisioning import agent_package_bytes, agent_wheel_bytes, bootstrap_script
 from drones.services.heartbeat import run_heartbeat_hooks
 from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.authentication import authenticate_token, principal_from_token
 from swarm.core.errors import ApiError, NotFound
-from swarm.core.choices import TokenScope
-from swarm.core.pagination import page_response
-from swarm.core.principals import READ_SCOPES
 
-ADMIN_ONLY = frozenset({TokenScope.ADMIN})
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="swarm"'}
 ERRORS = error_responses(400, 404)
-
-
-class FleetAPIView(ScopedAPIView):
-    """Fleet endpoints: anyone with a read/engine/admin token reads; only admin writes."""
-
-    read_scopes = READ_SCOPES
-    write_scopes = ADMIN_ONLY
 
 
 # --- Agent-facing -------------------------------------------------------------
@@ -153,108 +136,3 @@ class AgentWheelView(APIView):
         response = HttpResponse(wheel, content_type="application/zip")
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
-
-
-# --- Fleet (seed API) --------------------------------------------------------------
-
-
-class DroneListView(FleetAPIView):
-    """`GET /api/v1/drones`."""
-
-    @extend_schema(responses={200: DroneSerializer(many=True), **ERRORS},
-                   summary="List drones")
-    def get(self, request):
-        return page_response(request, selectors.drone_list(), DroneSerializer)
-
-
-class DroneDetailView(FleetAPIView):
-    """`GET /api/v1/drones/<name>`."""
-
-    @extend_schema(responses={200: DroneSerializer, **ERRORS}, summary="One drone")
-    def get(self, request, name):
-        return Response(DroneSerializer(selectors.drone_get(name=name)).data)
-
-
-class PingStatusView(FleetAPIView):
-    """`GET /api/v1/ping`: ping status of every drone."""
-
-    @extend_schema(responses={200: PingStatusSerializer(many=True), **ERRORS},
-                   summary="Ping status of all drones")
-    def get(self, request):
-        return page_response(request, selectors.drone_list(), PingStatusSerializer)
-
-
-class PingAllView(FleetAPIView):
-    """`POST /api/v1/ping/all`: push a ping to every drone; results show in `GET /ping`."""
-
-    @extend_schema(request=None, responses={202: PingAllSerializer, **ERRORS}, summary="Ping every drone")
-    def post(self, request):
-        return Response({"pinged": services.drone_ping_all()}, status=status.HTTP_202_ACCEPTED)
-
-
-class EscalationListView(FleetAPIView):
-    """`GET /api/v1/escalation[?drone=<name>]`: the latest ladder steps."""
-
-    @extend_schema(parameters=[OpenApiParameter("drone", str, required=False)],
-                   responses={200: EscalationEventSerializer(many=True), **ERRORS}, summary="Escalation events")
-    def get(self, request):
-        name = request.query_params.get("drone")
-        drone = selectors.drone_get(name=name) if name else None
-        return page_response(request, selectors.escalation_event_list(drone=drone), EscalationEventSerializer)
-
-
-class DronePingView(FleetAPIView):
-    """`POST /api/v1/drones/<name>/ping`: ping and wait for the pong; returns the latency."""
-
-    @extend_schema(request=None, responses={200: PingResultSerializer, **ERRORS}, summary="Ping one drone")
-    def post(self, request, name):
-        return Response(services.drone_ping(drone=selectors.drone_get(name=name)))
-
-
-class DroneResetEscalationView(FleetAPIView):
-    """`POST /api/v1/drones/<name>/reset-escalation`."""
-
-    @extend_schema(request=None, responses={200: DroneSerializer, **ERRORS}, summary="Reset the escalation level")
-    def post(self, request, name):
-        drone = services.drone_reset_escalation(drone=selectors.drone_get(name=name), actor=self.principal)
-        return Response(DroneSerializer(drone).data)
-
-
-class DroneSetTypeView(FleetAPIView):
-    """`POST /api/v1/drones/<name>/set-type {"drone_type": ...}`."""
-
-    @extend_schema(request=SetTypeSerializer, responses={200: DroneSerializer, **ERRORS}, summary="Set drone type")
-    def post(self, request, name):
-        drone = selectors.drone_get(name=name)
-        serializer = SetTypeSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        drone = services.drone_set_type(drone=drone, drone_type=serializer.validated_data["drone_type"],
-                                        actor=self.principal)
-        return Response(DroneSerializer(drone).data)
-
-
-class DronePauseView(FleetAPIView):
-    """`POST /api/v1/drones/<name>/pause`."""
-
-    @extend_schema(request=None, responses={200: DroneSerializer, **ERRORS}, summary="Pause a drone")
-    def post(self, request, name):
-        drone = services.drone_pause(drone=selectors.drone_get(name=name), actor=self.principal)
-        return Response(DroneSerializer(drone).data)
-
-
-class DroneResumeView(FleetAPIView):
-    """`POST /api/v1/drones/<name>/resume`."""
-
-    @extend_schema(request=None, responses={200: DroneSerializer, **ERRORS}, summary="Resume a drone")
-    def post(self, request, name):
-        drone = services.drone_resume(drone=selectors.drone_get(name=name), actor=self.principal)
-        return Response(DroneSerializer(drone).data)
-
-
-class DroneDrainView(FleetAPIView):
-    """`POST /api/v1/drones/<name>/drain`."""
-
-    @extend_schema(request=None, responses={200: DroneSerializer, **ERRORS}, summary="Drain a drone")
-    def post(self, request, name):
-        drone = services.drone_drain(drone=selectors.drone_get(name=name), actor=self.principal)
-        return Response(DroneSerializer(drone).data)

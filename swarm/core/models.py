@@ -27,7 +27,7 @@ class ApiToken(models.Model):
     name = models.CharField(max_length=200, blank=True)
     scope = models.CharField(max_length=16, choices=TokenScope.choices)
     tenant = models.ForeignKey(
-        "workflows.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="api_tokens",
+        "tenancy.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="api_tokens",
         help_text="When set, the token only sees this tenant's objects.",
     )
     prefix = models.CharField(max_length=16, db_index=True, editable=False)
@@ -68,7 +68,7 @@ class AuditLogEntry(models.Model):
     action = models.CharField(max_length=64)
     object_type = models.CharField(max_length=64)
     object_id = models.CharField(max_length=64)
-    tenant = models.ForeignKey("workflows.Tenant", null=True, blank=True, on_delete=models.SET_NULL)
+    tenant = models.ForeignKey("tenancy.Tenant", null=True, blank=True, on_delete=models.SET_NULL)
     detail = models.JSONField(default=dict, blank=True)
 
     class Meta:

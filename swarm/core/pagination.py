@@ -5,9 +5,11 @@
 the ends). A `limit` or `offset` that is not a non-negative integer is a 400
 naming it, never silently replaced.
 
-Views answer lists with `page_response()`; ScopedAPIView names ListPage as
-its `pagination_class`, so the OpenAPI schema (drf-spectacular) shows every
-`many=True` response as such a page, with its `limit` and `offset`.
+Viewsets answer lists with `SwarmViewSet.page()` / `list_page()` and plain
+views with `page_response()`; both bases (swarm/core/viewsets.py,
+`ScopedAPIView`) name ListPage as their `pagination_class`, so the OpenAPI
+schema (drf-spectacular) shows every `many=True` response as such a page,
+with its `limit` and `offset`.
 """
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from django.db.migrations.operations.base import Operation
 #: The repository root: `.sql` paths in migrations are relative to it.
 REPOSITORY = Path(__file__).resolve().parents[2]
 #: Where the project keeps its function files: `<app>/sql/*.sql` for these apps.
-SQL_APPS = ("swarm/core", "bundles", "workflows", "drones", "builds")
+SQL_APPS = ("swarm/core", "tenancy", "bundles", "workflows", "drones", "builds", "deployments")
 
 _FUNCTION_NAME = re.compile(r"CREATE\s+OR\s+REPLACE\s+FUNCTION\s+([a-z_][a-z0-9_]*)\s*\(", re.IGNORECASE)
 

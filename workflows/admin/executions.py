@@ -11,6 +11,7 @@ from django.utils.html import format_html, format_html_join
 
 from swarm.core.errors import ApiError
 from swarm.core.principals import principal_for_user
+from tenancy.admin import TenantScopedAdmin
 from workflows import services
 from workflows.models import Execution
 
@@ -35,7 +36,7 @@ def spawn_executions(modeladmin, request, queryset):
 
 
 @admin.register(Execution)
-class ExecutionAdmin(admin.ModelAdmin):
+class ExecutionAdmin(TenantScopedAdmin):
     list_display = ["id", "workflow", "version_label", "status", "exit_code", "runtime", "duration", "spawned_by",
                     "created_at"]
     list_filter = ["status", "runtime", "tenant"]

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 from swarm.core.errors import ApiError
 from swarm.core.principals import principal_for_user
 from swarm.core.service_admin import ServiceModelAdmin, adopt_saved, form_changes
+from tenancy.admin import TenantScopedAdmin, register_tenant_inline
 from workflows import services
 from workflows.admin.display import (
     SwarmAdminMedia,
@@ -99,8 +100,23 @@ class WorkflowActivationInline(admin.TabularInline):
         return False
 
 
+@register_tenant_inline
+class TenantWorkflowInline(admin.TabularInline):
+    """A tenant's workflows on its page (tenancy.admin), read-only, linking to each workflow's page."""
+
+    model = Workflow
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ["slug", "name", "runtime", "entrypoint", "memory_mb", "timeout_sec"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Workflow)
-class WorkflowAdmin(ServiceModelAdmin):
+class WorkflowAdmin(TenantScopedAdmin, ServiceModelAdmin):
     Media = SwarmAdminMedia
     list_display = ["__str__", "name", "runtime", "active_version", "version_count", "memory_mb", "timeout_sec"]
     list_filter = ["tenant", "runtime"]
@@ -222,14 +238,15 @@ class WorkflowFilter(admin.SimpleListFilter):
     parameter_name = "workflow"
 
     def lookups(self, request, model_admin):
-        return [(str(workflow.pk), str(workflow)) for workflow in Workflow.objects.select_related("tenant")]
+        workflows = Workflow.objects.visible_to(principal_for_user(request.user)).select_related("tenant")
+        return [(str(workflow.pk), str(workflow)) for workflow in workflows]
 
     def queryset(self, request, queryset):
         return queryset.filter(workflow_id=self.value()) if self.value() else queryset
 
 
 @admin.register(WorkflowVersion)
-class WorkflowVersionAdmin(admin.ModelAdmin):
+class WorkflowVersionAdmin(TenantScopedAdmin):
     """Versions are immutable: viewable, activatable, never edited or deleted here."""
 
     Media = SwarmAdminMedia

@@ -12,6 +12,7 @@ from django.contrib import admin
 
 from swarm.core.principals import principal_for_user
 from swarm.core.service_admin import ServiceModelAdmin
+from tenancy.admin import TenantScopedAdmin
 from workflows import services
 from workflows.models import TenantSecret
 
@@ -40,7 +41,7 @@ class TenantSecretForm(forms.ModelForm):
 
 
 @admin.register(TenantSecret)
-class TenantSecretAdmin(ServiceModelAdmin):
+class TenantSecretAdmin(TenantScopedAdmin, ServiceModelAdmin):
     form = TenantSecretForm
     list_display = ["name", "tenant", "attached_to", "updated_at"]
     list_filter = ["tenant"]

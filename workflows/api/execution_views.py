@@ -1,4 +1,9 @@
-"""Executions API: spawn, read, tail events, cancel; and the metadata service for the boot script.
+"""Executions API: the event tail and report, and the metadata service for the boot script.
+
+Spawning, reading and cancelling executions are actions of the viewsets in
+workflows/api/viewsets.py. `/executions/<id>/events` stays a view: its `GET`
+(the tail, scoped like every read) shares the URL with the boot script's
+`POST` report.
 
 The metadata service (`/api/v1/metadata`, `/api/v1/metadata/events`,
 `POST /api/v1/executions/<id>/events`) authenticates only with the
@@ -20,15 +25,12 @@ from swarm.core.authentication import authenticate_token, principal_from_token
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.inputs import query_int
-from swarm.core.pagination import page_response
-from workflows import execution_selectors, selectors, services
+from workflows import execution_selectors, services
 from workflows.api.execution_serializers import (
     EventReportResultSerializer,
     EventReportSerializer,
     ExecutionEventPageSerializer,
     ExecutionEventSerializer,
-    ExecutionSerializer,
-    ExecutionSpawnSerializer,
     MetadataSerializer,
 )
 from workflows.models import Execution
@@ -119,39 +121,6 @@ def _tail_page(execution: Execution, after: int) -> dict:
     }
 
 
-class WorkflowExecutionsView(ScopedAPIView):
-    """`POST /api/v1/workflows/<id>/executions` spawns; `GET` lists that workflow's executions."""
-
-    @extend_schema(request=ExecutionSpawnSerializer,
-                   responses={202: ExecutionSerializer, **error_responses(400, 404, 409, 422)},
-                   summary="Spawn an execution of the active version")
-    def post(self, request, workflow_id: int):
-        workflow = selectors.workflow_get(self.principal, workflow_id)
-        serializer = ExecutionSpawnSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        execution = services.execution_spawn(
-            principal=self.principal, workflow=workflow, env=serializer.validated_data["env"],
-            inputs=serializer.validated_data["inputs"], runtime=serializer.validated_data.get("runtime"),
-        )
-        execution = execution_selectors.execution_get(self.principal, execution.pk)
-        body = ExecutionSerializer(execution, context={"request": request}).data
-        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
-
-    @extend_schema(responses={200: ExecutionSerializer(many=True), **error_responses(400, 404)},
-                   summary="List a workflow's executions (newest first)")
-    def get(self, request, workflow_id: int):
-        workflow = selectors.workflow_get(self.principal, workflow_id)
-        executions = execution_selectors.execution_queryset(self.principal).filter(workflow=workflow)
-        return page_response(request, executions, ExecutionSerializer, context={"request": request})
-
-
-class ExecutionDetailView(ScopedAPIView):
-    @extend_schema(responses={200: ExecutionSerializer, **error_responses(404)}, summary="Describe an execution")
-    def get(self, request, execution_id: int):
-        execution = execution_selectors.execution_get(self.principal, execution_id)
-        return Response(ExecutionSerializer(execution, context={"request": request}).data)
-
-
 class ExecutionEventsView(ScopedAPIView):
     """`GET` tails events (engine/read/admin tokens); `POST` reports events (the execution's metadata token)."""
 
@@ -173,6 +142,7 @@ class ExecutionEventsView(ScopedAPIView):
                    responses={200: ExecutionEventPageSerializer, **error_responses(400, 404)},
                    summary="Tail an execution's events")
     def get(self, request, execution_id: int):
+        # `after` is the tail's cursor (not a list filter): parsed by the one strict integer helper.
         execution = execution_selectors.execution_get(self.principal, execution_id)
         return Response(_tail_page(execution, query_int(request, "after", default=0)))
 
@@ -190,17 +160,6 @@ def _report(execution: Execution, body) -> Response:
     first = body.get("first") if isinstance(body, dict) else None
     execution = services.execution_report(execution=execution, events=events, first=first)
     return Response({"accepted": len(events), "status": execution.status, "last_seq": execution.last_seq})
-
-
-class ExecutionCancelView(ScopedAPIView):
-    @extend_schema(request=None, responses={202: ExecutionSerializer, **error_responses(404, 409)},
-                   summary="Cancel an execution (kills its whole process group)")
-    def post(self, request, execution_id: int):
-        execution = execution_selectors.execution_get(self.principal, execution_id)
-        execution = services.execution_cancel(principal=self.principal, execution=execution)
-        execution = execution_selectors.execution_get(self.principal, execution.pk)
-        return Response(ExecutionSerializer(execution, context={"request": request}).data,
-                        status=status.HTTP_202_ACCEPTED)
 
 
 class MetadataServiceView(MetadataView):

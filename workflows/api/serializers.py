@@ -2,18 +2,7 @@
 from rest_framework import serializers
 
 from workflows.choices import Runtime
-from workflows.models import Tenant, Workflow, WorkflowVersion
-
-
-class TenantSerializer(serializers.ModelSerializer):
-    """A tenant."""
-
-    # Declared so that a taken slug reaches `tenant_create` and is a 409 `tenant_exists`, not a 400.
-    slug = serializers.SlugField(max_length=64)
-
-    class Meta:
-        model = Tenant
-        fields = ["id", "name", "slug", "created_at"]
+from workflows.models import Workflow, WorkflowVersion
 
 
 class WorkflowSerializer(serializers.ModelSerializer):

@@ -1,4 +1,4 @@
-"""Workflow registry API: bundle upload/registration, workflows, versions, activation."""
+"""Workflow registry API: bundle upload and registration (workflows, versions, activation: api/viewsets.py)."""
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -15,16 +15,8 @@ from bundles.upload import BUNDLE_FIELD, BundleUploadHandler, ReceivedBundle
 from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.errors import ApiError, PayloadTooLarge
 from swarm.core.inputs import parse_int
-from swarm.core.pagination import page_response
-from workflows import selectors, services
-from workflows.api.serializers import (
-    ActiveVersionSerializer,
-    RegisteredVersionSerializer,
-    TenantSerializer,
-    WorkflowCreateSerializer,
-    WorkflowSerializer,
-    WorkflowVersionSerializer,
-)
+from workflows import services
+from workflows.api.serializers import RegisteredVersionSerializer
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 
@@ -158,106 +150,3 @@ class BundleView(BundleDetailView):
         finally:
             handler.discard()
         return _registered_response(result)
-
-
-class TenantListView(ScopedAPIView):
-    """Tenants visible to the caller; admins create new ones."""
-
-    write_scopes = {"admin"}
-
-    @extend_schema(responses={200: TenantSerializer(many=True), **error_responses(400)},
-                   summary="List tenants")
-    def get(self, request):
-        return page_response(request, selectors.tenant_list(self.principal), TenantSerializer)
-
-    @extend_schema(request=TenantSerializer, responses={201: TenantSerializer, **error_responses(400, 409)},
-                   summary="Create a tenant (admin scope)")
-    def post(self, request):
-        serializer = TenantSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        tenant = services.tenant_create(name=serializer.validated_data["name"],
-                                        slug=serializer.validated_data["slug"], actor=self.principal)
-        return Response(TenantSerializer(tenant).data, status=201)
-
-
-class TenantWorkflowListView(ScopedAPIView):
-    """`GET/POST /api/v1/tenants/<slug>/workflows`."""
-
-    @extend_schema(responses={200: WorkflowSerializer(many=True), **error_responses(400, 404)},
-                   summary="List a tenant's workflows")
-    def get(self, request, slug: str):
-        tenant = selectors.tenant_get(self.principal, slug)
-        return page_response(request, selectors.workflow_list(self.principal, tenant=tenant), WorkflowSerializer)
-
-    @extend_schema(request=WorkflowCreateSerializer,
-                   responses={201: WorkflowSerializer, **error_responses(400, 404, 409)}, summary="Create a workflow")
-    def post(self, request, slug: str):
-        tenant = selectors.tenant_get(self.principal, slug)
-        serializer = WorkflowCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        workflow = services.workflow_create(principal=self.principal, tenant=tenant, **serializer.validated_data)
-        return Response(WorkflowSerializer(workflow).data, status=201)
-
-
-class TenantWorkflowDetailView(ScopedAPIView):
-    """`GET /api/v1/tenants/<slug>/workflows/<workflow_slug>`: a workflow by its slugs (what swarmctl resolves)."""
-
-    @extend_schema(responses={200: WorkflowSerializer, **error_responses(404)},
-                   summary="Describe a workflow by tenant and workflow slug")
-    def get(self, request, slug: str, workflow_slug: str):
-        workflow = selectors.workflow_get_by_slug(self.principal, tenant_slug=slug, workflow_slug=workflow_slug)
-        return Response(WorkflowSerializer(workflow).data)
-
-
-class WorkflowDetailView(ScopedAPIView):
-    """`GET /api/v1/workflows/<id>`."""
-
-    @extend_schema(responses={200: WorkflowSerializer, **error_responses(404)}, summary="Describe a workflow")
-    def get(self, request, workflow_id: int):
-        return Response(WorkflowSerializer(selectors.workflow_get(self.principal, workflow_id)).data)
-
-
-class WorkflowVersionListView(ScopedAPIView):
-    """`GET /api/v1/workflows/<id>/versions`: the version history."""
-
-    @extend_schema(responses={200: WorkflowVersionSerializer(many=True), **error_responses(400, 404)},
-                   summary="List a workflow's versions, newest first")
-    def get(self, request, workflow_id: int):
-        workflow = selectors.workflow_get(self.principal, workflow_id)
-        return page_response(request, selectors.version_list(workflow), WorkflowVersionSerializer)
-
-
-class WorkflowActiveView(ScopedAPIView):
-    """`GET /api/v1/workflows/<id>/active`: what a runtime should boot."""
-
-    @extend_schema(responses={200: ActiveVersionSerializer, **error_responses(404)},
-                   summary="What to boot: the active version's URL, hash and limits",
-                   description="404 `no_active_version` when no version of the workflow is active.")
-    def get(self, request, workflow_id: int):
-        workflow = selectors.workflow_get(self.principal, workflow_id)
-        return Response(ActiveVersionSerializer(selectors.active_version_describe(workflow)).data)
-
-
-class WorkflowVersionActivateView(ScopedAPIView):
-    """`POST /api/v1/workflows/<id>/versions/<version_id>/activate`."""
-
-    @extend_schema(request=None, responses={200: WorkflowVersionSerializer, **error_responses(404)},
-                   summary="Activate a version (the previously active one is deactivated)")
-    def post(self, request, workflow_id: int, version_id: int):
-        workflow = selectors.workflow_get(self.principal, workflow_id)
-        version = selectors.version_get(workflow, version_id)
-        version = services.workflow_version_activate(workflow=workflow, version=version, actor=self.principal)
-        return Response(WorkflowVersionSerializer(version).data)
-
-
-class WorkflowRollbackView(ScopedAPIView):
-    """`POST /api/v1/workflows/<id>/rollback`."""
-
-    @extend_schema(request=None, responses={200: WorkflowVersionSerializer, **error_responses(404, 409)},
-                   summary="Re-activate the previously active version",
-                   description="409 `no_previous_version` when there is nothing to roll back to. Rolling back "
-                               "twice returns to the version rolled away from.")
-    def post(self, request, workflow_id: int):
-        workflow = selectors.workflow_get(self.principal, workflow_id)
-        version = services.workflow_rollback(workflow=workflow, actor=self.principal)
-        return Response(WorkflowVersionSerializer(version).data)

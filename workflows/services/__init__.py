@@ -1,12 +1,12 @@
 """Writes of the workflows app: one keyword-only `<entity>_<action>()` per use case. One module per seam:
 
-* `tenants`    — create and rename tenants.
 * `registry`   — workflows, their immutable versions (registered from bundles), activation, rollback.
 * `secrets`    — tenant secrets: set, rotate, read for a workflow, mask.
 * `executions` — spawn, provision, the state changes and their events, cancel, timeouts, the reaper.
 * `boot`       — what the boot side calls: the metadata service, reported events, a silent boot exit.
 
-The API views, the admin, the Celery tasks and the runtimes call these. This
+Tenants themselves are the tenancy app's (`tenancy.services`). The API
+views, the admin, the Celery tasks and the runtimes call these. This
 package re-exports the public names, so callers write
 `from workflows import services` and `services.execution_spawn(...)`;
 modules of the package import from their sibling modules, never from here.
@@ -42,7 +42,6 @@ from workflows.services.secrets import (
     secrets_for_workflow,
     tenant_secret_set,
 )
-from workflows.services.tenants import tenant_create, tenant_update
 
 __all__ = [
     "EXECUTION_SUBJECT",
@@ -65,9 +64,7 @@ __all__ = [
     "parse_metadata",
     "parse_semver",
     "secrets_for_workflow",
-    "tenant_create",
     "tenant_secret_set",
-    "tenant_update",
     "workflow_create",
     "workflow_rollback",
     "workflow_update",

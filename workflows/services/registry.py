@@ -25,7 +25,8 @@ from swarm.core.errors import ApiError, Conflict, NotFound
 from swarm.core.principals import Principal
 from swarm.core.services import audit_record
 from workflows.choices import Runtime
-from workflows.models import Tenant, Workflow, WorkflowActivation, WorkflowVersion
+from tenancy.models import Tenant
+from workflows.models import Workflow, WorkflowActivation, WorkflowVersion
 
 #: What may change on a workflow: its tenant and slug are fixed (its versions belong to them).
 WORKFLOW_EDITABLE_FIELDS = frozenset(
@@ -127,7 +128,7 @@ class RegisteredVersion:
 def _resolve_workflow_for_upload(*, principal: Principal, tenant_slug: str, workflow_slug: str,
                                  workflow_defaults: dict) -> Workflow:
     """The target workflow; created (with its tenant, for unbound tokens) on first push."""
-    tenant = Tenant.objects.for_principal(principal).filter(slug=tenant_slug).first()
+    tenant = Tenant.objects.visible_to(principal).filter(slug=tenant_slug).first()
     if tenant is None:
         if principal.is_tenant_bound:
             raise NotFound(f"No tenant {tenant_slug!r}.", field="tenant")

@@ -14,7 +14,8 @@ from swarm.core.errors import ApiError, Conflict
 from swarm.core.principals import Principal
 from swarm.core.secret_box import encrypt_text
 from swarm.core.services import audit_record
-from workflows.models import Tenant, TenantSecret, Workflow
+from tenancy.models import Tenant
+from workflows.models import TenantSecret, Workflow
 
 SECRET_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_MASK = "********"

@@ -5,7 +5,8 @@ from django.utils import timezone
 
 from bundles.models import Bundle
 from swarm.core.models import ApiToken
-from workflows.models import ActiveWorkflowVersion, Tenant, Workflow, WorkflowActivation, WorkflowVersion
+from tenancy.models import Tenant
+from workflows.models import ActiveWorkflowVersion, Workflow, WorkflowActivation, WorkflowVersion
 
 register = template.Library()
 

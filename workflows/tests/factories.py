@@ -7,7 +7,8 @@ import uuid
 from bundles.models import Bundle
 from swarm.core.principals import system_principal
 from workflows import services
-from workflows.models import Tenant, Workflow, WorkflowVersion
+from tenancy.models import Tenant
+from workflows.models import Workflow, WorkflowVersion
 
 
 def make_tenant(slug: str) -> Tenant:

@@ -10,22 +10,10 @@ from django.urls import reverse
 
 from swarm.core.models import ApiToken, AuditLogEntry
 from swarm.core.tokens import token_digest
-from workflows.models import Tenant, WorkflowActivation, WorkflowVersion
+from workflows.models import WorkflowActivation, WorkflowVersion
 from workflows.tests.factories import make_tenant, make_version, make_workflow
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def operator(django_user_model):
-    return django_user_model.objects.create_superuser("operator", "ops@example.com", "operator-pass-1")
-
-
-@pytest.fixture
-def admin_client_(operator):
-    client = Client()
-    client.force_login(operator)
-    return client
 
 
 @pytest.fixture
@@ -42,9 +30,9 @@ def active_label(workflow) -> str:
 
 
 @pytest.mark.parametrize("url_name", [
-    "admin:index", "admin:workflows_tenant_changelist", "admin:workflows_workflow_changelist",
+    "admin:index", "admin:tenancy_tenant_changelist", "admin:workflows_workflow_changelist",
     "admin:workflows_workflowversion_changelist", "admin:bundles_bundle_changelist", "admin:core_apitoken_changelist",
-    "admin:core_apitoken_add", "admin:workflows_workflow_add", "admin:workflows_tenant_add",
+    "admin:core_apitoken_add", "admin:workflows_workflow_add", "admin:tenancy_tenant_add",
     "admin:bundles_pendingblob_changelist", "admin:core_auditlogentry_changelist",
 ])
 def test_admin_pages_render(admin_client_, workflow_with_history, url_name):
@@ -67,7 +55,7 @@ def test_object_pages_render(admin_client_, workflow_with_history):
     assert f'formaction="{activate_url}"' in version_page.content.decode()
     assert "csrfmiddlewaretoken" in version_page.content.decode()
     assert admin_client_.get(reverse("admin:bundles_bundle_change", args=[first.bundle.pk])).status_code == 200
-    assert admin_client_.get(reverse("admin:workflows_tenant_change", args=[workflow.tenant.pk])).status_code == 200
+    assert admin_client_.get(reverse("admin:tenancy_tenant_change", args=[workflow.tenant.pk])).status_code == 200
     index = admin_client_.get(reverse("admin:index")).content.decode()
     assert 'id="swarm-overview-panel"' in index and "Recent activations" in index
 
@@ -181,28 +169,6 @@ def test_workflow_created_in_admin_goes_through_the_service(admin_client_, djang
     assert (entry.object_id, entry.actor) == (str(workflow.pk), "user:operator")
 
 
-def test_tenant_created_in_admin_goes_through_the_service(admin_client_, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client_.post(reverse("admin:workflows_tenant_add"), {
-            "name": "Initech", "slug": "initech", "workflows-TOTAL_FORMS": 0, "workflows-INITIAL_FORMS": 0})
-    assert response.status_code == 302, response.content.decode()[:2000]
-    entry = AuditLogEntry.objects.get(action="tenant.create")
-    assert entry.actor == "user:operator"
-    assert entry.object_id == str(Tenant.objects.get(slug="initech").pk)
-
-
-def test_tenant_renamed_in_admin_goes_through_the_service(admin_client_, django_capture_on_commit_callbacks):
-    tenant = make_tenant("acme")
-    with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client_.post(reverse("admin:workflows_tenant_change", args=[tenant.pk]), {
-            "name": "Acme Corporation", "workflows-TOTAL_FORMS": 0, "workflows-INITIAL_FORMS": 0})
-    assert response.status_code == 302, response.content.decode()[:2000]
-    assert Tenant.objects.get(pk=tenant.pk).name == "Acme Corporation"
-    entry = AuditLogEntry.objects.get(action="tenant.update")
-    assert (entry.object_id, entry.actor, entry.tenant_id) == (str(tenant.pk), "user:operator", tenant.pk)
-    assert entry.detail == {"name": "Acme Corporation", "previous_name": tenant.name}
-
-
 def test_workflow_changed_in_admin_goes_through_the_service(admin_client_, workflow_with_history,
                                                             django_capture_on_commit_callbacks):
     workflow, _, _ = workflow_with_history
@@ -219,27 +185,6 @@ def test_workflow_changed_in_admin_goes_through_the_service(admin_client_, workf
     entry = AuditLogEntry.objects.get(action="workflow.update")
     assert (entry.object_id, entry.actor) == (str(workflow.pk), "user:operator")
     assert entry.detail == {"fields": ["description", "memory_mb"]}
-
-
-def test_a_refusal_of_the_service_is_a_form_error_and_keeps_nothing(admin_client_, monkeypatch,
-                                                                    django_capture_on_commit_callbacks):
-    from swarm.core.errors import Conflict
-    from workflows import services
-
-    real_create = services.tenant_create
-
-    def create_then_refuse(**kwargs):
-        real_create(**kwargs)  # written, then refused: the admin's transaction must take it back
-        raise Conflict("Tenant 'initech' already exists.", code="tenant_exists", field="slug")
-
-    monkeypatch.setattr(services, "tenant_create", create_then_refuse)
-    with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client_.post(reverse("admin:workflows_tenant_add"), {
-            "name": "Initech", "slug": "initech", "workflows-TOTAL_FORMS": 0, "workflows-INITIAL_FORMS": 0})
-    assert response.status_code == 200  # the form again, not a 500
-    assert response.context["adminform"].form.errors == {"slug": ["Tenant 'initech' already exists."]}
-    assert not Tenant.objects.filter(slug="initech").exists()
-    assert not AuditLogEntry.objects.exists()
 
 
 def test_secret_refused_by_the_service_is_a_form_error(admin_client_):
@@ -263,7 +208,7 @@ def test_version_admin_is_read_only(admin_client_, workflow_with_history):
 
 
 @pytest.mark.parametrize("url_name", ["admin:workflows_workflow_changelist", "admin:workflows_workflowversion_changelist",
-                                      "admin:bundles_bundle_changelist", "admin:workflows_tenant_changelist"])
+                                      "admin:bundles_bundle_changelist", "admin:tenancy_tenant_changelist"])
 def test_admin_lists_do_not_query_per_row(admin_client_, url_name, django_assert_max_num_queries):
     tenant = make_tenant("acme")
 

@@ -20,7 +20,7 @@ OPERATOR = ("operator", "operator-pass-1")
 @pytest.fixture
 def operator_and_tenant(live_url, django_user_model):
     """A superuser and a tenant, committed so the live server sees them."""
-    from workflows.models import Tenant
+    from tenancy.models import Tenant
 
     django_user_model.objects.create_superuser(OPERATOR[0], "ops@example.com", OPERATOR[1])
     return Tenant.objects.create(name="Acme", slug="acme")

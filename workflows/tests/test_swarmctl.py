@@ -17,7 +17,8 @@ import pytest
 from bundles.blobstore import BlobStore
 from bundles.keys import blob_key
 from bundles.models import Bundle
-from workflows.models import Tenant, WorkflowVersion
+from tenancy.models import Tenant
+from workflows.models import WorkflowVersion
 
 SWARMCTL = Path(sys.executable).parent / "swarmctl"
 

@@ -1,12 +1,17 @@
 """`swarmctl build`: trigger builds and follow their logs.
 
-    swarmctl build trigger JOB [--branch B] [--sha SHA] [--param K=V] [--follow]
+    swarmctl build trigger JOB [--branch B] [--sha SHA] [--param K=V] [--follow]   # JOB: tenant/name, name or id
     swarmctl build logs ID [-f] [--attempt N]
     swarmctl build show ID
     swarmctl build cancel ID
 
 `trigger --follow` and `logs -f` stream the log until the build finishes and
 exit with 0 when it succeeded, 1 otherwise.
+
+A job is named `tenant/name` (`POST /tenants/<tenant>/jobs/<name>/trigger`,
+never ambiguous), or by its bare name or id (`POST /jobs/<job>/trigger`: a
+token bound to a tenant means its own job; for an admin token a name two
+tenants use is refused as `ambiguous`, with the `tenant/name` URLs to use).
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from urllib.parse import quote
 
 from swarm_agent.cli_common import api_command_group
 from swarm_agent.client import ApiConfig, api_client, raise_for_api_error
@@ -25,8 +31,8 @@ def register(subparsers) -> None:
     """Add `build` and its subcommands."""
     commands = api_command_group(subparsers, "build", "trigger builds, follow logs")
 
-    trigger = commands.add_parser("trigger", help="queue a build of a job (id or name)")
-    trigger.add_argument("job")
+    trigger = commands.add_parser("trigger", help="queue a build of a job (tenant/name, name or id)")
+    trigger.add_argument("job", help="tenant/name (unambiguous), or a job's name or id")
     trigger.add_argument("--branch", default="")
     trigger.add_argument("--sha", default="", help="exact commit to build")
     trigger.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
@@ -53,6 +59,14 @@ def _client(args):
     return api_client(ApiConfig.from_env(args.url, args.token))
 
 
+def job_path(job: str) -> str:
+    """The API path of a job named `tenant/name`, or by its bare name or id."""
+    tenant, separator, name = job.partition("/")
+    if separator:
+        return f"/tenants/{quote(tenant, safe='')}/jobs/{quote(name, safe='')}"
+    return f"/jobs/{quote(job, safe='')}"
+
+
 def trigger_command(args: argparse.Namespace) -> int:
     """Queue a build; with --follow, stream its log and return its result."""
     params = {}
@@ -66,7 +80,7 @@ def trigger_command(args: argparse.Namespace) -> int:
     if params:
         body["params"] = params
     with _client(args) as client:
-        response = client.post(f"/jobs/{args.job}/trigger", json=body)
+        response = client.post(f"{job_path(args.job)}/trigger", json=body)
         raise_for_api_error(response)
         build = response.json()
         print(f"queued build {build['id']} ({build['job']['name']} #{build['number']}, branch {build['branch']})",

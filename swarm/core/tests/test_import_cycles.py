@@ -2,7 +2,7 @@
 
 The graph has an edge A → B for every import A makes at module level (in
 its body, a class body, an `if` or a `try`; not inside a function, and not
-under `if TYPE_CHECKING:`) of a module B of builds, drones, workflows,
+under `if TYPE_CHECKING:`) of a module B of builds, drones, workflows, tenancy, deployments,
 bundles or swarm. `from P import name` points at the module `P.name` when
 there is one, else at `P` itself.
 
@@ -25,7 +25,7 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-PACKAGES = ("builds", "drones", "workflows", "bundles", "swarm")
+PACKAGES = ("builds", "drones", "workflows", "bundles", "swarm", "tenancy", "deployments")
 
 
 @cache

@@ -56,7 +56,7 @@ def make_rows(*, tenant_secrets: int = 1) -> dict[str, list]:
     from drones.models import Hypervisor
     from drones.services import join_token_issue
     from workflows.services import tenant_secret_set
-    from workflows.models import Tenant
+    from tenancy.models import Tenant
 
     tenant = Tenant.objects.create(slug="secret-box", name="Secret box")
     return {

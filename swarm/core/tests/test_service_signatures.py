@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-APPS = ("builds", "drones", "workflows", "bundles", "swarm/core")
+APPS = ("builds", "drones", "workflows", "bundles", "swarm/core", "tenancy", "deployments")
 
 
 def services_modules() -> list[Path]:

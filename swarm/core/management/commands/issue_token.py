@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from swarm.core.choices import TokenScope
 from swarm.core.services import api_token_issue
-from workflows.models import Tenant
+from tenancy.models import Tenant
 
 ISSUABLE_SCOPES = [TokenScope.ADMIN, TokenScope.ENGINE, TokenScope.READ]
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workflows', '0004_tenant_secret_encrypted_column'),
+        ('workflows', '0005_tenant_moves_to_tenancy'),
     ]
 
     operations = [

@@ -7,7 +7,7 @@ from django.utils.text import slugify
 from swarm.core.errors import ApiError, Conflict
 from swarm.core.principals import Principal
 from swarm.core.services import audit_record
-from workflows.models import Tenant
+from tenancy.models import Tenant
 
 
 def tenant_create(*, name: str, slug: str = "", actor: Principal | str = "system") -> Tenant:

@@ -1,0 +1,15 @@
+"""Serializers of the tenancy API."""
+from rest_framework import serializers
+
+from tenancy.models import Tenant
+
+
+class TenantSerializer(serializers.ModelSerializer):
+    """A tenant."""
+
+    # Declared so that a taken slug reaches `tenant_create` and is a 409 `tenant_exists`, not a 400.
+    slug = serializers.SlugField(max_length=64)
+
+    class Meta:
+        model = Tenant
+        fields = ["id", "name", "slug", "created_at"]
