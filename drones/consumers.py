@@ -3,7 +3,9 @@
 The consumer only authenticates the drone token, joins the drone's group,
 forwards server messages (sent through `drones.events.drone_send`) to the
 agent as JSON, records pongs, and passes any other agent message type to
-the handler registered in `drones.ws_handlers`.
+the handler registered in `drones.ws_handlers`. Binary frames carry terminal
+I/O both ways (drones/terminal/relay.py); when the socket closes, the
+terminal sessions it carried end.
 """
 import logging
 from urllib.parse import parse_qs
@@ -14,6 +16,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from drones import services
 from drones.events import drone_group
 from drones.selectors import DRONE_SUBJECT
+from drones.terminal import relay
 from drones.ws_handlers import ws_handler_for
 from swarm.core.authentication import authenticate_token
 from swarm.core.choices import TokenScope
@@ -51,6 +54,10 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
 
     drone_id: int | None = None
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.terminal_sessions: set[str] = set()
+
     async def connect(self):
         self.drone_id = await _drone_id_for_token(presented_token(self.scope))
         if self.drone_id is None:
@@ -66,8 +73,18 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         if self.drone_id is None:
             return
         await self.channel_layer.group_discard(self.group_name, self.channel_name)
+        if self.terminal_sessions:
+            await relay.agent_gone(self.drone_id, self.terminal_sessions)
         await database_sync_to_async(services.drone_ws_disconnected)(
             drone_id=self.drone_id, connected_at=getattr(self, "connected_at", None))
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        if bytes_data is not None:
+            session_id = await relay.forward_agent_frame(self.drone_id, bytes_data)
+            if session_id is not None:
+                self.terminal_sessions.add(session_id)
+            return
+        await super().receive(text_data=text_data, **kwargs)
 
     async def receive_json(self, content, **kwargs):
         if not isinstance(content, dict) or not isinstance(content.get("type"), str):
@@ -78,6 +95,11 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
             await database_sync_to_async(services.drone_pong_record)(
                 drone_id=self.drone_id, ping_id=str(content.get("id", "")))
             return
+        if message_type in ("terminal_opened", "terminal_exit"):
+            session_id = relay.session_hex(content.get("session"))
+            if session_id is not None:
+                (self.terminal_sessions.add if message_type == "terminal_opened"
+                 else self.terminal_sessions.discard)(session_id)
         handler = ws_handler_for(message_type)
         if handler is None:
             await self.send_json({"type": "error", "error": "unknown_type",
@@ -95,6 +117,10 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
     async def agent_message(self, event):
         """A server message for this drone (from `drones.events.drone_send`)."""
         await self.send_json(event["message"])
+
+    async def agent_binary(self, event):
+        """A binary frame for the agent (terminal input, from `drones.events.drone_send_bytes_async`)."""
+        await self.send(bytes_data=event["data"])
 
     async def agent_close(self, event):
         """Close this connection from the server side."""
