@@ -15,6 +15,15 @@ from builds import services
 from builds.choices import TERMINAL_STATES, TriggerKind
 from builds.models import Artifact, Build, BuildAttempt, BuildEvent, Job, Queue, WebhookDelivery
 from builds.selectors import build_artifacts
+from swarm.core.admin_display import (
+    LiveChangeList,
+    PrettyJSONFormField,
+    ReadOnlyAdmin,
+    ReadOnlyInline,
+    chips,
+    json_display,
+    when,
+)
 from swarm.core.errors import ApiError
 from swarm.core.service_admin import ServiceModelAdmin, adopt_saved, form_changes
 
@@ -39,6 +48,8 @@ class JobAdminForm(forms.ModelForm):
         help_text="Shared secret of this repository's webhooks (stored encrypted; leave blank to keep).")
     clear_webhook_secret = forms.BooleanField(
         required=False, help_text="Remove this job's own webhook secret (the global one applies again).")
+    build_config = PrettyJSONFormField(help_text="steps, env, artifacts, timeout, labels, retry, notifications "
+                                                 "(docs/builds.md#job-configuration-build_config)")
 
     class Meta:
         model = Job
@@ -120,46 +131,92 @@ class JobAdmin(ServiceModelAdmin):
             self.message_user(request, format_html('Queued <a href="{}">{} #{}</a>', url, job.name, build.number))
 
 
-class AttemptInline(admin.TabularInline):
+class AttemptInline(ReadOnlyInline):
+    """Every try at the build, on its page."""
+
     model = BuildAttempt
-    extra = 0
-    can_delete = False
-    fields = ["number", "drone", "state", "failure_reason", "detail", "exit_code", "started_at", "finished_at",
+    fields = ["number", "drone", "state_badge", "failure_reason", "detail", "exit_code", "started", "finished",
               "log_size", "log_checksum"]
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None):
-        return False
+    @admin.display(description="state")
+    def state_badge(self, attempt):
+        return state_badge(attempt.state)
+
+    @admin.display(description="started")
+    def started(self, attempt):
+        return when(attempt.started_at, empty="not yet")
+
+    @admin.display(description="finished")
+    def finished(self, attempt):
+        return when(attempt.finished_at, empty="not yet")
 
 
-class EventInline(admin.TabularInline):
+class EventInline(ReadOnlyInline):
+    """Why the build changed, in order."""
+
     model = BuildEvent
-    extra = 0
-    can_delete = False
-    fields = ["at", "kind", "attempt_number", "actor", "detail"]
+    fields = ["moment", "kind", "attempt_number", "actor", "details"]
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None):
-        return False
+    @admin.display(description="at")
+    def moment(self, event):
+        return when(event.at)
+
+    @admin.display(description="detail")
+    def details(self, event):
+        return json_display(event.detail)
+
+
+def state_badge(state: str):
+    return format_html('<span class="swarm-status swarm-status-{}" data-state="{}">{}</span>', state, state, state)
 
 
 @admin.register(Build)
-class BuildAdmin(admin.ModelAdmin):
-    list_display = ["id", "job", "number", "state", "failure_reason", "duration", "drone", "attempt_count", "branch",
-                    "short_sha", "trigger", "created_at"]
+class BuildAdmin(LiveChangeList, ReadOnlyAdmin):
+    """Builds are written by triggers, drones and the reaper; here they are watched, canceled and retried."""
+
+    live_topics = ("builds",)
+    list_display = ["title", "state_cell", "failure_reason", "duration", "drone", "attempt_count", "branch",
+                    "short_sha", "trigger", "created"]
+    list_display_links = ["title"]
     list_filter = ["state", "failure_reason", "trigger", "queue", "job"]
     search_fields = ["job__name", "commit_sha", "branch"]
     list_select_related = ["job", "drone"]
     actions = ["cancel_builds", "retry_builds"]
     inlines = [AttemptInline, EventInline]
     change_form_template = "admin/builds/build/change_form.html"
-    readonly_fields = [f.name for f in Build._meta.fields]
+    fieldsets = [
+        (None, {"fields": ["job_link", "state_cell", "failure_reason", "exit_code", "drone", "attempt_count",
+                           "duration", "finished"]}),
+        ("Source", {"fields": ["branch", "commit_sha", "trigger", "triggered_by", "params_table", "retry_of"]}),
+        ("Times", {"fields": ["created", "queued", "assigned", "started", "lease", "cancel_requested"]}),
+        ("Scheduling", {"classes": ["collapse"], "fields": [
+            "queue", "queue_priority", "labels", "timeout_seconds", "retries_used", "avoid_until", "ack_deadline"]}),
+    ]
+    readonly_fields = ["job_link", "state_cell", "failure_reason", "exit_code", "drone", "attempt_count", "duration",
+                       "finished", "branch", "commit_sha", "trigger", "triggered_by", "params_table", "retry_of",
+                       "created", "queued", "assigned", "started", "lease", "cancel_requested", "queue",
+                       "queue_priority", "labels", "timeout_seconds", "retries_used", "avoid_until", "ack_deadline"]
 
-    def has_add_permission(self, request):
-        return False
+    def has_cancel_permission(self, request, obj=None):
+        return request.user.has_perm("builds.change_build")
 
-    def has_change_permission(self, request, obj=None):
-        return request.user.is_staff
+    def has_retry_permission(self, request, obj=None):
+        return request.user.has_perm("builds.change_build")
+
+    @admin.display(description="build", ordering="-id")
+    def title(self, build):
+        return f"{build.job.name} #{build.number}"
+
+    @admin.display(description="state", ordering="state")
+    def state_cell(self, build):
+        return state_badge(build.state)
+
+    @admin.display(description="job")
+    def job_link(self, build):
+        return format_html('<a href="{}">{}</a>', reverse("admin:builds_job_change", args=[build.job_id]),
+                           build.job.name)
 
     @admin.display(description="duration")
     def duration(self, build):
@@ -168,7 +225,44 @@ class BuildAdmin(admin.ModelAdmin):
 
     @admin.display(description="commit")
     def short_sha(self, build):
-        return build.commit_sha[:10]
+        return format_html('<code title="{}">{}</code>', build.commit_sha, build.commit_sha[:10]) if build.commit_sha \
+            else "—"
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, build):
+        return when(build.created_at)
+
+    @admin.display(description="queued")
+    def queued(self, build):
+        return when(build.queued_at)
+
+    @admin.display(description="assigned")
+    def assigned(self, build):
+        return when(build.assigned_at, empty="not yet")
+
+    @admin.display(description="started")
+    def started(self, build):
+        return when(build.started_at, empty="not yet")
+
+    @admin.display(description="finished")
+    def finished(self, build):
+        return when(build.finished_at, empty="not yet")
+
+    @admin.display(description="lease expires")
+    def lease(self, build):
+        return when(build.lease_expires_at, empty="no lease")
+
+    @admin.display(description="cancel requested")
+    def cancel_requested(self, build):
+        return when(build.cancel_requested_at, empty="no")
+
+    @admin.display(description="params")
+    def params_table(self, build):
+        return json_display(build.params)
+
+    @admin.display(description="required labels")
+    def labels(self, build):
+        return chips(build.required_labels)
 
     def get_urls(self):
         return [
@@ -179,7 +273,7 @@ class BuildAdmin(admin.ModelAdmin):
 
     def _post_only(self, request, build_id):
         build = get_object_or_404(Build, pk=build_id)
-        if request.method != "POST" or not self.has_change_permission(request, build):
+        if request.method != "POST" or not self.has_cancel_permission(request, build):
             return None, HttpResponseRedirect(reverse("admin:builds_build_change", args=[build_id]))
         return build, None
 
@@ -208,20 +302,21 @@ class BuildAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:builds_build_change", args=[build_id]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        build = get_object_or_404(Build, pk=object_id)
+        build = get_object_or_404(Build.objects.select_related("job"), pk=object_id)
         artifacts = [
             {"artifact": artifact,
              "url": reverse("build-artifact-download", kwargs={"build_id": build.pk, "artifact_id": artifact.pk})}
             for artifact in build_artifacts(build)
         ]
+        may_act = self.has_cancel_permission(request, build)
         extra_context = dict(extra_context or {}, build=build, artifacts=artifacts,
-                             can_cancel=build.state not in TERMINAL_STATES,
-                             can_retry=build.state in TERMINAL_STATES,
+                             can_cancel=may_act and build.state not in TERMINAL_STATES,
+                             can_retry=may_act and build.state in TERMINAL_STATES,
                              log_ws_path=f"/ws/builds/{build.pk}/log/",
                              log_api_path=reverse("build-log", kwargs={"build_id": build.pk}))
         return super().change_view(request, object_id, form_url, extra_context)
 
-    @admin.action(description="Cancel the selected builds", permissions=["change"])
+    @admin.action(description="Cancel the selected builds", permissions=["cancel"])
     def cancel_builds(self, request, queryset):
         for build in queryset:
             try:
@@ -230,7 +325,7 @@ class BuildAdmin(admin.ModelAdmin):
             except ApiError as error:
                 self.message_user(request, f"{build}: {error.detail}", messages.WARNING)
 
-    @admin.action(description="Retry the selected builds", permissions=["change"])
+    @admin.action(description="Retry the selected builds", permissions=["retry"])
     def retry_builds(self, request, queryset):
         for build in queryset:
             try:
@@ -241,13 +336,11 @@ class BuildAdmin(admin.ModelAdmin):
 
 
 @admin.register(Artifact)
-class ArtifactAdmin(admin.ModelAdmin):
+class ArtifactAdmin(ReadOnlyAdmin):
     list_display = ["path", "build", "size", "sha256", "state", "download"]
     list_filter = ["state"]
-    readonly_fields = [f.name for f in Artifact._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
+    list_select_related = ["build__job"]
+    readonly_fields = [f.name for f in Artifact._meta.fields] + ["download"]
 
     @admin.display(description="download")
     def download(self, artifact):
@@ -256,11 +349,18 @@ class ArtifactAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
-    list_display = ["delivery_id", "provider", "event", "status", "build_ids", "received_at", "detail"]
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["delivery_id", "provider", "event", "status", "build_ids", "received", "detail"]
     list_filter = ["provider", "status"]
     search_fields = ["delivery_id"]
-    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    fields = ["provider", "delivery_id", "event", "status", "detail", "build_ids", "received", "processed_at",
+              "payload_display"]
+    readonly_fields = fields
 
-    def has_add_permission(self, request):
-        return False
+    @admin.display(description="received", ordering="received_at")
+    def received(self, delivery):
+        return when(delivery.received_at)
+
+    @admin.display(description="payload")
+    def payload_display(self, delivery):
+        return json_display(delivery.payload)

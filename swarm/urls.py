@@ -1,9 +1,11 @@
-"""Root URL configuration: admin, API v1, OpenAPI schema and docs, health probes."""
+"""Root URL configuration: admin (and its log page), API v1, OpenAPI schema and docs, health probes."""
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from swarm.core import health
+from swarm.core.admin import control_plane_logs_view
 
 handler404 = "swarm.core.errors.api_not_found"
 handler500 = "swarm.core.errors.api_server_error"
@@ -19,6 +21,9 @@ api_v1 = [
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # The control plane has no public site: its root is the admin.
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="root"),
+    path("admin/logs/", admin.site.admin_view(control_plane_logs_view), name="admin-control-plane-logs"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
