@@ -138,6 +138,7 @@
       const drone = drones.get(event.i);
       events.unshift(Object.assign({n: drone ? drone.n : "#" + event.i}, event));
       hourMark(event.t);
+      dirtyDom = true;
     });
     if (events.length > 30) { events.length = 30; }
     if (snapshotWanted) { askSnapshot(); }
@@ -153,8 +154,12 @@
   // --- layout ---------------------------------------------------------------------------------
   function resize() {
     const ratio = window.devicePixelRatio || 1;
-    [[canvas, canvas.parentElement.clientWidth, 560], [wave, wave.parentElement.clientWidth, 64],
-     [track, track.parentElement.clientWidth, 28]].forEach(function (entry) {
+    function inner(element) {
+      const computed = window.getComputedStyle(element);
+      return element.clientWidth - parseFloat(computed.paddingLeft) - parseFloat(computed.paddingRight);
+    }
+    [[canvas, inner(canvas.parentElement), 560], [wave, inner(wave.parentElement), 64],
+     [track, inner(track.parentElement), 28]].forEach(function (entry) {
       const element = entry[0];
       element.width = Math.max(200, entry[1]) * ratio;
       element.height = entry[2] * ratio;
@@ -264,13 +269,14 @@
   }
 
   function style(state) {
+    // The fill is always the level's colour; status shows as a ring around it (paused: the ring alone).
     const colour = levelColour(state.l);
     switch (state.s) {
-      case "offline": return {fill: OFFLINE_FILL, stroke: colour, alpha: 1};
-      case "stale": return {fill: colour, stroke: null, alpha: 0.45};
-      case "paused": return {fill: null, stroke: colour, alpha: 1};
-      case "draining": return {fill: colour, stroke: "#f8fafc", alpha: 0.55};
-      default: return {fill: colour, stroke: null, alpha: 1};
+      case "offline": return {fill: colour, ring: OFFLINE_FILL, width: 3, dash: null};
+      case "stale": return {fill: colour, ring: "#cbd5e1", width: 1.5, dash: [2, 2]};
+      case "paused": return {fill: null, ring: colour, width: 2.5, dash: null};
+      case "draining": return {fill: colour, ring: "#f8fafc", width: 2, dash: [4, 2]};
+      default: return {fill: colour, ring: null, width: 0, dash: null};
     }
   }
 
@@ -280,27 +286,36 @@
       const state = shown(drone);
       if (!state) { return; }
       const look = style(state);
-      const key = look.fill + "|" + look.stroke + "|" + look.alpha;
+      const key = look.fill + "|" + look.ring + "|" + look.width + "|" + look.dash;
       if (!buckets.has(key)) { buckets.set(key, {look: look, members: []}); }
       buckets.get(key).members.push(drone);
     });
     const radius = layout.radius;
     buckets.forEach(function (bucket) {
       const look = bucket.look;
-      context.globalAlpha = look.alpha;
-      context.beginPath();
-      bucket.members.forEach(function (drone) { context.moveTo(drone.x + radius, drone.y); context.arc(drone.x, drone.y, radius, 0, 2 * Math.PI); });
-      if (look.fill) { context.fillStyle = look.fill; context.fill(); }
-      if (look.stroke) { context.globalAlpha = 1; context.strokeStyle = look.stroke; context.lineWidth = Math.max(1, radius / 3); context.stroke(); }
+      if (look.fill) {
+        context.fillStyle = look.fill;
+        context.beginPath();
+        bucket.members.forEach(function (drone) { context.moveTo(drone.x + radius, drone.y); context.arc(drone.x, drone.y, radius, 0, 2 * Math.PI); });
+        context.fill();
+      }
+      if (look.ring) {
+        const ringRadius = look.fill ? radius + look.width / 2 + 0.5 : radius - look.width / 2;
+        context.strokeStyle = look.ring; context.lineWidth = look.width;
+        context.setLineDash(look.dash || []);
+        context.beginPath();
+        bucket.members.forEach(function (drone) { context.moveTo(drone.x + ringRadius, drone.y); context.arc(drone.x, drone.y, ringRadius, 0, 2 * Math.PI); });
+        context.stroke();
+        context.setLineDash([]);
+      }
     });
-    context.globalAlpha = 1;
     if (radius >= 6) {
       context.fillStyle = "#cbd5e1"; context.font = "11px system-ui, sans-serif"; context.textAlign = "center";
-      drones.forEach(function (drone) { context.fillText(drone.n, drone.x, drone.y + radius + 12); });
+      drones.forEach(function (drone) { context.fillText(drone.n, drone.x, drone.y + radius + 14); });
     }
     if (hovered) {
       context.strokeStyle = "#ffffff"; context.lineWidth = 2;
-      context.beginPath(); context.arc(hovered.x, hovered.y, radius + 3, 0, 2 * Math.PI); context.stroke();
+      context.beginPath(); context.arc(hovered.x, hovered.y, radius + 5, 0, 2 * Math.PI); context.stroke();
     }
   }
 
@@ -570,6 +585,14 @@
       const ratio = window.devicePixelRatio || 1;
       const data = context.getImageData(Math.round(drone.x * ratio), Math.round(drone.y * ratio), 1, 1).data;
       return "#" + [data[0], data[1], data[2]].map(function (v) { return v.toString(16).padStart(2, "0"); }).join("");
+    },
+    nodeShows: function (name, colour) {
+      // Whether the canvas shows `colour` at the node's centre (a passing packet may cover it for a frame).
+      const pixel = window.swarmTopology.nodePixel(name);
+      if (!pixel) { return false; }
+      return [1, 3, 5].every(function (at) {
+        return Math.abs(parseInt(pixel.substr(at, 2), 16) - parseInt(colour.substr(at, 2), 16)) <= 12;
+      });
     },
     nodePosition: function (name) { const drone = byName(name); return drone ? {x: drone.x, y: drone.y} : null; },
     drones: function () { return drones.size; },

@@ -48,7 +48,9 @@ def process_role(argv: list[str] | None = None) -> str:
     if explicit:
         return explicit
     argv = list(argv if argv is not None else sys.argv)
-    words = [os.path.basename(word) for word in argv]
+    # `python -m uvicorn` has .../uvicorn/__main__.py as argv[0]: the package names the program.
+    words = [os.path.basename(os.path.dirname(word)) if word.endswith("__main__.py") else os.path.basename(word)
+             for word in argv]
     if any(word.startswith("uvicorn") for word in words):
         return "web"
     if any(word.startswith("celery") for word in words):
