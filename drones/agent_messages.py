@@ -1,7 +1,8 @@
 """Handlers for the agent message types the drones app itself understands (besides pong).
 
-Terminal and system-log messages are passed on to the browser's consumer of
-their session (drones/terminal/relay.py); `host_keys` pins the drone's SSH
+System-log messages are passed on to the viewer of their session
+(drones/terminal/relay.py; terminal messages the consumer forwards itself,
+to the channel of the session's browser); `host_keys` pins the drone's SSH
 host keys the first time it reports them.
 """
 import logging
@@ -31,7 +32,5 @@ def register_handlers() -> None:
     """Called from DronesConfig.ready()."""
     register_ws_handler("command_result", handle_command_result)
     register_ws_handler("host_keys", handle_host_keys)
-    for message_type in relay.TERMINAL_MESSAGES:
-        register_ws_handler(message_type, relay.forward_terminal_message)
     for message_type in relay.SYSLOG_MESSAGES:
         register_ws_handler(message_type, relay.forward_syslog_message)

@@ -4,7 +4,8 @@ The consumer only authenticates the drone token, joins the drone's group,
 forwards server messages (sent through `drones.events.drone_send`) to the
 agent as JSON, records pongs, and passes any other agent message type to
 the handler registered in `drones.ws_handlers`. Binary frames carry terminal
-I/O both ways (drones/terminal/relay.py); when the socket closes, the
+I/O both ways and terminal messages go straight to the channel of the
+session's browser (drones/terminal/relay.py); when the socket closes, the
 terminal sessions it carried end.
 """
 import logging
@@ -56,7 +57,7 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.terminal_sessions: set[str] = set()
+        self.terminal_routes = relay.TerminalRoutes()
 
     async def connect(self):
         self.drone_id = await _drone_id_for_token(presented_token(self.scope))
@@ -73,16 +74,14 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         if self.drone_id is None:
             return
         await self.channel_layer.group_discard(self.group_name, self.channel_name)
-        if self.terminal_sessions:
-            await relay.agent_gone(self.drone_id, self.terminal_sessions)
+        if self.terminal_routes:
+            await relay.agent_gone(self.terminal_routes)
         await database_sync_to_async(services.drone_ws_disconnected)(
             drone_id=self.drone_id, connected_at=getattr(self, "connected_at", None))
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         if bytes_data is not None:
-            session_id = await relay.forward_agent_frame(self.drone_id, bytes_data)
-            if session_id is not None:
-                self.terminal_sessions.add(session_id)
+            await relay.forward_agent_frame(self.terminal_routes, bytes_data)
             return
         await super().receive(text_data=text_data, **kwargs)
 
@@ -95,11 +94,9 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
             await database_sync_to_async(services.drone_pong_record)(
                 drone_id=self.drone_id, ping_id=str(content.get("id", "")))
             return
-        if message_type in ("terminal_opened", "terminal_exit"):
-            session_id = relay.session_hex(content.get("session"))
-            if session_id is not None:
-                (self.terminal_sessions.add if message_type == "terminal_opened"
-                 else self.terminal_sessions.discard)(session_id)
+        if message_type in relay.TERMINAL_MESSAGES:
+            await relay.forward_terminal_message(self.terminal_routes, content, agent_channel=self.channel_name)
+            return
         handler = ws_handler_for(message_type)
         if handler is None:
             await self.send_json({"type": "error", "error": "unknown_type",
@@ -115,8 +112,11 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "error": "handler_failed", "detail": message_type})
 
     async def agent_message(self, event):
-        """A server message for this drone (from `drones.events.drone_send`)."""
-        await self.send_json(event["message"])
+        """A server message for this drone (from `drones.events.drone_send`, or a terminal's browser)."""
+        message = event["message"]
+        if message.get("type") == "terminal_open":
+            message = self.terminal_routes.opening(message)
+        await self.send_json(message)
 
     async def agent_binary(self, event):
         """A binary frame for the agent (terminal input, from `drones.events.drone_send_bytes_async`)."""

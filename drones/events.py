@@ -52,11 +52,6 @@ def drone_disconnect(drone_id: int, *, code: int = 4000) -> None:
     run_async(get_channel_layer().group_send, drone_group(drone_id), {"type": "agent.close", "code": code})
 
 
-async def drone_send_bytes_async(drone_id: int, data: bytes) -> None:
-    """Push a binary frame (terminal input) to the drone's agent."""
-    await get_channel_layer().group_send(drone_group(drone_id), {"type": "agent.binary", "data": data})
-
-
 def drone_changed(drone_id: int, **fields) -> None:
     """A drone's state changed (status, level, latency_ms, ws): the topology and the live lists hear of it."""
     from drones import topology

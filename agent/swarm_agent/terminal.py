@@ -10,7 +10,8 @@ the agent's one connection, multiplexed by that id:
 and JSON control messages: `terminal_resize`, `terminal_close`,
 `terminal_ack` (the server has passed on that many output bytes),
 `terminal_ping` from the server; `terminal_opened`, `terminal_exit`,
-`terminal_input_ack` (that many keystroke bytes reached the PTY),
+`terminal_input_ack` (that many keystroke bytes reached the PTY; one for a
+burst of typing, not one per key),
 `terminal_pong` and `terminal_error` from the agent.
 
 Both directions are flow controlled: the agent stops reading the PTY while
@@ -49,6 +50,8 @@ OUTPUT_WINDOW = 256 * 1024
 #: Terminal sizes the agent accepts (the server clamps to the same).
 MIN_COLS, MAX_COLS, MIN_ROWS, MAX_ROWS = 2, 500, 1, 200
 KILL_GRACE_SECONDS = 1.0
+#: Keystroke bytes written to the PTY are acknowledged once this many have gone in, or this long after the last.
+INPUT_ACK_BYTES, INPUT_ACK_DELAY = 16 * 1024, 0.05
 
 
 def clamp_size(cols, rows) -> tuple[int, int]:
@@ -131,6 +134,8 @@ class PtySession:
         self.window_open = asyncio.Event()
         self.window_open.set()
         self.input_queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.written_unacked = 0
+        self.input_ack_timer: asyncio.TimerHandle | None = None
         self.process: subprocess.Popen | None = None
         self.master: int | None = None
         self.tasks: list[asyncio.Task] = []
@@ -262,8 +267,20 @@ class PtySession:
                         return
                 except OSError:
                     return
-            await self.manager.send_json({"type": "terminal_input_ack", "session": self.session_id,
-                                          "bytes": len(data)})
+            self.written_unacked += len(data)
+            if self.written_unacked >= INPUT_ACK_BYTES:
+                await self._ack_input()
+            elif self.input_ack_timer is None:  # typing: one acknowledgement for a burst, not one per key
+                self.input_ack_timer = asyncio.get_running_loop().call_later(
+                    INPUT_ACK_DELAY, lambda: asyncio.ensure_future(self._ack_input()))
+
+    async def _ack_input(self) -> None:
+        if self.input_ack_timer is not None:
+            self.input_ack_timer.cancel()
+            self.input_ack_timer = None
+        count, self.written_unacked = self.written_unacked, 0
+        if count:
+            await self.manager.send_json({"type": "terminal_input_ack", "session": self.session_id, "bytes": count})
 
     async def _wait_exit(self) -> None:
         status = await asyncio.get_running_loop().run_in_executor(None, self.process.wait)

@@ -8,8 +8,9 @@ from the browser and `opened` / `exit` / `notice` / `error` to it) and one
 of two transports:
 
 * `agent` (default): the drone's agent opens a PTY and relays it over its own
-  WebSocket; messages go through the channel layer (relay.py), so browser
-  and agent may sit on different replicas. Keystrokes wait here until the
+  WebSocket; messages go through the channel layer, from this consumer's
+  channel to the agent consumer's and back (relay.py), so browser and agent
+  may sit on different replicas. Keystrokes wait here until the
   agent has written the previous INPUT_WINDOW bytes to the PTY (a 1 MB paste
   is fed at the shell's pace); output is acknowledged every ACK_BYTES so the
   agent reads its PTY only as fast as the browser takes it.
@@ -34,7 +35,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from drones.events import drone_send_async, drone_send_bytes_async
+from drones.events import drone_send_async
 from drones.models import TerminalSession
 from drones.terminal import relay
 from drones.terminal.sessions import terminal_session_close, terminal_session_start
@@ -105,17 +106,17 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.unacked_out = 0
         self.last_ping = self.last_pong = time.monotonic()
         self.ssh: SshTerminal | None = None
+        self.agent_channel: str | None = None  # the agent consumer's channel, once it answered
         self.recorder = await asyncio.to_thread(_new_recorder, self.session, self.cols, self.rows)
         self.watchdog = asyncio.ensure_future(self._watch())
         if self.session.transport == TerminalSession.Transport.SSH:
             await self._open_ssh()
         else:
-            self.group = relay.terminal_group(self.drone_id, self.session_hex)
-            await self.channel_layer.group_add(self.group, self.channel_name)
+            # To the drone's group: whichever replica holds the agent's socket takes it, and remembers our channel.
             await drone_send_async(self.drone_id, {
                 "type": "terminal_open", "session": self.session_hex, "cols": self.cols, "rows": self.rows,
                 "idle_timeout": settings.SWARM_TERMINAL_IDLE_TIMEOUT,
-                "max_seconds": settings.SWARM_TERMINAL_MAX_SECONDS})
+                "max_seconds": settings.SWARM_TERMINAL_MAX_SECONDS, "reply_channel": self.channel_name})
 
     async def _open_ssh(self):
         drone = await database_sync_to_async(lambda: self.session.drone)()
@@ -159,8 +160,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         if self.ssh is not None:
             await self.ssh.resize(self.cols, self.rows)
         else:
-            await drone_send_async(self.drone_id, {"type": "terminal_resize", "session": self.session_hex,
-                                                   "cols": self.cols, "rows": self.rows})
+            await self._to_agent({"type": "terminal_resize", "session": self.session_hex, "cols": self.cols,
+                                  "rows": self.rows})
         await self._send_json({"type": "resized", "cols": self.cols, "rows": self.rows})
 
     async def _pump_input(self):
@@ -168,11 +169,20 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             chunk = bytes(self.pending_input[:INPUT_CHUNK])
             del self.pending_input[:INPUT_CHUNK]
             self.in_flight += len(chunk)
-            await drone_send_bytes_async(self.drone_id, relay.input_frame(self.session_hex, chunk))
+            await self.channel_layer.send(self.agent_channel, {"type": "agent.binary",
+                                                               "data": relay.input_frame(self.session_hex, chunk)})
+
+    async def _to_agent(self, message: dict):
+        """A control message to the agent: to its consumer's channel once known, else through the drone's group."""
+        if self.agent_channel is not None:
+            await self.channel_layer.send(self.agent_channel, {"type": "agent.message", "message": message})
+        else:
+            await drone_send_async(self.drone_id, message)
 
     # --- drone → browser (agent transport: channel-layer events from relay.py) ---------------
 
     async def terminal_opened(self, event):
+        self.agent_channel = event.get("agent_channel")
         await self._opened({"transport": "agent", "pid": event.get("pid"), "shell": event.get("shell")})
 
     async def _opened(self, info: dict):
@@ -185,8 +195,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         await self._output(event["data"])
         self.unacked_out += len(event["data"])
         if self.unacked_out >= ACK_BYTES and not self.ended:
-            await drone_send_async(self.drone_id, {"type": "terminal_ack", "session": self.session_hex,
-                                                   "bytes": self.unacked_out})
+            await self._to_agent({"type": "terminal_ack", "session": self.session_hex, "bytes": self.unacked_out})
             self.unacked_out = 0
 
     async def _output(self, data: bytes):
@@ -245,7 +254,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                     await self._end("the agent stopped answering")
                 elif now - self.last_ping > PING_INTERVAL:
                     self.last_ping = now
-                    await drone_send_async(self.drone_id, {"type": "terminal_ping", "session": self.session_hex})
+                    await self._to_agent({"type": "terminal_ping", "session": self.session_hex})
 
     async def _end(self, reason: str, *, exit_status=None):
         """Close everything once: the drone's side, the recording, the session row, the browser's socket."""
@@ -258,9 +267,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             if self.ssh is not None:
                 await self.ssh.close(reason)
             else:
-                await drone_send_async(self.drone_id, {"type": "terminal_close", "session": self.session_hex,
-                                                       "reason": reason})
-                await self.channel_layer.group_discard(self.group, self.channel_name)
+                await self._to_agent({"type": "terminal_close", "session": self.session_hex, "reason": reason})
         except Exception:  # noqa: BLE001 - the agent is gone anyway; the row and recording still close
             logger.warning("terminal %s: could not tell the drone it ended", self.session_hex, exc_info=True)
         recording = None
