@@ -35,8 +35,8 @@
     if (typeof event.data !== "string") { term.write(new Uint8Array(event.data)); return; }
     const message = JSON.parse(event.data);
     if (message.type === "opened") {
-      say("connected to " + message.drone + " over " + message.transport + (message.pid ? " (shell pid " + message.pid + ")" : "") +
-          " · recorded", "ok");
+      say("connected to " + message.drone + (message.transport === "ssh" ? " over SSH" : " through its agent") +
+          (message.pid ? " (shell pid " + message.pid + ")" : "") + " · recorded", "ok");
       box.dataset.session = message.session;
       term.focus();
     } else if (message.type === "exit") {

@@ -4,9 +4,11 @@
  * (drones/topology/feed.py): heartbeat ids (drawn as packets travelling from
  * the drone to the control plane), pongs (packets the other way), state
  * changes and ladder steps. Everything is drawn in requestAnimationFrame onto
- * canvases: a static layer (links, hub, group labels) drawn once per layout,
- * then nodes batched by style (one path per colour and status) and packets
- * batched by colour — no DOM element per drone, no DOM work per heartbeat.
+ * two stacked canvases: below, the links, hub and group labels (an offscreen
+ * layer drawn once per layout) and the nodes batched by style (one path per
+ * colour and status), redrawn only when a node's look changes; above, the
+ * packets batched by colour, redrawn every frame — no DOM element per drone,
+ * no DOM work per heartbeat.
  * The cards and the self-healing table are DOM, updated at most twice a
  * second and only when something they show changed.
  *
@@ -29,8 +31,10 @@
 
   const page = document.getElementById("topology-page");
   if (!page) { return; }
-  const canvas = document.getElementById("topology-canvas");
+  const canvas = document.getElementById("topology-canvas");     // links, hub and nodes: redrawn on change
   const context = canvas.getContext("2d");
+  const packetCanvas = document.getElementById("topology-packets");  // packets only: redrawn every frame
+  const packetContext = packetCanvas.getContext("2d");
   const wave = document.getElementById("topology-wave");
   const waveContext = wave.getContext("2d");
   const track = document.getElementById("scrub-track");
@@ -50,7 +54,7 @@
   const activity = new Map();         // second -> {hb, po, ...}
   let layout = {hub: {x: 0, y: 0}, clusters: [], radius: 4, grid: null, gridSize: 24};
   let staticLayer = null;
-  let dirtyDom = true, dirtyStatic = true;
+  let dirtyDom = true, dirtyStatic = true, dirtyNodes = true;
   let socket = null, snapshotWanted = false, lastSnapshotAsk = 0;
   let scrubRequest = 0, lastScrubSent = 0, scrubPending = null;
   let hovered = null;
@@ -94,7 +98,7 @@
     (snapshot.wave || []).forEach(function (row) { bump(row[0], row[1], row[2]); });
     snapshotWanted = false;
     relayout();
-    dirtyDom = true;
+    dirtyDom = true; dirtyNodes = true;
     drawTrack();
   }
 
@@ -119,7 +123,7 @@
       const drone = drones.get(id);
       if (!drone) { snapshotWanted = true; return; }
       drone.hbAt = frame.t;
-      if (drone.s === "stale" || drone.s === "offline") { drone.s = "online"; dirtyDom = true; }
+      if (drone.s === "stale" || drone.s === "offline") { drone.s = "online"; dirtyDom = true; dirtyNodes = true; }
       stats.heartbeats += 1;
       launch(drone, true, start + (index % 8) * 12);
     });
@@ -132,13 +136,13 @@
       if ("l" in change) { drone.l = change.l; }
       if ("p" in change) { drone.p = change.p; }
       if ("w" in change) { drone.w = change.w; }
-      dirtyDom = true;
+      dirtyDom = true; dirtyNodes = true;
     });
     (frame.ev || []).forEach(function (event) {
       const drone = drones.get(event.i);
       events.unshift(Object.assign({n: drone ? drone.n : "#" + event.i}, event));
       hourMark(event.t);
-      dirtyDom = true;
+      dirtyDom = true; dirtyNodes = true;
     });
     if (events.length > 30) { events.length = 30; }
     if (snapshotWanted) { askSnapshot(); }
@@ -158,7 +162,8 @@
       const computed = window.getComputedStyle(element);
       return element.clientWidth - parseFloat(computed.paddingLeft) - parseFloat(computed.paddingRight);
     }
-    [[canvas, inner(canvas.parentElement), 560], [wave, inner(wave.parentElement), 64],
+    [[canvas, inner(canvas.parentElement), 560], [packetCanvas, inner(canvas.parentElement), 560],
+     [wave, inner(wave.parentElement), 64],
      [track, inner(track.parentElement), 28]].forEach(function (entry) {
       const element = entry[0];
       element.width = Math.max(200, entry[1]) * ratio;
@@ -214,7 +219,7 @@
       grid.get(key).push(drone);
     });
     layout = {hub: hub, clusters: clusters, radius: radius, grid: grid, gridSize: size, width: width, height: height};
-    dirtyStatic = true;
+    dirtyStatic = true; dirtyNodes = true;
   }
 
   function place(drone, centre, spacing, index, via) {
@@ -342,16 +347,16 @@
       if (progress > 1) { continue; }
       packets[kept++] = packet;
       if (progress < 0) { continue; }
-      const colour = packet.inbound ? levelColour(packet.drone.l) : "#e0e7ff";
+      const colour = packet.inbound ? levelColour((shown(packet.drone) || packet.drone).l) : "#e0e7ff";
       if (!byColour.has(colour)) { byColour.set(colour, []); }
       byColour.get(colour).push(point(packet.drone, packet.inbound, progress));
     }
     packets.length = kept;
     byColour.forEach(function (points, colour) {
-      context.fillStyle = colour;
-      context.beginPath();
-      points.forEach(function (at) { context.moveTo(at.x + 2.2, at.y); context.arc(at.x, at.y, 2.2, 0, 2 * Math.PI); });
-      context.fill();
+      packetContext.fillStyle = colour;
+      packetContext.beginPath();
+      points.forEach(function (at) { packetContext.moveTo(at.x + 2.2, at.y); packetContext.arc(at.x, at.y, 2.2, 0, 2 * Math.PI); });
+      packetContext.fill();
     });
   }
 
@@ -389,9 +394,20 @@
     const width = track.width / (window.devicePixelRatio || 1), height = track.height / (window.devicePixelRatio || 1);
     trackContext.clearRect(0, 0, width, height);
     const end = nowSeconds(), start = end - windowSeconds;
+    // Per minute: the samples' counts, and for the minutes the page has seen itself, its own (live) counts.
+    const minutes = new Map(hourActivity.map(function (entry) { return [entry[0], Object.assign({}, entry[1])]; }));
+    activity.forEach(function (bucket, second) {
+      const minute = Math.floor(second / 60) * 60;
+      const row = minutes.get(minute) || {};
+      row.live = (row.live || 0) + (bucket.hb || 0);
+      minutes.set(minute, row);
+    });
+    const rows = Array.from(minutes.entries()).map(function (entry) {
+      return [entry[0], Object.assign({}, entry[1], {hb: Math.max(entry[1].hb || 0, entry[1].live || 0)})];
+    });
     let peak = 1;
-    hourActivity.forEach(function (entry) { peak = Math.max(peak, entry[1].hb || 0); });
-    hourActivity.forEach(function (entry) {
+    rows.forEach(function (entry) { peak = Math.max(peak, entry[1].hb || 0); });
+    rows.forEach(function (entry) {
       const x = (entry[0] - start) / windowSeconds * width, w = Math.max(2, 60 / windowSeconds * width - 1);
       if (entry[1].hb) { trackContext.fillStyle = "rgba(34, 211, 238, 0.55)"; trackContext.fillRect(x, height - entry[1].hb / peak * height, w, entry[1].hb / peak * height); }
       if (entry[1].esc) { trackContext.fillStyle = "#f59e0b"; trackContext.fillRect(x, 0, w, 5); }
@@ -401,11 +417,15 @@
   function frame() {
     const now = performance.now();
     stats.frames += 1;
-    if (dirtyStatic || !staticLayer) { drawStatic(); }
     const width = canvas.width / (window.devicePixelRatio || 1), height = canvas.height / (window.devicePixelRatio || 1);
-    context.clearRect(0, 0, width, height);
-    context.drawImage(staticLayer, 0, 0, width, height);
-    drawNodes(now);
+    if (dirtyStatic || !staticLayer) { drawStatic(); dirtyNodes = true; }
+    if (dirtyNodes) {  // only when a node's look changed: most frames draw packets alone
+      dirtyNodes = false;
+      context.clearRect(0, 0, width, height);
+      context.drawImage(staticLayer, 0, 0, width, height);
+      drawNodes(now);
+    }
+    packetContext.clearRect(0, 0, width, height);
     drawPackets(now);
     drawWave(false);
     if (pendingLag.length) {
@@ -496,6 +516,7 @@
     const found = nearest(event.clientX - box.left, event.clientY - box.top);
     if (found !== hovered) {
       hovered = found;
+      dirtyNodes = true;
       canvas.style.cursor = found ? "pointer" : "default";
       clearTimeout(detailTimer);
       if (found && !historic) {
@@ -507,7 +528,7 @@
     }
     showTooltip();
   });
-  canvas.addEventListener("mouseleave", function () { hovered = null; showTooltip(); });
+  canvas.addEventListener("mouseleave", function () { hovered = null; dirtyNodes = true; showTooltip(); });
   canvas.addEventListener("click", function () {
     if (hovered) { window.location.href = page.dataset.droneUrl.replace("0", String(hovered.i)); }
   });
@@ -541,7 +562,7 @@
     scrubLabel.textContent = "as at " + new Date(answer.at * 1000).toLocaleTimeString([], {hour12: false}) + " (" +
       Math.round(nowSeconds() - answer.at) + " s ago)" +
       (answer.sample_at ? "" : " · levels from the ladder's events; no per-minute sample that close");
-    dirtyDom = true;
+    dirtyDom = true; dirtyNodes = true;
     showTooltip();
   }
 
@@ -552,7 +573,7 @@
     page.classList.remove("topology-history");
     scrubLabel.textContent = "live";
     liveButton.hidden = true;
-    dirtyDom = true;
+    dirtyDom = true; dirtyNodes = true;
   }
 
   scrubber.addEventListener("input", function () { scrubTo(Number(scrubber.value)); });
