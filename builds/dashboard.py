@@ -51,7 +51,8 @@ def ci_dashboard(*, now: datetime | None = None) -> dict:
                 hours[hour][state] = count
         cursor.execute(QUEUE_WAIT_SQL, [now - timedelta(hours=1)])
         p50_wait, assigned_last_hour = cursor.fetchone()
-    peak = max([sum(counts.values()) for counts in hours.values()] + [1])
+    peak_builds = max([sum(counts.values()) for counts in hours.values()] + [0])
+    peak = max(peak_builds, 1)
     per_hour = [{"hour": hour, "counts": counts, "total": sum(counts.values()),
                  "heights": {state: round(60 * count / peak, 1) for state, count in counts.items()}}
                 for hour, counts in sorted(hours.items())]
@@ -60,7 +61,8 @@ def ci_dashboard(*, now: datetime | None = None) -> dict:
               .values_list("pk", "name")]
     states = dict(Build.objects.filter(state__in=ACTIVE_STATES).values_list("state").annotate(n=Count("id")))
     finished = {state: sum(hour["counts"][state] for hour in per_hour) for state in TERMINAL_STATES}
-    return {"per_hour": per_hour, "peak": peak, "queues": queues, "queued": sum(depth.values()),
+    return {"per_hour": per_hour, "peak": peak, "peak_builds": peak_builds, "queues": queues,
+            "queued": sum(depth.values()),
             "running": sum(states.values()), "finished": finished,
             "p50_queue_wait": None if p50_wait is None else float(p50_wait),
             "assigned_last_hour": assigned_last_hour, "hours": CHART_HOURS}
