@@ -22,7 +22,7 @@ from swarm.core.admin_display import (
     ReadOnlyInline,
     chips,
     json_display,
-    when,
+    timestamp_column,
 )
 from swarm.core.errors import ApiError
 from swarm.core.service_admin import ServiceModelAdmin, adopt_saved, form_changes
@@ -143,13 +143,8 @@ class AttemptInline(ReadOnlyInline):
     def state_badge(self, attempt):
         return state_badge(attempt.state)
 
-    @admin.display(description="started")
-    def started(self, attempt):
-        return when(attempt.started_at, empty="not yet")
-
-    @admin.display(description="finished")
-    def finished(self, attempt):
-        return when(attempt.finished_at, empty="not yet")
+    started = timestamp_column("started_at", "started", empty="not yet", sortable=False)
+    finished = timestamp_column("finished_at", "finished", empty="not yet", sortable=False)
 
 
 class EventInline(ReadOnlyInline):
@@ -159,9 +154,7 @@ class EventInline(ReadOnlyInline):
     fields = ["moment", "kind", "attempt_number", "actor", "details"]
     readonly_fields = fields
 
-    @admin.display(description="at")
-    def moment(self, event):
-        return when(event.at)
+    moment = timestamp_column("at", "at", sortable=False)
 
     @admin.display(description="detail")
     def details(self, event):
@@ -228,33 +221,13 @@ class BuildAdmin(LiveChangeList, ReadOnlyAdmin):
         return format_html('<code title="{}">{}</code>', build.commit_sha, build.commit_sha[:10]) if build.commit_sha \
             else "—"
 
-    @admin.display(description="created", ordering="created_at")
-    def created(self, build):
-        return when(build.created_at)
-
-    @admin.display(description="queued")
-    def queued(self, build):
-        return when(build.queued_at)
-
-    @admin.display(description="assigned")
-    def assigned(self, build):
-        return when(build.assigned_at, empty="not yet")
-
-    @admin.display(description="started")
-    def started(self, build):
-        return when(build.started_at, empty="not yet")
-
-    @admin.display(description="finished")
-    def finished(self, build):
-        return when(build.finished_at, empty="not yet")
-
-    @admin.display(description="lease expires")
-    def lease(self, build):
-        return when(build.lease_expires_at, empty="no lease")
-
-    @admin.display(description="cancel requested")
-    def cancel_requested(self, build):
-        return when(build.cancel_requested_at, empty="no")
+    created = timestamp_column("created_at", "created")
+    queued = timestamp_column("queued_at", "queued", sortable=False)
+    assigned = timestamp_column("assigned_at", "assigned", empty="not yet", sortable=False)
+    started = timestamp_column("started_at", "started", empty="not yet", sortable=False)
+    finished = timestamp_column("finished_at", "finished", empty="not yet", sortable=False)
+    lease = timestamp_column("lease_expires_at", "lease expires", empty="no lease", sortable=False)
+    cancel_requested = timestamp_column("cancel_requested_at", "cancel requested", empty="no", sortable=False)
 
     @admin.display(description="params")
     def params_table(self, build):
@@ -357,9 +330,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
               "payload_display"]
     readonly_fields = fields
 
-    @admin.display(description="received", ordering="received_at")
-    def received(self, delivery):
-        return when(delivery.received_at)
+    received = timestamp_column("received_at", "received")
 
     @admin.display(description="payload")
     def payload_display(self, delivery):

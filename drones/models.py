@@ -11,6 +11,8 @@ from drones.choices import (
     EscalationLevel,
     EscalationResult,
     ProvisioningStatus,
+    TerminalState,
+    TerminalTransport,
 )
 from swarm.core.secret_box import EncryptedTextField, plaintext_property
 
@@ -221,14 +223,8 @@ class TerminalSession(models.Model):
     skip the row nor the recording.
     """
 
-    class Transport(models.TextChoices):
-        AGENT = "agent", "agent PTY over its WebSocket"
-        SSH = "ssh", "SSH (pinned host key)"
-
-    class State(models.TextChoices):
-        REFUSED = "refused", "refused"
-        OPEN = "open", "open"
-        CLOSED = "closed", "closed"
+    Transport = TerminalTransport
+    State = TerminalState
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     drone = models.ForeignKey(Drone, null=True, blank=True, on_delete=models.SET_NULL, related_name="terminal_sessions")

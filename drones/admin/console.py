@@ -24,7 +24,7 @@ from drones.models import Drone, TerminalSession
 from drones.terminal.recording import recording_key
 from drones.terminal.sessions import OPEN_PERMISSION
 from drones.terminal.syslog import SYSLOG_PERMISSION
-from swarm.core.admin_display import EMPTY, LiveChangeList, ReadOnlyAdmin, seconds, when
+from swarm.core.admin_display import EMPTY, LiveChangeList, ReadOnlyAdmin, seconds, timestamp_column
 
 
 class DroneConsoleViews:
@@ -97,13 +97,8 @@ class TerminalSessionAdmin(LiveChangeList, ReadOnlyAdmin):
             *super().get_urls(),
         ]
 
-    @admin.display(description="started", ordering="started_at")
-    def started(self, session):
-        return when(session.started_at)
-
-    @admin.display(description="ended", ordering="ended_at")
-    def ended(self, session):
-        return when(session.ended_at, empty="still open")
+    started = timestamp_column("started_at", "started")
+    ended = timestamp_column("ended_at", "ended", empty="still open")
 
     @admin.display(description="duration")
     def duration(self, session):

@@ -19,7 +19,7 @@ from swarm.core.admin_display import (
     ReadOnlyInline,
     chips,
     json_display,
-    when,
+    timestamp_column,
 )
 from swarm.core.secret_box import SecretUndecryptable
 
@@ -51,9 +51,7 @@ class EscalationEventInline(ReadOnlyInline):
     readonly_fields = fields
     verbose_name_plural = "escalation history"
 
-    @admin.display(description="at")
-    def moment(self, event):
-        return when(event.at)
+    moment = timestamp_column("at", "at", sortable=False)
 
 
 @admin.register(Drone)
@@ -106,41 +104,15 @@ class DroneAdmin(DroneConsoleViews, LiveChangeList):
     def latency(self, drone):
         return EMPTY if drone.ping_latency_ms is None else f"{drone.ping_latency_ms:.1f} ms"
 
-    @admin.display(description="last heartbeat", ordering="last_heartbeat_at")
-    def last_heartbeat(self, drone):
-        return when(drone.last_heartbeat_at, empty="never")
-
-    @admin.display(description="first heartbeat")
-    def first_heartbeat(self, drone):
-        return when(drone.first_heartbeat_at, empty="never")
-
-    @admin.display(description="registered")
-    def registered(self, drone):
-        return when(drone.registered_at)
-
-    @admin.display(description="last seen (any agent call)")
-    def last_seen(self, drone):
-        return when(drone.last_seen_at, empty="never")
-
-    @admin.display(description="WebSocket connected since")
-    def ws_connected_since(self, drone):
-        return when(drone.ws_connected_at, empty="never")
-
-    @admin.display(description="last ping")
-    def last_ping(self, drone):
-        return when(drone.last_ping_at, empty="never")
-
-    @admin.display(description="last pong")
-    def last_pong(self, drone):
-        return when(drone.last_pong_at, empty="never")
-
-    @admin.display(description="last escalation")
-    def last_escalation(self, drone):
-        return when(drone.last_escalation_at, empty="never")
-
-    @admin.display(description="healthy since")
-    def healthy_since_display(self, drone):
-        return when(drone.healthy_since, empty="not healthy")
+    last_heartbeat = timestamp_column("last_heartbeat_at", "last heartbeat", empty="never")
+    first_heartbeat = timestamp_column("first_heartbeat_at", "first heartbeat", empty="never", sortable=False)
+    registered = timestamp_column("registered_at", "registered", sortable=False)
+    last_seen = timestamp_column("last_seen_at", "last seen (any agent call)", empty="never", sortable=False)
+    ws_connected_since = timestamp_column("ws_connected_at", "WebSocket connected since", empty="never", sortable=False)
+    last_ping = timestamp_column("last_ping_at", "last ping", empty="never", sortable=False)
+    last_pong = timestamp_column("last_pong_at", "last pong", empty="never", sortable=False)
+    last_escalation = timestamp_column("last_escalation_at", "last escalation", empty="never", sortable=False)
+    healthy_since_display = timestamp_column("healthy_since", "healthy since", empty="not healthy", sortable=False)
 
     @admin.display(description="labels")
     def label_list(self, drone):
@@ -261,13 +233,8 @@ class JoinTokenAdmin(admin.ModelAdmin):
     readonly_fields = ["bootstrap", "provisioning_status", "uses", "created_at", "script_fetched_at",
                        "registered_at", "first_heartbeat_at", "last_drone", "revoked_at"]
 
-    @admin.display(description="created", ordering="created_at")
-    def created(self, token):
-        return when(token.created_at)
-
-    @admin.display(description="expires", ordering="expires_at")
-    def expires(self, token):
-        return when(token.expires_at, empty="never")
+    created = timestamp_column("created_at", "created")
+    expires = timestamp_column("expires_at", "expires", empty="never")
 
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -315,6 +282,4 @@ class EscalationEventAdmin(ReadOnlyAdmin):
     search_fields = ["drone__name", "detail"]
     list_select_related = ["drone"]
 
-    @admin.display(description="at", ordering="at")
-    def moment(self, event):
-        return when(event.at)
+    moment = timestamp_column("at", "at")

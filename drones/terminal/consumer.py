@@ -56,7 +56,11 @@ PING_INTERVAL, PONG_TIMEOUT = 15.0, 10.0
 
 
 def clamp_size(cols, rows) -> tuple[int, int]:
-    """A terminal size within bounds whatever was asked (0×0, negative, absurd, not a number)."""
+    """A terminal size within bounds whatever was asked (0×0, negative, absurd, not a number).
+
+    The agent clamps again to the same bounds (swarm_agent.terminal.clamp_size): it never imports the
+    server's code and takes no size on trust, and the server's code does not depend on the agent package.
+    """
     def number(value, default):
         try:
             return int(value)

@@ -5,25 +5,16 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import connections
 from django.utils import timezone
 
 from drones.models import Drone, EscalationEvent, TerminalSession
 from drones.tests.conftest import run_ladder_until, wait_until
+from drones.tests.test_admin_browser import _login
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
 CYAN, YELLOW, AMBER = "#06b6d4", "#eab308", "#f59e0b"
-
-
-def _login(page, live_url):
-    get_user_model().objects.create_superuser("operator", "op@example.test", "correct horse battery")
-    page.goto(f"{live_url}/admin/login/")
-    page.fill("#id_username", "operator")
-    page.fill("#id_password", "correct horse battery")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#content")
 
 
 def _wait_colour(page, name: str, colour: str, timeout: float = 30_000):

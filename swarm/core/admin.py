@@ -8,7 +8,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from swarm.core.admin_display import ReadOnlyAdmin, json_display, when
+from swarm.core.admin_display import ReadOnlyAdmin, json_display, timestamp_column
 from swarm.core.choices import TokenScope
 from swarm.core.consumers import LOG_VIEW_PERMISSION
 from swarm.core.models import ApiToken, AuditLogEntry
@@ -113,9 +113,7 @@ class AuditLogEntryAdmin(ReadOnlyAdmin):
     fields = ["moment", "actor", "action", "object_type", "object_id", "tenant", "details"]
     readonly_fields = fields
 
-    @admin.display(description="at", ordering="at")
-    def moment(self, entry: AuditLogEntry):
-        return when(entry.at)
+    moment = timestamp_column("at", "at")
 
     @admin.display(description="detail")
     def details(self, entry: AuditLogEntry):

@@ -1,7 +1,8 @@
 """What every admin page shares so it reads like a product: times with ages, readable JSON, chips, read-only pages.
 
 * `when(moment)` — `2026-11-27 20:20:14` with its relative age ("3 min ago",
-  kept current by static/swarm/live.js), for list columns and fields;
+  kept current by static/swarm/live.js), for list columns and fields
+  (`timestamp_column(field, description)` makes such a column);
 * `json_display(value)` — a flat object as a key/value table, anything else
   pretty-printed; `chips(values)` for lists of labels;
 * `ReadOnlyAdmin` — records nobody edits by hand (events, attempts, agent-owned
@@ -82,38 +83,43 @@ class PrettyJSONFormField(forms.JSONField):
         return json.dumps(value, indent=2, ensure_ascii=False, cls=self.encoder)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class _NoEdits:
+    """No add, change or delete: what remains is the view permission."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyAdmin(_NoEdits, admin.ModelAdmin):
     """A record nobody edits by hand: a view page (Close, no Save, no Delete), no Add button.
 
     Admin actions that do change something (cancel, retry) declare their own
     permission method (`has_<name>_permission`) instead of borrowing "change".
     """
 
-    def has_add_permission(self, request, obj=None):
-        return False
 
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class ReadOnlyInline(admin.TabularInline):
-    """History shown on its parent's page: no add, change or delete rows."""
+class ReadOnlyInline(_NoEdits, admin.TabularInline):
+    """History shown on its parent's page: no rows added, changed or deleted."""
 
     extra = 0
     max_num = 0
     can_delete = False
 
-    def has_add_permission(self, request, obj=None):
-        return False
 
-    def has_change_permission(self, request, obj=None):
-        return False
+def timestamp_column(field: str, description: str, *, empty: str = "—", sortable: bool = True):
+    """An admin column or read-only field showing `field` with `when()`: `started = timestamp_column(...)`."""
 
-    def has_delete_permission(self, request, obj=None):
-        return False
+    def show(model_admin, obj):
+        return when(getattr(obj, field), empty=empty)
+
+    show.__name__ = f"{field}_when"
+    return admin.display(description=description, ordering=field if sortable else None)(show)
 
 
 class LiveChangeList(admin.ModelAdmin):

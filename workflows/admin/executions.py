@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
-from swarm.core.admin_display import LiveChangeList, ReadOnlyAdmin, json_display, when
+from swarm.core.admin_display import LiveChangeList, ReadOnlyAdmin, json_display, timestamp_column
 from swarm.core.errors import ApiError
 from swarm.core.principals import principal_for_user
 from workflows import services
@@ -86,21 +86,10 @@ class ExecutionAdmin(LiveChangeList, ReadOnlyAdmin):
         seconds = execution.duration_seconds
         return "—" if seconds is None else f"{seconds:.1f} s"
 
-    @admin.display(description="created", ordering="created_at")
-    def created(self, execution: Execution):
-        return when(execution.created_at)
-
-    @admin.display(description="started")
-    def started(self, execution: Execution):
-        return when(execution.started_at, empty="not yet")
-
-    @admin.display(description="finished")
-    def finished(self, execution: Execution):
-        return when(execution.finished_at, empty="not yet")
-
-    @admin.display(description="deadline")
-    def deadline(self, execution: Execution):
-        return when(execution.deadline_at, empty="none")
+    created = timestamp_column("created_at", "created")
+    started = timestamp_column("started_at", "started", empty="not yet", sortable=False)
+    finished = timestamp_column("finished_at", "finished", empty="not yet", sortable=False)
+    deadline = timestamp_column("deadline_at", "deadline", empty="none", sortable=False)
 
     @admin.display(description="environment")
     def env_table(self, execution: Execution):
