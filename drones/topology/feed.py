@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 TOPOLOGY_GROUP = "topology"
 FRAME_EVENT = "topology.frame"
 #: Seconds between two frames of one process (a few frames a second at most).
-FLUSH_SECONDS = 0.25
+FLUSH_SECONDS = 0.2
 #: Seconds of per-second activity kept in Redis for the waveform.
 WAVEFORM_SECONDS = 15 * 60
 #: Heartbeat ids carried by one frame; more are only counted.
@@ -117,7 +117,8 @@ def _counter_commands(seconds: Counter) -> list[tuple]:
 
 
 async def _send(batch: TopologyBatch) -> None:
-    """Send one batch: the counters, then the frame to whoever watches (never raises)."""
+    """Send one batch: the frame to whoever watches, then the counters (never raises)."""
+    await group_notices.deliver([(TOPOLOGY_GROUP, {"type": FRAME_EVENT, "frame": batch.frame()})])
     if batch.seconds:
         try:
             client = _async_redis()
@@ -127,7 +128,6 @@ async def _send(batch: TopologyBatch) -> None:
                 await pipeline.execute()
         except Exception:  # noqa: BLE001 - the waveform's history missing a second is no reason to fail
             logger.debug("could not count topology activity", exc_info=True)
-    await group_notices.deliver([(TOPOLOGY_GROUP, {"type": FRAME_EVENT, "frame": batch.frame()})])
 
 
 _async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
