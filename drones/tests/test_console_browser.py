@@ -82,6 +82,7 @@ def test_terminal_replay_and_topology_through_the_ladder(live_url, start_agent, 
     page.goto(f"{live_url}/admin/drones/drone/topology/")
     _wait_colour(page, "console-1", CYAN)
     page.wait_for_function("swarmTopology.stats().heartbeats_drawn > 0", timeout=10_000)  # packets flow
+    page.wait_for_function("swarmTopology.stats().wave_bars > 0", timeout=10_000)  # and the waveform draws them
     agent.kill()
     _ladder_until(lambda: EscalationEvent.objects.filter(drone=drone, level=1).exists(), message="L1")
     _wait_colour(page, "console-1", YELLOW)

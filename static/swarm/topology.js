@@ -174,6 +174,7 @@
     });
     relayout();
     drawTrack();
+    drawWave(true);  // resizing a canvas clears it
   }
 
   function relayout() {
@@ -275,13 +276,14 @@
 
   function style(state) {
     // The fill is always the level's colour; status shows as a ring around it (paused: the ring alone).
-    const colour = levelColour(state.l);
+    // Drones on the ladder are drawn larger, on top: in a fleet of thousands they must not hide.
+    const colour = levelColour(state.l), big = (state.l || 0) >= 1;
     switch (state.s) {
-      case "offline": return {fill: colour, ring: OFFLINE_FILL, width: 3, dash: null};
-      case "stale": return {fill: colour, ring: "#cbd5e1", width: 1.5, dash: [2, 2]};
-      case "paused": return {fill: null, ring: colour, width: 2.5, dash: null};
-      case "draining": return {fill: colour, ring: "#f8fafc", width: 2, dash: [4, 2]};
-      default: return {fill: colour, ring: null, width: 0, dash: null};
+      case "offline": return {fill: colour, ring: OFFLINE_FILL, width: 3, dash: null, big: big};
+      case "stale": return {fill: colour, ring: "#cbd5e1", width: 1.5, dash: [2, 2], big: big};
+      case "paused": return {fill: null, ring: colour, width: 2.5, dash: null, big: big};
+      case "draining": return {fill: colour, ring: "#f8fafc", width: 2, dash: [4, 2], big: big};
+      default: return {fill: colour, ring: null, width: 0, dash: null, big: big};
     }
   }
 
@@ -291,13 +293,13 @@
       const state = shown(drone);
       if (!state) { return; }
       const look = style(state);
-      const key = look.fill + "|" + look.ring + "|" + look.width + "|" + look.dash;
+      const key = look.fill + "|" + look.ring + "|" + look.width + "|" + look.dash + "|" + look.big;
       if (!buckets.has(key)) { buckets.set(key, {look: look, members: []}); }
       buckets.get(key).members.push(drone);
     });
-    const radius = layout.radius;
-    buckets.forEach(function (bucket) {
+    Array.from(buckets.values()).sort(function (a, b) { return a.look.big - b.look.big; }).forEach(function (bucket) {
       const look = bucket.look;
+      const radius = look.big ? Math.max(layout.radius * 1.6, layout.radius + 2) : layout.radius;
       if (look.fill) {
         context.fillStyle = look.fill;
         context.beginPath();
@@ -314,6 +316,7 @@
         context.setLineDash([]);
       }
     });
+    const radius = layout.radius;
     if (radius >= 6) {
       context.fillStyle = "#cbd5e1"; context.font = "11px system-ui, sans-serif"; context.textAlign = "center";
       drones.forEach(function (drone) { context.fillText(drone.n, drone.x, drone.y + radius + 14); });
@@ -374,6 +377,7 @@
       if (bucket) { peak = Math.max(peak, WAVE_KINDS.reduce(function (sum, kind) { return sum + (bucket[kind[0]] || 0); }, 0)); }
     }
     const barWidth = width / waveSeconds;
+    let bars = 0;
     WAVE_KINDS.forEach(function (kind, position) {
       waveContext.fillStyle = kind[1];
       for (let at = first; at <= second; at += 1) {
@@ -383,8 +387,10 @@
         for (let k = 0; k < position; k += 1) { below += bucket[WAVE_KINDS[k][0]] || 0; }
         const x = (at - first) * barWidth, top = height - (below + bucket[kind[0]]) / peak * (height - 4);
         waveContext.fillRect(x, top, Math.max(1, barWidth), bucket[kind[0]] / peak * (height - 4));
+        bars += 1;
       }
     });
+    stats.waveBars = bars;
     activity.forEach(function (bucket, at) { if (at < first - 5) { activity.delete(at); } });
     document.getElementById("wave-peak").textContent = peak + "/s peak";
   }
@@ -621,7 +627,8 @@
       const samples = stats.fpsSamples.slice(-30);
       return {fps: stats.fps, fps_median: percentile(samples, 0.5), fps_min: samples.length ? Math.min.apply(null, samples) : null,
               frames_received: stats.framesReceived, heartbeats_drawn: stats.heartbeats, lag_samples: stats.lags.length,
-              lag_p50: percentile(stats.lags, 0.5), lag_p99: percentile(stats.lags, 0.99), packets: packets.length};
+              lag_p50: percentile(stats.lags, 0.5), lag_p99: percentile(stats.lags, 0.99), packets: packets.length,
+              wave_bars: stats.waveBars || 0, wave_width: wave.width};
     },
     resetStats: function () { stats.lags = []; stats.fpsSamples = []; stats.heartbeats = 0; stats.framesReceived = 0; },
     windowSeconds: function () { return windowSeconds; },
