@@ -15,6 +15,15 @@ from builds import services
 from builds.choices import TERMINAL_STATES, TriggerKind
 from builds.models import Artifact, Build, BuildAttempt, BuildEvent, Job, Queue, WebhookDelivery
 from builds.selectors import build_artifacts
+from swarm.core.admin_display import (
+    LiveChangeList,
+    PrettyJSONFormField,
+    ReadOnlyAdmin,
+    ReadOnlyInline,
+    chips,
+    json_display,
+    timestamp_column,
+)
 from swarm.core.errors import ApiError
 from swarm.core.service_admin import ServiceModelAdmin, adopt_saved, form_changes
 from tenancy.admin import TenantScopedAdmin
@@ -40,6 +49,8 @@ class JobAdminForm(forms.ModelForm):
         help_text="Shared secret of this repository's webhooks (stored encrypted; leave blank to keep).")
     clear_webhook_secret = forms.BooleanField(
         required=False, help_text="Remove this job's own webhook secret (the global one applies again).")
+    build_config = PrettyJSONFormField(help_text="steps, env, artifacts, timeout, labels, retry, notifications "
+                                                 "(docs/builds.md#job-configuration-build_config)")
 
     class Meta:
         model = Job
@@ -121,46 +132,85 @@ class JobAdmin(TenantScopedAdmin, ServiceModelAdmin):
             self.message_user(request, format_html('Queued <a href="{}">{} #{}</a>', url, job.name, build.number))
 
 
-class AttemptInline(admin.TabularInline):
+class AttemptInline(ReadOnlyInline):
+    """Every try at the build, on its page."""
+
     model = BuildAttempt
-    extra = 0
-    can_delete = False
-    fields = ["number", "drone", "state", "failure_reason", "detail", "exit_code", "started_at", "finished_at",
+    fields = ["number", "drone", "state_badge", "failure_reason", "detail", "exit_code", "started", "finished",
               "log_size", "log_checksum"]
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None):
-        return False
+    @admin.display(description="state")
+    def state_badge(self, attempt):
+        return state_badge(attempt.state)
+
+    started = timestamp_column("started_at", "started", empty="not yet", sortable=False)
+    finished = timestamp_column("finished_at", "finished", empty="not yet", sortable=False)
 
 
-class EventInline(admin.TabularInline):
+class EventInline(ReadOnlyInline):
+    """Why the build changed, in order."""
+
     model = BuildEvent
-    extra = 0
-    can_delete = False
-    fields = ["at", "kind", "attempt_number", "actor", "detail"]
+    fields = ["moment", "kind", "attempt_number", "actor", "details"]
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None):
-        return False
+    moment = timestamp_column("at", "at", sortable=False)
+
+    @admin.display(description="detail")
+    def details(self, event):
+        return json_display(event.detail)
+
+
+def state_badge(state: str):
+    return format_html('<span class="swarm-status swarm-status-{}" data-state="{}">{}</span>', state, state, state)
 
 
 @admin.register(Build)
-class BuildAdmin(TenantScopedAdmin):
-    list_display = ["id", "job", "number", "state", "failure_reason", "duration", "drone", "attempt_count", "branch",
-                    "short_sha", "trigger", "created_at"]
+class BuildAdmin(LiveChangeList, ReadOnlyAdmin, TenantScopedAdmin):
+    """Builds are written by triggers, drones and the reaper; here they are watched, canceled and retried."""
+
+    live_topics = ("builds",)
+    list_display = ["title", "state_cell", "failure_reason", "duration", "drone", "attempt_count", "branch",
+                    "short_sha", "trigger", "created"]
+    list_display_links = ["title"]
     list_filter = ["state", "failure_reason", "trigger", "queue", "job"]
     search_fields = ["job__name", "commit_sha", "branch"]
     list_select_related = ["job", "drone"]
     actions = ["cancel_builds", "retry_builds"]
     inlines = [AttemptInline, EventInline]
     change_form_template = "admin/builds/build/change_form.html"
-    readonly_fields = [f.name for f in Build._meta.fields]
+    fieldsets = [
+        (None, {"fields": ["job_link", "state_cell", "failure_reason", "exit_code", "drone", "attempt_count",
+                           "duration", "finished"]}),
+        ("Source", {"fields": ["branch", "commit_sha", "trigger", "triggered_by", "params_table", "retry_of"]}),
+        ("Times", {"fields": ["created", "queued", "assigned", "started", "lease", "cancel_requested"]}),
+        ("Scheduling", {"classes": ["collapse"], "fields": [
+            "queue", "queue_priority", "labels", "timeout_seconds", "retries_used", "avoid_until", "ack_deadline"]}),
+    ]
+    readonly_fields = ["job_link", "state_cell", "failure_reason", "exit_code", "drone", "attempt_count", "duration",
+                       "finished", "branch", "commit_sha", "trigger", "triggered_by", "params_table", "retry_of",
+                       "created", "queued", "assigned", "started", "lease", "cancel_requested", "queue",
+                       "queue_priority", "labels", "timeout_seconds", "retries_used", "avoid_until", "ack_deadline"]
 
-    def has_add_permission(self, request):
-        return False
+    def has_cancel_permission(self, request, obj=None):
+        return request.user.has_perm("builds.change_build")
 
-    def has_change_permission(self, request, obj=None):
-        return request.user.is_staff
+    def has_retry_permission(self, request, obj=None):
+        return request.user.has_perm("builds.change_build")
+
+    @admin.display(description="build", ordering="-id")
+    def title(self, build):
+        return f"{build.job.name} #{build.number}"
+
+    @admin.display(description="state", ordering="state")
+    def state_cell(self, build):
+        return state_badge(build.state)
+
+    @admin.display(description="job")
+    def job_link(self, build):
+        return format_html('<a href="{}">{}</a>', reverse("admin:builds_job_change", args=[build.job_id]),
+                           build.job.name)
 
     @admin.display(description="duration")
     def duration(self, build):
@@ -169,7 +219,24 @@ class BuildAdmin(TenantScopedAdmin):
 
     @admin.display(description="commit")
     def short_sha(self, build):
-        return build.commit_sha[:10]
+        return format_html('<code title="{}">{}</code>', build.commit_sha, build.commit_sha[:10]) if build.commit_sha \
+            else "—"
+
+    created = timestamp_column("created_at", "created")
+    queued = timestamp_column("queued_at", "queued", sortable=False)
+    assigned = timestamp_column("assigned_at", "assigned", empty="not yet", sortable=False)
+    started = timestamp_column("started_at", "started", empty="not yet", sortable=False)
+    finished = timestamp_column("finished_at", "finished", empty="not yet", sortable=False)
+    lease = timestamp_column("lease_expires_at", "lease expires", empty="no lease", sortable=False)
+    cancel_requested = timestamp_column("cancel_requested_at", "cancel requested", empty="no", sortable=False)
+
+    @admin.display(description="params")
+    def params_table(self, build):
+        return json_display(build.params)
+
+    @admin.display(description="required labels")
+    def labels(self, build):
+        return chips(build.required_labels)
 
     def get_urls(self):
         return [
@@ -180,7 +247,7 @@ class BuildAdmin(TenantScopedAdmin):
 
     def _post_only(self, request, build_id):
         build = get_object_or_404(self.get_queryset(request), pk=build_id)
-        if request.method != "POST" or not self.has_change_permission(request, build):
+        if request.method != "POST" or not self.has_cancel_permission(request, build):
             return None, HttpResponseRedirect(reverse("admin:builds_build_change", args=[build_id]))
         return build, None
 
@@ -209,20 +276,21 @@ class BuildAdmin(TenantScopedAdmin):
         return HttpResponseRedirect(reverse("admin:builds_build_change", args=[build_id]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        build = get_object_or_404(self.get_queryset(request), pk=object_id)
+        build = get_object_or_404(self.get_queryset(request).select_related("job"), pk=object_id)
         artifacts = [
             {"artifact": artifact,
              "url": reverse("build-artifact-download", kwargs={"build_id": build.pk, "artifact_id": artifact.pk})}
             for artifact in build_artifacts(build)
         ]
+        may_act = self.has_cancel_permission(request, build)
         extra_context = dict(extra_context or {}, build=build, artifacts=artifacts,
-                             can_cancel=build.state not in TERMINAL_STATES,
-                             can_retry=build.state in TERMINAL_STATES,
+                             can_cancel=may_act and build.state not in TERMINAL_STATES,
+                             can_retry=may_act and build.state in TERMINAL_STATES,
                              log_ws_path=f"/ws/builds/{build.pk}/log/",
                              log_api_path=reverse("build-log", kwargs={"build_id": build.pk}))
         return super().change_view(request, object_id, form_url, extra_context)
 
-    @admin.action(description="Cancel the selected builds", permissions=["change"])
+    @admin.action(description="Cancel the selected builds", permissions=["cancel"])
     def cancel_builds(self, request, queryset):
         for build in queryset:
             try:
@@ -231,7 +299,7 @@ class BuildAdmin(TenantScopedAdmin):
             except ApiError as error:
                 self.message_user(request, f"{build}: {error.detail}", messages.WARNING)
 
-    @admin.action(description="Retry the selected builds", permissions=["change"])
+    @admin.action(description="Retry the selected builds", permissions=["retry"])
     def retry_builds(self, request, queryset):
         for build in queryset:
             try:
@@ -242,13 +310,11 @@ class BuildAdmin(TenantScopedAdmin):
 
 
 @admin.register(Artifact)
-class ArtifactAdmin(TenantScopedAdmin):
+class ArtifactAdmin(ReadOnlyAdmin, TenantScopedAdmin):
     list_display = ["path", "build", "size", "sha256", "state", "download"]
     list_filter = ["state"]
-    readonly_fields = [f.name for f in Artifact._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
+    list_select_related = ["build__job"]
+    readonly_fields = [f.name for f in Artifact._meta.fields] + ["download"]
 
     @admin.display(description="download")
     def download(self, artifact):
@@ -257,11 +323,16 @@ class ArtifactAdmin(TenantScopedAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
-    list_display = ["delivery_id", "provider", "event", "status", "build_ids", "received_at", "detail"]
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["delivery_id", "provider", "event", "status", "build_ids", "received", "detail"]
     list_filter = ["provider", "status"]
     search_fields = ["delivery_id"]
-    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    fields = ["provider", "delivery_id", "event", "status", "detail", "build_ids", "received", "processed_at",
+              "payload_display"]
+    readonly_fields = fields
 
-    def has_add_permission(self, request):
-        return False
+    received = timestamp_column("received_at", "received")
+
+    @admin.display(description="payload")
+    def payload_display(self, delivery):
+        return json_display(delivery.payload)

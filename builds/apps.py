@@ -9,7 +9,12 @@ class BuildsConfig(AppConfig):
 
     def ready(self) -> None:
         from builds import metrics
+        from builds.dashboard import running_builds_by_drone
         from builds.heartbeat import register
+        from drones.topology.history import register_running_builds_source
+        from swarm.core.live import register_live_topic
 
         metrics.register_collector()
         register()
+        register_running_builds_source(running_builds_by_drone)
+        register_live_topic(name="builds", permission="builds.view_build")

@@ -68,3 +68,18 @@ class ProvisioningStatus(models.TextChoices):
     SCRIPT_FETCHED = "script_fetched", "script fetched"
     REGISTERED = "registered", "registered"
     HEARTBEAT = "heartbeat", "first heartbeat"
+
+
+class TerminalTransport(models.TextChoices):
+    """How a terminal reaches its drone."""
+
+    AGENT = "agent", "agent PTY over its WebSocket"
+    SSH = "ssh", "SSH (pinned host key)"
+
+
+class TerminalState(models.TextChoices):
+    """A terminal session: refused before it opened, open, or closed (however it ended)."""
+
+    REFUSED = "refused", "refused"
+    OPEN = "open", "open"
+    CLOSED = "closed", "closed"

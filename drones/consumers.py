@@ -3,7 +3,10 @@
 The consumer only authenticates the drone token, joins the drone's group,
 forwards server messages (sent through `drones.events.drone_send`) to the
 agent as JSON, records pongs, and passes any other agent message type to
-the handler registered in `drones.ws_handlers`.
+the handler registered in `drones.ws_handlers`. Binary frames carry terminal
+I/O both ways and terminal messages go straight to the channel of the
+session's browser (drones/terminal/relay.py); when the socket closes, the
+terminal sessions it carried end.
 """
 import logging
 from urllib.parse import parse_qs
@@ -14,6 +17,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from drones import services
 from drones.events import drone_group
 from drones.selectors import DRONE_SUBJECT
+from drones.terminal import relay
 from drones.ws_handlers import ws_handler_for
 from swarm.core.authentication import authenticate_token
 from swarm.core.choices import TokenScope
@@ -51,6 +55,10 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
 
     drone_id: int | None = None
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.terminal_routes = relay.TerminalRoutes()
+
     async def connect(self):
         self.drone_id = await _drone_id_for_token(presented_token(self.scope))
         if self.drone_id is None:
@@ -66,8 +74,16 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         if self.drone_id is None:
             return
         await self.channel_layer.group_discard(self.group_name, self.channel_name)
+        if self.terminal_routes:
+            await relay.agent_gone(self.terminal_routes)
         await database_sync_to_async(services.drone_ws_disconnected)(
             drone_id=self.drone_id, connected_at=getattr(self, "connected_at", None))
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        if bytes_data is not None:
+            await relay.forward_agent_frame(self.terminal_routes, bytes_data)
+            return
+        await super().receive(text_data=text_data, **kwargs)
 
     async def receive_json(self, content, **kwargs):
         if not isinstance(content, dict) or not isinstance(content.get("type"), str):
@@ -77,6 +93,9 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         if message_type == "pong":
             await database_sync_to_async(services.drone_pong_record)(
                 drone_id=self.drone_id, ping_id=str(content.get("id", "")))
+            return
+        if message_type in relay.TERMINAL_MESSAGES:
+            await relay.forward_terminal_message(self.terminal_routes, content, agent_channel=self.channel_name)
             return
         handler = ws_handler_for(message_type)
         if handler is None:
@@ -93,8 +112,15 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "error": "handler_failed", "detail": message_type})
 
     async def agent_message(self, event):
-        """A server message for this drone (from `drones.events.drone_send`)."""
-        await self.send_json(event["message"])
+        """A server message for this drone (from `drones.events.drone_send`, or a terminal's browser)."""
+        message = event["message"]
+        if message.get("type") == "terminal_open":
+            message = self.terminal_routes.opening(message)
+        await self.send_json(message)
+
+    async def agent_binary(self, event):
+        """A binary frame for the agent (terminal input, from `drones.events.drone_send_bytes_async`)."""
+        await self.send(bytes_data=event["data"])
 
     async def agent_close(self, event):
         """Close this connection from the server side."""

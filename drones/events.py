@@ -1,4 +1,6 @@
-"""The one place that sends messages to a drone's WebSocket (Channels group `drone.<id>`)."""
+"""The one place the drones app talks outwards: messages to a drone's WebSocket (Channels group `drone.<id>`),
+and notices to the operator's live views (the topology feed, the drones list, the dashboard).
+"""
 import logging
 
 from channels.layers import get_channel_layer
@@ -48,3 +50,33 @@ def drones_send(messages: list[tuple[int, dict]]) -> None:
 def drone_disconnect(drone_id: int, *, code: int = 4000) -> None:
     """Close the drone's WebSocket from the server side (the agent reconnects with its token, if still valid)."""
     run_async(get_channel_layer().group_send, drone_group(drone_id), {"type": "agent.close", "code": code})
+
+
+def drone_changed(drone_id: int, **fields) -> None:
+    """A drone's state changed (status, level, latency_ms, ws): the topology and the live lists hear of it."""
+    from drones import topology
+    from swarm.core.live import live_changed
+
+    topology.topology_changed(drone_id, **fields)
+    live_changed("drones")
+
+
+def drones_changed(drone_ids, **fields) -> None:
+    """`drone_changed` for many drones with the same new fields."""
+    from drones import topology
+    from swarm.core.live import live_changed
+
+    drone_ids = list(drone_ids)
+    if drone_ids:
+        topology.topology_changed_many(drone_ids, **fields)
+        live_changed("drones")
+
+
+def escalation_stepped(event) -> None:
+    """A ladder step (or reset) was recorded: the topology's node and table, the lists and the cards follow."""
+    from drones import topology
+    from swarm.core.live import live_changed
+
+    topology.topology_event(event.drone_id, level=event.level, action=event.action, result=event.result,
+                            at=event.at.timestamp(), detail=event.detail)
+    live_changed("drones")

@@ -40,7 +40,7 @@ from drones.choices import (
     EscalationLevel,
     EscalationResult,
 )
-from drones.events import drone_send
+from drones.events import drone_changed, drone_send, escalation_stepped
 from drones.hypervisors import HypervisorError, client_for
 from drones.models import Drone, EscalationEvent
 from drones.remote import RemoteCommandError, ssh_run
@@ -196,9 +196,12 @@ def drone_evaluate(*, drone_id: int, now: datetime | None = None, ping: bool = T
         now = now or timezone.now()
         update = ["status", "missed_pongs", "healthy_since", "escalation_level", "escalation_attempts",
                   "last_escalation_at"]
+        status_before = drone.status
         liveness = liveness_status(drone, now)
         if drone.status not in (DroneStatus.PAUSED, DroneStatus.DRAINING):
             drone.status = liveness
+        if drone.status != status_before:
+            transaction.on_commit(lambda: drone_changed(drone.pk, status=drone.status))
         if drone.status in HOLD_STATUSES:
             drone.save(update_fields=update)
             return Evaluation(drone.pk, "paused", drone.escalation_level)
@@ -224,9 +227,10 @@ def _step(drone: Drone, now: datetime, reason: str | None) -> Evaluation:
             previous = drone.escalation_level
             drone.escalation_level = EscalationLevel.HEALTHY
             drone.escalation_attempts = 0
-            EscalationEvent.objects.create(drone=drone, level=EscalationLevel.HEALTHY, action="reset",
-                                           result=EscalationResult.RESET, at=now,
-                                           detail=f"healthy for {healthy_for:.0f} s; back from L{previous}")
+            event = EscalationEvent.objects.create(drone=drone, level=EscalationLevel.HEALTHY, action="reset",
+                                                   result=EscalationResult.RESET, at=now,
+                                                   detail=f"healthy for {healthy_for:.0f} s; back from L{previous}")
+            transaction.on_commit(lambda: escalation_stepped(event))
             return Evaluation(drone.pk, "reset", 0)
         return Evaluation(drone.pk, "healthy", drone.escalation_level)
 
@@ -240,8 +244,9 @@ def _step(drone: Drone, now: datetime, reason: str | None) -> Evaluation:
     drone.escalation_level = level
     drone.last_escalation_at = now
     result, detail = perform(drone, level, reason)
-    EscalationEvent.objects.create(drone=drone, level=level, action=LEVEL_ACTIONS[level], result=result,
-                                   detail=f"{reason}. {detail}"[:4000], at=now)
+    event = EscalationEvent.objects.create(drone=drone, level=level, action=LEVEL_ACTIONS[level], result=result,
+                                           detail=f"{reason}. {detail}"[:4000], at=now)
+    transaction.on_commit(lambda: escalation_stepped(event))
     return Evaluation(drone.pk, "acted", level, detail)
 
 

@@ -1,4 +1,6 @@
-"""Drone fleet models: drones, join tokens, hypervisors and the escalation history."""
+"""Drone fleet models: drones, join tokens, hypervisors, the escalation history, fleet samples, terminal sessions."""
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -9,6 +11,8 @@ from drones.choices import (
     EscalationLevel,
     EscalationResult,
     ProvisioningStatus,
+    TerminalState,
+    TerminalTransport,
 )
 from swarm.core.secret_box import EncryptedTextField, plaintext_property
 
@@ -189,3 +193,73 @@ class EscalationEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.drone} L{self.level} {self.action}: {self.result}"
+
+
+class FleetSample(models.Model):
+    """Every drone's state once a minute, for the topology's timeline scrubber (drones/topology/history.py).
+
+    One row per minute for the whole fleet, in compact columns (`drones`:
+    parallel lists `i` ids, `s` statuses, `p` ping latencies, `w` WebSocket up,
+    `hb` seconds since the last heartbeat, `b` running builds) plus the
+    minute's activity counts. Levels are not sampled: they are replayed from
+    the escalation events, which are exact. Kept SWARM_TOPOLOGY_SAMPLE_RETENTION seconds.
+    """
+
+    at = models.DateTimeField(db_index=True)
+    drones = models.JSONField(default=dict)
+    activity = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"fleet sample at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class TerminalSession(models.Model):
+    """One terminal on a drone — or a refused attempt at one: who, which drone, how, when, how much, the recording.
+
+    Written by the server only (drones/terminal/); the browser can neither
+    skip the row nor the recording.
+    """
+
+    Transport = TerminalTransport
+    State = TerminalState
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    drone = models.ForeignKey(Drone, null=True, blank=True, on_delete=models.SET_NULL, related_name="terminal_sessions")
+    drone_name = models.CharField(max_length=100, help_text="Kept when the drone is deleted.")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    username = models.CharField(max_length=150, blank=True, help_text="Kept when the user is deleted.")
+    transport = models.CharField(max_length=8, choices=Transport.choices, default=Transport.AGENT)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.OPEN, db_index=True)
+    refused_reason = models.CharField(max_length=300, blank=True)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=200, blank=True)
+    exit_status = models.IntegerField(null=True, blank=True)
+    bytes_in = models.BigIntegerField(default=0, help_text="Bytes typed or pasted into the terminal.")
+    bytes_out = models.BigIntegerField(default=0, help_text="Bytes the terminal printed.")
+    cols = models.PositiveSmallIntegerField(default=80)
+    rows = models.PositiveSmallIntegerField(default=24)
+    recording_sha256 = models.CharField(max_length=64, blank=True)
+    recording_size = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-started_at"]
+        permissions = [
+            ("open_terminal", "Can open a terminal on a drone"),
+            ("view_drone_syslog", "Can read a drone's system log"),
+        ]
+
+    def __str__(self) -> str:
+        who = self.username or "someone"
+        return f"terminal of {who} on {self.drone_name} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()

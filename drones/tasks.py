@@ -1,4 +1,4 @@
-"""Celery tasks of the drones app (beat: `drones.check_health`)."""
+"""Celery tasks of the drones app (beat: `drones.check_health`, `drones.sample_fleet`)."""
 from celery import shared_task
 
 from drones.ladder import drone_evaluate, fleet_evaluate
@@ -16,3 +16,12 @@ def check_health() -> int:
 def evaluate_drone(drone_id: int) -> str:
     """Health check + ladder step for one drone (e.g. right after an operator action)."""
     return drone_evaluate(drone_id=drone_id).outcome
+
+
+@shared_task(name="drones.sample_fleet", acks_late=True, ignore_result=True,
+             autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=3)
+def sample_fleet() -> int:
+    """The topology scrubber's per-minute sample of every drone (and the retention sweep); returns its id."""
+    from drones.topology.history import fleet_sample_take
+
+    return fleet_sample_take().pk

@@ -1,5 +1,12 @@
 """WebSocket routes of the ASGI app; each app contributes its own patterns."""
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from swarm.core.consumers import ControlPlaneLogConsumer, LiveAdminConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/admin/live/", LiveAdminConsumer.as_asgi()),
+    path("ws/logs/", ControlPlaneLogConsumer.as_asgi()),
+]
 
 from drones.routing import websocket_urlpatterns as drone_websocket_urlpatterns  # noqa: E402
 

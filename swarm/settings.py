@@ -146,6 +146,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 #: Seconds between two health sweeps of the fleet (beat task drones.check_health).
 SWARM_DRONE_HEALTH_CHECK_INTERVAL = env.float("SWARM_DRONE_HEALTH_CHECK_INTERVAL", default=10.0)
+#: Seconds between two samples of the fleet for the topology's timeline scrubber (beat task drones.sample_fleet).
+SWARM_TOPOLOGY_SAMPLE_INTERVAL = env.float("SWARM_TOPOLOGY_SAMPLE_INTERVAL", default=60.0)
 # The whole beat schedule, in one place. Every entry expires so a stopped
 # worker never comes back to a pile of stale runs.
 CELERY_BEAT_SCHEDULE = {
@@ -164,6 +166,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "drones.check_health",
         "schedule": SWARM_DRONE_HEALTH_CHECK_INTERVAL,
         "options": {"expires": SWARM_DRONE_HEALTH_CHECK_INTERVAL},
+    },
+    "drones.sample_fleet": {
+        "task": "drones.sample_fleet",
+        "schedule": SWARM_TOPOLOGY_SAMPLE_INTERVAL,
+        "options": {"expires": SWARM_TOPOLOGY_SAMPLE_INTERVAL},
     },
     "builds.reap": {
         "task": "builds.reap",
@@ -281,19 +288,39 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Times with seconds everywhere in the admin (swarm/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["swarm.formats"]
 
 EMAIL_BACKEND = env.str("SWARM_EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env.str("SWARM_EMAIL_HOST", default="127.0.0.1")
 EMAIL_PORT = env.int("SWARM_EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("SWARM_EMAIL_FROM", default="swarm@localhost")
 
+# Every process logs JSON lines to stdout and appends the same records to one capped Redis
+# stream, which the admin's log page tails across replicas (swarm/core/logstream.py).
+SWARM_LOG_FORMAT = env.str("SWARM_LOG_FORMAT", default="json")
+SWARM_LOG_STREAM = env.bool("SWARM_LOG_STREAM", default=True)
+SWARM_LOG_STREAM_LEVEL = env.str("SWARM_LOG_STREAM_LEVEL", default="INFO")
+SWARM_LOG_STREAM_MAXLEN = env.int("SWARM_LOG_STREAM_MAXLEN", default=100_000)
+SWARM_LOG_REDIS_URL = env.str("SWARM_LOG_REDIS_URL", default=REDIS_URL)
+_log_handlers = ["console", "stream"] if SWARM_LOG_STREAM else ["console"]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("SWARM_LOG_LEVEL", default="INFO")},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+                   "json": {"()": "swarm.core.logstream.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler",
+                    "formatter": "plain" if SWARM_LOG_FORMAT == "plain" else "json"},
+        "stream": {"class": "swarm.core.logstream.RedisStreamHandler", "level": SWARM_LOG_STREAM_LEVEL},
+    },
+    "root": {"handlers": _log_handlers, "level": env.str("SWARM_LOG_LEVEL", default="INFO")},
+    # uvicorn's own loggers do not propagate: give them the same handlers.
+    "loggers": {name: {"handlers": _log_handlers, "level": "INFO", "propagate": False}
+                for name in ("uvicorn", "uvicorn.error")},
 }
+# Celery would replace the root logger's handlers with its own; keep the ones above.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Executions ---------------------------------------------------------------
 # Fernet keys for every stored secret (swarm/core/secret_box.py, docs/security.md):
@@ -348,6 +375,12 @@ SWARM_ESCALATION_ALERT_EMAILS = env.list("SWARM_ESCALATION_ALERT_EMAILS", defaul
 SWARM_ESCALATION_WEBHOOK_URL = env.str("SWARM_ESCALATION_WEBHOOK_URL", default="")
 SWARM_ESCALATION_HTTP_TIMEOUT = env.float("SWARM_ESCALATION_HTTP_TIMEOUT", default=10.0)
 SWARM_ESCALATION_SSH_TIMEOUT = env.float("SWARM_ESCALATION_SSH_TIMEOUT", default=20.0)
+# Operator console (docs/console.md): terminal limits and the topology scrubber's samples.
+SWARM_TERMINAL_IDLE_TIMEOUT = env.float("SWARM_TERMINAL_IDLE_TIMEOUT", default=900.0)
+SWARM_TERMINAL_MAX_SECONDS = env.float("SWARM_TERMINAL_MAX_SECONDS", default=4 * 3600.0)
+SWARM_TERMINAL_MAX_SESSIONS_PER_DRONE = env.int("SWARM_TERMINAL_MAX_SESSIONS_PER_DRONE", default=4)
+SWARM_TERMINAL_RECORDING_MAX_BYTES = env.int("SWARM_TERMINAL_RECORDING_MAX_BYTES", default=64 * 1024**2)
+SWARM_TOPOLOGY_SAMPLE_RETENTION = env.int("SWARM_TOPOLOGY_SAMPLE_RETENTION", default=2 * 3600)
 
 # --- Builds -----------------------------------------------------------------
 # Seconds a drone has to acknowledge (PUT state running) a claimed build before it is requeued.

@@ -1,10 +1,12 @@
-"""Root URL configuration: admin, API v1, OpenAPI schema and docs, health probes."""
+"""Root URL configuration: admin (and its log page), API v1, OpenAPI schema and docs, health probes."""
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from swarm.core import health
 from tenancy.urls import admin_redirects
+from swarm.core.admin import control_plane_logs_view
 
 handler404 = "swarm.core.errors.api_not_found"
 handler500 = "swarm.core.errors.api_server_error"
@@ -22,6 +24,9 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     *admin_redirects,
+    # The control plane has no public site: its root is the admin.
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="root"),
+    path("admin/logs/", admin.site.admin_view(control_plane_logs_view), name="admin-control-plane-logs"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

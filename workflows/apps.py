@@ -6,3 +6,9 @@ class WorkflowsConfig(AppConfig):
     name = "workflows"
     verbose_name = "Workflows"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from swarm.core.live import register_live_topic
+
+        register_live_topic(name="executions", permission="workflows.view_execution")
+        register_live_topic(name="execution", permission="workflows.view_execution", keyed=True)

@@ -179,7 +179,7 @@ class Execution(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"execution {self.pk} of {self.workflow_id}"
+        return f"execution {self.pk} of {self.workflow}"
 
     @property
     def is_finished(self) -> bool:

@@ -4,6 +4,7 @@ It registers with a join token (or reuses the drone token saved in the state
 directory), heartbeats over HTTP on the server's interval, keeps one
 WebSocket to `/ws/agent/` open with reconnects and jittered backoff, answers
 `ping` with `pong`, and carries out `restart_service` / `hard_restart`.
+Binary frames on the WebSocket are terminal I/O (swarm_agent.terminal).
 HTTP heartbeats continue while the WebSocket is down. Features such as
 builds plug in through `swarm_agent.plugins`.
 
@@ -29,7 +30,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from swarm_agent import __version__
 from swarm_agent.client import USER_AGENT
-from swarm_agent.host_facts import MetricsSampler, detect_drone_type, host_identity
+from swarm_agent.host_facts import MetricsSampler, detect_drone_type, host_identity, ssh_host_keys
 from swarm_agent.plugins import load_plugins
 
 logger = logging.getLogger("swarm_agent.daemon")
@@ -59,6 +60,11 @@ class AgentConfig:
     hard_restart_command: str | None = None  # None: re-exec at once, no graceful stop
     websocket: bool = True
     disabled_plugins: set[str] = field(default_factory=set)
+    terminal: bool = True  # False: refuse every terminal session (--no-terminal)
+    terminal_shell: str | None = None  # None: the account's login shell
+    terminal_user: str | None = None  # None: the agent's own account
+    terminal_max_sessions: int = 8
+    syslog_files: list[str] = field(default_factory=list)  # empty: the journal (journalctl -f) when there is one
 
     def __post_init__(self):
         self.server = self.server.rstrip("/")
@@ -227,6 +233,24 @@ class AgentDaemon:
         except websockets.ConnectionClosed:
             return False
 
+    async def send_ws_binary(self, data: bytes) -> bool:
+        """Send a binary frame (terminal output) over the WebSocket; False when it is not connected."""
+        connection = self._ws
+        if connection is None:
+            return False
+        try:
+            await connection.send(data)
+            return True
+        except websockets.ConnectionClosed:
+            return False
+
+    async def _tell_plugins(self, hook: str) -> None:
+        for plugin in self.plugins:
+            try:
+                await getattr(plugin, hook)()
+            except Exception:  # noqa: BLE001 - one plugin must not stop the others
+                logger.exception("plugin %s %s failed", getattr(plugin, "name", plugin), hook)
+
     async def websocket_loop(self) -> None:
         backoff = BACKOFF_INITIAL
         while not self._stopping.is_set():
@@ -240,6 +264,10 @@ class AgentDaemon:
                     self._ws = connection
                     backoff = BACKOFF_INITIAL
                     logger.info("WebSocket connected")
+                    keys = ssh_host_keys()
+                    if keys:  # lets the control plane pin this host's SSH keys (never trusted on first use there)
+                        await self.send_ws({"type": "host_keys", "keys": keys})
+                    await self._tell_plugins("on_ws_connected")
                     disabled = asyncio.ensure_future(self._wait_disabled())
                     try:
                         await self._read_messages(connection, disabled)
@@ -248,7 +276,9 @@ class AgentDaemon:
             except (OSError, websockets.WebSocketException, asyncio.TimeoutError) as error:
                 logger.warning("WebSocket: %s", error)
             finally:
-                self._ws = None
+                was_connected, self._ws = self._ws is not None, None
+                if was_connected:
+                    await self._tell_plugins("on_ws_closed")
             if self._stopping.is_set():
                 return
             delay = backoff * random.uniform(0.5, 1.5)  # jitter: a restarted server is not stampeded
@@ -270,6 +300,9 @@ class AgentDaemon:
                 await connection.close()
                 return
             raw = receive.result()
+            if isinstance(raw, bytes):
+                await self.handle_binary(raw)
+                continue
             try:
                 message = json.loads(raw)
             except ValueError:
@@ -300,6 +333,15 @@ class AgentDaemon:
             except Exception:  # noqa: BLE001
                 logger.exception("plugin %s failed on %s", getattr(plugin, "name", plugin), message_type)
         logger.info("unhandled server message type %r", message_type)
+
+    async def handle_binary(self, data: bytes) -> None:
+        """A binary frame from the server (terminal input): the first plugin that knows it takes it."""
+        for plugin in self.plugins:
+            try:
+                if await plugin.on_ws_binary(data):
+                    return
+            except Exception:  # noqa: BLE001
+                logger.exception("plugin %s failed on a binary frame", getattr(plugin, "name", plugin))
 
     # --- restarts ---------------------------------------------------------------------
 

@@ -128,3 +128,19 @@ class MetricsSampler:
         if uptime:
             metrics["uptime_seconds"] = float(uptime[0])
         return metrics
+
+
+SSH_HOST_KEY_GLOB = "ssh_host_*_key.pub"
+
+
+def ssh_host_keys(directory: str = "/etc/ssh") -> list[str]:
+    """This host's SSH public host keys (`type base64`), for the control plane to pin; empty without sshd."""
+    keys = []
+    for path in sorted(Path(directory).glob(SSH_HOST_KEY_GLOB)):
+        try:
+            parts = path.read_text().split()
+        except OSError:
+            continue
+        if len(parts) >= 2 and parts[0].startswith(("ssh-", "ecdsa-")):
+            keys.append(f"{parts[0]} {parts[1]}")
+    return keys

@@ -105,6 +105,8 @@ def build_trigger(
         transaction.on_commit(lambda: build_nudge_idle_drones(build_id=build.pk))
         transaction.on_commit(lambda: events.emit_build_changed(build_id=build.pk, state=build.state,
                                                                  attempt_number=0))
+    logger.info("build %s of job %s queued (%s by %s, branch %s)", build.pk, locked.name, trigger,
+                triggered_by or "unknown", build.branch)
     return build
 
 

@@ -1,4 +1,7 @@
-"""The admin build page tails the log live over its WebSocket, in a real Chromium."""
+"""The admin follows a build live in a real Chromium: its page (log, state, fields, attempts, buttons), the
+builds list and the dashboard, all without a reload; and no table runs off the page."""
+import re
+
 import pytest
 
 from builds.tests.factories import make_git_repo, make_job
@@ -33,7 +36,16 @@ def test_build_page_tails_the_log_live_and_links_artifacts(builds_live_url, buil
     page.click("text=browser-job #1")
     page.wait_for_selector("#build-log-connection:text('live')")
     assert page.text_content("#build-state") == "pending"
-    # Only now does a drone appear: everything after this arrives over the open WebSocket.
+    assert page.query_selector("#build-cancel") is not None and page.query_selector("#build-retry") is None
+    # The builds list and the dashboard, open in other tabs, are never reloaded either.
+    builds_list = page.context.new_page()
+    builds_list.goto(f"{builds_live_url}/admin/builds/build/")
+    builds_list.wait_for_selector("#swarm-live-status:text('live')")
+    dashboard = page.context.new_page()
+    dashboard.goto(f"{builds_live_url}/admin/")
+    dashboard.wait_for_selector("#swarm-live-status:text('live')")
+    assert dashboard.text_content("[data-ci=queued]") == "1" and dashboard.text_content("[data-ci=success]") == "0"
+    # Only now does a drone appear: everything after this arrives over the open WebSockets.
     build_agent("browser-drone")
     page.wait_for_function("document.querySelector('#build-log').textContent.includes('tail-line-1')",
                            timeout=30_000)
@@ -43,6 +55,22 @@ def test_build_page_tails_the_log_live_and_links_artifacts(builds_live_url, buil
     text = page.text_content("#build-log")
     assert text.index("tail-line-1") < text.index("tail-line-5")
     assert text.count("tail-line-3") == 1, "no byte doubled on the live tail"
+    # The whole page follows the build to its end: no Cancel button, the final state in the fields, a finish
+    # time (with seconds), the attempt closed — with the log still on the page, so nothing was reloaded.
+    page.wait_for_selector("#build-retry", timeout=15_000)
+    assert page.query_selector("#build-cancel") is None
+    assert page.text_content(".field-state_cell .readonly").strip() == "success"
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", page.text_content(".field-finished .readonly"))
+    assert "success" in page.text_content("#attempts-group") and "not yet" not in page.text_content("#attempts-group")
+    assert "tail-line-5" in page.text_content("#build-log")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "the page is wider than the window"
+    builds_list.wait_for_function(
+        "[...document.querySelectorAll('#result_list tr')].some(r => r.innerText.includes('browser-job #1') && "
+        "r.querySelector('.swarm-status').textContent === 'success')", timeout=15_000)
+    assert builds_list.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    dashboard.wait_for_function("document.querySelector('[data-ci=success]').textContent === '1'", timeout=15_000)
+    assert dashboard.text_content("[data-ci=queued]") == "0"
+    assert dashboard.evaluate("SwarmLive.refreshes") >= 1 and builds_list.evaluate("SwarmLive.refreshes") >= 1
     page.reload()
     wait_until(lambda: "report.txt" in (page.text_content("#build-artifacts") or ""), timeout=10,
                message="the artifact row")

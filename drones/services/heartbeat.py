@@ -15,7 +15,7 @@ A hook is `hook(drone_id: int, body: dict) -> dict | None`; it runs inside
 the heartbeat request after the drone row was updated, and whatever dict it
 returns is merged into the heartbeat response (e.g. `{"cancel_build_ids": [...]}`).
 `fields` names the body fields the hook acts on: it runs only on heartbeats
-that set one of them. `async_hook(async_connection, drone_id, body)` is the
+that set one of them (every heartbeat when `fields` is empty). `async_hook(async_connection, drone_id, body)` is the
 same hook for the event-loop fast path, on its psycopg async connection; a
 heartbeat that a hook without one must see is answered by Django's view
 instead. Keep hooks cheap.
@@ -57,7 +57,8 @@ def register_heartbeat_hook(*, name: str, hook: HeartbeatHook, fields: Iterable[
 
 
 def _acts_on(name: str, body: dict) -> bool:
-    return any(body.get(field) for field in _fields[name])
+    # A hook that names no fields (the topology feed's) sees every heartbeat.
+    return not _fields[name] or any(body.get(field) for field in _fields[name])
 
 
 def heartbeat_needs_sync_hooks(*, body: dict) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from drones.choices import DroneStatus, DroneType, EscalationLevel, EscalationResult
+from drones.events import drone_changed, escalation_stepped
 from drones.models import Drone, EscalationEvent
 from swarm.core.errors import ApiError
 from swarm.core.services import audit_record
@@ -16,6 +17,7 @@ from swarm.core.services import audit_record
 def _set_status(*, drone: Drone, status: str, actor) -> Drone:
     drone.status = status
     drone.save(update_fields=["status"])
+    transaction.on_commit(lambda: drone_changed(drone.pk, status=status))
     audit_record(actor=actor, action=f"drone.{status}", obj=drone)
     return drone
 
@@ -58,8 +60,9 @@ def drone_reset_escalation(*, drone: Drone, actor="system") -> Drone:
         locked.escalation_attempts = 0
         locked.missed_pongs = 0
         locked.save(update_fields=["escalation_level", "escalation_attempts", "missed_pongs"])
-        EscalationEvent.objects.create(drone=locked, level=EscalationLevel.HEALTHY, action="reset",
-                                       result=EscalationResult.RESET,
-                                       detail=f"reset by {actor} from L{previous}")
+        event = EscalationEvent.objects.create(drone=locked, level=EscalationLevel.HEALTHY, action="reset",
+                                               result=EscalationResult.RESET,
+                                               detail=f"reset by {actor} from L{previous}")
+        transaction.on_commit(lambda: escalation_stepped(event))
         audit_record(actor=actor, action="drone.reset_escalation", obj=locked, detail={"from_level": previous})
     return locked

@@ -17,7 +17,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from drones.choices import DroneStatus
-from drones.events import drones_send
+from drones.events import drone_changed, drones_changed, drones_send
+from drones.topology import topology_pong
 from drones.models import Drone
 from drones.redis_client import key, redis_client
 
@@ -30,6 +31,7 @@ def drone_ws_connected(*, drone_id: int) -> datetime:
     """The agent's WebSocket is up (called by the consumer); returns the connection time."""
     now = timezone.now()
     Drone.objects.filter(pk=drone_id).update(ws_connected=True, ws_connected_at=now, last_seen_at=now)
+    drone_changed(drone_id, ws=True)
     return now
 
 
@@ -38,7 +40,8 @@ def drone_ws_disconnected(*, drone_id: int, connected_at: datetime | None) -> No
     drones = Drone.objects.filter(pk=drone_id)
     if connected_at is not None:
         drones = drones.filter(ws_connected_at__lte=connected_at)
-    drones.update(ws_connected=False)
+    if drones.update(ws_connected=False):
+        drone_changed(drone_id, ws=False)
 
 
 def drones_websocket_silent_mark() -> list[int]:
@@ -55,6 +58,7 @@ def drones_websocket_silent_mark() -> list[int]:
         cursor.execute("UPDATE drones_drone SET ws_connected = false WHERE ws_connected AND missed_pongs >= %s "
                        "RETURNING id", [settings.SWARM_DRONE_UNHEALTHY_AFTER_MISSED_PONGS])
         drone_ids = sorted(row[0] for row in cursor.fetchall())
+    drones_changed(drone_ids, ws=False)
     if drone_ids:
         logger.warning("WebSocket marked down for %d drone(s) that stopped answering pings: %s", len(drone_ids),
                        drone_ids[:20])
@@ -165,6 +169,7 @@ def drone_pong_record(*, drone_id: int, ping_id: str) -> float | None:
     now = timezone.now()
     Drone.objects.filter(pk=drone_id).update(last_pong_at=now, last_seen_at=now, ping_latency_ms=latency_ms,
                                              missed_pongs=0, ws_connected=True)
+    topology_pong(drone_id, latency_ms)
     result_key = key("pong", ping_id)
     client.rpush(result_key, json.dumps({"latency_ms": latency_ms}))
     client.expire(result_key, 60)

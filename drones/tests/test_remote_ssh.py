@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 class SshServer:
     """An SSH server on 127.0.0.1 that accepts one client key and records the commands it is asked to run."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, process_factory=None):
         self.commands: list[str] = []
         self.port = free_port()
         self.host_key = asyncssh.generate_private_key("ssh-ed25519")
@@ -36,7 +36,7 @@ class SshServer:
         async def start():
             self.server = await asyncssh.create_server(
                 asyncssh.SSHServer, "127.0.0.1", self.port, server_host_keys=[self.host_key],
-                authorized_client_keys=authorized, process_factory=handle)
+                authorized_client_keys=authorized, process_factory=process_factory or handle)
             started.set()
 
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

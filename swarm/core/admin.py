@@ -1,16 +1,24 @@
-"""Admin for API tokens (created here and shown once, listed by prefix, revocable) and the audit log."""
+"""Admin for API tokens (created here and shown once, listed by prefix, revocable), the audit log, and the
+control plane's own logs (a custom admin view: `admin.site.admin_view`, mounted in swarm/urls.py)."""
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from swarm.core.admin_display import ReadOnlyAdmin, json_display, timestamp_column
 from swarm.core.choices import TokenScope
+from swarm.core.consumers import LOG_VIEW_PERMISSION
 from swarm.core.models import ApiToken, AuditLogEntry
 from swarm.core.services import api_token_issue, api_token_revoke
 
 admin.site.site_header = "Swarm control plane"
 admin.site.site_title = "Swarm"
 admin.site.index_title = "Operations"
+# There is no public site: the header links to the operator's consoles instead (templates/admin/base_site.html).
+admin.site.site_url = None
 
 # Drone tokens come from drone registration, execution tokens from spawns.
 ADMIN_ISSUABLE_SCOPES = [TokenScope.ADMIN, TokenScope.ENGINE, TokenScope.READ]
@@ -96,14 +104,28 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditLogEntry)
-class AuditLogEntryAdmin(admin.ModelAdmin):
-    list_display = ["at", "actor", "action", "object_type", "object_id", "tenant"]
+class AuditLogEntryAdmin(ReadOnlyAdmin):
+    """Who did what: append-only, so nothing here can be added, changed or deleted."""
+
+    list_display = ["moment", "actor", "action", "object_type", "object_id", "tenant"]
     list_filter = ["action", "object_type", "tenant"]
     search_fields = ["actor", "object_id"]
-    readonly_fields = [f.name for f in AuditLogEntry._meta.fields]
+    fields = ["moment", "actor", "action", "object_type", "object_id", "tenant", "details"]
+    readonly_fields = fields
 
-    def has_add_permission(self, request):
-        return False
+    moment = timestamp_column("at", "at")
 
-    def has_change_permission(self, request, obj=None):
-        return False
+    @admin.display(description="detail")
+    def details(self, entry: AuditLogEntry):
+        return json_display(entry.detail)
+
+
+def control_plane_logs_view(request):
+    """`/admin/logs/`: every replica's and worker's log lines, tailed and filtered live (swarm/core/logstream.py)."""
+    if not request.user.has_perm(LOG_VIEW_PERMISSION):
+        raise PermissionDenied
+    from swarm.core.logstream import stream_key
+
+    return TemplateResponse(request, "admin/control_plane_logs.html", {
+        **admin.site.each_context(request), "title": "Control-plane logs", "stream_key": stream_key(),
+        "maxlen": settings.SWARM_LOG_STREAM_MAXLEN})

@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
+from swarm.core.admin_display import LiveChangeList, ReadOnlyAdmin, json_display, timestamp_column
 from swarm.core.errors import ApiError
 from swarm.core.principals import principal_for_user
 from tenancy.admin import TenantScopedAdmin
@@ -36,40 +37,69 @@ def spawn_executions(modeladmin, request, queryset):
 
 
 @admin.register(Execution)
-class ExecutionAdmin(TenantScopedAdmin):
-    list_display = ["id", "workflow", "version_label", "status", "exit_code", "runtime", "duration", "spawned_by",
-                    "created_at"]
+class ExecutionAdmin(LiveChangeList, ReadOnlyAdmin, TenantScopedAdmin):
+    """Executions are written by spawns, runtimes and boot scripts: watched here, live, and cancelled."""
+
+    live_topics = ("executions",)
+    list_display = ["title", "workflow", "version_label", "status_cell", "exit_code", "runtime", "duration",
+                    "spawned_by", "created"]
+    list_display_links = ["title"]
     list_filter = ["status", "runtime", "tenant"]
     search_fields = ["id", "workflow__slug", "tenant__slug"]
     list_select_related = ["workflow__tenant", "version"]
-    readonly_fields = ["tenant", "workflow", "version", "runtime", "status", "exit_code", "duration", "env",
-                       "inputs", "timeout_sec", "spawned_by", "created_at", "started_at", "finished_at",
-                       "deadline_at", "sandbox", "accelerator", "timeline", "output", "console"]
+    change_form_template = "admin/workflows/execution/change_form.html"
+    readonly_fields = ["tenant", "workflow", "version", "runtime", "status_cell", "exit_code", "duration",
+                       "env_table", "inputs_table", "timeout_sec", "spawned_by", "created", "started", "finished",
+                       "deadline", "sandbox", "accelerator", "timeline", "output", "console"]
     fieldsets = [
-        (None, {"fields": ["tenant", "workflow", "version", "runtime", "sandbox", "accelerator", "status",
-                           "exit_code", "duration", "spawned_by"]}),
-        ("Parameters", {"fields": ["env", "inputs", "timeout_sec"]}),
-        ("Times", {"fields": ["created_at", "started_at", "finished_at", "deadline_at"]}),
+        (None, {"fields": ["workflow", "version", "status_cell", "exit_code", "duration", "runtime", "sandbox",
+                           "accelerator", "spawned_by", "tenant"]}),
+        ("Times", {"fields": ["created", "started", "finished", "deadline"]}),
         ("Event timeline", {"fields": ["timeline"]}),
         ("Output", {"fields": ["output"]}),
         ("Console (the sandbox's or VM's log, its tail as the runtime reported it)", {"fields": ["console"]}),
+        ("Parameters", {"classes": ["collapse"], "fields": ["env_table", "inputs_table", "timeout_sec"]}),
     ]
     actions = ["cancel_executions"]
 
-    def has_add_permission(self, request):
-        return False
+    def has_cancel_permission(self, request, obj=None):
+        return request.user.has_perm("workflows.change_execution")
 
-    def has_delete_permission(self, request, obj=None):
-        return False
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        execution = self.get_object(request, object_id)
+        extra = {"live_topics": f"execution:{execution.pk}"} if execution is not None else {}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+
+    @admin.display(description="execution", ordering="-id")
+    def title(self, execution: Execution) -> str:
+        return f"execution {execution.pk}"
 
     @admin.display(description="version")
     def version_label(self, execution: Execution) -> str:
         return execution.version.version
 
+    @admin.display(description="status", ordering="status")
+    def status_cell(self, execution: Execution) -> str:
+        return format_html('<span class="swarm-status swarm-status-{}" id="execution-status">{}</span>',
+                           execution.status, execution.get_status_display())
+
     @admin.display(description="duration")
     def duration(self, execution: Execution) -> str:
         seconds = execution.duration_seconds
         return "—" if seconds is None else f"{seconds:.1f} s"
+
+    created = timestamp_column("created_at", "created")
+    started = timestamp_column("started_at", "started", empty="not yet", sortable=False)
+    finished = timestamp_column("finished_at", "finished", empty="not yet", sortable=False)
+    deadline = timestamp_column("deadline_at", "deadline", empty="none", sortable=False)
+
+    @admin.display(description="environment")
+    def env_table(self, execution: Execution):
+        return json_display(execution.env)
+
+    @admin.display(description="inputs")
+    def inputs_table(self, execution: Execution):
+        return json_display(execution.inputs)
 
     @admin.display(description="sandbox")
     def sandbox(self, execution: Execution) -> str:
@@ -104,7 +134,7 @@ class ExecutionAdmin(TenantScopedAdmin):
         text = "\n".join(f"{'! ' if line.stream == 'stderr' else ''}{line.message}" for line in lines)
         return format_html('<pre id="execution-output" style="white-space: pre-wrap">{}</pre>', text or "(none)")
 
-    @admin.action(description="Cancel selected executions", permissions=["change"])
+    @admin.action(description="Cancel selected executions", permissions=["cancel"])
     def cancel_executions(self, request, queryset):
         principal = principal_for_user(request.user)
         for execution in queryset:

@@ -17,6 +17,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
+from swarm.core.admin_display import json_display
 from swarm.core.errors import ApiError
 from swarm.core.principals import principal_for_user
 from swarm.core.service_admin import ServiceModelAdmin, adopt_saved, form_changes
@@ -257,9 +258,13 @@ class WorkflowVersionAdmin(TenantScopedAdmin):
     list_select_related = ["workflow__tenant", "bundle"]
     search_fields = ["version", "workflow__slug", "bundle__sha256"]
     readonly_fields = ["workflow", "version", "active", "activate", "bundle", "bundle_hash", "bundle_size",
-                       "download", "metadata", "deployed_by", "created_at", "activated_at"]
+                       "download", "metadata_table", "deployed_by", "created_at", "activated_at"]
     fields = readonly_fields
     actions = ["activate_versions"]
+
+    @admin.display(description="metadata")
+    def metadata_table(self, version: WorkflowVersion):
+        return json_display(version.metadata)
 
     @admin.display(description="active", ordering="is_active")
     def active(self, version: WorkflowVersion) -> str:

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, Conflict, NotFound
+from swarm.core.live import live_changed_on_commit
 from swarm.core.principals import Principal
 from swarm.core.services import api_token_issue, api_tokens_revoke_for_subject, audit_record
 from workflows import tasks
@@ -46,6 +47,7 @@ def execution_events_append(*, execution: Execution, events: list[dict], secret_
         ))
     ExecutionEvent.objects.bulk_create(rows)
     Execution.objects.filter(pk=execution.pk).update(last_seq=execution.last_seq)
+    live_changed_on_commit(f"execution:{execution.pk}", "executions")
     return rows
 
 
@@ -67,6 +69,7 @@ def execution_status_save(*, execution: Execution) -> None:
     """Write the fields a status change touches (the caller holds the row lock)."""
     execution.save(update_fields=["status", "exit_code", "started_at", "finished_at", "deadline_at",
                                   "runtime_state"])
+    live_changed_on_commit(f"execution:{execution.pk}", "executions")
 
 
 def execution_lock(*, execution_id: int) -> Execution:

@@ -40,6 +40,19 @@ def register(subparsers) -> None:
                         help="shell command for hard_restart (default: re-exec at once)")
     parser.add_argument("--no-websocket", action="store_true", help="HTTP heartbeats only (diagnostics)")
     parser.add_argument("--disable-plugin", action="append", default=[], help="do not load this plugin module")
+    parser.add_argument("--no-terminal", action="store_true", default=env("SWARM_AGENT_TERMINAL", "1") == "0",
+                        help="refuse terminal sessions from the control plane (SWARM_AGENT_TERMINAL=0)")
+    parser.add_argument("--terminal-shell", default=env("SWARM_AGENT_TERMINAL_SHELL"),
+                        help="shell of terminal sessions (default: the account's login shell)")
+    parser.add_argument("--terminal-user", default=env("SWARM_AGENT_TERMINAL_USER"),
+                        help="account terminal shells run as when the agent runs as root (default: the agent's)")
+    parser.add_argument("--terminal-max-sessions", type=int,
+                        default=int(env("SWARM_AGENT_TERMINAL_MAX_SESSIONS", "8")),
+                        help="concurrent terminal sessions this agent accepts")
+    parser.add_argument("--syslog-file", action="append",
+                        default=[path for path in env("SWARM_AGENT_SYSLOG_FILES", "").split(",") if path],
+                        help="a log file the admin's system log viewer tails (repeatable; "
+                             "SWARM_AGENT_SYSLOG_FILES, comma separated); default: the systemd journal")
     parser.add_argument("--log-level", default=env("SWARM_AGENT_LOG_LEVEL", "INFO"))
     parser.set_defaults(handler=handle)
 
@@ -55,5 +68,7 @@ def handle(args: argparse.Namespace) -> int:
         work_dir=Path(args.work_dir) if args.work_dir else None, drone_type=args.drone_type,
         restart_command=args.restart_command, hard_restart_command=args.hard_restart_command,
         websocket=not args.no_websocket, disabled_plugins=set(args.disable_plugin),
+        terminal=not args.no_terminal, terminal_shell=args.terminal_shell, terminal_user=args.terminal_user,
+        terminal_max_sessions=args.terminal_max_sessions, syslog_files=list(args.syslog_file),
     )
     return asyncio.run(AgentDaemon(config).run())

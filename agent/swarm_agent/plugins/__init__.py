@@ -8,9 +8,13 @@ A plugin is any object with:
     heartbeat_fields() -> dict                 # merged into every heartbeat body (e.g. running_build_ids)
     async on_heartbeat_response(body: dict)    # the server's heartbeat answer (action, hook fields)
     async on_ws_message(message: dict) -> bool # True when it handled a WebSocket message
+    async on_ws_binary(data: bytes) -> bool    # True when it handled a binary frame (terminal input)
+    async on_ws_connected() -> None            # the WebSocket is (re)connected
+    async on_ws_closed() -> None               # the WebSocket dropped
 
 It may use `daemon.api` (httpx.AsyncClient on `<server>/api/v1` with the drone
-token), `await daemon.send_ws(message)`, `daemon.config` and `daemon.action`.
+token), `await daemon.send_ws(message)`, `await daemon.send_ws_binary(data)`,
+`daemon.config` and `daemon.action`.
 `AgentPlugin` below is a convenient base with no-op defaults.
 """
 from __future__ import annotations
@@ -46,6 +50,16 @@ class AgentPlugin:
     async def on_ws_message(self, message: dict) -> bool:
         """A server message over the WebSocket; return True when handled."""
         return False
+
+    async def on_ws_binary(self, data: bytes) -> bool:
+        """A binary frame from the server; return True when handled."""
+        return False
+
+    async def on_ws_connected(self) -> None:
+        """The WebSocket is up (again)."""
+
+    async def on_ws_closed(self) -> None:
+        """The WebSocket dropped; the daemon reconnects on its own."""
 
 
 def load_plugins(daemon, *, disabled: set[str] | None = None) -> list:

@@ -1,14 +1,26 @@
-"""Admin for the drone fleet: health badges, ping/ladder actions, escalation history, join tokens."""
+"""Admin for the drone fleet: health badges, ping/ladder actions, escalation history, join tokens, hypervisors.
+
+Drones register themselves (there is no "Add drone"); their page leads to
+the operator's consoles — terminal, system log, topology (drones/admin/console.py).
+"""
 from django import forms
 from django.contrib import admin, messages
-from django.utils import timezone
-from django.utils.html import format_html, format_html_join
-from django.utils.timesince import timesince
+from django.utils.html import format_html
 
 from drones import services
+from drones.admin.console import DroneConsoleViews
 from drones.choices import DroneType
 from drones.models import Drone, EscalationEvent, Hypervisor, JoinToken
 from drones.provisioning import bootstrap_command
+from swarm.core.admin_display import (
+    EMPTY,
+    LiveChangeList,
+    ReadOnlyAdmin,
+    ReadOnlyInline,
+    chips,
+    json_display,
+    timestamp_column,
+)
 from swarm.core.secret_box import SecretUndecryptable
 
 # L0 … L4: label and colour of the health badge.
@@ -30,68 +42,85 @@ def health_badge_html(level: int):
         'border-radius:10px;font-weight:600;white-space:nowrap">{}</span>', level, colour, label)
 
 
-class EscalationEventInline(admin.TabularInline):
-    """The ladder's history for one drone, newest first (read-only)."""
+class EscalationEventInline(ReadOnlyInline):
+    """The ladder's history for one drone, newest first."""
 
     model = EscalationEvent
-    extra = 0
-    can_delete = False
     ordering = ["-at", "-id"]
-    fields = ["at", "level", "action", "result", "detail"]
+    fields = ["moment", "level", "action", "result", "detail"]
     readonly_fields = fields
-    max_num = 0
     verbose_name_plural = "escalation history"
 
-    def has_add_permission(self, request, obj=None):
-        return False
+    moment = timestamp_column("at", "at", sortable=False)
 
 
 @admin.register(Drone)
-class DroneAdmin(admin.ModelAdmin):
+class DroneAdmin(DroneConsoleViews, LiveChangeList):
     """The fleet at a glance and the operator's levers."""
 
-    list_display = ["name", "health", "status", "drone_type", "latency", "last_heartbeat", "label_list",
+    live_topics = ("drones",)
+    list_display = ["name", "health", "status_badge", "drone_type", "latency", "last_heartbeat", "label_list",
                     "ws_connected", "capacity"]
     list_filter = ["status", "drone_type", "escalation_level", "ws_connected"]
     search_fields = ["name", "hostname", "ip"]
     inlines = [EscalationEventInline]
+    change_form_template = "admin/drones/drone/change_form.html"
     actions = ["ping", "reset_escalation", "pause", "resume", "drain", "set_type_lxc", "set_type_qemu",
                "set_type_bare_metal", "set_type_unknown"]
-    readonly_fields = ["health", "status", "registered_at", "last_seen_at", "last_heartbeat_at", "first_heartbeat_at",
-                       "ws_connected", "ws_connected_at", "last_ping_at", "last_pong_at", "ping_latency_ms",
-                       "missed_pongs", "escalation_level", "escalation_attempts", "last_escalation_at",
-                       "healthy_since", "metrics", "agent_version", "os", "arch", "hostname", "ip"]
+    readonly_fields = ["health", "status", "registered", "last_seen", "last_heartbeat", "first_heartbeat",
+                       "ws_connected", "ws_connected_since", "last_ping", "last_pong", "latency", "missed_pongs",
+                       "escalation_level", "escalation_attempts", "last_escalation", "healthy_since_display",
+                       "metrics_table", "agent_version", "os", "arch", "hostname", "ip", "label_list"]
     fieldsets = [
-        (None, {"fields": ["name", "health", "status", "drone_type", "drone_type_locked", "labels", "capacity"]}),
-        ("Machine", {"fields": ["hostname", "ip", "agent_version", "os", "arch", "metrics"]}),
-        ("Liveness", {"fields": ["registered_at", "last_seen_at", "last_heartbeat_at", "first_heartbeat_at",
-                                 "ws_connected", "ws_connected_at", "last_ping_at", "last_pong_at",
-                                 "ping_latency_ms", "missed_pongs"]}),
-        ("Escalation", {"fields": ["escalation_level", "escalation_attempts", "last_escalation_at",
-                                   "healthy_since"]}),
-        ("L3: hypervisor", {"fields": ["hypervisor", "hypervisor_node", "hypervisor_vmid"]}),
-        ("L1/L2 over SSH", {"classes": ["collapse"], "fields": [
-            "ssh_host", "ssh_port", "ssh_user", "ssh_key_path", "ssh_known_hosts", "ssh_restart_command",
-            "ssh_hard_restart_command"]}),
+        (None, {"fields": ["name", "health", "status", "last_heartbeat", "latency", "ws_connected", "label_list",
+                           "capacity"]}),
+        ("Escalation", {"fields": ["escalation_level", "escalation_attempts", "last_escalation",
+                                   "healthy_since_display", "missed_pongs"]}),
+        ("Machine", {"fields": ["drone_type", "drone_type_locked", "hostname", "ip", "agent_version", "os", "arch",
+                                "metrics_table"]}),
+        ("Liveness", {"classes": ["collapse"], "fields": [
+            "registered", "first_heartbeat", "last_seen", "ws_connected_since", "last_ping", "last_pong"]}),
+        ("Labels (the agent reports them; edited here they last until it registers again)",
+         {"classes": ["collapse"], "fields": ["labels"]}),
+        ("L3: hypervisor", {"classes": ["collapse"], "fields": ["hypervisor", "hypervisor_node", "hypervisor_vmid"]}),
+        ("SSH (L1/L2 fallback and the SSH terminal; host keys pinned, never trusted on first use)",
+         {"classes": ["collapse"], "fields": [
+             "ssh_host", "ssh_port", "ssh_user", "ssh_key_path", "ssh_known_hosts", "ssh_restart_command",
+             "ssh_hard_restart_command"]}),
     ]
+
+    def has_add_permission(self, request):
+        return False  # machines join with a join token (Join tokens → Add)
 
     @admin.display(description="health", ordering="escalation_level")
     def health(self, drone):
         return health_badge_html(drone.escalation_level)
 
-    @admin.display(description="latency", ordering="ping_latency_ms")
-    def latency(self, drone):
-        return "—" if drone.ping_latency_ms is None else f"{drone.ping_latency_ms:.1f} ms"
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, drone):
+        return format_html('<span class="swarm-status swarm-status-{}">{}</span>', drone.status, drone.status)
 
-    @admin.display(description="last heartbeat", ordering="last_heartbeat_at")
-    def last_heartbeat(self, drone):
-        if drone.last_heartbeat_at is None:
-            return "never"
-        return f"{timesince(drone.last_heartbeat_at, timezone.now())} ago"
+    @admin.display(description="ping latency", ordering="ping_latency_ms")
+    def latency(self, drone):
+        return EMPTY if drone.ping_latency_ms is None else f"{drone.ping_latency_ms:.1f} ms"
+
+    last_heartbeat = timestamp_column("last_heartbeat_at", "last heartbeat", empty="never")
+    first_heartbeat = timestamp_column("first_heartbeat_at", "first heartbeat", empty="never", sortable=False)
+    registered = timestamp_column("registered_at", "registered", sortable=False)
+    last_seen = timestamp_column("last_seen_at", "last seen (any agent call)", empty="never", sortable=False)
+    ws_connected_since = timestamp_column("ws_connected_at", "WebSocket connected since", empty="never", sortable=False)
+    last_ping = timestamp_column("last_ping_at", "last ping", empty="never", sortable=False)
+    last_pong = timestamp_column("last_pong_at", "last pong", empty="never", sortable=False)
+    last_escalation = timestamp_column("last_escalation_at", "last escalation", empty="never", sortable=False)
+    healthy_since_display = timestamp_column("healthy_since", "healthy since", empty="not healthy", sortable=False)
 
     @admin.display(description="labels")
     def label_list(self, drone):
-        return format_html_join(" ", '<code>{}</code>', ((label,) for label in drone.labels)) or "—"
+        return chips(drone.labels)
+
+    @admin.display(description="metrics (last heartbeat)")
+    def metrics_table(self, drone):
+        return json_display(drone.metrics)
 
     def _actor(self, request) -> str:
         return f"user:{request.user.get_username()}"
@@ -197,12 +226,15 @@ class JoinTokenAdmin(admin.ModelAdmin):
     """Join tokens with their provisioning progress and a copyable bootstrap command."""
 
     form = JoinTokenForm
-    list_display = ["name", "provisioning_status", "uses", "max_uses", "expires_at", "revoked_at", "last_drone",
-                    "created_at"]
+    list_display = ["name", "provisioning_status", "uses", "max_uses", "expires", "revoked_at", "last_drone",
+                    "created"]
     list_filter = ["provisioning_status"]
     actions = ["revoke"]
     readonly_fields = ["bootstrap", "provisioning_status", "uses", "created_at", "script_fetched_at",
                        "registered_at", "first_heartbeat_at", "last_drone", "revoked_at"]
+
+    created = timestamp_column("created_at", "created")
+    expires = timestamp_column("expires_at", "expires", empty="never")
 
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -221,7 +253,7 @@ class JoinTokenAdmin(admin.ModelAdmin):
             return "— (token not usable)"
         command = bootstrap_command(join_token=plaintext)
         return format_html(
-            '<input type="text" readonly value="{}" id="bootstrap-command-{}" style="width:60em;font-family:monospace">'
+            '<input type="text" readonly value="{}" id="bootstrap-command-{}" class="swarm-command">'
             ' <button type="button" class="button" onclick="navigator.clipboard.writeText('
             'document.getElementById(\'bootstrap-command-{}\').value)">Copy</button>', command, token.pk, token.pk)
 
@@ -242,13 +274,12 @@ class JoinTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(EscalationEvent)
-class EscalationEventAdmin(admin.ModelAdmin):
-    list_display = ["at", "drone", "level", "action", "result", "detail"]
+class EscalationEventAdmin(ReadOnlyAdmin):
+    """Every step of the ladder, fleet-wide (written by the ladder only)."""
+
+    list_display = ["moment", "drone", "level", "action", "result", "detail"]
     list_filter = ["level", "action", "result"]
     search_fields = ["drone__name", "detail"]
+    list_select_related = ["drone"]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
+    moment = timestamp_column("at", "at")
