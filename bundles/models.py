@@ -4,6 +4,21 @@ from django.db import models
 from bundles.keys import blob_key
 
 
+class BundleQuerySet(models.QuerySet):
+    """Scoping helpers for bundles."""
+
+    def unreferenced(self):
+        """Bundles no row points at: no workflow version, no payload version, nothing else.
+
+        Every reverse relation is checked, so an app that stores its content
+        as bundles (drones' payload versions) is safe from the orphan sweep
+        without this app importing it (bundles ← workflows, bundles ← drones).
+        """
+        filters = {f"{relation.related_name or relation.name}__isnull": True
+                   for relation in self.model._meta.related_objects}
+        return self.filter(**filters)
+
+
 class Bundle(models.Model):
     """A stored `.tar.gz`, shared by every version that uses the same bytes."""
 
@@ -12,6 +27,8 @@ class Bundle(models.Model):
     member_count = models.IntegerField(default=0)
     unpacked_size = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = BundleQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -95,7 +95,7 @@ def bundle_discard_if_unreferenced(*, bundle: Bundle, respect_markers: bool = Fa
     """
     with transaction.atomic():
         locked = Bundle.objects.select_for_update().filter(pk=bundle.pk).first()
-        if locked is None or locked.versions.exists():
+        if locked is None or not Bundle.objects.unreferenced().filter(pk=locked.pk).exists():
             return False
         if respect_markers and PendingBlob.objects.filter(key=locked.storage_key).exists():
             return False
@@ -129,7 +129,7 @@ def bundle_sweep_orphans(*, grace_seconds: int | None = None) -> SweepReport:
     PendingBlob.objects.filter(started_at__lt=stale_marker_cutoff).delete()
 
     deleted_rows = []
-    for bundle in Bundle.objects.filter(versions__isnull=True, created_at__lt=cutoff):
+    for bundle in Bundle.objects.unreferenced().filter(created_at__lt=cutoff):
         if bundle.storage_key in in_flight:
             continue
         if bundle_discard_if_unreferenced(bundle=bundle, respect_markers=True):

@@ -10,6 +10,10 @@ class DronesConfig(AppConfig):
     def ready(self):
         from drones import metrics
         from drones.agent_messages import register_handlers
+        from drones.payloads import heartbeat as payload_heartbeat
+        from drones.payloads import metrics as payload_metrics
 
         register_handlers()
         metrics.register_collector()
+        payload_heartbeat.register()
+        payload_metrics.register_collector()

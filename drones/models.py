@@ -189,3 +189,15 @@ class EscalationEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.drone} L{self.level} {self.action}: {self.result}"
+
+
+# Payload models live in their own module (drones/payloads/); importing them here registers them with the app.
+from drones.payloads.models import (  # noqa: E402,F401
+    DronePayloadState,
+    PayloadEvent,
+    PayloadType,
+    PayloadVersion,
+    Release,
+    Rollout,
+    RolloutTarget,
+)

@@ -16,3 +16,7 @@ def check_health() -> int:
 def evaluate_drone(drone_id: int) -> str:
     """Health check + ladder step for one drone (e.g. right after an operator action)."""
     return drone_evaluate(drone_id=drone_id).outcome
+
+
+# Payload tasks live with their code; importing them here registers them with Celery's autodiscovery.
+from drones.payloads.tasks import advance_rollout, check_payload_drift, tick_rollouts  # noqa: E402,F401
