@@ -578,3 +578,13 @@ def drone_is_deployable(drone: Drone, *, now=None) -> bool:
     now = now or timezone.now()
     window = settings.SWARM_DRONE_HEARTBEAT_INTERVAL * settings.SWARM_DRONE_STALE_AFTER_MISSED
     return (now - drone.last_heartbeat_at).total_seconds() <= window
+
+
+def payload_pending_targets(*, drone_id: int) -> list[RolloutTarget]:
+    """Targets of active rollouts sent to this drone and not finished: what its HTTP poll answers."""
+    return list(RolloutTarget.objects.filter(
+        drone_id=drone_id, rollout__state__in=ACTIVE_ROLLOUT_STATES, dispatched_at__isnull=False)
+        .exclude(state__in=DONE_TARGET_STATES, revert_state="")
+        .exclude(revert_state__in=[RevertState.DONE, RevertState.FAILED, RevertState.PENDING])
+        .select_related("payload_version__payload_type", "payload_version__bundle", "previous_version__bundle")
+        .order_by("id"))
