@@ -140,6 +140,10 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("SWARM_CELERY_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+#: Queue of the rollout engine's tasks (a dedicated worker pool can serve it; tests isolate rollouts with it).
+SWARM_ROLLOUT_QUEUE = env.str("SWARM_ROLLOUT_QUEUE", default="celery")
+CELERY_TASK_ROUTES = {name: {"queue": SWARM_ROLLOUT_QUEUE}
+                      for name in ("drones.advance_rollout", "drones.tick_rollouts", "drones.check_payload_drift")}
 CELERY_TIMEZONE = "UTC"
 #: Seconds between two health sweeps of the fleet (beat task drones.check_health).
 SWARM_DRONE_HEALTH_CHECK_INTERVAL = env.float("SWARM_DRONE_HEALTH_CHECK_INTERVAL", default=10.0)

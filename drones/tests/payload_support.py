@@ -59,3 +59,63 @@ def agent_report(client: APIClient, target_id: int, *states: str, action: str = 
 
 def keep_alive(*drones: Drone) -> None:
     Drone.objects.filter(pk__in=[drone.pk for drone in drones]).update(last_heartbeat_at=timezone.now())
+
+
+class RolloutPlane:
+    """A control plane of its own for fault tests: uvicorn, Celery workers and beat on a private rollout queue.
+
+    The session's shared worker never sees this plane's rollout tasks, so killing this plane's worker
+    really leaves the rollout without one.
+    """
+
+    def __init__(self, subprocess_environment: dict, directory, *, tick_interval: float = 1.0):
+        import uuid
+
+        from conftest import LiveServer
+
+        self.directory = directory
+        queue = f"rollouts-{uuid.uuid4().hex[:8]}"
+        self.queue = queue
+        self.server = LiveServer(dict(subprocess_environment, SWARM_ROLLOUT_QUEUE=queue,
+                                      SWARM_ROLLOUT_TICK_INTERVAL=str(tick_interval),
+                                      SWARM_PAYLOAD_DRIFT_INTERVAL="2"), directory / "uvicorn.log")
+        self.env = dict(self.server.env)
+        self.url = self.server.url
+        self.workers: list = []
+        self.beat = None
+
+    def _spawn(self, argv: list[str], log_name: str):
+        import subprocess
+        import sys
+
+        log = open(self.directory / log_name, "ab")  # noqa: SIM115 - the child owns it
+        process = subprocess.Popen([sys.executable, "-m", "celery", "-A", "swarm", *argv], env=self.env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        return process
+
+    def start_worker(self):
+        worker = self._spawn(["worker", "--pool", "threads", "--concurrency", "4", "-Q", self.queue,
+                              "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                              "-n", f"{self.queue}-{len(self.workers)}@%h"], f"worker-{len(self.workers)}.log")
+        self.workers.append(worker)
+        return worker
+
+    def start_beat(self):
+        self.beat = self._spawn(["beat", "--loglevel", "INFO", "-s", str(self.directory / "beat-schedule")],
+                                "beat.log")
+        return self.beat
+
+    @staticmethod
+    def sigkill(process) -> None:
+        import os
+        import signal
+
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+    def stop(self) -> None:
+        for process in [*self.workers, self.beat]:
+            self.sigkill(process)
+        self.server.stop()
