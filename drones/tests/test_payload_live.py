@@ -132,10 +132,11 @@ def test_agent_killed_mid_download_is_skipped_then_reconciled(
         (victim.state_dir / "payloads" / "toolchain" / "releases").glob(".*partial"))
     victim.start()
     wait_until(lambda: Drone.objects.filter(name=victim.name, ws_connected=True).exists(), message="reconnect")
-    # Beat's fleet-wide drift check: desired is the new version, the drone reports none → a reconcile rollout.
-    assert drift_check().reconcile_rollouts
-    wait_until(lambda: current_of(victim) == version["sha256"], timeout=ROLLOUT_TIMEOUT,
-               message="the reconcile to install it")
+    # Beat's fleet-wide drift check (run here as beat would): desired is the new version, the drone reports
+    # none → a reconcile rollout puts it there.
+    wait_until(lambda: (drift_check(), current_of(victim) == version["sha256"])[1], timeout=ROLLOUT_TIMEOUT,
+               interval=1.0, message="the reconcile to install it")
+    assert Rollout.objects.filter(is_reconcile=True, target_names=[victim.name]).exists()
     victim.stop()
     agents[1].stop()
 
