@@ -5,6 +5,8 @@ own workers and beat) so that SIGKILLing its worker really leaves the rollout wi
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import time
@@ -203,3 +205,45 @@ def test_agent_upgrades_itself_and_a_broken_release_reverts_on_its_own(
     assert agent.process.poll() is None
     agent.process.send_signal(signal.SIGTERM)
     assert agent.process.wait(30) == 0
+
+
+def swarmctl(url: str, token: str, *args: str) -> "subprocess.CompletedProcess":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "swarm_agent.cli_ctl", *args], capture_output=True, text=True,
+                          env=dict(os.environ, SWARM_URL=url, SWARM_TOKEN=token), timeout=120)
+
+
+def test_swarmctl_push_release_rollout_follow_exit_codes(live_url, celery_worker_process, tmp_path, join_token,
+                                                         admin_token):
+    agent, = start_agents(live_url, tmp_path, join_token, 1, "cli")
+    source = tmp_path / "conf"
+    (source / "etc").mkdir(parents=True)
+    (source / "etc" / "make.conf").write_text('CFLAGS="-O2 -pipe"\n')
+    pushed = swarmctl(live_url, admin_token, "payload", "push", str(source), "--type", "portage-config",
+                      "--version", "1.0.0", "--json")
+    assert pushed.returncode == 0, pushed.stderr
+    sha256 = json.loads(pushed.stdout)["sha256"]
+    again = swarmctl(live_url, admin_token, "payload", "push", str(source), "--type", "portage-config",
+                     "--version", "1.0.0")
+    assert again.returncode == 0 and again.stdout.startswith("deduplicated")  # packed reproducibly
+    release = swarmctl(live_url, admin_token, "release", "create", "--payload", "portage-config=1.0.0", "--json")
+    assert release.returncode == 0, release.stderr
+    name = json.loads(release.stdout)["name"]
+    manifest = swarmctl(live_url, admin_token, "release", "show", name, "--manifest")
+    assert hashlib.sha256(manifest.stdout.rstrip("\n").encode()).hexdigest() == json.loads(release.stdout)[
+        "manifest_sha256"]
+    started = swarmctl(live_url, admin_token, "rollout", "start", "--release", name, "--all",
+                       "--min-healthy-time", "0", "--follow")
+    assert started.returncode == 0, (started.stdout, started.stderr, agent.log_text()[-2000:])
+    assert "succeeded" in started.stdout
+    assert (agent.state_dir / "payloads/portage-config/current/etc/make.conf").read_text() == 'CFLAGS="-O2 -pipe"\n'
+    assert current_of(agent, "portage-config") == sha256
+    rollout_id = Rollout.objects.get().pk
+    refused = swarmctl(live_url, admin_token, "rollout", "promote", str(rollout_id))
+    assert refused.returncode == 1 and "cannot_promote" in refused.stderr
+    reverted = swarmctl(live_url, admin_token, "rollout", "revert", str(rollout_id), "--follow")
+    assert reverted.returncode == 3, (reverted.stdout, reverted.stderr)
+    assert current_of(agent, "portage-config") == ""  # it had nothing before
+    agent.stop()
