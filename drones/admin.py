@@ -51,7 +51,7 @@ class DroneAdmin(admin.ModelAdmin):
     """The fleet at a glance and the operator's levers."""
 
     list_display = ["name", "health", "status", "drone_type", "latency", "last_heartbeat", "label_list",
-                    "ws_connected", "capacity"]
+                    "ws_connected", "capacity", "payload_drift"]
     list_filter = ["status", "drone_type", "escalation_level", "ws_connected"]
     search_fields = ["name", "hostname", "ip"]
     inlines = [EscalationEventInline]
@@ -78,6 +78,15 @@ class DroneAdmin(admin.ModelAdmin):
     @admin.display(description="health", ordering="escalation_level")
     def health(self, drone):
         return health_badge_html(drone.escalation_level)
+
+    @admin.display(description="payloads")
+    def payload_drift(self, drone):
+        from drones.payloads.admin import drone_drift_badge
+
+        return drone_drift_badge(drone)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("payload_states__payload_type")
 
     @admin.display(description="latency", ordering="ping_latency_ms")
     def latency(self, drone):
@@ -252,3 +261,7 @@ class EscalationEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+# Payload types, versions, releases and rollouts register their admin in drones/payloads/admin.py.
+from drones.payloads import admin as payload_admin  # noqa: E402,F401

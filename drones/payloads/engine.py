@@ -362,6 +362,6 @@ def rollout_progress(rollout: Rollout) -> dict:
     for state in rollout.targets.values_list("state", flat=True):
         counts[state] += 1
     total = sum(counts.values())
-    done = sum(counts[state] for state in DONE_TARGET_STATES)
+    done = sum(counts.get(state, 0) for state in DONE_TARGET_STATES)
     return {"total": total, "done": done, "percent": round(100 * done / total, 1) if total else 100.0,
             "states": dict(counts)}
