@@ -5,6 +5,7 @@
 * `secrets`    — tenant secrets: set, rotate, read for a workflow, mask.
 * `executions` — spawn, provision, the state changes and their events, cancel, timeouts, the reaper.
 * `boot`       — what the boot side calls: the metadata service, reported events, a silent boot exit.
+* `canary`     — a weighted split between the active version and a candidate; promote, revert, judge.
 
 The API views, the admin, the Celery tasks and the runtimes call these. This
 package re-exports the public names, so callers write
@@ -12,6 +13,13 @@ package re-exports the public names, so callers write
 modules of the package import from their sibling modules, never from here.
 """
 from workflows.services.boot import execution_metadata_serve, execution_report, execution_runtime_exited
+from workflows.services.canary import (
+    canary_active,
+    workflow_canary_evaluate,
+    workflow_canary_promote,
+    workflow_canary_revert,
+    workflow_canary_start,
+)
 from workflows.services.executions import (
     EXECUTION_SUBJECT,
     execution_cancel,
@@ -50,6 +58,7 @@ __all__ = [
     "SECRET_NAME_PATTERN",
     "WORKFLOW_EDITABLE_FIELDS",
     "RegisteredVersion",
+    "canary_active",
     "execution_cancel",
     "execution_fail",
     "execution_metadata_serve",
@@ -69,6 +78,10 @@ __all__ = [
     "tenant_create",
     "tenant_secret_set",
     "tenant_update",
+    "workflow_canary_evaluate",
+    "workflow_canary_promote",
+    "workflow_canary_revert",
+    "workflow_canary_start",
     "workflow_create",
     "workflow_rollback",
     "workflow_update",
