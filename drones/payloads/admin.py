@@ -175,7 +175,8 @@ class RolloutAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
         split = lambda text: [item.strip() for item in (text or "").split(",") if item.strip()]  # noqa: E731
-        strategy = services.RolloutStrategy(**{name: data[name] for name in services.RolloutStrategy.__dataclass_fields__})
+        fields = services.RolloutStrategy.__dataclass_fields__
+        strategy = services.RolloutStrategy(**{name: data[name] for name in fields})
         rollout = services.rollout_start(actor=_actor(request), strategy=strategy,
                                          payload_version=data.get("payload_version"), release=data.get("release"),
                                          target_all=data.get("target_all"), labels=split(data.get("target_labels")),

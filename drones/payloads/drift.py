@@ -129,7 +129,7 @@ def drift_reconcile(*, auto_only: bool = False, drone_id: int | None = None, act
     by_version: dict[int, list[str]] = defaultdict(list)
     versions: dict[int, PayloadVersion] = {}
     for state in states:
-        if auto_only and not drone_is_deployable(state.drone):
+        if auto_only and not drone_is_deployable(drone=state.drone):
             continue
         if auto_only and RolloutTarget.objects.filter(
                 drone_id=state.drone_id, rollout__is_reconcile=True, rollout__created_at__gte=backoff_since,

@@ -49,11 +49,11 @@ from drones.payloads.choices import (
 from drones.payloads.events import EventBatch, emit_rollout_changed_on_commit
 from drones.payloads.models import DronePayloadState, Rollout, RolloutTarget
 from drones.payloads.services import (
-    _set_state,
     drone_is_deployable,
     rollout_begin_revert,
     rollout_lock,
     rollout_record_desired,
+    rollout_state_set,
 )
 from drones.payloads.wake import rollout_wake_claimed, rollout_wake_later
 
@@ -111,7 +111,7 @@ def rollout_advance(*, rollout_id: int) -> Step:
     rollout_wake_claimed(rollout_id)
     step = Step(rollout_id=rollout_id)
     with transaction.atomic():
-        rollout_lock(rollout_id)
+        rollout_lock(rollout_id=rollout_id)
         rollout = Rollout.objects.filter(pk=rollout_id).first()
         if rollout is None or rollout.is_finished:
             step.state = rollout.state if rollout else "missing"
@@ -152,7 +152,7 @@ def _advance_locked(rollout: Rollout, step: Step) -> None:
     if rollout.state == RolloutState.PENDING:
         rollout.started_at = now
         rollout.last_progress_at = now
-        _set_state(rollout, RolloutState.RUNNING, actor=ENGINE, batch=batch, detail="started")
+        rollout_state_set(rollout=rollout, state=RolloutState.RUNNING, actor=ENGINE, batch=batch, detail="started")
 
     # 2. health timers, offline drones, deadlines.
     for target in targets:
@@ -169,7 +169,7 @@ def _advance_locked(rollout: Rollout, step: Step) -> None:
         if not dispatched:
             continue
         waited = (now - target.dispatched_at).total_seconds()
-        if not drone_is_deployable(target.drone, now=now) and target.drone.status != "paused":
+        if not drone_is_deployable(drone=target.drone, now=now) and target.drone.status != "paused":
             move(target, TargetState.SKIPPED, "the drone went offline during the deploy (reconciled later)")
         elif waited >= rollout.healthy_deadline:
             move(target, TargetState.FAILED, f"healthy_deadline: not healthy {rollout.healthy_deadline:g} s after "
@@ -220,7 +220,7 @@ def _advance_forward(rollout, targets, changed, batch, step, timers, now, move) 
             RolloutTarget.objects.bulk_update(list(changed.values()), TARGET_FIELDS)
             changed.clear()
         if rollout.auto_revert:
-            rollout_begin_revert(rollout, batch=batch, actor=ENGINE, reason=f"auto_revert: {reason}")
+            rollout_begin_revert(rollout=rollout, batch=batch, actor=ENGINE, reason=f"auto_revert: {reason}")
             targets[:] = list(rollout.targets.select_related("drone", "payload_version__payload_type",
                                                              "payload_version__bundle", "previous_version__bundle"))
             _advance_revert(rollout, targets, changed, batch, step, timers, now)
@@ -228,8 +228,8 @@ def _advance_forward(rollout, targets, changed, batch, step, timers, now, move) 
             for target in targets:
                 if target.state == TargetState.PENDING and target.dispatched_at is None:
                     move(target, TargetState.SKIPPED, "rollout failed")
-            _set_state(rollout, RolloutState.FAILED, actor=ENGINE, batch=batch, detail=reason)
-            rollout_record_desired(rollout, targets)
+            rollout_state_set(rollout=rollout, state=RolloutState.FAILED, actor=ENGINE, batch=batch, detail=reason)
+            rollout_record_desired(rollout=rollout, targets=targets)
         return
 
     if rollout.state in (RolloutState.PAUSED, RolloutState.AWAITING_PROMOTION):
@@ -245,7 +245,7 @@ def _advance_forward(rollout, targets, changed, batch, step, timers, now, move) 
                 batch.add(kind=PayloadEventKind.ROLLOUT, rollout=rollout, from_state=rollout.state,
                           to_state=rollout.state, actor=ENGINE, detail="canaries healthy: auto-promoted")
             else:
-                _set_state(rollout, RolloutState.AWAITING_PROMOTION, actor=ENGINE, batch=batch,
+                rollout_state_set(rollout=rollout, state=RolloutState.AWAITING_PROMOTION, actor=ENGINE, batch=batch,
                            detail=f"{len({t.drone_id for t in canaries})} canary drone(s) healthy")
                 return
         else:
@@ -265,7 +265,7 @@ def _advance_forward(rollout, targets, changed, batch, step, timers, now, move) 
             break
         drone_targets = by_drone[drone_id]
         drone = drone_targets[0].drone
-        if not drone_is_deployable(drone, now=now):
+        if not drone_is_deployable(drone=drone, now=now):
             for target in drone_targets:
                 move(target, TargetState.SKIPPED, f"drone {drone.status}; reconciled when it is back")
             continue
@@ -296,8 +296,8 @@ def _advance_forward(rollout, targets, changed, batch, step, timers, now, move) 
         for target in targets:
             counts[target.state] += 1
         summary = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
-        _set_state(rollout, RolloutState.SUCCEEDED, actor=ENGINE, batch=batch, detail=summary)
-        rollout_record_desired(rollout, targets)
+        rollout_state_set(rollout=rollout, state=RolloutState.SUCCEEDED, actor=ENGINE, batch=batch, detail=summary)
+        rollout_record_desired(rollout=rollout, targets=targets)
     elif rollout.last_progress_at is not None:
         timers.append(max(0.1, rollout.progress_deadline - (now - rollout.last_progress_at).total_seconds()))
 
@@ -311,7 +311,7 @@ def _reported_hashes(drone_id: int, targets: list[RolloutTarget]) -> dict[int, s
 def _advance_revert(rollout, targets, changed, batch, step, timers, now) -> None:
     for target in targets:
         if target.revert_state == RevertState.PENDING:
-            if not drone_is_deployable(target.drone, now=now):
+            if not drone_is_deployable(drone=target.drone, now=now):
                 target.revert_state = RevertState.FAILED
                 target.reason = "drone offline during the revert (reconciled later)"
                 changed[target.pk] = target
@@ -344,9 +344,9 @@ def _advance_revert(rollout, targets, changed, batch, step, timers, now) -> None
     if not any(target.revert_state in (RevertState.PENDING, RevertState.SENT) for target in targets):
         failed = sum(1 for target in targets if target.revert_state == RevertState.FAILED)
         reverted = sum(1 for target in targets if target.state == TargetState.REVERTED)
-        _set_state(rollout, RolloutState.REVERTED, actor=ENGINE, batch=batch,
+        rollout_state_set(rollout=rollout, state=RolloutState.REVERTED, actor=ENGINE, batch=batch,
                    detail=f"{reverted} target(s) reverted" + (f", {failed} revert(s) failed" if failed else ""))
-        rollout_record_desired(rollout, targets)
+        rollout_record_desired(rollout=rollout, targets=targets)
 
 
 def rollouts_active_ids() -> list[int]:

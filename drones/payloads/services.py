@@ -57,7 +57,7 @@ ROLLOUT_LOCK_NAMESPACE = 0x5041  # "PA"
 ROLLOUT_START_LOCK = (0x5042, 0)
 
 
-def rollout_lock(rollout_id: int) -> None:
+def rollout_lock(*, rollout_id: int) -> None:
     """Take the rollout's advisory lock for the rest of the current transaction (blocks until free)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ROLLOUT_LOCK_NAMESPACE, int(rollout_id)])
@@ -341,14 +341,15 @@ def _refuse_overlap(*, drone_ids: list[int], type_ids: list[int]) -> None:
 
 
 def _locked_rollout(rollout_id: int) -> Rollout:
-    rollout_lock(rollout_id)
+    rollout_lock(rollout_id=rollout_id)
     rollout = Rollout.objects.filter(pk=rollout_id).first()
     if rollout is None:
         raise NotFound(f"There is no rollout {rollout_id}.")
     return rollout
 
 
-def _set_state(rollout: Rollout, state: str, *, actor, batch: EventBatch, detail: str = "") -> None:
+def rollout_state_set(*, rollout: Rollout, state: str, actor, batch: EventBatch, detail: str = "") -> None:
+    """Move the (locked) rollout to `state`, with its event row (saved by the caller)."""
     batch.add(kind=PayloadEventKind.ROLLOUT, rollout=rollout, from_state=rollout.state, to_state=state,
               actor=str(actor), detail=detail)
     rollout.state = state
@@ -378,14 +379,14 @@ def rollout_pause(*, rollout_id: int, actor) -> Rollout:
     """Stop dispatching to more drones (drones already deploying finish)."""
     return _verb(rollout_id, actor=actor, verb="pause",
                  allowed={RolloutState.PENDING, RolloutState.RUNNING, RolloutState.AWAITING_PROMOTION},
-                 change=lambda rollout, batch: _set_state(rollout, RolloutState.PAUSED, actor=actor, batch=batch,
+                 change=lambda rollout, batch: rollout_state_set(rollout=rollout, state=RolloutState.PAUSED, actor=actor, batch=batch,
                                                           detail="paused by an operator"))
 
 
 def rollout_resume(*, rollout_id: int, actor) -> Rollout:
     """Dispatch again (the engine re-enters awaiting_promotion if the canaries are waiting)."""
     return _verb(rollout_id, actor=actor, verb="resume", allowed={RolloutState.PAUSED},
-                 change=lambda rollout, batch: _set_state(rollout, RolloutState.RUNNING, actor=actor, batch=batch,
+                 change=lambda rollout, batch: rollout_state_set(rollout=rollout, state=RolloutState.RUNNING, actor=actor, batch=batch,
                                                           detail="resumed by an operator"))
 
 
@@ -393,7 +394,7 @@ def rollout_promote(*, rollout_id: int, actor) -> Rollout:
     """The canaries look good: roll out to the rest (409 unless awaiting promotion)."""
     def change(rollout, batch):
         rollout.promoted_at = timezone.now()
-        _set_state(rollout, RolloutState.RUNNING, actor=actor, batch=batch, detail="promoted by an operator")
+        rollout_state_set(rollout=rollout, state=RolloutState.RUNNING, actor=actor, batch=batch, detail="promoted by an operator")
 
     return _verb(rollout_id, actor=actor, verb="promote", allowed={RolloutState.AWAITING_PROMOTION}, change=change)
 
@@ -402,8 +403,8 @@ def rollout_abort(*, rollout_id: int, actor) -> Rollout:
     """Stop the rollout: drones not yet sent are skipped; drones deploying finish where they are."""
     def change(rollout, batch):
         _skip_undispatched(rollout, batch, reason="rollout aborted")
-        _set_state(rollout, RolloutState.ABORTED, actor=actor, batch=batch, detail="aborted by an operator")
-        rollout_record_desired(rollout, list(rollout.targets.select_related("payload_version")))
+        rollout_state_set(rollout=rollout, state=RolloutState.ABORTED, actor=actor, batch=batch, detail="aborted by an operator")
+        rollout_record_desired(rollout=rollout, targets=list(rollout.targets.select_related("payload_version")))
 
     return _verb(rollout_id, actor=actor, verb="abort",
                  allowed={RolloutState.PENDING, RolloutState.RUNNING, RolloutState.PAUSED,
@@ -413,7 +414,7 @@ def rollout_abort(*, rollout_id: int, actor) -> Rollout:
 def rollout_revert(*, rollout_id: int, actor) -> Rollout:
     """Put every drone this rollout changed back on the version it had before (instant: it is kept on disk)."""
     def change(rollout, batch):
-        rollout_begin_revert(rollout, batch=batch, actor=actor, reason="reverted by an operator")
+        rollout_begin_revert(rollout=rollout, batch=batch, actor=actor, reason="reverted by an operator")
 
     return _verb(rollout_id, actor=actor, verb="revert",
                  allowed={RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.AWAITING_PROMOTION,
@@ -430,7 +431,7 @@ def _skip_undispatched(rollout: Rollout, batch: EventBatch, *, reason: str) -> N
     RolloutTarget.objects.bulk_update(pending, ["state", "reason", "state_changed_at"])
 
 
-def rollout_begin_revert(rollout: Rollout, *, batch: EventBatch, actor, reason: str) -> None:
+def rollout_begin_revert(*, rollout: Rollout, batch: EventBatch, actor, reason: str) -> None:
     """Enter `reverting`: every target that may have changed its drone gets a revert (caller holds the lock)."""
     _skip_undispatched(rollout, batch, reason="rollout reverting")
     now = timezone.now()
@@ -451,10 +452,10 @@ def rollout_begin_revert(rollout: Rollout, *, batch: EventBatch, actor, reason: 
     RolloutTarget.objects.bulk_update(changed, ["state", "revert_state", "state_changed_at", "dispatched_at",
                                                 "dispatches"])
     rollout.revert_of_state = rollout.state
-    _set_state(rollout, RolloutState.REVERTING, actor=actor, batch=batch, detail=reason)
+    rollout_state_set(rollout=rollout, state=RolloutState.REVERTING, actor=actor, batch=batch, detail=reason)
 
 
-def rollout_record_desired(rollout: Rollout, targets: list[RolloutTarget]) -> None:
+def rollout_record_desired(*, rollout: Rollout, targets: list[RolloutTarget]) -> None:
     """A finished rollout sets what each drone should run: the new version where it went (or was skipped:
     reconcile brings it later), the previous one where it failed or was reverted."""
     # Skipped drones of a finished rollout get the new version as desired (drift → reconcile brings it);
@@ -567,7 +568,7 @@ def payload_reported_hash_set(*, drone_id: int, payload_type_id: int, sha256: st
                                                defaults={"reported_sha256": sha256, "reported_at": timezone.now()})
 
 
-def drone_is_deployable(drone: Drone, *, now=None) -> bool:
+def drone_is_deployable(*, drone: Drone, now=None) -> bool:
     """Whether a rollout should send to this drone now: heartbeating, not paused or stopping."""
     from django.conf import settings
 

@@ -35,7 +35,8 @@ def test_desired_vs_reported_drift_event_gauge_and_clearing(admin_api):
     metrics = admin_api.get("/metrics").content.decode()
     assert 'swarm_drone_payload_drift{payload_type="toolchain"} 1.0' in metrics
     listed = admin_api.get("/api/v1/payload-drift").json()
-    assert [(row["drone"], row["type"], row["drifted"]) for row in listed["results"]] == [(drone.name, "toolchain", True)]
+    rows = [(row["drone"], row["type"], row["drifted"]) for row in listed["results"]]
+    assert rows == [(drone.name, "toolchain", True)]
     heartbeat(client, {"toolchain": version.sha256})
     assert drift_check().cleared == [(drone.pk, version.payload_type_id)]
     assert PayloadEvent.objects.filter(kind="drift_cleared", drone=drone).count() == 1

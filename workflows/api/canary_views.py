@@ -41,7 +41,7 @@ class CanarySerializer(serializers.ModelSerializer):
 
     def _rate(self, canary) -> tuple[int, int]:
         if not hasattr(canary, "_rate"):
-            canary._rate = canary_failure_rate(canary)
+            canary._rate = canary_failure_rate(canary=canary)
         return canary._rate
 
     def get_finished_executions(self, canary) -> int:

@@ -111,7 +111,7 @@ def workflow_canary_revert(*, principal: Principal, workflow: Workflow) -> Workf
                        actor=principal)
 
 
-def canary_failure_rate(canary: WorkflowCanary) -> tuple[int, int]:
+def canary_failure_rate(*, canary: WorkflowCanary) -> tuple[int, int]:
     """(finished candidate executions judged, of which failed) since the canary started."""
     runs = Execution.objects.filter(workflow_id=canary.workflow_id, version_id=canary.candidate_id,
                                     created_at__gte=canary.created_at, status__in=JUDGED_STATUSES)
@@ -125,7 +125,7 @@ def workflow_canary_evaluate(*, workflow_id: int) -> WorkflowCanary | None:
         canary = canary_active(workflow=workflow) if workflow else None
         if canary is None:
             return None
-        finished, failed = canary_failure_rate(canary)
+        finished, failed = canary_failure_rate(canary=canary)
         if finished < canary.min_executions:
             return canary
         rate = failed / finished

@@ -163,7 +163,8 @@ class AgentReportSerializer(serializers.Serializer):
     target_id = serializers.IntegerField(min_value=1)
     action = serializers.ChoiceField(choices=["deploy", "revert"], default="deploy")
     states = AgentReportStateSerializer(many=True, min_length=1, max_length=20)
-    current_sha256 = serializers.RegexField(r"^[0-9a-f]{64}$", required=False, allow_blank=True, default="")
+    current_sha256 = serializers.RegexField(r"^([0-9a-f]{64})?$", required=False, allow_blank=True,
+                                            help_text="The sha256 `current` points at after this report (may be empty)")
 
 
 class DriftReconcileSerializer(serializers.Serializer):

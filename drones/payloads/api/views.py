@@ -42,6 +42,7 @@ from drones.payloads.api.serializers import (
 from drones.payloads.drift import drift_reconcile
 from drones.payloads.engine import deploy_message
 from drones.payloads.models import PayloadVersion, Release
+from swarm.core.api import error_responses
 from swarm.core.errors import ApiError, NotFound, PayloadTooLarge
 from swarm.core.inputs import parse_int
 from swarm.core.pagination import ListPage, page_response
@@ -69,11 +70,13 @@ class PayloadTypeViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, Fle
     def get_queryset(self):
         return selectors.payload_type_queryset()
 
-    @extend_schema(responses={200: PayloadTypeSerializer(many=True)}, summary="List payload types")
+    @extend_schema(responses={200: PayloadTypeSerializer(many=True), **error_responses(400, 404, 409)},
+                   summary="List payload types")
     def list(self, request):
         return page_response(request, self.get_queryset(), PayloadTypeSerializer)
 
-    @extend_schema(request=PayloadTypeSerializer, responses={201: PayloadTypeSerializer},
+    @extend_schema(request=PayloadTypeSerializer,
+                   responses={201: PayloadTypeSerializer, **error_responses(400, 404, 409)},
                    summary="Create a payload type")
     def create(self, request):
         serializer = PayloadTypeSerializer(data=request.data)
@@ -82,11 +85,13 @@ class PayloadTypeViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, Fle
             raise ApiError("A payload type with this name exists.", code="type_exists", field="name", status_code=409)
         return Response(PayloadTypeSerializer(serializer.save()).data, status=201)
 
-    @extend_schema(summary="Show a payload type")
+    @extend_schema(responses={200: PayloadTypeSerializer, **error_responses(404)},
+                   summary="Show a payload type")
     def retrieve(self, request, *args, **kwargs):
         return super().retrieve(request, *args, **kwargs)
 
-    @extend_schema(summary="Change a payload type's install root, health check or flags")
+    @extend_schema(responses={200: PayloadTypeSerializer, **error_responses(400, 404)},
+                   summary="Change a payload type's install root, health check or flags")
     def partial_update(self, request, *args, **kwargs):
         return super().partial_update(request, *args, **kwargs)
 
@@ -119,16 +124,19 @@ class PayloadVersionViewSet(mixins.RetrieveModelMixin, FleetViewSet):
         return super().get_parsers()
 
     @extend_schema(parameters=[OpenApiParameter("type", str, description="Only this payload type")],
-                   responses={200: PayloadVersionSerializer(many=True)}, summary="List payload versions")
+                   responses={200: PayloadVersionSerializer(many=True), **error_responses(400, 404, 409)},
+                   summary="List payload versions")
     def list(self, request):
         return page_response(request, self.get_queryset(), PayloadVersionSerializer)
 
-    @extend_schema(summary="Show a payload version")
+    @extend_schema(responses={200: PayloadVersionSerializer, **error_responses(404)},
+                   summary="Show a payload version")
     def retrieve(self, request, *args, **kwargs):
         return super().retrieve(request, *args, **kwargs)
 
     @extend_schema(request={"multipart/form-data": PayloadPushFormSerializer},
-                   responses={201: PushedPayloadSerializer, 200: PushedPayloadSerializer},
+                   responses={201: PushedPayloadSerializer, 200: PushedPayloadSerializer,
+                              **error_responses(400, 404, 409, 413)},
                    summary="Push a payload version (multipart: bundle, type, version, notes)",
                    description="201 with the new version; 200 with `deduplicated: true` when these bytes already "
                                "are a version of the type. 400: the bundle safety rules (absolute_path, "
@@ -162,15 +170,18 @@ class ReleaseViewSet(mixins.RetrieveModelMixin, FleetViewSet):
     def get_queryset(self):
         return selectors.release_queryset()
 
-    @extend_schema(responses={200: ReleaseSerializer(many=True)}, summary="List releases")
+    @extend_schema(responses={200: ReleaseSerializer(many=True), **error_responses(400, 404, 409)},
+                   summary="List releases")
     def list(self, request):
         return page_response(request, self.get_queryset(), ReleaseSerializer)
 
-    @extend_schema(summary="Show a release and its manifest")
+    @extend_schema(responses={200: ReleaseSerializer, **error_responses(404)},
+                   summary="Show a release and its manifest")
     def retrieve(self, request, *args, **kwargs):
         return super().retrieve(request, *args, **kwargs)
 
-    @extend_schema(request=ReleaseCreateSerializer, responses={201: ReleaseSerializer},
+    @extend_schema(request=ReleaseCreateSerializer,
+                   responses={201: ReleaseSerializer, **error_responses(400, 404, 409)},
                    summary="Create a release (from the fleet's current versions and/or type=version pairs)")
     def create(self, request):
         serializer = ReleaseCreateSerializer(data=request.data)
@@ -181,7 +192,7 @@ class ReleaseViewSet(mixins.RetrieveModelMixin, FleetViewSet):
                                           notes=data["notes"])
         return Response(ReleaseSerializer(release).data, status=201)
 
-    @extend_schema(responses={(200, "application/json"): OpenApiTypes.BINARY},
+    @extend_schema(responses={(200, "application/json"): OpenApiTypes.BINARY, **error_responses(400, 404, 409)},
                    summary="Download the release manifest as canonical JSON (its sha256 in X-Swarm-Manifest-Sha256)")
     @action(detail=True, methods=["get"])
     def manifest(self, request, name=None):
@@ -218,15 +229,18 @@ class RolloutViewSet(mixins.RetrieveModelMixin, FleetViewSet):
         return selectors.rollout_queryset(active=True if active in ("1", "true") else None)
 
     @extend_schema(parameters=[OpenApiParameter("active", bool, description="Only unfinished rollouts")],
-                   responses={200: RolloutSerializer(many=True)}, summary="List rollouts")
+                   responses={200: RolloutSerializer(many=True), **error_responses(400, 404, 409)},
+                   summary="List rollouts")
     def list(self, request):
         return page_response(request, self.get_queryset(), RolloutSerializer)
 
-    @extend_schema(summary="Show a rollout with its progress")
+    @extend_schema(responses={200: RolloutSerializer, **error_responses(404)},
+                   summary="Show a rollout with its progress")
     def retrieve(self, request, *args, **kwargs):
         return super().retrieve(request, *args, **kwargs)
 
-    @extend_schema(request=RolloutCreateSerializer, responses={202: AcceptedSerializer},
+    @extend_schema(request=RolloutCreateSerializer,
+                   responses={202: AcceptedSerializer, **error_responses(400, 404, 409)},
                    summary="Start a rollout of a payload version or a release",
                    description="202 with the rollout's URL; the engine advances it. 409 rollout_conflict names "
                                "an active rollout that already targets one of the drones and payload types.")
@@ -264,12 +278,14 @@ class RolloutViewSet(mixins.RetrieveModelMixin, FleetViewSet):
                                          names=target["names"])
         return _accepted(rollout)
 
-    @extend_schema(responses={200: RolloutTargetSerializer(many=True)}, summary="Per-drone states of a rollout")
+    @extend_schema(responses={200: RolloutTargetSerializer(many=True), **error_responses(400, 404, 409)},
+                   summary="Per-drone states of a rollout")
     @action(detail=True, methods=["get"])
     def targets(self, request, pk=None):
         return page_response(request, selectors.rollout_targets(self.get_object()), RolloutTargetSerializer)
 
-    @extend_schema(responses={200: PayloadEventSerializer(many=True)}, summary="The rollout's event log")
+    @extend_schema(responses={200: PayloadEventSerializer(many=True), **error_responses(400, 404, 409)},
+                   summary="The rollout's event log")
     @action(detail=True, methods=["get"])
     def events(self, request, pk=None):
         return page_response(request, selectors.rollout_events(self.get_object()), PayloadEventSerializer)
@@ -278,28 +294,36 @@ class RolloutViewSet(mixins.RetrieveModelMixin, FleetViewSet):
         rollout = self.get_object()
         return _accepted(function(rollout_id=rollout.pk, actor=self.principal))
 
-    @extend_schema(request=None, responses={202: AcceptedSerializer}, summary="Pause a rollout (409 unless running)")
+    @extend_schema(request=None,
+                   responses={202: AcceptedSerializer, **error_responses(400, 404, 409)},
+                   summary="Pause a rollout (409 unless running)")
     @action(detail=True, methods=["post"])
     def pause(self, request, pk=None):
         return self._verb(services.rollout_pause)
 
-    @extend_schema(request=None, responses={202: AcceptedSerializer}, summary="Resume a paused rollout")
+    @extend_schema(request=None,
+                   responses={202: AcceptedSerializer, **error_responses(400, 404, 409)},
+                   summary="Resume a paused rollout")
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
         return self._verb(services.rollout_resume)
 
-    @extend_schema(request=None, responses={202: AcceptedSerializer},
+    @extend_schema(request=None,
+                   responses={202: AcceptedSerializer, **error_responses(400, 404, 409)},
                    summary="Promote a rollout past its canaries (409 unless awaiting_promotion)")
     @action(detail=True, methods=["post"])
     def promote(self, request, pk=None):
         return self._verb(services.rollout_promote)
 
-    @extend_schema(request=None, responses={202: AcceptedSerializer}, summary="Abort a rollout")
+    @extend_schema(request=None,
+                   responses={202: AcceptedSerializer, **error_responses(400, 404, 409)},
+                   summary="Abort a rollout")
     @action(detail=True, methods=["post"])
     def abort(self, request, pk=None):
         return self._verb(services.rollout_abort)
 
-    @extend_schema(request=None, responses={202: AcceptedSerializer},
+    @extend_schema(request=None,
+                   responses={202: AcceptedSerializer, **error_responses(400, 404, 409)},
                    summary="Revert every drone the rollout changed to its previous version")
     @action(detail=True, methods=["post"])
     def revert(self, request, pk=None):
@@ -315,11 +339,14 @@ class PayloadDriftViewSet(FleetViewSet):
         return selectors.drift_states(drifted_only=self.request.query_params.get("all") not in ("1", "true"))
 
     @extend_schema(parameters=[OpenApiParameter("all", bool, description="Every drone and type, not only drifted")],
-                   responses={200: DronePayloadStateSerializer(many=True)}, summary="Fleet-wide drift")
+                   responses={200: DronePayloadStateSerializer(many=True), **error_responses(400, 404, 409)},
+                   summary="Fleet-wide drift")
     def list(self, request):
         return page_response(request, self.get_queryset(), DronePayloadStateSerializer)
 
-    @extend_schema(request=DriftReconcileSerializer, responses={202: OpenApiResponse(description="rollout ids")},
+    @extend_schema(request=DriftReconcileSerializer,
+                   responses={202: OpenApiResponse(description="rollout ids"),
+                              **error_responses(400, 404, 409)},
                    summary="Start reconcile rollouts for drifted drones")
     @action(detail=False, methods=["post"])
     def reconcile(self, request):
@@ -341,20 +368,23 @@ class PayloadDriftViewSet(FleetViewSet):
 class PayloadAgentReportView(DroneAgentAPIView):
     """`POST /payloads/agent/report`: an agent reports the states of one deploy (or revert), in order."""
 
-    @extend_schema(request=AgentReportSerializer, responses={204: None}, summary="Agent: report a deploy's states")
+    @extend_schema(request=AgentReportSerializer,
+                   responses={204: None, **error_responses(400, 404, 409)},
+                   summary="Agent: report a deploy's states")
     def post(self, request):
         serializer = AgentReportSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         services.payload_target_report(drone_id=self.drone_id, target_id=data["target_id"], action=data["action"],
-                                       states=data["states"], current_sha256=data["current_sha256"])
+                                       states=data["states"], current_sha256=data.get("current_sha256") or "")
         return Response(status=204)
 
 
 class PayloadAgentPendingView(DroneAgentAPIView):
     """`GET /payloads/agent/pending`: the deploy commands meant for this drone (the poll while the socket is down)."""
 
-    @extend_schema(responses={200: OpenApiResponse(description="{commands: [deploy_payload, …]}")},
+    @extend_schema(responses={200: OpenApiResponse(description="{commands: [deploy_payload, …]}"),
+                              **error_responses(400, 404, 409)},
                    summary="Agent: deploy commands waiting for this drone")
     def get(self, request):
         commands = [deploy_message(target, action="revert" if target.revert_state else "deploy")
