@@ -562,10 +562,21 @@ def _apply_revert_report(target: RolloutTarget, state: str, reason: str, batch: 
     return True
 
 
+REPORTED_HASH_SQL = f"""
+INSERT INTO {DronePayloadState._meta.db_table} AS state
+    (drone_id, payload_type_id, reported_sha256, reported_at, drifted, drift_detail)
+VALUES (%(drone)s, %(type)s, %(sha256)s, %(now)s, false, '')
+ON CONFLICT (drone_id, payload_type_id) DO UPDATE
+    SET reported_sha256 = EXCLUDED.reported_sha256, reported_at = EXCLUDED.reported_at
+    WHERE state.reported_sha256 IS DISTINCT FROM EXCLUDED.reported_sha256
+"""
+
+
 def payload_reported_hash_set(*, drone_id: int, payload_type_id: int, sha256: str) -> None:
     """What a drone says it runs for one type (from a deploy report; heartbeats use the bulk statement)."""
-    DronePayloadState.objects.update_or_create(drone_id=drone_id, payload_type_id=payload_type_id,
-                                               defaults={"reported_sha256": sha256, "reported_at": timezone.now()})
+    with connection.cursor() as cursor:
+        cursor.execute(REPORTED_HASH_SQL, {"drone": drone_id, "type": payload_type_id, "sha256": sha256,
+                                           "now": timezone.now()})
 
 
 def drone_is_deployable(*, drone: Drone, now=None) -> bool:
