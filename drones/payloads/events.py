@@ -42,11 +42,21 @@ class EventBatch:
         return count
 
 
+def _changed(rollout_id: int) -> dict:
+    return {"type": "rollout.changed", "rollout_id": int(rollout_id)}
+
+
+async def emit_rollout_changed_async(*, rollout_id: int) -> None:
+    """`emit_rollout_changed_on_commit` for code on the event loop, after its own commit."""
+    group_notices.notify(rollout_group(rollout_id), _changed(rollout_id))
+    group_notices.notify(ROLLOUTS_GROUP, _changed(rollout_id))
+
+
 def emit_rollout_changed_on_commit(*, rollout_id: int) -> None:
     """After commit, tell the rollout's live page (and the rollout list) that it changed."""
 
     def notify() -> None:
-        message = {"type": "rollout.changed", "rollout_id": int(rollout_id)}
+        message = _changed(rollout_id)
         group_notices.notify_from_thread(rollout_group(rollout_id), message)
         group_notices.notify_from_thread(ROLLOUTS_GROUP, message)
 

@@ -488,6 +488,22 @@ def rollout_record_desired(*, rollout: Rollout, targets: list[RolloutTarget]) ->
 # --- agent reports ----------------------------------------------------------------
 
 
+def payload_report_apply(*, target: RolloutTarget, rollout: Rollout, action: str, states: list[dict],
+                         batch: EventBatch, now) -> bool:
+    """Apply an agent's states to a (locked) target in memory; True when it changed. Shared by the view's
+    service below and the event-loop fast path (drones/payloads/fastpath.py): one set of rules."""
+    changed = False
+    for report in states:
+        state, reason = report.get("state"), str(report.get("reason") or "")[:500]
+        if action == "revert":
+            changed |= _apply_revert_report(target, state, reason, batch, now)
+        else:
+            changed |= _apply_deploy_report(target, rollout, state, reason, batch, now)
+    if changed:
+        target.state_changed_at = now
+    return changed
+
+
 def payload_target_report(*, drone_id: int, target_id: int, action: str, states: list[dict],
                           current_sha256: str = "") -> RolloutTarget:
     """Record what an agent says about one deploy (or revert): states in order, idempotent, forward only.
@@ -503,16 +519,8 @@ def payload_target_report(*, drone_id: int, target_id: int, action: str, states:
             raise NotFound(f"This drone has no rollout target {target_id}.", field="target_id")
         now = timezone.now()
         batch = EventBatch()
-        changed = False
         rollout = target.rollout
-        for report in states:
-            state, reason = report.get("state"), str(report.get("reason") or "")[:500]
-            if action == "revert":
-                changed |= _apply_revert_report(target, state, reason, batch, now)
-            else:
-                changed |= _apply_deploy_report(target, rollout, state, reason, batch, now)
-        if changed:
-            target.state_changed_at = now
+        if payload_report_apply(target=target, rollout=rollout, action=action, states=states, batch=batch, now=now):
             target.save(update_fields=["state", "reason", "healthy_at", "revert_state", "state_changed_at"])
             Rollout.objects.filter(pk=rollout.pk).update(last_progress_at=now)
             batch.write()

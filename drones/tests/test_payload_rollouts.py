@@ -205,3 +205,37 @@ def test_percent_failure_budget_and_pause_resume(admin_api):
     for target in targets[1:]:
         agent_report(clients[target.drone_id], target.pk, "succeeded")
     assert rollout_advance(rollout_id=rollout_id).state == "succeeded"  # 1 of 4 failed = 25 %: within budget
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reports_on_the_event_loop_follow_the_same_rules_and_hand_the_rest_to_django(admin_api):
+    from conftest import fast_route_call
+    from swarm.core.fast_routes import FastRoute, FastRoutes
+
+    routes = FastRoutes([FastRoute("POST", r"^/api/v1/payloads/agent/report/?$", "drones.payloads.fastpath.report")],
+                        fallback=None)
+    push_payload(admin_api)
+    (drone, client), (_, other) = live_drones(2)
+    rollout_id = start(admin_api, target={"names": [drone.name]}, min_healthy_time=5).json()["id"]
+    rollout_advance(rollout_id=rollout_id)
+    target = RolloutTarget.objects.get(rollout_id=rollout_id)
+    sha256 = PayloadVersion.objects.get().sha256
+
+    def call(token, body):
+        return fast_route_call(routes, "POST", "/api/v1/payloads/agent/report", token=token,
+                               body=json.dumps(body).encode())
+
+    body = {"target_id": target.pk, "states": [{"state": "downloading"}, {"state": "succeeded", "reason": "ok"}],
+            "current_sha256": sha256}
+    answer = call(client.token, body)
+    assert answer["status"] == 204 and not answer["django"]
+    target.refresh_from_db()
+    assert target.state == "verifying" and target.healthy_at is not None  # healthy; counts after 5 s
+    assert list(PayloadEvent.objects.filter(target=target, kind="target").order_by("id")
+                .values_list("to_state", flat=True)) == ["downloading", "verifying"]
+    assert DronePayloadState.objects.get(drone=drone).reported_sha256 == sha256
+    events = PayloadEvent.objects.count()
+    assert call(client.token, body)["status"] == 204 and PayloadEvent.objects.count() == events  # idempotent
+    assert call(other.token, body)["django"]  # another drone's target: the view says 404
+    assert call(client.token, {**body, "states": [{"state": "exploded"}]})["django"]
+    assert call("swm_nope_nope", body)["django"]
