@@ -172,7 +172,7 @@ def wait_rollout(rollout_id: int, states: set[str], timeout: float) -> str:
         state = Rollout.objects.filter(pk=rollout_id).values_list("state", flat=True).first()
         if state in states:
             return state
-        time.sleep(0.05)
+        time.sleep(0.1)
     raise RuntimeError(f"rollout {rollout_id} did not reach {states} in {timeout:g} s")
 
 
@@ -285,6 +285,12 @@ async def main_async(args, server_url: str, admin_token: str, tokens: dict[str, 
         for chunk in range(0, len(agents), 50):
             await asyncio.gather(*(agent.heartbeat() for agent in agents[chunk:chunk + 50]))
 
+    # The fleet at rest (500 WebSockets open, beat ticking, nothing deploying): the baseline of the same run.
+    idle_before, idle_started = cpu.read(), time.perf_counter()
+    await asyncio.sleep(args.idle_seconds)
+    idle_after, idle_seconds = cpu.read(), time.perf_counter() - idle_started
+    idle_rate = (sum(idle_after.values()) - sum(idle_before.values())) / idle_seconds
+
     # Phase 1 ------------------------------------------------------------------------------------------
     before = cpu.read()
     before_by = cpu.by_process()
@@ -314,6 +320,9 @@ async def main_async(args, server_url: str, admin_token: str, tokens: dict[str, 
         "ratio_to_ideal": round(wall / ideal, 3), "apply_ms": round(apply_seconds * 1000, 1),
         "control_plane_cpu_seconds": {key: round(value, 3) for key, value in control_cpu.items()},
         "control_plane_cpu_ms_per_drone": round(1000 * sum(control_cpu.values()) / len(agents), 3),
+        "idle_control_plane_cpu_per_second": round(idle_rate, 4),
+        "control_plane_cpu_ms_per_drone_above_idle": round(
+            1000 * (sum(control_cpu.values()) - idle_rate * wall) / len(agents), 3),
         "events_written": events, "events_per_drone": round(events / len(agents), 2),
         "latency_breakdown": await asyncio.to_thread(latency_breakdown, rollout_id),
         "cpu_by_process_seconds": {name: round(after_by[name] - before_by[name], 3) for name in after_by},
@@ -369,6 +378,7 @@ def main() -> None:
     parser.add_argument("--min-healthy-time", type=float, default=1.0)
     parser.add_argument("--failing", type=int, default=10)
     parser.add_argument("--failure-budget", type=int, default=5)
+    parser.add_argument("--idle-seconds", type=float, default=5.0, help="baseline: the fleet at rest")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-rollout-"))

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -85,6 +87,33 @@ def bundle_publish(*, received: ReceivedBundle) -> PublishedBundle:
 def bundle_release_marker(*, published: PublishedBundle) -> None:
     """Drop the in-flight marker of a publish once its referencing row is committed (or abandoned)."""
     PendingBlob.objects.filter(pk=published.marker_id).delete()
+
+
+@contextmanager
+def bundle_referenced(*, received: ReceivedBundle) -> Iterator[Bundle]:
+    """Publish a checked upload and yield its bundle row, locked, inside a transaction for the referencing row.
+
+    Everything that stores content as a bundle (workflow versions, payload
+    versions) registers through this, so the sweep race is handled once:
+    holding the bundle row until the referencing row commits keeps the orphan
+    sweep off it, and if the sweep got there first (an old unreferenced row
+    reused by this upload) the caller gets a 503 to retry. On any error a
+    bundle this upload created is discarded again; the in-flight marker is
+    dropped in every case.
+    """
+    published = bundle_publish(received=received)
+    try:
+        with transaction.atomic():
+            if not Bundle.objects.select_for_update().filter(pk=published.bundle.pk).exists():
+                raise ApiError("The orphan sweep removed this bundle while it was being registered; upload it again.",
+                               code="upload_raced_sweep", status_code=503, headers={"Retry-After": "1"})
+            yield published.bundle
+    except BaseException:
+        if published.created:
+            bundle_discard_if_unreferenced(bundle=published.bundle)
+        raise
+    finally:
+        bundle_release_marker(published=published)
 
 
 def bundle_discard_if_unreferenced(*, bundle: Bundle, respect_markers: bool = False) -> bool:

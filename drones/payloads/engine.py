@@ -35,7 +35,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from bundles.downloads import bundle_download_url
@@ -170,7 +172,10 @@ SELECT count(DISTINCT drone_id),
        count(*) FILTER (WHERE is_canary AND state NOT IN ('succeeded', 'failed', 'already_installed', 'skipped',
                                                           'reverted')),
        count(*) FILTER (WHERE state NOT IN ('succeeded', 'failed', 'already_installed', 'skipped', 'reverted')),
-       min(healthy_at) FILTER (WHERE state = 'verifying' AND revert_state = '')
+       min(healthy_at) FILTER (WHERE state = 'verifying' AND revert_state = ''),
+       min(dispatched_at) FILTER (WHERE healthy_at IS NULL AND revert_state = '' AND state IN
+                                  ('pending', 'downloading', 'installing', 'verifying')),
+       min(dispatched_at) FILTER (WHERE state = 'pending' AND revert_state = '')
 FROM {RolloutTarget._meta.db_table} WHERE rollout_id = %(rollout)s
 """
 
@@ -231,8 +236,15 @@ def _advance_locked(rollout: Rollout, step: Step) -> None:
                   detail=f"healthy for {rollout.min_healthy_time:g} s")
     if promoted:
         rollout.last_progress_at = now
+    # Only the drones in flight that need a decision now (usually none) are loaded; the rest wait on timers.
+    window = timedelta(seconds=settings.SWARM_DRONE_HEARTBEAT_INTERVAL * settings.SWARM_DRONE_STALE_AFTER_MISSED)
+    gone = (Q(drone__status__in=["stale", "offline"]) | Q(drone__stop_requested=True)
+            | Q(drone__last_heartbeat_at__isnull=True) | Q(drone__last_heartbeat_at__lt=now - window))
+    attention = (Q(dispatched_at__lte=now - timedelta(seconds=rollout.healthy_deadline))
+                 | Q(state=TargetState.PENDING, dispatched_at__lte=now - timedelta(seconds=RESEND_AFTER))
+                 | (gone & ~Q(drone__status="paused")))
     in_flight = list(rollout.targets.filter(dispatched_at__isnull=False, revert_state="", healthy_at__isnull=True)
-                     .exclude(state__in=DONE_TARGET_STATES).select_related(*TARGET_RELATED))
+                     .exclude(state__in=DONE_TARGET_STATES).filter(attention).select_related(*TARGET_RELATED))
     for target in in_flight:
         waited = (now - target.dispatched_at).total_seconds()
         if not drone_is_deployable(drone=target.drone, now=now) and target.drone.status != "paused":
@@ -240,21 +252,20 @@ def _advance_locked(rollout: Rollout, step: Step) -> None:
         elif waited >= rollout.healthy_deadline:
             move(target, TargetState.FAILED, f"healthy_deadline: not healthy {rollout.healthy_deadline:g} s after "
                                              "the deploy was sent")
-        else:
-            timers.append(rollout.healthy_deadline - waited)
-            if target.state == TargetState.PENDING:
-                if waited >= RESEND_AFTER and target.dispatches < MAX_DISPATCHES:
-                    target.dispatched_at, target.dispatches = now, target.dispatches + 1
-                    changed[target.pk] = target
-                    step.messages.append((target.drone_id, message(target)))
-                    timers.append(RESEND_AFTER)
-                else:
-                    timers.append(max(0.1, RESEND_AFTER - waited))
+        elif target.state == TargetState.PENDING and target.dispatches < MAX_DISPATCHES:
+            target.dispatched_at, target.dispatches = now, target.dispatches + 1
+            changed[target.pk] = target
+            step.messages.append((target.drone_id, message(target)))
     _save_targets(changed)
     changed.clear()
     counts = _counts(rollout)
     if counts["next_healthy_at"] is not None:
         timers.append(max(0.05, rollout.min_healthy_time - (now - counts["next_healthy_at"]).total_seconds()))
+    if counts["oldest_dispatch"] is not None:  # the next deadline, and the next re-send of a silent drone
+        waited = (now - counts["oldest_dispatch"]).total_seconds()
+        timers.append(max(0.1, rollout.healthy_deadline - waited))
+    if counts["oldest_unanswered"] is not None:
+        timers.append(max(0.1, RESEND_AFTER - (now - counts["oldest_unanswered"]).total_seconds()))
     _advance_forward(rollout, counts, changed, batch, step, timers, now, move, message)
     _finish_step(rollout, step, batch, changed, timers)
 
@@ -262,9 +273,11 @@ def _advance_locked(rollout: Rollout, step: Step) -> None:
 def _counts(rollout: Rollout) -> dict:
     with connection.cursor() as cursor:
         cursor.execute(COUNTS_SQL, {"rollout": rollout.pk})
-        drones, failed, busy, canaries_left, not_done, next_healthy_at = cursor.fetchone()
+        (drones, failed, busy, canaries_left, not_done, next_healthy_at, oldest_dispatch,
+         oldest_unanswered) = cursor.fetchone()
     return {"drones": drones, "failed": failed, "busy": busy, "canaries_left": canaries_left, "not_done": not_done,
-            "next_healthy_at": next_healthy_at}
+            "next_healthy_at": next_healthy_at, "oldest_dispatch": oldest_dispatch,
+            "oldest_unanswered": oldest_unanswered}
 
 
 def _finish_step(rollout: Rollout, step: Step, batch: EventBatch, changed: dict, timers: list[float]) -> None:
@@ -330,13 +343,14 @@ def _advance_forward(rollout, counts, changed, batch, step, timers, now, move, m
 
     # 7. dispatch within max_parallel (counted in drones), reading only the next candidates.
     slots = rollout.max_parallel - counts["busy"]
+    rollout_types = 1 if rollout.payload_version_id else max(1, rollout.release.payload_versions.count())
     dispatched_any = False
     while slots > 0:
         candidates = rollout.targets.filter(state=TargetState.PENDING, dispatched_at__isnull=True)
         if canaries_only:
             candidates = candidates.filter(is_canary=True)
         candidates = list(candidates.exclude(pk__in=list(changed)).select_related(*TARGET_RELATED)
-                          .order_by("position", "id")[:slots * 4])
+                          .order_by("position", "id")[:slots * rollout_types])
         if not candidates:
             break
         by_drone: dict[int, list[RolloutTarget]] = defaultdict(list)

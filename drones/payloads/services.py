@@ -19,13 +19,7 @@ from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from bundles.models import Bundle
-from bundles.services import (
-    bundle_check_received,
-    bundle_discard_if_unreferenced,
-    bundle_publish,
-    bundle_release_marker,
-)
+from bundles.services import bundle_check_received, bundle_referenced
 from bundles.upload import ReceivedBundle
 from drones.choices import DroneStatus
 from drones.models import Drone
@@ -123,27 +117,15 @@ def payload_version_push(*, actor, type_name: str, version: str, notes: str = ""
     except Exception:
         received.discard()
         raise
-    published = bundle_publish(received=received)
-    try:
-        with transaction.atomic():
-            PayloadType.objects.select_for_update().get(pk=payload_type.pk)
-            existing = _existing_payload_version(payload_type, label, received.sha256)
-            if existing is not None:
-                return PushedPayload(version=existing, deduplicated=True)
-            if not Bundle.objects.select_for_update().filter(pk=published.bundle.pk).exists():
-                raise ApiError("The orphan sweep removed this bundle while it was being registered; upload it again.",
-                               code="upload_raced_sweep", status_code=503, headers={"Retry-After": "1"})
-            created = PayloadVersion.objects.create(payload_type=payload_type, version=label,
-                                                    bundle=published.bundle, notes=notes or "",
-                                                    created_by=str(actor))
-            audit_record(actor=actor, action="payload_version.push", obj=created,
-                         detail={"type": name, "version": label, "bundle": received.sha256})
-    except Exception:
-        if published.created:
-            bundle_discard_if_unreferenced(bundle=published.bundle)
-        raise
-    finally:
-        bundle_release_marker(published=published)
+    with bundle_referenced(received=received) as bundle:
+        PayloadType.objects.select_for_update().get(pk=payload_type.pk)
+        existing = _existing_payload_version(payload_type, label, received.sha256)
+        if existing is not None:
+            return PushedPayload(version=existing, deduplicated=True)
+        created = PayloadVersion.objects.create(payload_type=payload_type, version=label, bundle=bundle,
+                                                notes=notes or "", created_by=str(actor))
+        audit_record(actor=actor, action="payload_version.push", obj=created,
+                     detail={"type": name, "version": label, "bundle": received.sha256})
     return PushedPayload(version=created, deduplicated=False)
 
 

@@ -30,6 +30,7 @@ from swarm_agent.boot.cache import SHA256_PATTERN, BundleCache, HashMismatch
 from swarm_agent.boot.fetch import FetchError
 from swarm_agent.boot.unpack import limits_from_environment, unpack_bundle
 from swarm_agent.bundle_safety import BundleRejected
+from swarm_agent.payloads import launcher
 from swarm_agent.payloads.health import HealthCheckFailed, run_health_check
 from swarm_agent.payloads.tree import manifest_path, record_tree, recorded_digest
 
@@ -102,15 +103,8 @@ class PayloadInstaller:
     @staticmethod
     def switch(directory: Path, sha256: str) -> None:
         """Point `current` at `releases/<sha256>` atomically (rename of a new symlink over the old one);
-        an empty sha256 removes `current`."""
-        current = directory / "current"
-        if not sha256:
-            current.unlink(missing_ok=True)
-            return
-        temporary = directory / f".current.{os.getpid()}.tmp"
-        temporary.unlink(missing_ok=True)
-        os.symlink(f"releases/{sha256}", temporary)
-        os.replace(temporary, current)
+        an empty sha256 removes `current`. The launcher's implementation: it must stay standard-library only."""
+        launcher.switch(directory, sha256)
 
     # --- applying -------------------------------------------------------------------
 
