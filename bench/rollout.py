@@ -286,9 +286,11 @@ async def main_async(args, server_url: str, admin_token: str, tokens: dict[str, 
             await asyncio.gather(*(agent.heartbeat() for agent in agents[chunk:chunk + 50]))
 
     # The fleet at rest (500 WebSockets open, beat ticking, nothing deploying): the baseline of the same run.
-    idle_before, idle_started = cpu.read(), time.perf_counter()
+    idle_before, idle_by, idle_started = cpu.read(), cpu.by_process(), time.perf_counter()
     await asyncio.sleep(args.idle_seconds)
     idle_after, idle_seconds = cpu.read(), time.perf_counter() - idle_started
+    idle_by = {name: round((seconds - idle_by[name]) / idle_seconds, 4) for name, seconds in cpu.by_process().items()}
+    idle_by["postgres"] = round((idle_after["postgres"] - idle_before["postgres"]) / idle_seconds, 4)
     idle_rate = (sum(idle_after.values()) - sum(idle_before.values())) / idle_seconds
 
     # Phase 1 ------------------------------------------------------------------------------------------
@@ -321,6 +323,7 @@ async def main_async(args, server_url: str, admin_token: str, tokens: dict[str, 
         "control_plane_cpu_seconds": {key: round(value, 3) for key, value in control_cpu.items()},
         "control_plane_cpu_ms_per_drone": round(1000 * sum(control_cpu.values()) / len(agents), 3),
         "idle_control_plane_cpu_per_second": round(idle_rate, 4),
+        "idle_cpu_per_second_by_process": idle_by,
         "control_plane_cpu_ms_per_drone_above_idle": round(
             1000 * (sum(control_cpu.values()) - idle_rate * wall) / len(agents), 3),
         "events_written": events, "events_per_drone": round(events / len(agents), 2),
