@@ -119,3 +119,26 @@ def test_hostile_bundle_is_refused_at_unpack(tmp_path, blob_server):
     result = installer(tmp_path).apply(command(sha256, f"{blob_server.url}/{sha256}"), lambda *_: None)
     assert not result.ok and "unpack refused" in result.reason
     assert not (tmp_path / "payloads/escape").exists() and not (tmp_path / "payloads/toolchain/current").exists()
+
+
+def test_a_full_disk_while_unpacking_leaves_the_previous_release_current(tmp_path, blob_server, monkeypatch):
+    import errno
+
+    from swarm_agent.payloads import install
+
+    first, first_url = publish(blob_server, {"a": "1"})
+    payloads = installer(tmp_path)
+    assert payloads.apply(command(first, first_url), lambda *_: None).ok
+    second, second_url = publish(blob_server, {"a": "2"})
+
+    def no_space(path, workdir, **kwargs):
+        (workdir / "half-written").parent.mkdir(parents=True, exist_ok=True)
+        (workdir / "half-written").write_text("x")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(install, "unpack_bundle", no_space)
+    result = payloads.apply(command(second, second_url), lambda *_: None)
+    assert not result.ok and result.reason.startswith("disk_full")
+    assert payloads.current_sha256(tmp_path / "payloads/toolchain") == first
+    releases = tmp_path / "payloads/toolchain/releases"
+    assert sorted(p.name for p in releases.iterdir() if p.is_dir()) == [first]  # no half-written staging left

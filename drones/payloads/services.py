@@ -587,6 +587,7 @@ def payload_pending_targets(*, drone_id: int) -> list[RolloutTarget]:
     return list(RolloutTarget.objects.filter(
         drone_id=drone_id, rollout__state__in=ACTIVE_ROLLOUT_STATES, dispatched_at__isnull=False)
         .exclude(state__in=DONE_TARGET_STATES, revert_state="")
+        .exclude(healthy_at__isnull=False, revert_state="")  # reported healthy: only counting down
         .exclude(revert_state__in=[RevertState.DONE, RevertState.FAILED, RevertState.PENDING])
         .select_related("payload_version__payload_type", "payload_version__bundle", "previous_version__bundle")
         .order_by("id"))

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import os
 
+from datetime import timedelta
+
 import httpx
 import pytest
+from django.utils import timezone
 
 from drones.models import Drone
 from drones.payloads.engine import rollout_advance
@@ -20,6 +23,8 @@ SCREENSHOTS = os.environ.get("SWARM_SCREENSHOT_DIR")
 def test_rollout_page_updates_live_and_matrix_and_drift_show_the_fleet(live_url, browser_page, admin_api, tmp_path):
     version = PayloadVersion.objects.get(pk=push_payload(admin_api).json()["id"])
     drones = live_drones(3, prefix="browser-")
+    # These drones never heartbeat; a session worker woken by the reports must still see them as up.
+    Drone.objects.filter(name__startswith="browser-").update(last_heartbeat_at=timezone.now() + timedelta(hours=1))
     answer = admin_api.post("/api/v1/rollouts", {"payload_type": "toolchain", "version": "1.0.0",
                                                   "target": {"all": True}, "max_parallel": 2, "canary": 1,
                                                   "min_healthy_time": 0}, format="json")

@@ -247,3 +247,22 @@ def test_swarmctl_push_release_rollout_follow_exit_codes(live_url, celery_worker
     assert reverted.returncode == 3, (reverted.stdout, reverted.stderr)
     assert current_of(agent, "portage-config") == ""  # it had nothing before
     agent.stop()
+
+
+def test_with_the_websocket_down_the_agent_gets_its_deploy_by_polling(live_url, celery_worker_process, tmp_path,
+                                                                      join_token, admin_token):
+    agent = AgentProcess(live_url, tmp_path / "poller", name="poller", join_token=join_token,
+                         log_path=tmp_path / "poller.log", extra=["--disable-plugin", "builds", "--no-websocket"],
+                         env={"SWARM_AGENT_PAYLOAD_POLL_INTERVAL": "1"})
+    try:
+        wait_until(lambda: Drone.objects.filter(name="poller", last_heartbeat_at__isnull=False).exists(),
+                   message="the first heartbeat")
+        client = api(live_url, admin_token)
+        version = push(client, {"etc/motd": "polled\n"})
+        rollout_id = start_rollout(client, min_healthy_time=0)
+        wait_until(lambda: rollout_state(rollout_id) == "succeeded", timeout=ROLLOUT_TIMEOUT,
+                   message="the rollout through the HTTP poll")
+        assert current_of(agent) == version["sha256"]
+        assert not Drone.objects.get(name="poller").ws_connected
+    finally:
+        agent.stop()
