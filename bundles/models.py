@@ -5,6 +5,21 @@ from bundles.keys import blob_key
 from tenancy.scope import TenantScopedQuerySet
 
 
+class BundleQuerySet(TenantScopedQuerySet):
+    """The tenant scope, and the orphan sweep's question: which bundles does nothing use?"""
+
+    def unreferenced(self):
+        """Bundles no row points at: no workflow version, no payload version, nothing else.
+
+        Every reverse relation is checked, so an app that stores its content
+        as bundles (drones' payload versions) is safe from the orphan sweep
+        without this app importing it (bundles ← workflows, bundles ← drones).
+        """
+        filters = {f"{relation.related_name or relation.name}__isnull": True
+                   for relation in self.model._meta.related_objects}
+        return self.filter(**filters)
+
+
 class Bundle(models.Model):
     """A stored `.tar.gz`, shared by every version that uses the same bytes.
 
@@ -19,7 +34,7 @@ class Bundle(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     tenant_path = "versions__workflow__tenant"
-    objects = TenantScopedQuerySet.as_manager()
+    objects = BundleQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -87,6 +89,33 @@ def bundle_release_marker(*, published: PublishedBundle) -> None:
     PendingBlob.objects.filter(pk=published.marker_id).delete()
 
 
+@contextmanager
+def bundle_referenced(*, received: ReceivedBundle) -> Iterator[Bundle]:
+    """Publish a checked upload and yield its bundle row, locked, inside a transaction for the referencing row.
+
+    Everything that stores content as a bundle (workflow versions, payload
+    versions) registers through this, so the sweep race is handled once:
+    holding the bundle row until the referencing row commits keeps the orphan
+    sweep off it, and if the sweep got there first (an old unreferenced row
+    reused by this upload) the caller gets a 503 to retry. On any error a
+    bundle this upload created is discarded again; the in-flight marker is
+    dropped in every case.
+    """
+    published = bundle_publish(received=received)
+    try:
+        with transaction.atomic():
+            if not Bundle.objects.select_for_update().filter(pk=published.bundle.pk).exists():
+                raise ApiError("The orphan sweep removed this bundle while it was being registered; upload it again.",
+                               code="upload_raced_sweep", status_code=503, headers={"Retry-After": "1"})
+            yield published.bundle
+    except BaseException:
+        if published.created:
+            bundle_discard_if_unreferenced(bundle=published.bundle)
+        raise
+    finally:
+        bundle_release_marker(published=published)
+
+
 def bundle_discard_if_unreferenced(*, bundle: Bundle, respect_markers: bool = False) -> bool:
     """Delete a bundle row and blob that no version uses (after a refused registration, or by the sweep).
 
@@ -95,7 +124,7 @@ def bundle_discard_if_unreferenced(*, bundle: Bundle, respect_markers: bool = Fa
     """
     with transaction.atomic():
         locked = Bundle.objects.select_for_update().filter(pk=bundle.pk).first()
-        if locked is None or locked.versions.exists():
+        if locked is None or not Bundle.objects.unreferenced().filter(pk=locked.pk).exists():
             return False
         if respect_markers and PendingBlob.objects.filter(key=locked.storage_key).exists():
             return False
@@ -129,7 +158,7 @@ def bundle_sweep_orphans(*, grace_seconds: int | None = None) -> SweepReport:
     PendingBlob.objects.filter(started_at__lt=stale_marker_cutoff).delete()
 
     deleted_rows = []
-    for bundle in Bundle.objects.filter(versions__isnull=True, created_at__lt=cutoff):
+    for bundle in Bundle.objects.unreferenced().filter(created_at__lt=cutoff):
         if bundle.storage_key in in_flight:
             continue
         if bundle_discard_if_unreferenced(bundle=bundle, respect_markers=True):

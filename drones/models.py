@@ -263,3 +263,13 @@ class TerminalSession(models.Model):
         if self.ended_at is None:
             return None
         return (self.ended_at - self.started_at).total_seconds()
+# Payload models live in their own module (drones/payloads/); importing them here registers them with the app.
+from drones.payloads.models import (  # noqa: E402,F401
+    DronePayloadState,
+    PayloadEvent,
+    PayloadType,
+    PayloadVersion,
+    Release,
+    Rollout,
+    RolloutTarget,
+)

@@ -2,6 +2,7 @@
 from django.urls import path
 
 from drones.consumers import AgentConsumer
+from drones.payloads.consumers import RolloutConsumer
 from drones.terminal.consumer import TerminalConsumer
 from drones.terminal.syslog import DroneSyslogConsumer
 from drones.topology.consumer import TopologyConsumer
@@ -11,4 +12,5 @@ websocket_urlpatterns = [
     path("ws/topology/", TopologyConsumer.as_asgi()),
     path("ws/terminal/<str:drone>/", TerminalConsumer.as_asgi()),
     path("ws/syslog/<str:drone>/", DroneSyslogConsumer.as_asgi()),
+    path("ws/payloads/rollouts/<int:rollout_id>/", RolloutConsumer.as_asgi()),
 ]

@@ -25,3 +25,5 @@ def sample_fleet() -> int:
     from drones.topology.history import fleet_sample_take
 
     return fleet_sample_take().pk
+# Payload tasks live with their code; importing them here registers them with Celery's autodiscovery.
+from drones.payloads.tasks import advance_rollout, check_payload_drift, tick_rollouts  # noqa: E402,F401

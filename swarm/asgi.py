@@ -25,6 +25,7 @@ FAST_ROUTES = [
     FastRoute("POST", r"^/api/v1/builds/request/?$", "builds.fastpath.claim", max_body=16 * 1024),
     FastRoute("PATCH", r"^/api/v1/builds/(?P<build_id>[0-9]{1,18})/log/?$", "builds.fastpath.log_append",
               max_body=MAX_LOG_PATCH_BYTES),
+    FastRoute("POST", r"^/api/v1/payloads/agent/report/?$", "drones.payloads.fastpath.report", max_body=64 * 1024),
 ]
 django_http_app = DjangoHTTPApp(streaming_routes=BUNDLE_UPLOAD_ROUTES, fast_routes=FAST_ROUTES)
 

@@ -143,11 +143,19 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("SWARM_CELERY_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+#: Queue of the rollout engine's tasks (a dedicated worker pool can serve it; tests isolate rollouts with it).
+SWARM_ROLLOUT_QUEUE = env.str("SWARM_ROLLOUT_QUEUE", default="celery")
+CELERY_TASK_ROUTES = {name: {"queue": SWARM_ROLLOUT_QUEUE}
+                      for name in ("drones.advance_rollout", "drones.tick_rollouts", "drones.check_payload_drift")}
 CELERY_TIMEZONE = "UTC"
 #: Seconds between two health sweeps of the fleet (beat task drones.check_health).
 SWARM_DRONE_HEALTH_CHECK_INTERVAL = env.float("SWARM_DRONE_HEALTH_CHECK_INTERVAL", default=10.0)
 #: Seconds between two samples of the fleet for the topology's timeline scrubber (beat task drones.sample_fleet).
 SWARM_TOPOLOGY_SAMPLE_INTERVAL = env.float("SWARM_TOPOLOGY_SAMPLE_INTERVAL", default=60.0)
+#: Seconds between beat's wakes of every unfinished rollout (agent reports wake them at once too).
+SWARM_ROLLOUT_TICK_INTERVAL = env.float("SWARM_ROLLOUT_TICK_INTERVAL", default=5.0)
+#: Seconds between fleet-wide payload drift checks (a changed heartbeat hash checks its drone at once).
+SWARM_PAYLOAD_DRIFT_INTERVAL = env.float("SWARM_PAYLOAD_DRIFT_INTERVAL", default=60.0)
 # The whole beat schedule, in one place. Every entry expires so a stopped
 # worker never comes back to a pile of stale runs.
 CELERY_BEAT_SCHEDULE = {
@@ -171,6 +179,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "drones.sample_fleet",
         "schedule": SWARM_TOPOLOGY_SAMPLE_INTERVAL,
         "options": {"expires": SWARM_TOPOLOGY_SAMPLE_INTERVAL},
+    },
+    # Wakes unfinished rollouts: a killed worker or a lost wake only delays one (DESIGN §5 Payloads).
+    "drones.tick_rollouts": {
+        "task": "drones.tick_rollouts",
+        "schedule": SWARM_ROLLOUT_TICK_INTERVAL,
+        "options": {"expires": SWARM_ROLLOUT_TICK_INTERVAL},
+    },
+    "drones.check_payload_drift": {
+        "task": "drones.check_payload_drift",
+        "schedule": SWARM_PAYLOAD_DRIFT_INTERVAL,
+        "options": {"expires": SWARM_PAYLOAD_DRIFT_INTERVAL},
     },
     "builds.reap": {
         "task": "builds.reap",
@@ -353,6 +372,8 @@ SWARM_MICROVM_PROBE_TIMEOUT = env.float("SWARM_MICROVM_PROBE_TIMEOUT", default=2
 # --- Drones (docs/drones.md has the table) ----------------------------------
 # Intervals the server hands the agents at registration.
 SWARM_DRONE_HEARTBEAT_INTERVAL = env.float("SWARM_DRONE_HEARTBEAT_INTERVAL", default=15.0)
+#: A reconcile rollout for one drone and payload type starts at most this often (seconds).
+SWARM_PAYLOAD_RECONCILE_BACKOFF = env.float("SWARM_PAYLOAD_RECONCILE_BACKOFF", default=300.0)
 SWARM_DRONE_PING_INTERVAL = env.float("SWARM_DRONE_PING_INTERVAL", default=10.0)
 # A drone is stale after this many missed heartbeats, offline after the second number.
 SWARM_DRONE_STALE_AFTER_MISSED = env.int("SWARM_DRONE_STALE_AFTER_MISSED", default=2)

@@ -17,6 +17,7 @@ api_v1 = [
     path("", include("tenancy.api.urls")),
     path("", include("workflows.api.urls")),
     path("", include("drones.api.urls")),
+    path("", include("drones.payloads.api.urls")),
     path("", include("builds.api.urls")),
 ]
 

@@ -248,3 +248,42 @@ class TenantSecret(models.Model):
         return f"{self.tenant.slug}:{self.name}"
 
     value = plaintext_property("ciphertext", "The decrypted value (SecretUndecryptable when no key fits).")
+
+
+class CanaryState(models.TextChoices):
+    """A workflow canary: splitting traffic, then promoted (candidate active) or reverted (split removed)."""
+
+    ACTIVE = "active", "active"
+    PROMOTED = "promoted", "promoted"
+    REVERTED = "reverted", "reverted"
+
+
+class WorkflowCanary(models.Model):
+    """A weighted split of a workflow's spawns between its active version and a candidate.
+
+    At most one active canary per workflow (a partial unique index). Spawns
+    pick the candidate for `weight` percent of execution ids (deterministic per
+    id); the candidate's failure rate over `min_executions` finished runs
+    promotes it (auto_promote) or reverts the split.
+    """
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="canaries")
+    candidate = models.ForeignKey(WorkflowVersion, on_delete=models.CASCADE, related_name="+")
+    primary = models.ForeignKey(WorkflowVersion, on_delete=models.CASCADE, related_name="+")
+    weight = models.PositiveSmallIntegerField(help_text="Percent of spawns that run the candidate (1–99)")
+    auto_promote = models.BooleanField(default=False)
+    failure_rate_threshold = models.FloatField(default=0.1, help_text="Candidate failure rate (0–1) that reverts")
+    min_executions = models.PositiveIntegerField(default=10, help_text="Finished candidate runs before judging")
+    state = models.CharField(max_length=10, choices=CanaryState.choices, default=CanaryState.ACTIVE)
+    reason = models.CharField(max_length=300, blank=True, default="")
+    created_by = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["workflow"], condition=models.Q(state="active"),
+                                               name="one_active_canary_per_workflow")]
+
+    def __str__(self) -> str:
+        return f"{self.workflow} canary {self.candidate.version} at {self.weight}%"

@@ -74,4 +74,19 @@ def active_version_describe(workflow: Workflow) -> dict:
         "memory_mb": workflow.memory_mb,
         "timeout_sec": workflow.timeout_sec,
         "deployed_at": version.activated_at,
+        "canary": canary_split(workflow),
     }
+
+
+def canary_split(workflow: Workflow) -> dict | None:
+    """The traffic split `/active` names next to the primary: candidate, weight, how it is judged."""
+    from workflows.models import CanaryState, WorkflowCanary
+
+    canary = (WorkflowCanary.objects.select_related("candidate__bundle")
+              .filter(workflow=workflow, state=CanaryState.ACTIVE).first())
+    if canary is None:
+        return None
+    return {"id": canary.pk, "version_id": canary.candidate_id, "version": canary.candidate.version,
+            "bundle_hash": canary.candidate.bundle.sha256, "weight": canary.weight,
+            "auto_promote": canary.auto_promote, "failure_rate_threshold": canary.failure_rate_threshold,
+            "min_executions": canary.min_executions}

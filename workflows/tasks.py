@@ -34,3 +34,12 @@ def reap_executions() -> dict:
     from workflows.services.executions import executions_reap
 
     return executions_reap()
+
+
+@shared_task(name="workflows.evaluate_canary", acks_late=True, autoretry_for=(OperationalError,),
+             retry_backoff=True, max_retries=5)
+def evaluate_canary(workflow_id: int) -> None:
+    """Judge a workflow's canary after one of its candidate's executions finished (idempotent)."""
+    from workflows.services.canary import workflow_canary_evaluate
+
+    workflow_canary_evaluate(workflow_id=workflow_id)

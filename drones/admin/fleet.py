@@ -60,7 +60,7 @@ class DroneAdmin(DroneConsoleViews, LiveChangeList):
 
     live_topics = ("drones",)
     list_display = ["name", "health", "status_badge", "drone_type", "latency", "last_heartbeat", "label_list",
-                    "ws_connected", "capacity"]
+                    "ws_connected", "capacity", "payload_drift"]
     list_filter = ["status", "drone_type", "escalation_level", "ws_connected"]
     search_fields = ["name", "hostname", "ip"]
     inlines = [EscalationEventInline]
@@ -99,6 +99,15 @@ class DroneAdmin(DroneConsoleViews, LiveChangeList):
     @admin.display(description="status", ordering="status")
     def status_badge(self, drone):
         return format_html('<span class="swarm-status swarm-status-{}">{}</span>', drone.status, drone.status)
+
+    @admin.display(description="payloads")
+    def payload_drift(self, drone):
+        from drones.payloads.admin import drone_drift_badge
+
+        return drone_drift_badge(drone)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("payload_states__payload_type")
 
     @admin.display(description="ping latency", ordering="ping_latency_ms")
     def latency(self, drone):

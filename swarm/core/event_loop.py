@@ -13,6 +13,7 @@ to `async_to_sync`.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 from asgiref.sync import async_to_sync
@@ -40,9 +41,38 @@ def server_loop_for_other_threads() -> asyncio.AbstractEventLoop | None:
     return None
 
 
+_background_enabled = False
+_background: tuple[int, asyncio.AbstractEventLoop] | None = None
+_background_lock = threading.Lock()
+
+
+def use_background_loop() -> None:
+    """In a process with no server loop (a Celery worker), run coroutines on one long-lived loop of its own.
+
+    Without it every `run_async` (a deploy command to a drone, a notice to a
+    live page) starts an event loop and a Redis connection of its own. The
+    loop is started lazily, per process (a prefork child gets its own).
+    """
+    global _background_enabled
+    _background_enabled = True
+
+
+def background_loop() -> asyncio.AbstractEventLoop | None:
+    """This process's own long-lived loop, when `use_background_loop()` was called; else None."""
+    global _background
+    if not _background_enabled:
+        return None
+    with _background_lock:
+        if _background is None or _background[0] != os.getpid():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="swarm-background-loop", daemon=True).start()
+            _background = (os.getpid(), loop)
+        return _background[1]
+
+
 def run_async(function, *args, **kwargs):
     """`function(*args, **kwargs)` (a coroutine function) run to completion from sync code."""
-    loop = server_loop_for_other_threads()
+    loop = server_loop_for_other_threads() or background_loop()
     if loop is not None:
         return asyncio.run_coroutine_threadsafe(function(*args, **kwargs), loop).result(TIMEOUT)
     return async_to_sync(function)(*args, **kwargs)

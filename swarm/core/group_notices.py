@@ -97,8 +97,9 @@ def notify(group: str, message: dict) -> None:
 
 
 def notify_from_thread(group: str, message: dict) -> None:
-    """Queue a notice from sync code: on the server's loop when there is one, else send it now."""
-    loop = event_loop.server_loop_for_other_threads()
+    """Queue a notice from sync code: on the server's loop (or a Celery worker's own) when there is one,
+    else send it now."""
+    loop = event_loop.server_loop_for_other_threads() or event_loop.background_loop()
     if loop is not None:
         loop.call_soon_threadsafe(notify, group, message)
         return

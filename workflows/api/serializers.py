@@ -74,3 +74,6 @@ class ActiveVersionSerializer(serializers.Serializer):
     memory_mb = serializers.IntegerField()
     timeout_sec = serializers.IntegerField()
     deployed_at = serializers.DateTimeField(allow_null=True)
+    canary = serializers.DictField(allow_null=True, required=False,
+                                   help_text="The active traffic split, if any: {id, version_id, version, bundle_hash, "
+                                             "weight, …}; the fields above always describe the primary.")

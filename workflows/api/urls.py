@@ -31,3 +31,15 @@ urlpatterns += [
     path("executions/<int:execution_id>/runtime-events", runtime_views.ExecutionRuntimeEventsView.as_view(),
          name="execution-runtime-events"),
 ]
+
+# Workflow canaries (issue 12): a ViewSet with its verbs as actions.
+from workflows.api.canary_views import WorkflowCanaryViewSet  # noqa: E402
+
+urlpatterns += [
+    path("workflows/<int:workflow_id>/canary", WorkflowCanaryViewSet.as_view({"get": "retrieve", "post": "create"}),
+         name="workflow-canary"),
+    path("workflows/<int:workflow_id>/canary/promote", WorkflowCanaryViewSet.as_view({"post": "promote"}),
+         name="workflow-canary-promote"),
+    path("workflows/<int:workflow_id>/canary/revert", WorkflowCanaryViewSet.as_view({"post": "revert"}),
+         name="workflow-canary-revert"),
+]

@@ -4,6 +4,7 @@
 * `secrets`    — tenant secrets: set, rotate, read for a workflow, mask.
 * `executions` — spawn, provision, the state changes and their events, cancel, timeouts, the reaper.
 * `boot`       — what the boot side calls: the metadata service, reported events, a silent boot exit.
+* `canary`     — a weighted split between the active version and a candidate; promote, revert, judge.
 
 Tenants themselves are the tenancy app's (`tenancy.services`). The API
 views, the admin, the Celery tasks and the runtimes call these. This
@@ -12,6 +13,13 @@ package re-exports the public names, so callers write
 modules of the package import from their sibling modules, never from here.
 """
 from workflows.services.boot import execution_metadata_serve, execution_report
+from workflows.services.canary import (
+    canary_active,
+    workflow_canary_evaluate,
+    workflow_canary_promote,
+    workflow_canary_revert,
+    workflow_canary_start,
+)
 from workflows.services.executions import (
     EXECUTION_SUBJECT,
     execution_cancel,
@@ -49,6 +57,7 @@ __all__ = [
     "SECRET_NAME_PATTERN",
     "WORKFLOW_EDITABLE_FIELDS",
     "RegisteredVersion",
+    "canary_active",
     "execution_cancel",
     "execution_fail",
     "execution_metadata_serve",
@@ -65,6 +74,10 @@ __all__ = [
     "parse_semver",
     "secrets_for_workflow",
     "tenant_secret_set",
+    "workflow_canary_evaluate",
+    "workflow_canary_promote",
+    "workflow_canary_revert",
+    "workflow_canary_start",
     "workflow_create",
     "workflow_rollback",
     "workflow_update",

@@ -24,6 +24,7 @@ from workflows import tasks
 from workflows.choices import STATUS_ORDER, TERMINAL_STATUSES, ExecutionEventType, ExecutionStatus
 from workflows.models import Execution, ExecutionEvent, Workflow
 from workflows.runtimes import RuntimeStartFailed, RuntimeUnavailable, get_runtime, runtime_names
+from workflows.services.canary import canary_note_finished, canary_pick_version
 from workflows.services.secrets import SECRET_NAME_PATTERN, mask_data, mask_secrets
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def execution_move_to(*, execution: Execution, status: str) -> bool:
         execution.finished_at = timezone.now()
         execution.deadline_at = None
         api_tokens_revoke_for_subject(subject_type=EXECUTION_SUBJECT, subject_id=str(execution.pk))
+        canary_note_finished(execution=execution)
     return True
 
 
@@ -152,12 +154,19 @@ def execution_spawn(*, principal: Principal, workflow: Workflow, env=None, input
             inputs=inputs, timeout_sec=workflow.timeout_sec, spawned_by=str(principal)[:200],
             deadline_at=now + timedelta(seconds=settings.SWARM_EXECUTION_BOOT_TIMEOUT + workflow.timeout_sec),
         )
+        # A canary sends a stable share of execution ids to its candidate (workflows/services/canary.py).
+        chosen = canary_pick_version(workflow=workflow, execution_id=execution.pk, primary=version)
+        if chosen.pk != version.pk:
+            Execution.objects.filter(pk=execution.pk).update(version=chosen)
+        canary = chosen.pk != version.pk
+        version = chosen
         execution = execution_lock(execution_id=execution.pk)
         execution_events_append(execution=execution, events=[{
             "type": ExecutionEventType.SPAWN_REQUESTED,
-            "message": f"{principal} spawned {workflow} {version.version} on the {runtime} runtime",
+            "message": f"{principal} spawned {workflow} {version.version} on the {runtime} runtime"
+                       + (" (canary)" if canary else ""),
             "data": {"version": version.version, "bundle_hash": version.bundle.sha256, "runtime": runtime,
-                     "env": sorted(env)},
+                     "env": sorted(env), "canary": canary},
         }])
         audit_record(actor=principal, action="execution.spawn", obj=execution, tenant_id=workflow.tenant_id,
                      detail={"workflow": str(workflow), "version": version.version})

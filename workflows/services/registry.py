@@ -13,13 +13,7 @@ import semver
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from bundles.models import Bundle
-from bundles.services import (
-    bundle_check_received,
-    bundle_discard_if_unreferenced,
-    bundle_publish,
-    bundle_release_marker,
-)
+from bundles.services import bundle_check_received, bundle_referenced
 from bundles.upload import ReceivedBundle
 from swarm.core.errors import ApiError, Conflict, NotFound
 from swarm.core.principals import Principal
@@ -181,36 +175,19 @@ def workflow_version_register(
         received.discard()
         raise
 
-    published = bundle_publish(received=received)
-    try:
-        with transaction.atomic():
-            Workflow.objects.select_for_update().get(pk=workflow.pk)
-            existing = _existing_version(workflow, label, received.sha256)
-            if existing is not None:
-                return RegisteredVersion(version=existing, deduplicated=True)
-            # Holding the bundle row until the version commits keeps the orphan
-            # sweep off it; if the sweep got there first (an old unreferenced row
-            # reused by this upload), the blob is going too: ask for a retry.
-            if not Bundle.objects.select_for_update().filter(pk=published.bundle.pk).exists():
-                raise ApiError(
-                    "The orphan sweep removed this bundle while it was being registered; upload it again.",
-                    code="upload_raced_sweep", status_code=503, headers={"Retry-After": "1"},
-                )
-            new_version = WorkflowVersion.objects.create(
-                workflow=workflow, version=label, bundle=published.bundle, metadata=metadata,
-                deployed_by=str(principal),
-            )
-            should_activate = activate if activate is not None else not workflow.versions.filter(is_active=True).exists()
-            if should_activate:
-                _activate(workflow=workflow, version=new_version, actor=principal, reason="activate")
-            audit_record(actor=principal, action="version.register", obj=new_version, tenant_id=workflow.tenant_id,
-                         detail={"version": label, "bundle": received.sha256})
-    except Exception:
-        if published.created:
-            bundle_discard_if_unreferenced(bundle=published.bundle)
-        raise
-    finally:
-        bundle_release_marker(published=published)
+    with bundle_referenced(received=received) as bundle:
+        Workflow.objects.select_for_update().get(pk=workflow.pk)
+        existing = _existing_version(workflow, label, received.sha256)
+        if existing is not None:
+            return RegisteredVersion(version=existing, deduplicated=True)
+        new_version = WorkflowVersion.objects.create(
+            workflow=workflow, version=label, bundle=bundle, metadata=metadata, deployed_by=str(principal),
+        )
+        should_activate = activate if activate is not None else not workflow.versions.filter(is_active=True).exists()
+        if should_activate:
+            _activate(workflow=workflow, version=new_version, actor=principal, reason="activate")
+        audit_record(actor=principal, action="version.register", obj=new_version, tenant_id=workflow.tenant_id,
+                     detail={"version": label, "bundle": received.sha256})
     return RegisteredVersion(version=new_version, deduplicated=False)
 
 

@@ -302,7 +302,8 @@ def test_active_body_matches_the_design_contract(engine_api, tenant):
     version = make_version(workflow, "1.0.0", activate=True)
     body = engine_api.get(f"/api/v1/workflows/{workflow.pk}/active").json()
     assert set(body) == {"workflow_id", "version_id", "version", "bundle_url", "bundle_hash", "runtime",
-                         "entrypoint", "memory_mb", "timeout_sec", "deployed_at"}
+                         "entrypoint", "memory_mb", "timeout_sec", "deployed_at", "canary"}
+    assert body["canary"] is None  # names the traffic split when a canary is active (issue 12)
     assert body["workflow_id"] == workflow.pk
     assert body["version_id"] == version.pk
     assert body["version"] == "1.0.0"
@@ -488,15 +489,15 @@ def test_duplicate_workflow_and_tenant_are_409(admin_api, tenant):
 
 
 def test_upload_racing_the_orphan_sweep_is_a_clean_503(engine_api, monkeypatch):
+    from bundles import services as bundle_services
     from bundles.services import bundle_publish as real_publish
-    from workflows.services import registry
 
     def publish_then_swept(*, received):
         published = real_publish(received=received)
         Bundle.objects.filter(pk=published.bundle.pk).delete()  # what a sweep holding the row lock would do
         return published
 
-    monkeypatch.setattr(registry, "bundle_publish", publish_then_swept)
+    monkeypatch.setattr(bundle_services, "bundle_publish", publish_then_swept)
     response = upload(engine_api, make_bundle())
     assert_error(response, 503, "upload_raced_sweep")
     assert response["Retry-After"] == "1"

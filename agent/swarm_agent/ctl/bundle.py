@@ -110,24 +110,29 @@ def _progress(quiet: bool) -> Progress:
     )
 
 
+def pack_source(source: Path, stack: ExitStack, *, exclude: tuple[str, ...] = ()) -> tuple[Path, str, int]:
+    """(path, sha256, size) of what to upload: a directory packed reproducibly into a temp dir that lives as
+    long as `stack`, or a .tar.gz as it is. Raises BundleRejected / ValueError for what cannot be packed."""
+    if source.is_dir():
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="swarmctl-")))
+        packed = pack_directory(source, workdir / "bundle.tar.gz", exclude=exclude)
+        return packed.path, packed.sha256, packed.size
+    digest, size = file_sha256(source)
+    return source, digest, size
+
+
 def handle_push(args: argparse.Namespace) -> int:
     """Pack (when given a directory), hash, upload with progress and print the registered version."""
     source: Path = args.source
     if not source.exists():
         return _fail("not_found", f"{source} does not exist")
     with ExitStack() as stack:
-        if source.is_dir():
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="swarmctl-")))
-            try:
-                packed = pack_directory(source, workdir / "bundle.tar.gz", exclude=tuple(args.exclude))
-            except BundleRejected as rejected:
-                return _fail(rejected.code, rejected.detail)
-            except ValueError as exc:
-                return _fail("empty_bundle", str(exc))
-            path, digest, size = packed.path, packed.sha256, packed.size
-        else:
-            path = source
-            digest, size = file_sha256(path)
+        try:
+            path, digest, size = pack_source(source, stack, exclude=tuple(args.exclude))
+        except BundleRejected as rejected:
+            return _fail(rejected.code, rejected.detail)
+        except ValueError as exc:
+            return _fail("empty_bundle", str(exc))
         push = BundlePush(
             path=path, sha256=digest, size=size, tenant=args.tenant, workflow=args.workflow,
             version=args.version, metadata=args.metadata, activate=args.activate, runtime=args.runtime,

@@ -64,7 +64,7 @@ def test_schema_documents_errors_and_the_active_contract(client):
     ref = active["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert set(schema["components"]["schemas"][ref]["properties"]) == {
         "workflow_id", "version_id", "version", "bundle_url", "bundle_hash", "runtime", "entrypoint", "memory_mb",
-        "timeout_sec", "deployed_at"}
+        "timeout_sec", "deployed_at", "canary"}  # canary: the split, when one is active (issue 12)
     upload = schema["paths"]["/api/v1/bundles"]["post"]
     assert {"200", "201", "400", "401", "403", "404", "409", "413"} <= set(upload["responses"])
     assert "multipart/form-data" in upload["requestBody"]["content"]
