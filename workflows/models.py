@@ -280,6 +280,9 @@ class WorkflowCanary(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    tenant_path = "workflow__tenant"
+    objects = TenantScopedQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         constraints = [models.UniqueConstraint(fields=["workflow"], condition=models.Q(state="active"),

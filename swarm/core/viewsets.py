@@ -27,6 +27,7 @@ from drf_spectacular.plumbing import analyze_named_regex_pattern
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.metadata import SimpleMetadata
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.viewsets import GenericViewSet
 
 from swarm.core.api import error_responses
@@ -70,6 +71,8 @@ class SwarmAutoSchema(AutoSchema):
         declared = list(super().get_override_parameters())
         named = {parameter.name for parameter in declared if isinstance(parameter, OpenApiParameter)}
         for name, pattern in analyze_named_regex_pattern(self.path_regex).items():
+            if name == "pk" and api_settings.SCHEMA_COERCE_PATH_PK:
+                name = "id"  # the path says {id} for a `pk` lookup, as spectacular writes it
             kind = PATH_PARAMETER_TYPES.get(pattern)
             if kind is not None and name not in named:
                 declared.append(OpenApiParameter(name, kind, OpenApiParameter.PATH))

@@ -39,8 +39,10 @@ from builds.tests.factories import make_drone, make_job
 from bundles.models import Bundle
 from conftest import make_bundle, token_client
 from swarm.core.services import api_token_issue
+from swarm.core.principals import system_principal
 from tenancy.models import Tenant
 from workflows.models import Execution, ExecutionEvent, Workflow, WorkflowActivation, WorkflowVersion
+from workflows.services.canary import workflow_canary_start
 from workflows.services.runtime_reports import runtime_token_issue
 from workflows.tests.factories import make_tenant, make_version, make_workflow
 
@@ -53,6 +55,8 @@ UPLOAD_SHA256 = hashlib.sha256(UPLOAD_BYTES).hexdigest()
 API_PREFIX = "api/v1/"
 AGENT = ("agent protocol: a drone token acts for its own drone, and drones belong to no tenant "
          "(another drone's build: builds/tests/test_agent_protocol.py)")
+PAYLOADS = ("payloads, releases and rollouts go to the fleet, which belongs to no tenant: admin and unbound "
+            "engine tokens write, a tenant-bound one gets 403 (drones/tests/test_payload_drift.py)")
 FLEET = "the fleet belongs to no tenant: every admin, engine and read token reads it, only admin writes"
 #: Endpoints (url name, or (url name, METHOD)) that belong to no tenant, and why.
 NOT_TENANT_OWNED = {
@@ -78,6 +82,13 @@ NOT_TENANT_OWNED = {
     "drone-set-type": FLEET, "drone-pause": FLEET, "drone-resume": FLEET, "drone-drain": FLEET,
     "ping-list": FLEET, "ping-all": FLEET, "escalation-list": FLEET,
     "queue-list": "build queues are shared by every tenant",
+    "payload-agent-report": AGENT, "payload-agent-pending": AGENT,
+    "payload-type-list": PAYLOADS, "payload-type-detail": PAYLOADS, "payload-version-list": PAYLOADS,
+    "payload-version-detail": PAYLOADS, "release-list": PAYLOADS, "release-detail": PAYLOADS,
+    "release-manifest": PAYLOADS, "rollout-list": PAYLOADS, "rollout-detail": PAYLOADS, "rollout-abort": PAYLOADS,
+    "rollout-events": PAYLOADS, "rollout-pause": PAYLOADS, "rollout-promote": PAYLOADS, "rollout-resume": PAYLOADS,
+    "rollout-revert": PAYLOADS, "rollout-targets": PAYLOADS, "payload-drift-list": PAYLOADS,
+    "payload-drift-reconcile": PAYLOADS,
     ("tenant-list", "POST"): "admin scope only (403 for every engine token); it creates a tenant and names none",
 }
 
@@ -111,6 +122,7 @@ def build_world(slug: str, drone) -> World:
     _, execution_token = api_token_issue(scope="execution", tenant=tenant, subject_type="execution",
                                          subject_id=str(execution.pk), name=f"{slug}-execution")
     runtime_token = runtime_token_issue(execution=execution)
+    workflow_canary_start(principal=system_principal("isolation"), workflow=workflow, version=first, weight=10)
     job = make_job(name=f"{slug}-job", tenant=tenant, scm_url=f"https://git.example.com/{slug}/app.git")
     build = build_trigger(job=job, trigger="api")
     assert build_claim(drone=drone) is not None

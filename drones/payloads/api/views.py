@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
@@ -45,19 +45,15 @@ from drones.payloads.models import PayloadVersion, Release
 from swarm.core.api import error_responses
 from swarm.core.errors import ApiError, NotFound, PayloadTooLarge
 from swarm.core.inputs import parse_int
-from swarm.core.pagination import ListPage, page_response
-from swarm.core.permissions import HasScope, request_principal
+from swarm.core.pagination import page_response
+from swarm.core.permissions import HasScope
+from swarm.core.viewsets import NAME_PATTERN, SwarmViewSet
 
 
-class FleetViewSet(viewsets.GenericViewSet):
-    """Base of the payload ViewSets: scope checks, one page per list, the caller's principal."""
+class FleetViewSet(SwarmViewSet):
+    """Base of the payload ViewSets: the API's resource base (pages, id patterns, 404s), with the fleet's write rule."""
 
     permission_classes = [HasScope, FleetWrite]
-    pagination_class = ListPage
-
-    @property
-    def principal(self):
-        return request_principal(self.request)
 
 
 class PayloadTypeViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, FleetViewSet):
@@ -65,6 +61,8 @@ class PayloadTypeViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, Fle
 
     serializer_class = PayloadTypeSerializer
     lookup_field = "name"
+    lookup_value_regex = NAME_PATTERN
+    not_found_detail = "No payload type {name!r}."
     http_method_names = ["get", "post", "patch", "head", "options"]
 
     def get_queryset(self):
