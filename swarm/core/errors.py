@@ -62,9 +62,16 @@ def _first_validation_error(detail, path: str = ""):
     """Flatten DRF's nested validation errors to (field, message, code) of the first one."""
     if isinstance(detail, dict):
         for key, value in detail.items():
+            if isinstance(key, int):  # a ListField's or DictField's child, by index
+                return _first_validation_error(value, f"{path}[{key}]")
             field = key if key != "non_field_errors" else ""
             return _first_validation_error(value, f"{path}.{field}".strip(".") if field else path)
     if isinstance(detail, list) and detail:
+        if any(isinstance(item, dict) for item in detail):
+            # A nested `many=True` serializer: one dict per item, empty for the items that were fine.
+            for index, item in enumerate(detail):
+                if item:
+                    return _first_validation_error(item, f"{path}[{index}]")
         return _first_validation_error(detail[0], path)
     code = getattr(detail, "code", "invalid")
     return path or None, str(detail), code

@@ -179,7 +179,9 @@ class ExecutionEventsView(ScopedAPIView):
 
 
 def _report(execution: Execution, body) -> Response:
-    events = body.get("events") if isinstance(body, dict) else None
+    report = EventReportSerializer(data=body)
+    report.is_valid(raise_exception=True)
+    events = report.validated_data["events"]
     execution = services.execution_report(execution=execution, events=events)
     return Response({"accepted": len(events), "status": execution.status, "last_seq": execution.last_seq})
 
