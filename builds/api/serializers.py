@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from builds.models import Artifact, Build, BuildAttempt, Job, Queue
 from swarm.core.secret_box import SecretUndecryptable, read_secret
+from swarm.core.serializers import RejectUnknownFields
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class JobSerializer(serializers.ModelSerializer):
         return bool(job.webhook_secret_encrypted)
 
 
-class JobWriteSerializer(serializers.Serializer):
+class JobWriteSerializer(RejectUnknownFields, serializers.Serializer):
     """Fields accepted when creating or changing a job."""
 
     name = serializers.SlugField(max_length=100)
@@ -63,7 +64,7 @@ class JobWriteSerializer(serializers.Serializer):
     webhook_secret = serializers.CharField(max_length=200, required=False, allow_blank=True, write_only=True)
 
 
-class TriggerSerializer(serializers.Serializer):
+class TriggerSerializer(RejectUnknownFields, serializers.Serializer):
     branch = serializers.CharField(max_length=200, required=False, allow_blank=True)
     commit_sha = serializers.CharField(max_length=64, required=False, allow_blank=True)
     sha = serializers.CharField(max_length=64, required=False, allow_blank=True, help_text="Alias of commit_sha.")

@@ -96,10 +96,13 @@ def check_json_value(value, *, max_depth: int | None = None, path: str = ""):
                            field=item_path or None)
         if isinstance(item, dict):
             for key, child in item.items():
-                child_path = _child_path(item_path, key)
                 problem = text_problem(key)
                 if problem:
-                    raise ApiError(f"{child_path}: the key {problem}.", code="invalid_text", field=child_path)
+                    # The answer names the key, and a lone surrogate cannot be written out as UTF-8:
+                    # it is shown escaped (`k\\ud800`).
+                    shown = _child_path(item_path, key.encode("utf-8", "backslashreplace").decode("utf-8"))
+                    raise ApiError(f"{shown}: the key {problem}.", code="invalid_text", field=shown)
+                child_path = _child_path(item_path, key)
                 pending.append((child, child_path, depth + 1))
         else:
             pending.extend((child, _child_path(item_path, index), depth + 1) for index, child in enumerate(item))

@@ -37,6 +37,8 @@ def test_json_within_the_depth_limit_loads():
     (b'{"events": [{"message": "ok"}, {"message": "\\ud800"}]}', "events[1].message"),
     (b'{"params": {"k\\u0000": "v"}}', "params.k\x00"),
     (b'"\\udfff"', None),
+    # A lone surrogate in a key is named escaped: the answer could not be written out as UTF-8 otherwise.
+    (b'{"params": {"k\\ud800": "v"}}', "params.k\\ud800"),
 ])
 def test_nul_and_lone_surrogates_are_refused_with_their_path(body, field):
     with pytest.raises(ApiError) as refused:
@@ -233,3 +235,11 @@ def test_write_serializers_refuse_unknown_and_read_only_fields():
         assert not checked.is_valid()
         assert checked.errors[field][0].code == "unknown_field"
         assert "takes branch" in str(checked.errors[field][0])
+
+
+@pytest.mark.django_db
+def test_a_lone_surrogate_in_a_key_is_a_400_not_a_500_writing_the_answer(admin_api):
+    response = admin_api.post("/api/v1/tenants", data=b'{"name": "x", "slug": "x", "a\\udbff": 1}',
+                              content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["field"] == "a\\udbff"
