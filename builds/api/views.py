@@ -34,7 +34,7 @@ from builds.claiming import claim_payload
 from builds.models import Artifact, Build, Queue
 from builds.protocol import CONTENT_RANGE, MAX_LOG_PATCH_BYTES
 from builds.services import webhooks
-from swarm.core.api import ScopedAPIView, error_responses
+from swarm.core.api import ScopedAPIView, error_responses, takes_no_body
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound, error_body
 from swarm.core.inputs import MAX_INT32, header_int, query_int
@@ -362,6 +362,7 @@ class JobDetailView(ScopedAPIView):
         return Response(JobSerializer(job).data)
 
     @extend_schema(responses={204: None, **error_responses(404, 409)}, summary="Delete a job")
+    @takes_no_body
     def delete(self, request, job_id: str):
         job = selectors.job_get(self.principal, job_id)
         services.job_delete(job=job, actor=self.principal)
@@ -423,6 +424,7 @@ class BuildCancelView(ScopedAPIView):
 
     @extend_schema(request=None, responses={200: BuildSerializer, 202: BuildSerializer, **error_responses(409)},
                    summary="Cancel a build")
+    @takes_no_body
     def post(self, request, build_id: int):
         build = services.build_cancel(build=selectors.build_get(self.principal, build_id), actor=self.principal)
         code = 202 if build.state == BuildState.CANCELING else 200
@@ -433,6 +435,7 @@ class BuildRetryView(ScopedAPIView):
     """`POST /builds/<id>/retry` → 201 with the new build."""
 
     @extend_schema(request=None, responses={201: BuildSerializer, **error_responses(409)}, summary="Retry a build")
+    @takes_no_body
     def post(self, request, build_id: int):
         build = services.build_retry(build=selectors.build_get(self.principal, build_id), actor=self.principal)
         return Response(BuildSerializer(build).data, status=201)

@@ -170,7 +170,7 @@ def parse_push_events(*, provider: str, event: str, payload: dict) -> list[PushE
     return pushes
 
 
-def push_problem(push: PushEvent) -> str | None:
+def _push_problem(push: PushEvent) -> str | None:
     """Why a push builds nothing because of what it names (a branch or commit git would refuse), or None."""
     problem = branch_name_problem(push.branch)
     if problem:
@@ -251,7 +251,7 @@ def webhook_delivery_process(*, delivery_id: int) -> WebhookDelivery | None:
             if push.deleted:
                 notes.append(f"branch {push.branch[:60]} deleted: ignored")
                 continue
-            problem = push_problem(push)
+            problem = _push_problem(push)
             if problem:
                 notes.append(problem)
                 continue

@@ -22,7 +22,7 @@ from drones.api.serializers import (
 )
 from drones.provisioning import agent_package_bytes, agent_wheel_bytes, bootstrap_script
 from drones.services.heartbeat import run_heartbeat_hooks
-from swarm.core.api import ScopedAPIView, error_responses
+from swarm.core.api import ScopedAPIView, error_responses, takes_no_body
 from swarm.core.authentication import authenticate_token, principal_from_token
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.choices import TokenScope
@@ -188,6 +188,7 @@ class PingAllView(FleetAPIView):
     """`POST /api/v1/ping/all`: push a ping to every drone; results show in `GET /ping`."""
 
     @extend_schema(request=None, responses={202: PingAllSerializer, **ERRORS}, summary="Ping every drone")
+    @takes_no_body
     def post(self, request):
         return Response({"pinged": services.drone_ping_all()}, status=status.HTTP_202_ACCEPTED)
 
@@ -207,6 +208,7 @@ class DronePingView(FleetAPIView):
     """`POST /api/v1/drones/<name>/ping`: ping and wait for the pong; returns the latency."""
 
     @extend_schema(request=None, responses={200: PingResultSerializer, **ERRORS}, summary="Ping one drone")
+    @takes_no_body
     def post(self, request, name):
         return Response(services.drone_ping(drone=selectors.drone_get(name=name)))
 
@@ -215,6 +217,7 @@ class DroneResetEscalationView(FleetAPIView):
     """`POST /api/v1/drones/<name>/reset-escalation`."""
 
     @extend_schema(request=None, responses={200: DroneSerializer, **ERRORS}, summary="Reset the escalation level")
+    @takes_no_body
     def post(self, request, name):
         drone = services.drone_reset_escalation(drone=selectors.drone_get(name=name), actor=self.principal)
         return Response(DroneSerializer(drone).data)
@@ -237,6 +240,7 @@ class DronePauseView(FleetAPIView):
     """`POST /api/v1/drones/<name>/pause`."""
 
     @extend_schema(request=None, responses={200: DroneSerializer, **ERRORS}, summary="Pause a drone")
+    @takes_no_body
     def post(self, request, name):
         drone = services.drone_pause(drone=selectors.drone_get(name=name), actor=self.principal)
         return Response(DroneSerializer(drone).data)
@@ -246,6 +250,7 @@ class DroneResumeView(FleetAPIView):
     """`POST /api/v1/drones/<name>/resume`."""
 
     @extend_schema(request=None, responses={200: DroneSerializer, **ERRORS}, summary="Resume a drone")
+    @takes_no_body
     def post(self, request, name):
         drone = services.drone_resume(drone=selectors.drone_get(name=name), actor=self.principal)
         return Response(DroneSerializer(drone).data)
@@ -255,6 +260,7 @@ class DroneDrainView(FleetAPIView):
     """`POST /api/v1/drones/<name>/drain`."""
 
     @extend_schema(request=None, responses={200: DroneSerializer, **ERRORS}, summary="Drain a drone")
+    @takes_no_body
     def post(self, request, name):
         drone = services.drone_drain(drone=selectors.drone_get(name=name), actor=self.principal)
         return Response(DroneSerializer(drone).data)

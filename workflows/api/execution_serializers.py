@@ -8,7 +8,7 @@ from workflows.models import Execution, ExecutionEvent
 from workflows.services.boot import MAX_EVENTS_PER_REPORT
 
 
-class ExecutionSpawnSerializer(serializers.Serializer):
+class ExecutionSpawnSerializer(RejectUnknownFields, serializers.Serializer):
     env = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
     inputs = serializers.DictField(required=False, default=dict)
 

@@ -15,7 +15,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
-from swarm.core.api import ScopedAPIView, error_responses
+from swarm.core.api import ScopedAPIView, error_responses, takes_no_body
 from swarm.core.authentication import authenticate_token, principal_from_token
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
@@ -189,6 +189,7 @@ def _report(execution: Execution, body) -> Response:
 class ExecutionCancelView(ScopedAPIView):
     @extend_schema(request=None, responses={202: ExecutionSerializer, **error_responses(404, 409)},
                    summary="Cancel an execution (kills its whole process group)")
+    @takes_no_body
     def post(self, request, execution_id: int):
         execution = execution_selectors.execution_get(self.principal, execution_id)
         execution = services.execution_cancel(principal=self.principal, execution=execution)

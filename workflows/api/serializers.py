@@ -1,12 +1,13 @@
 """Serializers of the workflow registry API."""
 from rest_framework import serializers
 
+from swarm.core.serializers import RejectUnknownFields
 from workflows.choices import Runtime
 from workflows.models import Tenant, Workflow, WorkflowVersion
 
 
-class TenantSerializer(serializers.ModelSerializer):
-    """A tenant."""
+class TenantSerializer(RejectUnknownFields, serializers.ModelSerializer):
+    """A tenant (written by `POST /tenants`: `name` and `slug`)."""
 
     # Declared so that a taken slug reaches `tenant_create` and is a 409 `tenant_exists`, not a 400.
     slug = serializers.SlugField(max_length=64)
@@ -36,7 +37,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
         return active.version if active else None
 
 
-class WorkflowCreateSerializer(serializers.Serializer):
+class WorkflowCreateSerializer(RejectUnknownFields, serializers.Serializer):
     """The body of `POST /tenants/<slug>/workflows`."""
 
     slug = serializers.SlugField(max_length=64)

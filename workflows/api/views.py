@@ -12,10 +12,11 @@ from bundles.blobstore import BlobStore
 from bundles.keys import is_sha256_hex
 from bundles.services import bundle_limits
 from bundles.upload import BUNDLE_FIELD, BundleUploadHandler, ReceivedBundle
-from swarm.core.api import ScopedAPIView, error_responses
+from swarm.core.api import ScopedAPIView, error_responses, takes_no_body
 from swarm.core.errors import ApiError, PayloadTooLarge
 from swarm.core.inputs import parse_int
 from swarm.core.pagination import page_response
+from swarm.core.serializers import refuse_unknown_fields
 from workflows import selectors, services
 from workflows.api.serializers import (
     ActiveVersionSerializer,
@@ -84,7 +85,11 @@ class BundleUploadView(ScopedAPIView):
 
 
 def _register_received(principal, fields, *, received: ReceivedBundle, declared_sha256: str | None):
-    """Register a received bundle with the version fields of a form or query string (both upload paths)."""
+    """Register a received bundle with the version fields of a form or query string (both upload paths).
+
+    A field the upload does not take is refused (400 `unknown_field`), as on every write endpoint.
+    """
+    refuse_unknown_fields(fields, BundleUploadFormSerializer())
     defaults = {key: fields[key] for key in ("runtime", "entrypoint") if fields.get(key)}
     activate = fields.get("activate")
     return services.workflow_version_register(
@@ -243,6 +248,7 @@ class WorkflowVersionActivateView(ScopedAPIView):
 
     @extend_schema(request=None, responses={200: WorkflowVersionSerializer, **error_responses(404)},
                    summary="Activate a version (the previously active one is deactivated)")
+    @takes_no_body
     def post(self, request, workflow_id: int, version_id: int):
         workflow = selectors.workflow_get(self.principal, workflow_id)
         version = selectors.version_get(workflow, version_id)
@@ -257,6 +263,7 @@ class WorkflowRollbackView(ScopedAPIView):
                    summary="Re-activate the previously active version",
                    description="409 `no_previous_version` when there is nothing to roll back to. Rolling back "
                                "twice returns to the version rolled away from.")
+    @takes_no_body
     def post(self, request, workflow_id: int):
         workflow = selectors.workflow_get(self.principal, workflow_id)
         version = services.workflow_rollback(workflow=workflow, actor=self.principal)
