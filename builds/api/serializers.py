@@ -19,7 +19,8 @@ class QueueSerializer(serializers.ModelSerializer):
 class JobSerializer(serializers.ModelSerializer):
     """A job as the API shows it; secrets appear only as names (null when they cannot be decrypted)."""
 
-    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True,
+                                          help_text="Null for a job of no tenant (made with an admin token).")
     queue = serializers.SlugRelatedField(slug_field="name", read_only=True)
     has_scm_credential = serializers.SerializerMethodField()
     secret_names = serializers.SerializerMethodField()
@@ -72,7 +73,8 @@ class TriggerSerializer(RejectUnknownFields, serializers.Serializer):
 
 
 class AttemptSerializer(serializers.ModelSerializer):
-    drone = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    drone = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True,
+                                         help_text="Null once the drone is deleted.")
 
     class Meta:
         model = BuildAttempt
@@ -82,7 +84,8 @@ class AttemptSerializer(serializers.ModelSerializer):
 
 class BuildSerializer(serializers.ModelSerializer):
     job = serializers.SerializerMethodField()
-    drone = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    drone = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True,
+                                         help_text="Null until a drone claims the build.")
     queue = serializers.SlugRelatedField(slug_field="name", read_only=True)
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     url = serializers.SerializerMethodField()

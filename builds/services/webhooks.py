@@ -202,6 +202,10 @@ def webhook_receive(*, provider: str, headers, raw_body: bytes) -> tuple[Webhook
     """Verify and record a delivery; returns it and whether it is new (a task then processes it)."""
     if provider not in WebhookProvider.values:
         raise NotFound(f"No webhook endpoint for {provider!r}; use github, gitlab or bitbucket.")
+    media_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise ApiError(f"A webhook body is JSON; set the webhook's content type to application/json "
+                       f"(got {media_type[:60] or 'none'!r}).", code="unsupported_media_type", status_code=415)
     parse_error = None
     try:
         payload = json_loads(raw_body or b"{}")

@@ -77,4 +77,5 @@ def takes_no_body(handler):
         refuse_body(request)
         return handler(self, request, *args, **kwargs)
 
+    checked.takes_no_body = True  # the schema documents its 415 (swarm/core/schema.py)
     return checked

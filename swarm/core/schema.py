@@ -1,10 +1,59 @@
-"""OpenAPI descriptions of Swarm's authentication schemes (drf-spectacular extensions).
+"""What drf-spectacular cannot see: Swarm's authentication schemes, and the errors every operation can answer.
 
 drf-spectacular cannot guess how a custom authentication class works; these
 extensions name the bearer token and the admin-session scheme so the schema
 documents both and generates without warnings.
+
+`SwarmAutoSchema` (the DEFAULT_SCHEMA_CLASS) adds to each operation the
+errors that come from layers below its view, so that no answer is
+undocumented: 400 everywhere (the strict input layer refuses control
+characters in any path or query, swarm/core/inputs.py), 404 wherever the
+path has a parameter (no such object, or a segment the route cannot match),
+and 415 wherever a body goes through DRF's parsers or is refused outright
+(`takes_no_body`).
 """
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
+
+#: Request media types DRF's parsers read (anything else is a 415 where they run).
+PARSED_MEDIA_TYPES = frozenset({"application/json", "application/x-www-form-urlencoded", "multipart/form-data"})
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class SwarmAutoSchema(AutoSchema):
+    """drf-spectacular's AutoSchema, with the error answers of the layers below each view documented."""
+
+    def get_operation(self, path, path_regex, path_prefix, method, registry):
+        # Not get_response_serializers(): `@extend_schema(responses=...)` replaces that one outright.
+        operation = super().get_operation(path, path_regex, path_prefix, method, registry)
+        if operation is None:
+            return None
+        from swarm.core.api import ErrorSerializer
+
+        error = self.resolve_serializer(ErrorSerializer, "response")
+        for status in sorted(self._layer_error_statuses()):
+            operation["responses"].setdefault(str(status), {
+                "content": {"application/json": {"schema": error.ref}}, "description": ""})
+        return operation
+
+    def _layer_error_statuses(self) -> set[int]:
+        statuses = {400}
+        if "{" in self.path:
+            statuses.add(404)
+        if self.method in WRITE_METHODS and self._body_type_is_checked():
+            statuses.add(415)
+        return statuses
+
+    def _body_type_is_checked(self) -> bool:
+        handler = getattr(self.view, self.method.lower(), None)
+        if getattr(handler, "takes_no_body", False):
+            return True
+        request = self.get_request_serializer()
+        if request is None:
+            return False
+        if isinstance(request, dict):
+            return set(request) <= PARSED_MEDIA_TYPES
+        return True
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):
