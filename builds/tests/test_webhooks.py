@@ -250,3 +250,18 @@ def test_nul_in_a_signed_webhook_body_is_a_400_naming_the_field(anonymous_api, g
     # A URL with a NUL matches no job (and is no 500 looking one up): only the global secret could sign it.
     payload = {"ref": "refs/heads/main", "after": "a" * 40, "repository": {"clone_url": "https://x/a\u0000pp"}}
     assert post_github(anonymous_api, None, raw=json.dumps(payload).encode()).status_code == 401
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_a_webhook_body_that_is_not_json_by_its_type_is_415(anonymous_api, github_job, content_type):
+    body = json.dumps(github_push()).encode()
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    response = anonymous_api.generic("POST", "/api/v1/webhooks/github", body, content_type=content_type,
+                                     HTTP_X_HUB_SIGNATURE_256=signature, HTTP_X_GITHUB_EVENT="push",
+                                     HTTP_X_GITHUB_DELIVERY="typed")
+    assert response.status_code == 415 and response.json()["error"] == "unsupported_media_type"
+    assert not WebhookDelivery.objects.exists()
+    typed = anonymous_api.generic("POST", "/api/v1/webhooks/github", body,
+                                  content_type="application/json; charset=utf-8", HTTP_X_HUB_SIGNATURE_256=signature,
+                                  HTTP_X_GITHUB_EVENT="push", HTTP_X_GITHUB_DELIVERY="typed")
+    assert typed.status_code == 202

@@ -19,17 +19,20 @@ made once per token, in the order execution → drone → admin.
 """
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
 import requests
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 pytestmark = pytest.mark.live
 
 #: Examples per (token, operation); the whole module stays within ~2 minutes on the 2-core machine.
-MAX_EXAMPLES = 5
+#: SWARM_FUZZ_EXAMPLES raises it for a deeper run by hand, SWARM_FUZZ_SEED draws other examples.
+MAX_EXAMPLES = int(os.environ.get("SWARM_FUZZ_EXAMPLES", "5"))
+FUZZ_SEED = os.environ.get("SWARM_FUZZ_SEED")
 TOKENS = ("execution", "drone", "admin")
 METADATA_HEADER = "X-Swarm-Metadata-Token"
 CHECK_NAMES = ("not_a_server_error", "status_code_conformance", "response_schema_conformance")
@@ -182,11 +185,14 @@ def _run(schema, base_url: str, world: dict, scope: str, label: str, check_names
     checks = _checks(check_names)
     session = requests.Session()
 
-    @settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None,
+    @settings(max_examples=MAX_EXAMPLES, derandomize=FUZZ_SEED is None, deadline=None, database=None,
               phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
     @given(case=strategy)
     def run(case):
         case.call_and_validate(base_url=base_url, session=session, headers=headers, checks=checks, timeout=30)
+
+    if FUZZ_SEED is not None:
+        run = seed(int(FUZZ_SEED))(run)
 
     try:
         run()
