@@ -260,3 +260,19 @@ def validate_branch_filter(branch_filter, *, field: str = "branch_filter") -> st
             raise ApiError(f"{field}: the glob {pattern[:60]!r} can match no valid git branch name: {problem}.",
                            code="invalid_ref", field=field)
     return branch_filter
+
+
+def validate_build_params(params, *, field: str = "params") -> dict:
+    """A trigger's params, which every step sees as environment variables: NAME → a string, number or boolean.
+
+    Anything else would be dropped (a name that is no variable name) or
+    mangled (an object's repr) when the build is claimed, so it is refused.
+    """
+    if not isinstance(params, dict):
+        raise _invalid(field, "must be an object of NAME: value")
+    for name, value in params.items():
+        if not ENV_NAME.match(name):
+            raise _invalid(f"{field}.{name}"[:100], f"{name[:40]!r} is not a valid variable name")
+        if isinstance(value, dict | list) or value is None:
+            raise _invalid(f"{field}.{name}", "must be a string, a number or a boolean")
+    return params

@@ -27,7 +27,7 @@ from builds.choices import (
     BuildState,
     TriggerKind,
 )
-from builds.config import retry_allowed, validate_branch_name, validate_commit_sha
+from builds.config import retry_allowed, validate_branch_name, validate_build_params, validate_commit_sha
 from builds.models import Build, BuildAttempt, BuildEvent, Job
 from drones.models import Drone
 from swarm.core.errors import ApiError, Conflict
@@ -76,8 +76,8 @@ def build_trigger(
         validate_branch_name(branch, field="branch")
     if commit_sha:
         commit_sha = validate_commit_sha(commit_sha)
-    if params is not None and not isinstance(params, dict):
-        raise ApiError("params: must be an object", code="invalid", field="params")
+    if params is not None:
+        params = validate_build_params(params)
     with transaction.atomic():
         locked = Job.objects.select_for_update().select_related("queue").get(pk=job.pk)
         if not locked.enabled:

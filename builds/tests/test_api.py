@@ -207,7 +207,9 @@ def test_a_default_branch_stored_before_the_rules_is_refused_at_trigger(admin_ap
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("params, field", [({"K": "a\\u0000b"}, "params.K"), ({"k\\ud800": "v"}, "params.k\\ud800"),
-                                           ("not-an-object", "params"), ([1, 2], "params")])
+                                           ("not-an-object", "params"), ([1, 2], "params"),
+                                           ({"1BAD": "x"}, "params.1BAD"), ({"A-B": "x"}, "params.A-B"),
+                                           ({"OK": {"nested": 1}}, "params.OK"), ({"OK": None}, "params.OK")])
 def test_trigger_params_are_a_json_object_without_nul_or_surrogates(admin_api, params, field):
     import json
 
