@@ -78,7 +78,7 @@ def validate_build_config(config) -> dict:
         raise _invalid("build_config.retry.max", "must be an integer between 0 and 10")
     when = retry.get("when", ["always"])
     valid_when = set(FailureReason.values) | {"always"}
-    if not isinstance(when, list) or not all(w in valid_when for w in when):
+    if not isinstance(when, list) or not all(isinstance(w, str) and w in valid_when for w in when):
         raise _invalid("build_config.retry.when", f"must list failure reasons among {', '.join(sorted(valid_when))}")
     notifications = config.get("notifications", {})
     if not isinstance(notifications, dict):
@@ -90,7 +90,7 @@ def validate_build_config(config) -> dict:
     if webhook and (not isinstance(webhook, str) or urlsplit(webhook).scheme not in ("http", "https")):
         raise _invalid("build_config.notifications.webhook", "must be an http(s) URL")
     on = notifications.get("on", list(NOTIFY_STATES))
-    if not isinstance(on, list) or not all(state in NOTIFY_STATES for state in on):
+    if not isinstance(on, list) or not all(isinstance(state, str) and state in NOTIFY_STATES for state in on):
         raise _invalid("build_config.notifications.on", f"must list states among {', '.join(NOTIFY_STATES)}")
     return {
         "image": image,
@@ -130,10 +130,14 @@ def normalize_scm_url(url: str) -> str:
     if scp and "://" not in url:
         host, path = scp.group(1), scp.group(2)
     else:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:  # "http://[::1" or a port past 65535: no job's URL, so it matches none
+            return url
         host = (parts.hostname or "").lower()
-        if parts.port and parts.port not in (22, 80, 443):
-            host = f"{host}:{parts.port}"
+        if port and port not in (22, 80, 443):
+            host = f"{host}:{port}"
         path = parts.path
     path = path.strip("/").removesuffix(".git")
     return f"{host.lower()}/{path}"
@@ -148,7 +152,11 @@ def validate_scm_url(url: str) -> str:
         return url
     if re.match(r"^(?:[^@/]+@)?[^:/]+:(?!//).+$", url):
         return url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError past 65535
+    except ValueError as error:
+        raise _invalid("scm_url", f"is not a URL ({error})") from None
     if parts.scheme not in ("http", "https", "ssh", "git") or not parts.hostname or not parts.path.strip("/"):
         raise _invalid("scm_url", "must be an http(s), ssh, git or file:// repository URL")
     return url

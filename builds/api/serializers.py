@@ -65,6 +65,12 @@ class JobWriteSerializer(RejectUnknownFields, serializers.Serializer):
     webhook_secret = serializers.CharField(max_length=200, required=False, allow_blank=True, write_only=True)
 
 
+class JobUpdateSerializer(JobWriteSerializer):
+    """Fields accepted when changing a job (`PATCH`): those of a new job but its tenant, which never changes."""
+
+    tenant = None
+
+
 class TriggerSerializer(RejectUnknownFields, serializers.Serializer):
     branch = serializers.CharField(max_length=200, required=False, allow_blank=True)
     commit_sha = serializers.CharField(max_length=64, required=False, allow_blank=True)

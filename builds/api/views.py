@@ -24,6 +24,7 @@ from builds.api.serializers import (
     BuildSerializer,
     ClaimRequestSerializer,
     JobSerializer,
+    JobUpdateSerializer,
     JobWriteSerializer,
     QueueSerializer,
     StateUpdateSerializer,
@@ -347,14 +348,13 @@ class JobDetailView(ScopedAPIView):
     def get(self, request, job_id: str):
         return Response(JobSerializer(selectors.job_get(self.principal, job_id)).data)
 
-    @extend_schema(request=JobWriteSerializer(partial=True), responses={200: JobSerializer, **error_responses(400)},
+    @extend_schema(request=JobUpdateSerializer(partial=True), responses={200: JobSerializer, **error_responses(400)},
                    summary="Change a job")
     def patch(self, request, job_id: str):
         job = selectors.job_get(self.principal, job_id)
-        body = JobWriteSerializer(data=request.data, partial=True)
+        body = JobUpdateSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         changes = dict(body.validated_data)
-        changes.pop("tenant", None)
         if "queue" in changes:
             changes["queue"] = _queue_by_name(changes["queue"])
         with transaction.atomic():

@@ -248,3 +248,29 @@ def test_admin_job_form_refuses_a_hostile_default_branch(admin_client):
     response = admin_client.post("/admin/builds/job/add/", form)
     assert response.status_code == 200 and b"not a valid git branch name" in response.content
     assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("body, field", [
+    ({"scm_url": "http://[::1"}, "scm_url"),
+    ({"scm_url": "https://git.example.com:99999/a/b"}, "scm_url"),
+    # An object where a failure reason belongs was a 500 ("unhashable type: 'dict'").
+    ({"build_config": {"steps": ["x"], "retry": {"max": 1, "when": [{}]}}}, "build_config.retry.when"),
+    ({"build_config": {"steps": ["x"], "notifications": {"on": [["failed"]]}}}, "build_config.notifications.on"),
+])
+def test_malformed_job_fields_are_a_400_on_create_and_change(admin_api, body, field):
+    response = admin_api.post("/api/v1/jobs", {**JOB, **body}, format="json")
+    assert response.status_code == 400 and response.json()["field"] == field, response.content
+    job = make_job(name="changed")
+    response = admin_api.patch(f"/api/v1/jobs/{job.pk}", body, format="json")
+    assert response.status_code == 400 and response.json()["field"] == field, response.content
+    assert Job.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_job_s_tenant_cannot_be_changed_and_saying_so_is_refused(admin_api, tenant):
+    job = make_job(name="tenanted", tenant=tenant)
+    response = admin_api.patch(f"/api/v1/jobs/{job.pk}", {"tenant": "acme", "description": "x"}, format="json")
+    assert response.status_code == 400 and response.json()["error"] == "unknown_field"
+    assert response.json()["field"] == "tenant" and "tenant" not in response.json()["detail"].split("takes")[1]
+    assert Job.objects.get(pk=job.pk).description == ""

@@ -265,3 +265,9 @@ def test_a_webhook_body_that_is_not_json_by_its_type_is_415(anonymous_api, githu
                                   content_type="application/json; charset=utf-8", HTTP_X_HUB_SIGNATURE_256=signature,
                                   HTTP_X_GITHUB_EVENT="push", HTTP_X_GITHUB_DELIVERY="typed")
     assert typed.status_code == 202
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "https://github.com:99999/acme/app"])
+def test_an_unparsable_repository_url_in_a_push_matches_no_job(anonymous_api, github_job, url):
+    response = post_github(anonymous_api, github_push(repo=url) | {"repository": {"clone_url": url}})
+    assert response.status_code == 401  # no job's secret applies, and no global secret is set

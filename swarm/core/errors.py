@@ -95,7 +95,10 @@ def json_exception_handler(exc, context):
         exc = exceptions.PermissionDenied()
     if isinstance(exc, exceptions.ValidationError):
         field, message, code = _first_validation_error(exc.detail)
-        code = {"required": "missing_field", "invalid": "invalid"}.get(code, code)
+        # DRF's CharField refuses NUL and lone surrogates with codes of its own; the strict input layer's
+        # name for that rule is `invalid_text` (swarm/core/inputs.py), whichever layer caught it.
+        code = {"required": "missing_field", "null_characters_not_allowed": "invalid_text",
+                "surrogate_characters_not_allowed": "invalid_text"}.get(code, code)
         if field:
             message = f"{field}: {message}"
         return Response(error_body(code, message, field), status=400)
