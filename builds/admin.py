@@ -83,6 +83,22 @@ class JobAdminForm(forms.ModelForm):
         except ApiError as error:
             raise forms.ValidationError(error.detail) from None
 
+    def clean_default_branch(self):
+        from builds.config import validate_branch_name
+
+        try:
+            return validate_branch_name(self.cleaned_data.get("default_branch"), field="default_branch")
+        except ApiError as error:
+            raise forms.ValidationError(error.detail) from None
+
+    def clean_branch_filter(self):
+        from builds.config import validate_branch_filter
+
+        try:
+            return validate_branch_filter(self.cleaned_data.get("branch_filter") or "")
+        except ApiError as error:
+            raise forms.ValidationError(error.detail) from None
+
 
 @admin.register(Job)
 class JobAdmin(TenantScopedAdmin, ServiceModelAdmin):

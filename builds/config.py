@@ -1,8 +1,15 @@
-"""Validation of a job's `build_config` and of SCM URLs, with errors naming the field at fault."""
+"""Validation of a job's `build_config`, SCM URLs, branch names and commit ids, with errors naming the field.
+
+Branch names and commit ids reach `git` on the drones (`clone --branch`,
+`fetch origin <branch>`), so they are held to git's own rules
+(`git_branch_name_problem`, tested against `git check-ref-format --branch`)
+and a few of Swarm's on top (`branch_name_problem`).
+"""
 from __future__ import annotations
 
 import fnmatch
 import re
+import unicodedata
 from urllib.parse import urlsplit
 
 from builds.choices import FailureReason
@@ -15,6 +22,16 @@ DEFAULT_RETRY = {"max": 1, "when": [FailureReason.RUNNER_SYSTEM_FAILURE.value]}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/=-]{0,99}$")
 NOTIFY_STATES = ("success", "failed", "canceled")
+#: The longest branch name taken: the `branch` and `default_branch` columns' length.
+MAX_BRANCH_CHARS = 200
+#: A commit id: an abbreviated (at least 7) or full SHA-1 (40) or SHA-256 (64) in hex.
+COMMIT_SHA = re.compile(r"[0-9a-f]{7,64}")
+#: Characters git refuses anywhere in a ref name (`git check-ref-format`, rules 4, 5 and 10).
+_GIT_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+#: Unicode categories Swarm refuses in branch names although git allows non-ASCII: other controls
+#: (C1), format characters (bidi overrides such as U+202E, zero-width spaces, BOM), surrogates,
+#: private use, unassigned code points, and separators other than the ASCII space git refuses.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 
 
 def _invalid(field: str, detail: str) -> ApiError:
@@ -61,7 +78,7 @@ def validate_build_config(config) -> dict:
         raise _invalid("build_config.retry.max", "must be an integer between 0 and 10")
     when = retry.get("when", ["always"])
     valid_when = set(FailureReason.values) | {"always"}
-    if not isinstance(when, list) or not all(w in valid_when for w in when):
+    if not isinstance(when, list) or not all(isinstance(w, str) and w in valid_when for w in when):
         raise _invalid("build_config.retry.when", f"must list failure reasons among {', '.join(sorted(valid_when))}")
     notifications = config.get("notifications", {})
     if not isinstance(notifications, dict):
@@ -73,7 +90,7 @@ def validate_build_config(config) -> dict:
     if webhook and (not isinstance(webhook, str) or urlsplit(webhook).scheme not in ("http", "https")):
         raise _invalid("build_config.notifications.webhook", "must be an http(s) URL")
     on = notifications.get("on", list(NOTIFY_STATES))
-    if not isinstance(on, list) or not all(state in NOTIFY_STATES for state in on):
+    if not isinstance(on, list) or not all(isinstance(state, str) and state in NOTIFY_STATES for state in on):
         raise _invalid("build_config.notifications.on", f"must list states among {', '.join(NOTIFY_STATES)}")
     return {
         "image": image,
@@ -113,10 +130,14 @@ def normalize_scm_url(url: str) -> str:
     if scp and "://" not in url:
         host, path = scp.group(1), scp.group(2)
     else:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:  # "http://[::1" or a port past 65535: no job's URL, so it matches none
+            return url
         host = (parts.hostname or "").lower()
-        if parts.port and parts.port not in (22, 80, 443):
-            host = f"{host}:{parts.port}"
+        if port and port not in (22, 80, 443):
+            host = f"{host}:{port}"
         path = parts.path
     path = path.strip("/").removesuffix(".git")
     return f"{host.lower()}/{path}"
@@ -131,7 +152,11 @@ def validate_scm_url(url: str) -> str:
         return url
     if re.match(r"^(?:[^@/]+@)?[^:/]+:(?!//).+$", url):
         return url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError past 65535
+    except ValueError as error:
+        raise _invalid("scm_url", f"is not a URL ({error})") from None
     if parts.scheme not in ("http", "https", "ssh", "git") or not parts.hostname or not parts.path.strip("/"):
         raise _invalid("scm_url", "must be an http(s), ssh, git or file:// repository URL")
     return url
@@ -141,3 +166,121 @@ def branch_matches(branch_filter: str, branch: str) -> bool:
     """Whether `branch` matches the comma-separated globs of `branch_filter` (empty matches all)."""
     patterns = [p.strip() for p in (branch_filter or "").split(",") if p.strip()]
     return not patterns or any(fnmatch.fnmatchcase(branch, pattern) for pattern in patterns)
+
+
+def git_branch_name_problem(name: str) -> str | None:
+    """Why `git check-ref-format --branch <name>` refuses `name`, or None when git takes it.
+
+    git's rules for a branch name (checked as `refs/heads/<name>`, plus the
+    branch-only ones): no ASCII control character, space, `~ ^ : ? * [ \\`
+    anywhere; no `..` and no `@{`; no empty component (a leading or trailing
+    `/`, or `//`); no component that starts with `.` or ends with `.lock`;
+    not ending with `.`; not starting with `-`; not `HEAD`. Non-ASCII
+    characters are allowed, as git allows them (see `branch_name_problem`).
+    """
+    if not name:
+        return "it is empty"
+    if name.startswith("-"):
+        return "it starts with '-'"
+    if name == "HEAD":
+        return "HEAD is not a branch name"
+    forbidden = _GIT_REF_FORBIDDEN.search(name)
+    if forbidden:
+        character = forbidden.group()
+        what = "a space" if character == " " else (
+            f"the control character U+{ord(character):04X}" if character < " " or character == "\x7f"
+            else f"{character!r}")
+        return f"it contains {what}"
+    if ".." in name:
+        return "it contains '..'"
+    if "@{" in name:
+        return "it contains '@{'"
+    for component in name.split("/"):
+        if not component:
+            return "it has an empty path component (a leading or trailing '/', or '//')"
+        if component.startswith("."):
+            return f"the component {component[:40]!r} starts with '.'"
+        if component.endswith(".lock"):
+            return f"the component {component[:40]!r} ends with '.lock'"
+    if name.endswith("."):
+        return "it ends with '.'"
+    return None
+
+
+def branch_name_problem(name) -> str | None:
+    """Why Swarm refuses `name` as a branch name, or None: git's rules, and then Swarm's own.
+
+    On top of git's rules: at most MAX_BRANCH_CHARS characters; not `@`
+    (git reads a lone `@` as HEAD); and none of the Unicode characters that
+    make a name look like another (bidi overrides like U+202E, zero-width
+    and other format characters, C1 controls, non-ASCII spaces), which git
+    would take.
+    """
+    if not isinstance(name, str):
+        return "it is not a string"
+    if len(name) > MAX_BRANCH_CHARS:
+        return f"it is longer than {MAX_BRANCH_CHARS} characters"
+    if name == "@":
+        return "'@' is git's shorthand for HEAD"
+    for character in name:
+        if character > "\x7f" and unicodedata.category(character) in _REFUSED_CATEGORIES:
+            return (f"it contains U+{ord(character):04X} ({unicodedata.name(character, 'unnamed')}), "
+                    "a control, format or space character")
+    return git_branch_name_problem(name)
+
+
+def validate_branch_name(name, *, field: str) -> str:
+    """`name` when it is a branch name Swarm takes; else a 400 `invalid_ref` naming `field`."""
+    problem = branch_name_problem(name)
+    if problem:
+        shown = repr(name)[:60] if isinstance(name, str) else type(name).__name__
+        raise ApiError(f"{field}: {shown} is not a valid git branch name: {problem}.", code="invalid_ref",
+                       field=field)
+    return name
+
+
+def commit_sha_problem(sha) -> str | None:
+    """Why `sha` is not a commit id (7 to 64 hex digits), or None."""
+    if not isinstance(sha, str) or not COMMIT_SHA.fullmatch(sha.lower()):
+        return "a commit id is 7 to 64 hexadecimal digits"
+    return None
+
+
+def validate_commit_sha(sha, *, field: str = "commit_sha") -> str:
+    """The commit id in lowercase; else a 400 `invalid_ref` naming `field`."""
+    problem = commit_sha_problem(sha)
+    if problem:
+        shown = repr(sha)[:60] if isinstance(sha, str) else type(sha).__name__
+        raise ApiError(f"{field}: {shown} is not a commit id: {problem}.", code="invalid_ref", field=field)
+    return sha.lower()
+
+
+def validate_branch_filter(branch_filter, *, field: str = "branch_filter") -> str:
+    """Comma-separated branch globs: each is a branch name but for the glob characters `* ? [ ]`."""
+    if not isinstance(branch_filter, str):
+        raise _invalid(field, "must be a string of comma-separated globs")
+    for pattern in (p.strip() for p in branch_filter.split(",")):
+        if not pattern:
+            continue
+        # The glob characters stand for name characters; what is left must be a branch name.
+        problem = branch_name_problem(re.sub(r"[*?\[\]]", "x", pattern))
+        if problem:
+            raise ApiError(f"{field}: the glob {pattern[:60]!r} can match no valid git branch name: {problem}.",
+                           code="invalid_ref", field=field)
+    return branch_filter
+
+
+def validate_build_params(params, *, field: str = "params") -> dict:
+    """A trigger's params, which every step sees as environment variables: NAME → a string, number or boolean.
+
+    Anything else would be dropped (a name that is no variable name) or
+    mangled (an object's repr) when the build is claimed, so it is refused.
+    """
+    if not isinstance(params, dict):
+        raise _invalid(field, "must be an object of NAME: value")
+    for name, value in params.items():
+        if not ENV_NAME.match(name):
+            raise _invalid(f"{field}.{name}"[:100], f"{name[:40]!r} is not a valid variable name")
+        if isinstance(value, dict | list) or value is None:
+            raise _invalid(f"{field}.{name}", "must be a string, a number or a boolean")
+    return params

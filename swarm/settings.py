@@ -278,7 +278,8 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, documenting the errors of the layers below the views (400, 404, 415).
+    "DEFAULT_SCHEMA_CLASS": "swarm.core.schema.SwarmAutoSchema",
     "EXCEPTION_HANDLER": "swarm.core.errors.json_exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,

@@ -269,3 +269,28 @@ def test_the_agent_never_imports_django():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={"PATH": os.environ["PATH"]}, cwd="/")
     assert result.returncode == 0, result.stderr
+
+
+def test_the_reporter_makes_every_string_storable():
+    from swarm_agent.boot.reporter import storable, storable_text
+
+    assert storable_text("a\x00b\ud800c") == "a\ufffdb\ufffdc"
+    assert storable_text("plain \U0001F600 text") == "plain \U0001F600 text"
+    assert storable({"k\x00": ["x\udfff", 3, {"n": None}]}) == {"k\ufffd": ["x\ufffd", 3, {"n": None}]}
+
+
+def test_a_nul_printed_by_the_entrypoint_is_reported_as_a_replacement_character(tmp_path):
+    from swarm_agent.boot.reporter import EventReporter
+
+    sent = []
+
+    class Recorder(EventReporter):
+        def _send(self, batch):
+            sent.extend(batch)
+
+    reporter = Recorder("http://127.0.0.1:9/unused", "token")
+    reporter.output("stdout", "before\x00after")
+    reporter.event("error", "bad \udcff name", {"path": "/x/\udcff"})
+    reporter.close()
+    assert sent == [{"type": "output", "stream": "stdout", "message": "before\ufffdafter"},
+                    {"type": "error", "message": "bad \ufffd name", "data": {"path": "/x/\ufffd"}}]

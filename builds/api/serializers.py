@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from builds.models import Artifact, Build, BuildAttempt, Job, Queue
 from swarm.core.secret_box import SecretUndecryptable, read_secret
+from swarm.core.serializers import RejectUnknownFields
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +19,8 @@ class QueueSerializer(serializers.ModelSerializer):
 class JobSerializer(serializers.ModelSerializer):
     """A job as the API shows it; secrets appear only as names (null when they cannot be decrypted)."""
 
-    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True,
+                                          help_text="Null for a job of no tenant (made with an admin token).")
     queue = serializers.SlugRelatedField(slug_field="name", read_only=True)
     has_scm_credential = serializers.SerializerMethodField()
     secret_names = serializers.SerializerMethodField()
@@ -45,7 +47,7 @@ class JobSerializer(serializers.ModelSerializer):
         return bool(job.webhook_secret_encrypted)
 
 
-class JobWriteSerializer(serializers.Serializer):
+class JobWriteSerializer(RejectUnknownFields, serializers.Serializer):
     """Fields accepted when creating or changing a job."""
 
     name = serializers.SlugField(max_length=100)
@@ -63,7 +65,13 @@ class JobWriteSerializer(serializers.Serializer):
     webhook_secret = serializers.CharField(max_length=200, required=False, allow_blank=True, write_only=True)
 
 
-class TriggerSerializer(serializers.Serializer):
+class JobUpdateSerializer(JobWriteSerializer):
+    """Fields accepted when changing a job (`PATCH`): those of a new job but its tenant, which never changes."""
+
+    tenant = None
+
+
+class TriggerSerializer(RejectUnknownFields, serializers.Serializer):
     branch = serializers.CharField(max_length=200, required=False, allow_blank=True)
     commit_sha = serializers.CharField(max_length=64, required=False, allow_blank=True)
     sha = serializers.CharField(max_length=64, required=False, allow_blank=True, help_text="Alias of commit_sha.")
@@ -71,7 +79,8 @@ class TriggerSerializer(serializers.Serializer):
 
 
 class AttemptSerializer(serializers.ModelSerializer):
-    drone = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    drone = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True,
+                                         help_text="Null once the drone is deleted.")
 
     class Meta:
         model = BuildAttempt
@@ -81,7 +90,8 @@ class AttemptSerializer(serializers.ModelSerializer):
 
 class BuildSerializer(serializers.ModelSerializer):
     job = serializers.SerializerMethodField()
-    drone = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    drone = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True,
+                                         help_text="Null until a drone claims the build.")
     queue = serializers.SlugRelatedField(slug_field="name", read_only=True)
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     url = serializers.SerializerMethodField()

@@ -29,13 +29,14 @@ from builds.api.serializers import (
     BuildDetailSerializer,
     BuildSerializer,
     JobSerializer,
+    JobUpdateSerializer,
     JobWriteSerializer,
     QueueSerializer,
     TriggerSerializer,
 )
 from builds.choices import BuildState, TriggerKind
 from builds.models import Queue
-from swarm.core.api import error_responses
+from swarm.core.api import error_responses, takes_no_body
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.viewsets import ID_PATTERN, NAME_PATTERN, SLUG_PATTERN, SwarmViewSet, TenantScopedViewSet
 from tenancy.api.viewsets import TenantNestedViewSet
@@ -124,15 +125,14 @@ class JobViewSet(JobTriggerActions, TenantScopedViewSet):
         """`GET /jobs/<id or name>`."""
         return Response(JobSerializer(self.get_object()).data)
 
-    @extend_schema(request=JobWriteSerializer(partial=True),
+    @extend_schema(request=JobUpdateSerializer(partial=True),
                    responses={200: JobSerializer, **error_responses(400, 404)}, summary="Change a job")
     def partial_update(self, request, job_id: str):
         """`PATCH /jobs/<id or name>`."""
         job = self.get_object()
-        body = JobWriteSerializer(data=request.data, partial=True)
+        body = JobUpdateSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         changes = dict(body.validated_data)
-        changes.pop("tenant", None)
         if "queue" in changes:
             changes["queue"] = _queue_by_name(changes["queue"])
         with transaction.atomic():
@@ -140,6 +140,7 @@ class JobViewSet(JobTriggerActions, TenantScopedViewSet):
         return Response(JobSerializer(job).data)
 
     @extend_schema(responses={204: None, **error_responses(404, 409)}, summary="Delete a job")
+    @takes_no_body
     def destroy(self, request, job_id: str):
         """`DELETE /jobs/<id or name>`."""
         services.job_delete(job=self.get_object(), actor=self.principal)
@@ -189,6 +190,7 @@ class BuildViewSet(TenantScopedViewSet):
                    summary="Cancel a build",
                    description="202 while the drone stops it (`canceling`), 200 when it was still pending.")
     @action(detail=True, methods=["post"])
+    @takes_no_body
     def cancel(self, request, build_id: str):
         """`POST /builds/<id>/cancel` → 202 (the drone stops it) or 200 when it was still pending."""
         build = services.build_cancel(build=self.get_object(), actor=self.principal)
@@ -197,6 +199,7 @@ class BuildViewSet(TenantScopedViewSet):
     @extend_schema(request=None, responses={201: BuildSerializer, **error_responses(404, 409)},
                    summary="Retry a build")
     @action(detail=True, methods=["post"])
+    @takes_no_body
     def retry(self, request, build_id: str):
         """`POST /builds/<id>/retry` → 201 with the new build."""
         build = services.build_retry(build=self.get_object(), actor=self.principal)

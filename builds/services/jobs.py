@@ -6,7 +6,14 @@ builds are queued by `builds.services.lifecycle.build_trigger`.
 from __future__ import annotations
 
 from builds.choices import ACTIVE_STATES
-from builds.config import ENV_NAME, normalize_scm_url, validate_build_config, validate_scm_url
+from builds.config import (
+    ENV_NAME,
+    normalize_scm_url,
+    validate_branch_filter,
+    validate_branch_name,
+    validate_build_config,
+    validate_scm_url,
+)
 from builds.models import Job, Queue
 from swarm.core.errors import ApiError, Conflict
 from swarm.core.secret_box import encrypt_mapping, encrypt_text
@@ -49,9 +56,11 @@ def job_create(
     enabled: bool = True,
     actor="system",
 ) -> Job:
-    """Create a job after validating its URL and build config."""
+    """Create a job after validating its URL, branches and build config."""
     config = validate_build_config(build_config)
     validate_scm_url(scm_url)
+    default_branch = validate_branch_name(default_branch or "main", field="default_branch")
+    validate_branch_filter(branch_filter)
     _validate_secrets(secrets or {})
     if Job.objects.filter(tenant=tenant, name=name).exists():
         raise Conflict(f"A job named {name!r} already exists.", field="name")
@@ -61,7 +70,7 @@ def job_create(
         description=description,
         scm_url=scm_url.strip(),
         scm_url_normalized=normalize_scm_url(scm_url),
-        default_branch=default_branch or "main",
+        default_branch=default_branch,
         branch_filter=branch_filter,
         build_config=config,
         queue=queue or _default_queue(),
@@ -90,6 +99,10 @@ def job_update(*, job: Job, actor="system", **changes) -> Job:
         url = validate_scm_url(changes.pop("scm_url"))
         job.scm_url = url
         job.scm_url_normalized = normalize_scm_url(url)
+    if "default_branch" in changes:
+        validate_branch_name(changes["default_branch"], field="default_branch")
+    if "branch_filter" in changes:
+        validate_branch_filter(changes["branch_filter"])
     if "scm_credential" in changes:
         job.scm_credential_encrypted = encrypt_text(changes.pop("scm_credential") or "")
     if "secrets" in changes:

@@ -27,7 +27,7 @@ from builds.choices import (
     BuildState,
     TriggerKind,
 )
-from builds.config import retry_allowed
+from builds.config import retry_allowed, validate_branch_name, validate_build_params, validate_commit_sha
 from builds.models import Build, BuildAttempt, BuildEvent, Job
 from drones.models import Drone
 from swarm.core.errors import ApiError, Conflict
@@ -72,23 +72,27 @@ def build_trigger(
     """Queue a new build of `job`; idle drones that could take it are told at once."""
     if trigger not in TriggerKind.values:
         raise ApiError(f"unknown trigger {trigger!r}", field="trigger")
-    if commit_sha and not all(c in "0123456789abcdef" for c in commit_sha.lower()):
-        raise ApiError("commit_sha: must be a hexadecimal commit id", code="invalid", field="commit_sha")
-    if params is not None and not isinstance(params, dict):
-        raise ApiError("params: must be an object", code="invalid", field="params")
+    if branch:
+        validate_branch_name(branch, field="branch")
+    if commit_sha:
+        commit_sha = validate_commit_sha(commit_sha)
+    if params is not None:
+        params = validate_build_params(params)
     with transaction.atomic():
         locked = Job.objects.select_for_update().select_related("queue").get(pk=job.pk)
         if not locked.enabled:
             raise Conflict(f"Job {locked.name!r} is disabled.")
         number = locked.next_build_number
         Job.objects.filter(pk=locked.pk).update(next_build_number=F("next_build_number") + 1)
+        # A default branch stored before branch names were checked is checked before it reaches git.
+        branch = branch or validate_branch_name(locked.default_branch, field="default_branch")
         config = locked.build_config
         now = timezone.now()
         build = Build.objects.create(
             job=locked,
             number=number,
-            commit_sha=(commit_sha or "").lower(),
-            branch=branch or locked.default_branch,
+            commit_sha=commit_sha or "",
+            branch=branch,
             trigger=trigger,
             triggered_by=str(triggered_by)[:200],
             params=params or {},

@@ -14,6 +14,11 @@ nothing (an error is logged naming it), so its pushes build nothing until the
 key is restored or the secret entered again. A delivery is stored once per (provider,
 delivery id), so a replay is answered 200 and queues nothing; a bad or
 missing signature is a 401 and stores nothing.
+
+The body is read by the strict input layer (no NUL, lone surrogate or
+hostile nesting reaches the database), and a pushed branch or commit id that
+git's ref rules refuse (`builds.config.branch_name_problem`) builds nothing:
+the delivery records why, and the name never reaches `git`.
 """
 from __future__ import annotations
 
@@ -29,10 +34,11 @@ from django.utils import timezone
 
 from builds import tasks
 from builds.choices import DeliveryStatus, TriggerKind, WebhookProvider
-from builds.config import branch_matches, normalize_scm_url
+from builds.config import branch_matches, branch_name_problem, commit_sha_problem, normalize_scm_url
 from builds.models import Job, WebhookDelivery
 from builds.services.lifecycle import build_trigger
 from swarm.core.errors import ApiError, NotFound
+from swarm.core.inputs import json_loads, text_problem
 from swarm.core.secret_box import SecretUndecryptable
 
 logger = logging.getLogger(__name__)
@@ -54,6 +60,16 @@ class PushEvent:
     commit_sha: str
     deleted: bool
     pusher: str
+
+
+def _text(value) -> str:
+    """A payload value that should be a string, or "" when it is anything else."""
+    return value if isinstance(value, str) else ""
+
+
+def _object(value) -> dict:
+    """A payload value that should be an object, or {} when it is anything else."""
+    return value if isinstance(value, dict) else {}
 
 
 def _hmac_sha256(secret: str, body: bytes) -> str:
@@ -93,57 +109,75 @@ def _event_name(provider: str, headers) -> str:
 def _repository_urls(provider: str, payload: dict) -> list[str]:
     urls: list[str] = []
     if provider == WebhookProvider.GITHUB:
-        repo = payload.get("repository") or {}
+        repo = _object(payload.get("repository"))
         urls = [repo.get(k) for k in ("clone_url", "ssh_url", "git_url", "html_url", "url", "svn_url")]
     elif provider == WebhookProvider.GITLAB:
-        project = payload.get("project") or {}
-        repo = payload.get("repository") or {}
+        project = _object(payload.get("project"))
+        repo = _object(payload.get("repository"))
         urls = [project.get(k) for k in ("git_http_url", "git_ssh_url", "web_url", "http_url", "ssh_url")]
         urls += [repo.get(k) for k in ("git_http_url", "git_ssh_url", "homepage", "url")]
     elif provider == WebhookProvider.BITBUCKET:
-        repo = payload.get("repository") or {}
-        links = repo.get("links") or {}
-        html = (links.get("html") or {}).get("href") if isinstance(links.get("html"), dict) else None
-        urls = [html]
-        for clone in links.get("clone") or []:
-            if isinstance(clone, dict):
-                urls.append(clone.get("href"))
-        if repo.get("full_name"):
+        repo = _object(payload.get("repository"))
+        links = _object(repo.get("links"))
+        urls = [_object(links.get("html")).get("href")]
+        clones = links.get("clone")
+        for clone in clones if isinstance(clones, list) else []:
+            urls.append(_object(clone).get("href"))
+        if _text(repo.get("full_name")):
             urls.append(f"https://bitbucket.org/{repo['full_name']}")
-    return sorted({normalize_scm_url(u) for u in urls if isinstance(u, str) and u})
+    # A URL no column can store matches no job (the body is refused once its signature is checked).
+    return sorted({normalize_scm_url(u) for u in urls if isinstance(u, str) and u and text_problem(u) is None})
 
 
 def parse_push_events(*, provider: str, event: str, payload: dict) -> list[PushEvent]:
-    """The branch updates a push payload describes (tags and other events give none)."""
+    """The branch updates a push payload describes (tags and other events give none).
+
+    Values of the wrong JSON type read as absent; the branch names and
+    commit ids are returned as pushed, for `webhook_delivery_process` to check.
+    """
     urls = tuple(_repository_urls(provider, payload))
     pushes: list[PushEvent] = []
     if provider == WebhookProvider.GITHUB and event == "push":
-        ref = payload.get("ref") or ""
+        ref = _text(payload.get("ref"))
         if ref.startswith("refs/heads/"):
-            after = payload.get("after") or ""
+            after = _text(payload.get("after"))
             deleted = bool(payload.get("deleted")) or after == ZERO_SHA
-            pusher = (payload.get("pusher") or {}).get("name") or (payload.get("sender") or {}).get("login") or ""
+            pusher = _text(_object(payload.get("pusher")).get("name")) or _text(
+                _object(payload.get("sender")).get("login"))
             pushes.append(PushEvent(urls, ref[len("refs/heads/"):], "" if deleted else after, deleted, pusher))
     elif provider == WebhookProvider.GITLAB and event == "Push Hook":
-        ref = payload.get("ref") or ""
+        ref = _text(payload.get("ref"))
         if ref.startswith("refs/heads/"):
-            after = payload.get("after") or ""
-            deleted = after == ZERO_SHA or payload.get("checkout_sha") is None and after == ZERO_SHA
+            after = _text(payload.get("after"))
+            deleted = after == ZERO_SHA
             pushes.append(PushEvent(urls, ref[len("refs/heads/"):], "" if deleted else
-                                    (payload.get("checkout_sha") or after), deleted, payload.get("user_username") or ""))
+                                    (_text(payload.get("checkout_sha")) or after), deleted,
+                                    _text(payload.get("user_username"))))
     elif provider == WebhookProvider.BITBUCKET and event == "repo:push":
-        actor = (payload.get("actor") or {}).get("display_name") or ""
-        for change in ((payload.get("push") or {}).get("changes") or []):
+        actor = _text(_object(payload.get("actor")).get("display_name"))
+        changes = _object(payload.get("push")).get("changes")
+        for change in changes if isinstance(changes, list) else []:
+            change = _object(change)
             new, old = change.get("new"), change.get("old")
-            target = new or old or {}
+            target = _object(new or old)
             if target.get("type") not in ("branch", "named_branch"):
                 continue
-            if new is None:
-                pushes.append(PushEvent(urls, old.get("name", ""), "", True, actor))
+            if not isinstance(new, dict):
+                pushes.append(PushEvent(urls, _text(target.get("name")), "", True, actor))
             else:
-                pushes.append(PushEvent(urls, new.get("name", ""), (new.get("target") or {}).get("hash", ""), False,
-                                        actor))
+                pushes.append(PushEvent(urls, _text(new.get("name")), _text(_object(new.get("target")).get("hash")),
+                                        False, actor))
     return pushes
+
+
+def _push_problem(push: PushEvent) -> str | None:
+    """Why a push builds nothing because of what it names (a branch or commit git would refuse), or None."""
+    problem = branch_name_problem(push.branch)
+    if problem:
+        return f"branch {push.branch[:60]!r} refused: {problem}"
+    if push.commit_sha and commit_sha_problem(push.commit_sha):
+        return f"commit {push.commit_sha[:70]!r} on {push.branch} refused: {commit_sha_problem(push.commit_sha)}"
+    return None
 
 
 def _jobs_for_urls(urls) -> list[Job]:
@@ -168,16 +202,27 @@ def webhook_receive(*, provider: str, headers, raw_body: bytes) -> tuple[Webhook
     """Verify and record a delivery; returns it and whether it is new (a task then processes it)."""
     if provider not in WebhookProvider.values:
         raise NotFound(f"No webhook endpoint for {provider!r}; use github, gitlab or bitbucket.")
+    media_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise ApiError(f"A webhook body is JSON; set the webhook's content type to application/json "
+                       f"(got {media_type[:60] or 'none'!r}).", code="unsupported_media_type", status_code=415)
+    parse_error = None
     try:
-        payload = json.loads(raw_body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        payload = None
+        payload = json_loads(raw_body or b"{}")
+    except ApiError as error:
+        payload, parse_error = None, error
+        if error.code == "invalid_text":
+            # It parsed (within the depth limit); read it again only to find the jobs whose secret may
+            # have signed it, so a signed body is told what is wrong and an unsigned one is still a 401.
+            payload = json.loads(raw_body)
     candidate_jobs = _jobs_for_urls(_repository_urls(provider, payload)) if isinstance(payload, dict) else []
     verified_job_ids = [job.pk for job in candidate_jobs if _job_signature_ok(provider, headers, raw_body, job)]
     global_ok = _signature_ok(provider, headers, raw_body, settings.SWARM_WEBHOOK_SECRET)
     if not verified_job_ids and not global_ok:
         raise WebhookUnauthorized("The webhook signature is missing or does not match a configured secret.")
-    if not isinstance(payload, dict):
+    if parse_error is not None and parse_error.code != "parse_error":
+        raise parse_error  # too deep, or text no column can store: the error names the JSON path
+    if parse_error is not None or not isinstance(payload, dict):
         raise ApiError("The webhook body is not a JSON object.", code="invalid_json")
     delivery_id = _delivery_id(provider, headers)
     event = _event_name(provider, headers)
@@ -208,7 +253,11 @@ def webhook_delivery_process(*, delivery_id: int) -> WebhookDelivery | None:
         notes: list[str] = []
         for push in pushes:
             if push.deleted:
-                notes.append(f"branch {push.branch} deleted: ignored")
+                notes.append(f"branch {push.branch[:60]} deleted: ignored")
+                continue
+            problem = _push_problem(push)
+            if problem:
+                notes.append(problem)
                 continue
             for job in _jobs_for_urls(push.repository_urls):
                 allowed = job.pk in verified or (global_ok and not job.webhook_secret_encrypted)

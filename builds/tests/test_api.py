@@ -58,11 +58,11 @@ def test_another_tenants_jobs_and_builds_are_404(engine_api, other_engine_api, t
 @pytest.mark.django_db
 def test_trigger_list_filters_cancel_and_retry(admin_api):
     job = make_job(name="api-job")
-    response = admin_api.post(f"/api/v1/jobs/{job.pk}/trigger", {"branch": "dev", "sha": "ABC123",
+    response = admin_api.post(f"/api/v1/jobs/{job.pk}/trigger", {"branch": "dev", "sha": "ABC1234",
                                                                  "params": {"FLAVOR": "fast"}}, format="json")
     assert response.status_code == 201
     build = response.json()
-    assert (build["branch"], build["commit_sha"], build["state"], build["number"]) == ("dev", "abc123", "pending", 1)
+    assert (build["branch"], build["commit_sha"], build["state"], build["number"]) == ("dev", "abc1234", "pending", 1)
     bad = admin_api.post(f"/api/v1/jobs/{job.pk}/trigger", {"sha": "not-hex!"}, format="json")
     assert bad.status_code == 400 and bad.json()["field"] == "commit_sha"
     second = build_trigger(job=job, trigger="api")
@@ -76,7 +76,7 @@ def test_trigger_list_filters_cancel_and_retry(admin_api):
     retry = admin_api.post(f"/api/v1/builds/{build['id']}/retry")
     assert retry.status_code == 201
     assert (retry.json()["trigger"], retry.json()["retry_of"], retry.json()["commit_sha"]) == (
-        "retry", build["id"], "abc123")
+        "retry", build["id"], "abc1234")
     drone, _ = make_drone("lister")
     build_claim(drone=drone)
     assert admin_api.get("/api/v1/builds?drone=lister").json()["count"] == 1
@@ -144,3 +144,133 @@ def test_admin_job_form_validates_like_the_api_and_trigger_action_queues(admin_c
     assert cancel.status_code == 302
     build.refresh_from_db()
     assert build.state == BuildState.CANCELED
+
+
+# --- hostile input: git refs, commit ids, unknown fields, params ------------------
+
+HOSTILE_BRANCHES = ["a\nb", "a\x1bb", "a\u202eb", "../../etc", "-upload-pack=touch /tmp/x", "@", "x" * 201,
+                    "main.lock", "a b", "HEAD"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("branch", HOSTILE_BRANCHES)
+def test_job_default_branch_must_be_a_valid_git_branch_name(engine_api, tenant, branch):
+    response = engine_api.post("/api/v1/jobs", {**JOB, "default_branch": branch}, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] in ("invalid_ref", "max_length") and response.json()["field"] == "default_branch"
+    job = make_job(name="patched", tenant=tenant)
+    response = engine_api.patch(f"/api/v1/jobs/{job.pk}", {"default_branch": branch}, format="json")
+    assert response.status_code == 400 and response.json()["field"] == "default_branch"
+    assert Job.objects.get(pk=job.pk).default_branch == "main"
+    assert Job.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("branch_filter", ["main,a\nb", "*\u202e", "../*", "release/*.lock"])
+def test_job_branch_filter_globs_must_be_able_to_match_a_branch(engine_api, tenant, branch_filter):
+    response = engine_api.post("/api/v1/jobs", {**JOB, "branch_filter": branch_filter}, format="json")
+    assert response.status_code == 400 and response.json() == {**response.json(), "error": "invalid_ref",
+                                                               "field": "branch_filter"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("branch", HOSTILE_BRANCHES)
+def test_trigger_branch_must_be_a_valid_git_branch_name(admin_api, branch):
+    job = make_job(name="refs")
+    response = admin_api.post(f"/api/v1/jobs/{job.pk}/trigger", {"branch": branch}, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["field"] == "branch" and response.json()["error"] in ("invalid_ref", "max_length")
+    assert not Build.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("sha", ["abc12", "z" * 40, "a" * 65, "abc 1234", "\uff41" * 7])
+def test_trigger_commit_sha_is_7_to_64_hex_digits(admin_api, sha):
+    job = make_job(name="shas")
+    for field in ("commit_sha", "sha"):
+        response = admin_api.post(f"/api/v1/jobs/{job.pk}/trigger", {field: sha}, format="json")
+        assert response.status_code == 400, response.content
+        assert response.json()["field"] in ("commit_sha", "sha")
+    assert not Build.objects.exists()
+    built = admin_api.post(f"/api/v1/jobs/{job.pk}/trigger", {"commit_sha": "ABCDEF1"}, format="json")
+    assert built.status_code == 201 and built.json()["commit_sha"] == "abcdef1"
+
+
+@pytest.mark.django_db
+def test_a_default_branch_stored_before_the_rules_is_refused_at_trigger(admin_api):
+    job = make_job(name="legacy")
+    Job.objects.filter(pk=job.pk).update(default_branch="--upload-pack=x")
+    response = admin_api.post(f"/api/v1/jobs/{job.pk}/trigger", {}, format="json")
+    assert response.status_code == 400 and response.json()["field"] == "default_branch"
+    assert admin_api.post(f"/api/v1/jobs/{job.pk}/trigger", {"branch": "main"}, format="json").status_code == 201
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("params, field", [({"K": "a\\u0000b"}, "params.K"), ({"k\\ud800": "v"}, "params.k\\ud800"),
+                                           ("not-an-object", "params"), ([1, 2], "params"),
+                                           ({"1BAD": "x"}, "params.1BAD"), ({"A-B": "x"}, "params.A-B"),
+                                           ({"OK": {"nested": 1}}, "params.OK"), ({"OK": None}, "params.OK")])
+def test_trigger_params_are_a_json_object_without_nul_or_surrogates(admin_api, params, field):
+    import json
+
+    job = make_job(name="params")
+    body = json.dumps({"params": params}).replace("\\\\u", "\\u")
+    response = admin_api.post(f"/api/v1/jobs/{job.pk}/trigger", body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json()["field"] == field
+    assert not Build.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path, method, body, field", [
+    ("/api/v1/jobs", "post", {**JOB, "branh": "dev"}, "branh"),
+    ("/api/v1/jobs", "post", {**JOB, "id": 9}, "id"),
+    ("/api/v1/jobs/{job}", "patch", {"default_brunch": "dev"}, "default_brunch"),
+    ("/api/v1/jobs/{job}", "patch", {"has_scm_credential": False}, "has_scm_credential"),
+    ("/api/v1/jobs/{job}/trigger", "post", {"branh": "dev"}, "branh"),
+    ("/api/v1/jobs/{job}/trigger", "post", {"branch": "main", "padding": "x" * 100_000}, "padding"),
+])
+def test_job_and_trigger_bodies_refuse_unknown_fields(admin_api, path, method, body, field):
+    job = make_job(name="strict")
+    response = getattr(admin_api, method)(path.format(job=job.pk), body, format="json")
+    assert response.status_code == 400, response.content
+    assert (response.json()["error"], response.json()["field"]) == ("unknown_field", field)
+    assert not Build.objects.exists() and Job.objects.get().default_branch == "main"
+
+
+@pytest.mark.django_db
+def test_admin_job_form_refuses_a_hostile_default_branch(admin_client):
+    from builds.models import Queue
+
+    form = {"name": "admin-refs", "scm_url": "file:///srv/git/app", "default_branch": "a\u202eb",
+            "branch_filter": "main", "build_config": '{"steps": ["make"]}',
+            "queue": Queue.objects.get(name="default").pk, "enabled": "on", "description": "", "webhook_secret": ""}
+    response = admin_client.post("/admin/builds/job/add/", form)
+    assert response.status_code == 200 and b"not a valid git branch name" in response.content
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("body, field", [
+    ({"scm_url": "http://[::1"}, "scm_url"),
+    ({"scm_url": "https://git.example.com:99999/a/b"}, "scm_url"),
+    # An object where a failure reason belongs was a 500 ("unhashable type: 'dict'").
+    ({"build_config": {"steps": ["x"], "retry": {"max": 1, "when": [{}]}}}, "build_config.retry.when"),
+    ({"build_config": {"steps": ["x"], "notifications": {"on": [["failed"]]}}}, "build_config.notifications.on"),
+])
+def test_malformed_job_fields_are_a_400_on_create_and_change(admin_api, body, field):
+    response = admin_api.post("/api/v1/jobs", {**JOB, **body}, format="json")
+    assert response.status_code == 400 and response.json()["field"] == field, response.content
+    job = make_job(name="changed")
+    response = admin_api.patch(f"/api/v1/jobs/{job.pk}", body, format="json")
+    assert response.status_code == 400 and response.json()["field"] == field, response.content
+    assert Job.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_job_s_tenant_cannot_be_changed_and_saying_so_is_refused(admin_api, tenant):
+    job = make_job(name="tenanted", tenant=tenant)
+    response = admin_api.patch(f"/api/v1/jobs/{job.pk}", {"tenant": "acme", "description": "x"}, format="json")
+    assert response.status_code == 400 and response.json()["error"] == "unknown_field"
+    assert response.json()["field"] == "tenant" and "tenant" not in response.json()["detail"].split("takes")[1]
+    assert Job.objects.get(pk=job.pk).description == ""

@@ -211,3 +211,63 @@ def test_the_migration_encrypts_the_plaintext_webhook_secrets_already_stored():
     assert "webhook_secret" not in raw and SECRET not in str(raw)
     assert decrypt_text(raw["webhook_secret_encrypted"]) == SECRET == with_secret.webhook_secret
     assert Job.objects.get(name="without").webhook_secret_encrypted == ""
+
+
+@pytest.mark.parametrize("ref, after, reason", [
+    ("refs/heads/a\nb", "a" * 40, "control character U+000A"),
+    ("refs/heads/\x1b[31mred", "a" * 40, "control character U+001B"),
+    ("refs/heads/ma\u202ein", "a" * 40, "U+202E"),
+    ("refs/heads/../../etc", "a" * 40, "'..'"),
+    ("refs/heads/--upload-pack=touch /tmp/pwned", "a" * 40, "starts with '-'"),
+    ("refs/heads/main", "not-a-commit", "a commit id is 7 to 64 hexadecimal digits"),
+])
+def test_a_hostile_pushed_ref_builds_nothing_and_the_delivery_says_why(db, anonymous_api, ref, after, reason):
+    make_job(name="app", scm_url="git@github.com:acme/app.git", webhook_secret=SECRET)
+    response = post_github(anonymous_api, github_push(ref=ref, after=after))
+    assert response.status_code == 202, response.content
+    process_all()
+    delivery = WebhookDelivery.objects.get()
+    assert not Build.objects.exists()
+    assert delivery.status == "ignored" and "refused" in delivery.detail and reason in delivery.detail
+
+
+@pytest.mark.parametrize("payload", [{"ref": 5}, {"ref": "refs/heads/main", "after": ["x"], "pusher": "me",
+                                                  "repository": "nope"}])
+def test_push_values_of_the_wrong_type_read_as_absent(payload):
+    from builds.services.webhooks import parse_push_events
+
+    pushes = parse_push_events(provider="github", event="push", payload=payload)
+    assert all(isinstance(push.branch, str) and isinstance(push.commit_sha, str) for push in pushes)
+
+
+def test_nul_in_a_signed_webhook_body_is_a_400_naming_the_field(anonymous_api, github_job):
+    raw = json.dumps(github_push()).replace('"octocat"', '"octo\\u0000cat"').encode()
+    response = post_github(anonymous_api, None, raw=raw)
+    assert response.status_code == 400
+    assert (response.json()["error"], response.json()["field"]) == ("invalid_text", "pusher.name")
+    assert not WebhookDelivery.objects.exists()
+    assert post_github(anonymous_api, None, raw=raw, secret="wrong").status_code == 401
+    # A URL with a NUL matches no job (and is no 500 looking one up): only the global secret could sign it.
+    payload = {"ref": "refs/heads/main", "after": "a" * 40, "repository": {"clone_url": "https://x/a\u0000pp"}}
+    assert post_github(anonymous_api, None, raw=json.dumps(payload).encode()).status_code == 401
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_a_webhook_body_that_is_not_json_by_its_type_is_415(anonymous_api, github_job, content_type):
+    body = json.dumps(github_push()).encode()
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    response = anonymous_api.generic("POST", "/api/v1/webhooks/github", body, content_type=content_type,
+                                     HTTP_X_HUB_SIGNATURE_256=signature, HTTP_X_GITHUB_EVENT="push",
+                                     HTTP_X_GITHUB_DELIVERY="typed")
+    assert response.status_code == 415 and response.json()["error"] == "unsupported_media_type"
+    assert not WebhookDelivery.objects.exists()
+    typed = anonymous_api.generic("POST", "/api/v1/webhooks/github", body,
+                                  content_type="application/json; charset=utf-8", HTTP_X_HUB_SIGNATURE_256=signature,
+                                  HTTP_X_GITHUB_EVENT="push", HTTP_X_GITHUB_DELIVERY="typed")
+    assert typed.status_code == 202
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "https://github.com:99999/acme/app"])
+def test_an_unparsable_repository_url_in_a_push_matches_no_job(anonymous_api, github_job, url):
+    response = post_github(anonymous_api, github_push(repo=url) | {"repository": {"clone_url": url}})
+    assert response.status_code == 401  # no job's secret applies, and no global secret is set

@@ -3,6 +3,7 @@ from rest_framework import serializers
 
 from drones.choices import DroneType
 from drones.models import Drone, EscalationEvent
+from swarm.core.serializers import RejectUnknownFields
 
 MAX_LABELS = 64
 MAX_METRICS_BYTES = 16 * 1024
@@ -103,7 +104,7 @@ class EscalationEventSerializer(serializers.ModelSerializer):
         fields = ["id", "drone", "level", "action", "result", "detail", "at"]
 
 
-class SetTypeSerializer(serializers.Serializer):
+class SetTypeSerializer(RejectUnknownFields, serializers.Serializer):
     """`POST /drones/<name>/set-type` body."""
 
     drone_type = serializers.ChoiceField(choices=DroneType.choices)

@@ -21,7 +21,7 @@ from drones.api.serializers import (
     SetTypeSerializer,
 )
 from drones.models import EscalationEvent
-from swarm.core.api import error_responses
+from swarm.core.api import error_responses, takes_no_body
 from swarm.core.choices import TokenScope
 from swarm.core.principals import READ_SCOPES
 from swarm.core.viewsets import NAME_PATTERN, SwarmViewSet
@@ -59,12 +59,14 @@ class DroneViewSet(FleetViewSet):
 
     @extend_schema(request=None, responses={200: PingResultSerializer, **ERRORS}, summary="Ping one drone")
     @action(detail=True, methods=["post"])
+    @takes_no_body
     def ping(self, request, name: str):
         """`POST /api/v1/drones/<name>/ping`: ping and wait for the pong; returns the latency."""
         return Response(services.drone_ping(drone=self.get_object()))
 
     @extend_schema(request=None, responses={200: DroneSerializer, **ERRORS}, summary="Reset the escalation level")
     @action(detail=True, methods=["post"], url_path="reset-escalation", url_name="reset-escalation")
+    @takes_no_body
     def reset_escalation(self, request, name: str):
         """`POST /api/v1/drones/<name>/reset-escalation`."""
         drone = services.drone_reset_escalation(drone=self.get_object(), actor=self.principal)
@@ -83,18 +85,21 @@ class DroneViewSet(FleetViewSet):
 
     @extend_schema(request=None, responses={200: DroneSerializer, **ERRORS}, summary="Pause a drone")
     @action(detail=True, methods=["post"])
+    @takes_no_body
     def pause(self, request, name: str):
         """`POST /api/v1/drones/<name>/pause`."""
         return Response(DroneSerializer(services.drone_pause(drone=self.get_object(), actor=self.principal)).data)
 
     @extend_schema(request=None, responses={200: DroneSerializer, **ERRORS}, summary="Resume a drone")
     @action(detail=True, methods=["post"])
+    @takes_no_body
     def resume(self, request, name: str):
         """`POST /api/v1/drones/<name>/resume`."""
         return Response(DroneSerializer(services.drone_resume(drone=self.get_object(), actor=self.principal)).data)
 
     @extend_schema(request=None, responses={200: DroneSerializer, **ERRORS}, summary="Drain a drone")
     @action(detail=True, methods=["post"])
+    @takes_no_body
     def drain(self, request, name: str):
         """`POST /api/v1/drones/<name>/drain`."""
         return Response(DroneSerializer(services.drone_drain(drone=self.get_object(), actor=self.principal)).data)
@@ -113,6 +118,7 @@ class PingViewSet(FleetViewSet):
 
     @extend_schema(request=None, responses={202: PingAllSerializer, **ERRORS}, summary="Ping every drone")
     @action(detail=False, methods=["post"], url_path="all", url_name="all")
+    @takes_no_body
     def ping_all(self, request):
         """`POST /api/v1/ping/all`: push a ping to every drone; results show in `GET /ping`."""
         return Response({"pinged": services.drone_ping_all()}, status=status.HTTP_202_ACCEPTED)

@@ -62,9 +62,16 @@ def _first_validation_error(detail, path: str = ""):
     """Flatten DRF's nested validation errors to (field, message, code) of the first one."""
     if isinstance(detail, dict):
         for key, value in detail.items():
+            if isinstance(key, int):  # a ListField's or DictField's child, by index
+                return _first_validation_error(value, f"{path}[{key}]")
             field = key if key != "non_field_errors" else ""
             return _first_validation_error(value, f"{path}.{field}".strip(".") if field else path)
     if isinstance(detail, list) and detail:
+        if any(isinstance(item, dict) for item in detail):
+            # A nested `many=True` serializer: one dict per item, empty for the items that were fine.
+            for index, item in enumerate(detail):
+                if item:
+                    return _first_validation_error(item, f"{path}[{index}]")
         return _first_validation_error(detail[0], path)
     code = getattr(detail, "code", "invalid")
     return path or None, str(detail), code
@@ -88,7 +95,10 @@ def json_exception_handler(exc, context):
         exc = exceptions.PermissionDenied()
     if isinstance(exc, exceptions.ValidationError):
         field, message, code = _first_validation_error(exc.detail)
-        code = {"required": "missing_field", "invalid": "invalid"}.get(code, code)
+        # DRF's CharField refuses NUL and lone surrogates with codes of its own; the strict input layer's
+        # name for that rule is `invalid_text` (swarm/core/inputs.py), whichever layer caught it.
+        code = {"required": "missing_field", "null_characters_not_allowed": "invalid_text",
+                "surrogate_characters_not_allowed": "invalid_text"}.get(code, code)
         if field:
             message = f"{field}: {message}"
         return Response(error_body(code, message, field), status=400)

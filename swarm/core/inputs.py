@@ -96,18 +96,25 @@ def check_json_value(value, *, max_depth: int | None = None, path: str = ""):
                            field=item_path or None)
         if isinstance(item, dict):
             for key, child in item.items():
-                child_path = _child_path(item_path, key)
                 problem = text_problem(key)
                 if problem:
-                    raise ApiError(f"{child_path}: the key {problem}.", code="invalid_text", field=child_path)
+                    # The answer names the key, and a lone surrogate cannot be written out as UTF-8:
+                    # it is shown escaped (`k\\ud800`).
+                    shown = _child_path(item_path, key.encode("utf-8", "backslashreplace").decode("utf-8"))
+                    raise ApiError(f"{shown}: the key {problem}.", code="invalid_text", field=shown)
+                child_path = _child_path(item_path, key)
                 pending.append((child, child_path, depth + 1))
         else:
             pending.extend((child, _child_path(item_path, index), depth + 1) for index, child in enumerate(item))
     return value
 
 
-def json_loads(data: bytes | str, *, max_depth: int | None = None):
-    """Decode a JSON request body strictly; raises ApiError (400) naming what is wrong."""
+def json_loads(data: bytes | str, *, max_depth: int | None = None, path: str = ""):
+    """Decode a JSON request body strictly; raises ApiError (400) naming what is wrong.
+
+    `path` names where the JSON sits when it is one field of a larger request
+    (a form field holding JSON): the errors' `field` then starts with it.
+    """
     if isinstance(data, bytes | bytearray | memoryview):
         try:
             data = bytes(data).decode("utf-8")
@@ -116,11 +123,11 @@ def json_loads(data: bytes | str, *, max_depth: int | None = None):
     try:
         value = json.loads(data, parse_constant=_refuse_constant)
     except RecursionError:
-        raise ApiError(f"The JSON body nests deeper than {max_depth or max_json_depth()} levels.",
-                       code="too_deep") from None
+        raise ApiError(f"{path or 'The JSON body'}: nests deeper than {max_depth or max_json_depth()} levels.",
+                       code="too_deep", field=path or None) from None
     except ValueError as error:
         raise ApiError(f"The body is not valid JSON: {error}.", code="parse_error") from None
-    return check_json_value(value, max_depth=max_depth)
+    return check_json_value(value, max_depth=max_depth, path=path)
 
 
 class StrictJSONParser(JSONParser):

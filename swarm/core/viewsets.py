@@ -8,7 +8,7 @@ derive from one of:
   (`swarm.core.pagination.ListPage`), FilterSets (django-filter) for query
   parameters, integer ids in the path that are ASCII digits and fit a bigint,
   a JSON 404 naming the missing object, and the error shape documented on
-  every operation (`SwarmAutoSchema`). For resources that belong to no tenant
+  every operation (`swarm.core.schema.SwarmAutoSchema`, the default schema). For resources that belong to no tenant
   (the fleet, queues).
 * `TenantScopedViewSet` — the same, whose `get_queryset()` applies the tenant
   scope (`queryset.visible_to(self.principal)`, tenancy.scope) to every read
@@ -22,15 +22,10 @@ none can match `/`, a NUL or another control character
 from __future__ import annotations
 
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.plumbing import analyze_named_regex_pattern
-from drf_spectacular.utils import OpenApiParameter
 from rest_framework.metadata import SimpleMetadata
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.viewsets import GenericViewSet
 
-from swarm.core.api import error_responses
 from swarm.core.errors import NotFound
 from swarm.core.pagination import ListPage
 from swarm.core.permissions import request_principal
@@ -44,39 +39,6 @@ SLUG_PATTERN = r"[-a-zA-Z0-9_]+"
 NAME_PATTERN = r"[^/\x00-\x1f\x7f]+"
 #: How the schema types a path parameter of each pattern (a regex alone would make every id a string).
 PATH_PARAMETER_TYPES = {ID_PATTERN: int, SLUG_PATTERN: str, NAME_PATTERN: str}
-
-
-class SwarmAutoSchema(AutoSchema):
-    """drf-spectacular's schema with the project's error defaults for viewset operations.
-
-    Every operation documents 401 and 403 (`error_responses` always adds
-    them), a list also 400 (a malformed `limit`, `offset` or filter), and an
-    operation on a path with parameters also 404. What an action declares in
-    `@extend_schema(responses=...)` wins.
-    """
-
-    def get_response_serializers(self):
-        responses = super().get_response_serializers()
-        if not isinstance(responses, dict):
-            return responses
-        statuses = []
-        if self._is_list_view(responses):
-            statuses.append(400)
-        if "{" in self.path:
-            statuses.append(404)
-        return {**error_responses(*statuses), **responses}
-
-    def get_override_parameters(self):
-        """Path parameters typed by their pattern: an id is an integer, a slug or a name a string."""
-        declared = list(super().get_override_parameters())
-        named = {parameter.name for parameter in declared if isinstance(parameter, OpenApiParameter)}
-        for name, pattern in analyze_named_regex_pattern(self.path_regex).items():
-            if name == "pk" and api_settings.SCHEMA_COERCE_PATH_PK:
-                name = "id"  # the path says {id} for a `pk` lookup, as spectacular writes it
-            kind = PATH_PARAMETER_TYPES.get(pattern)
-            if kind is not None and name not in named:
-                declared.append(OpenApiParameter(name, kind, OpenApiParameter.PATH))
-        return declared
 
 
 class ViewMetadata(SimpleMetadata):
@@ -94,7 +56,6 @@ class SwarmViewSet(GenericViewSet):
     lookup_value_regex = ID_PATTERN
     #: The detail of the 404 for a lookup that finds nothing, formatted with the URL's keyword arguments.
     not_found_detail = "No such object."
-    schema = SwarmAutoSchema()
     metadata_class = ViewMetadata
 
     @property

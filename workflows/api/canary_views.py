@@ -10,7 +10,7 @@ from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from swarm.core.api import error_responses
+from swarm.core.api import error_responses, takes_no_body
 from swarm.core.errors import NotFound
 from swarm.core.permissions import HasScope, request_principal
 from workflows import selectors, services
@@ -86,6 +86,7 @@ class WorkflowCanaryViewSet(viewsets.ViewSet):
     @extend_schema(request=None, responses={200: CanarySerializer, **error_responses(404, 409)},
                    summary="Make the candidate the active version (409 no_active_canary)")
     @action(detail=False, methods=["post"])
+    @takes_no_body
     def promote(self, request, workflow_id: int):
         canary = services.workflow_canary_promote(principal=request_principal(request),
                                                   workflow=self._workflow(workflow_id))
@@ -94,6 +95,7 @@ class WorkflowCanaryViewSet(viewsets.ViewSet):
     @extend_schema(request=None, responses={200: CanarySerializer, **error_responses(404, 409)},
                    summary="End the split: every spawn runs the active version (409 no_active_canary)")
     @action(detail=False, methods=["post"])
+    @takes_no_body
     def revert(self, request, workflow_id: int):
         canary = services.workflow_canary_revert(principal=request_principal(request),
                                                  workflow=self._workflow(workflow_id))

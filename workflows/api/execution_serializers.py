@@ -1,10 +1,14 @@
 """Serializers of the executions API (secrets never appear in any of them)."""
 from rest_framework import serializers
 
+from swarm.core.inputs import MAX_INT32
+from swarm.core.serializers import MIN_INT32, RejectUnknownFields, StrictCharField
+from workflows.choices import BOOT_REPORTED_EVENTS, ExecutionEventType, OutputStream
 from workflows.models import Execution, ExecutionEvent
+from workflows.services.boot import MAX_EVENTS_PER_REPORT
 
 
-class ExecutionSpawnSerializer(serializers.Serializer):
+class ExecutionSpawnSerializer(RejectUnknownFields, serializers.Serializer):
     env = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
     inputs = serializers.DictField(required=False, default=dict)
     runtime = serializers.CharField(required=False, allow_blank=True, max_length=32,
@@ -53,16 +57,44 @@ class ExecutionEventPageSerializer(serializers.Serializer):
     events = ExecutionEventSerializer(many=True)
 
 
-class ReportedEventSerializer(serializers.Serializer):
-    type = serializers.CharField()
-    stream = serializers.CharField(required=False, allow_blank=True)
-    message = serializers.CharField(required=False, allow_blank=True)
-    data = serializers.DictField(required=False)
+class EventTypeField(serializers.ChoiceField):
+    """The type of a reported event: only those the boot script may report (`BOOT_REPORTED_EVENTS`)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=sorted(BOOT_REPORTED_EVENTS), **kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str) or data not in self.choices:
+            raise serializers.ValidationError(
+                f"{data!r:.40} is not an event type the boot script may report; one of "
+                f"{', '.join(self.choices)}.", code="invalid_event_type")
+        return data
 
 
-class EventReportSerializer(serializers.Serializer):
-    events = ReportedEventSerializer(many=True)
-    first = serializers.IntegerField(required=False, min_value=0,
+class ReportedEventSerializer(RejectUnknownFields, serializers.Serializer):
+    """One event the boot script reports: `type`, and for output lines `stream` and the line as `message`."""
+
+    type = EventTypeField()
+    stream = serializers.ChoiceField(choices=OutputStream.choices, required=False, allow_blank=True, default="")
+    # Output lines keep their leading and trailing blanks.
+    message = StrictCharField(required=False, allow_blank=True, trim_whitespace=False, default="")
+    data = serializers.DictField(required=False, default=dict)
+
+    def validate(self, attrs):
+        if attrs["type"] == ExecutionEventType.EXITED:
+            exit_code = attrs["data"].get("exit_code")
+            if isinstance(exit_code, bool) or not isinstance(exit_code, int) or not MIN_INT32 <= exit_code <= MAX_INT32:
+                raise serializers.ValidationError({"data": {"exit_code": [serializers.ErrorDetail(
+                    f"an exited event carries data.exit_code, an integer from {MIN_INT32} to {MAX_INT32}",
+                    code="invalid")]}})
+        return attrs
+
+
+class EventReportSerializer(RejectUnknownFields, serializers.Serializer):
+    """The body of `POST /metadata/events` and `POST /executions/<id>/events`."""
+
+    events = ReportedEventSerializer(many=True, allow_empty=False, max_length=MAX_EVENTS_PER_REPORT)
+    first = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1,
                                      help_text="Index of the first event among all the boot reported: a retried "
                                                "batch is stored once.")
 

@@ -156,9 +156,11 @@ class ExecutionEventsView(ScopedAPIView):
 
 
 def _report(execution: Execution, body) -> Response:
-    events = body.get("events") if isinstance(body, dict) else None
-    first = body.get("first") if isinstance(body, dict) else None
-    execution = services.execution_report(execution=execution, events=events, first=first)
+    report = EventReportSerializer(data=body)
+    report.is_valid(raise_exception=True)
+    events = report.validated_data["events"]
+    execution = services.execution_report(execution=execution, events=events,
+                                          first=report.validated_data.get("first"))
     return Response({"accepted": len(events), "status": execution.status, "last_seq": execution.last_seq})
 
 

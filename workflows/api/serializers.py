@@ -1,6 +1,7 @@
 """Serializers of the workflow registry API."""
 from rest_framework import serializers
 
+from swarm.core.serializers import RejectUnknownFields
 from workflows.choices import Runtime
 from workflows.models import Workflow, WorkflowVersion
 
@@ -25,7 +26,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
         return active.version if active else None
 
 
-class WorkflowCreateSerializer(serializers.Serializer):
+class WorkflowCreateSerializer(RejectUnknownFields, serializers.Serializer):
     """The body of `POST /tenants/<slug>/workflows`."""
 
     slug = serializers.SlugField(max_length=64)
@@ -77,3 +78,31 @@ class ActiveVersionSerializer(serializers.Serializer):
     canary = serializers.DictField(allow_null=True, required=False,
                                    help_text="The active traffic split, if any: {id, version_id, version, bundle_hash, "
                                              "weight, …}; the fields above always describe the primary.")
+
+
+class BundleVersionFieldsSerializer(RejectUnknownFields, serializers.Serializer):
+    """The version fields of a bundle upload: the multipart form's text fields, or `PUT`'s query string.
+
+    Checked before anything is registered: a tenant or workflow that is no
+    slug, text no column can store (NUL), an unknown field, a label past the
+    column's length are 400s naming the field.
+    """
+
+    tenant = serializers.SlugField(max_length=64)
+    workflow = serializers.SlugField(max_length=64, help_text="Workflow slug (created on first push).")
+    version = serializers.CharField(max_length=100, help_text="Semantic version, e.g. 1.2.0.")
+    metadata = serializers.CharField(required=False, allow_blank=True, help_text="JSON object.")
+    sha256 = serializers.CharField(required=False, allow_blank=True, max_length=64,
+                                   help_text="Expected sha256; a mismatch is refused.")
+    activate = serializers.BooleanField(required=False, allow_null=True, default=None,
+                                        help_text="Make the new version active (the first version always is).")
+    runtime = serializers.ChoiceField(choices=Runtime.choices, required=False,
+                                      help_text="Runtime of a workflow created by this push.")
+    entrypoint = serializers.CharField(max_length=500, required=False,
+                                       help_text="Entrypoint of a workflow created by this push.")
+
+
+class BundleUploadFormSerializer(BundleVersionFieldsSerializer):
+    """The multipart form of `POST /api/v1/bundles` (for the schema: the view streams the file itself)."""
+
+    bundle = serializers.FileField(help_text="The .tar.gz bundle.")

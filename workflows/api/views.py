@@ -6,7 +6,6 @@ from rest_framework import status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from bundles.api.serializers import BundleUploadFormSerializer
 from bundles.api.views import BundleDetailView
 from bundles.blobstore import BlobStore
 from bundles.keys import is_sha256_hex
@@ -16,10 +15,11 @@ from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.errors import ApiError, PayloadTooLarge
 from swarm.core.inputs import parse_int
 from workflows import services
-from workflows.api.serializers import RegisteredVersionSerializer
-
-TRUE_WORDS = {"1", "true", "yes", "on"}
-
+from workflows.api.serializers import (
+    BundleUploadFormSerializer,
+    BundleVersionFieldsSerializer,
+    RegisteredVersionSerializer,
+)
 
 class BundleUploadView(ScopedAPIView):
     """`POST /api/v1/bundles`: stream a bundle in and register it as a workflow version.
@@ -76,19 +76,27 @@ class BundleUploadView(ScopedAPIView):
 
 
 def _register_received(principal, fields, *, received: ReceivedBundle, declared_sha256: str | None):
-    """Register a received bundle with the version fields of a form or query string (both upload paths)."""
-    defaults = {key: fields[key] for key in ("runtime", "entrypoint") if fields.get(key)}
-    activate = fields.get("activate")
+    """Register a received bundle with the version fields of a form or query string (both upload paths).
+
+    The fields go through `BundleVersionFieldsSerializer` first: an unknown
+    one, a tenant that is no slug or text no column stores is a 400 before
+    anything is registered.
+    """
+    # An empty form value is an absent one, as multipart clients send them.
+    form = BundleVersionFieldsSerializer(data={key: fields.get(key) for key in fields
+                                               if key != BUNDLE_FIELD and fields.get(key) != ""})
+    form.is_valid(raise_exception=True)
+    checked = form.validated_data
     return services.workflow_version_register(
         principal=principal,
-        tenant_slug=fields.get("tenant", ""),
-        workflow_slug=fields.get("workflow", ""),
-        version=fields.get("version", ""),
-        metadata=fields.get("metadata"),
+        tenant_slug=checked["tenant"],
+        workflow_slug=checked["workflow"],
+        version=checked["version"],
+        metadata=checked.get("metadata"),
         declared_sha256=(declared_sha256 or "").lower() or None,
         received=received,
-        activate=None if activate in (None, "") else activate.lower() in TRUE_WORDS,
-        workflow_defaults=defaults,
+        activate=checked["activate"],
+        workflow_defaults={key: checked[key] for key in ("runtime", "entrypoint") if checked.get(key)},
     )
 
 

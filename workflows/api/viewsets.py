@@ -15,7 +15,7 @@ from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from swarm.core.api import error_responses
+from swarm.core.api import error_responses, takes_no_body
 from swarm.core.viewsets import ID_PATTERN, SLUG_PATTERN, TenantScopedViewSet
 from tenancy.api.viewsets import TenantNestedViewSet
 from workflows import execution_selectors, selectors, services
@@ -89,6 +89,7 @@ class WorkflowViewSet(TenantScopedViewSet):
                    summary="Activate a version (the previously active one is deactivated)")
     @action(detail=True, methods=["post"], url_path=rf"versions/(?P<version_id>{ID_PATTERN})/activate",
             url_name="version-activate")
+    @takes_no_body
     def activate(self, request, workflow_id: str, version_id: str):
         """`POST /api/v1/workflows/<id>/versions/<version_id>/activate`."""
         workflow = self.get_object()
@@ -101,6 +102,7 @@ class WorkflowViewSet(TenantScopedViewSet):
                    description="409 `no_previous_version` when there is nothing to roll back to. Rolling back "
                                "twice returns to the version rolled away from.")
     @action(detail=True, methods=["post"])
+    @takes_no_body
     def rollback(self, request, workflow_id: str):
         version = services.workflow_rollback(workflow=self.get_object(), actor=self.principal)
         return Response(WorkflowVersionSerializer(version).data)
@@ -148,6 +150,7 @@ class ExecutionViewSet(TenantScopedViewSet):
     @extend_schema(request=None, responses={202: ExecutionSerializer, **error_responses(404, 409)},
                    summary="Cancel an execution (kills its whole process group)")
     @action(detail=True, methods=["post"])
+    @takes_no_body
     def cancel(self, request, execution_id: str):
         """`POST /api/v1/executions/<id>/cancel` → 202 with the execution."""
         execution = services.execution_cancel(principal=self.principal, execution=self.get_object())

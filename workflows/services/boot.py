@@ -12,8 +12,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from bundles.downloads import bundle_download_url
-from swarm.core.errors import ApiError, Conflict
-from workflows.choices import BOOT_REPORTED_EVENTS, ExecutionEventType, ExecutionStatus, OutputStream
+from swarm.core.errors import Conflict
+from workflows.choices import ExecutionEventType, ExecutionStatus
 from workflows.models import Execution
 from workflows.services.executions import (
     execution_events_append,
@@ -23,6 +23,7 @@ from workflows.services.executions import (
 )
 from workflows.services.secrets import secrets_for_workflow
 
+#: The most events one report may carry (EventReportSerializer refuses more).
 MAX_EVENTS_PER_REPORT = 1000
 
 
@@ -58,48 +59,21 @@ def execution_metadata_serve(*, execution: Execution, remote_addr: str = "") -> 
     return body
 
 
-def _clean_report(raw_events) -> list[dict]:
-    """Validate a batch reported by the boot script (400 naming the first bad event)."""
-    if not isinstance(raw_events, list) or not raw_events:
-        raise ApiError("events must be a non-empty list.", code="invalid", field="events")
-    if len(raw_events) > MAX_EVENTS_PER_REPORT:
-        raise ApiError(f"At most {MAX_EVENTS_PER_REPORT} events per report.", code="invalid", field="events")
-    cleaned = []
-    for index, event in enumerate(raw_events):
-        if not isinstance(event, dict):
-            raise ApiError(f"events[{index}] must be an object.", code="invalid", field="events")
-        event_type = event.get("type")
-        if event_type not in BOOT_REPORTED_EVENTS:
-            raise ApiError(f"events[{index}].type {event_type!r} is not one the boot script may report.",
-                           code="invalid_event_type", field="events")
-        stream = event.get("stream") or ""
-        if stream not in ("", *OutputStream.values):
-            raise ApiError(f"events[{index}].stream must be stdout or stderr.", code="invalid", field="events")
-        message = event.get("message") or ""
-        data = event.get("data") or {}
-        if not isinstance(message, str) or not isinstance(data, dict):
-            raise ApiError(f"events[{index}]: message is a string and data an object.", code="invalid",
-                           field="events")
-        if event_type == ExecutionEventType.EXITED and not isinstance(data.get("exit_code"), int):
-            raise ApiError(f"events[{index}]: an exited event carries data.exit_code (an integer).",
-                           code="invalid", field="events")
-        cleaned.append({"type": event_type, "stream": stream, "message": message, "data": data})
-    return cleaned
-
-
 def execution_report(*, execution: Execution, events, first: int | None = None) -> Execution:
     """Record events reported by the boot script and apply the status they imply.
 
-    Any boot event → booting; `started` → running (the timeout clock starts);
+    `events` are as `EventReportSerializer` (workflows/api) validated them:
+    dicts of `type` (one of BOOT_REPORTED_EVENTS), `stream`, `message` (a
+    string) and `data` (an object; an `exited` event's carries an int32
+    `exit_code`). Any boot event → booting; `started` → running (the timeout clock starts);
     `exited` → succeeded (exit code 0) or failed; `error` → failed. A
     terminal execution accepts nothing more (409 `execution_finished`).
     `first` (the index of the batch's first event among all the boot has
     reported) makes a retried batch idempotent: events already stored are
     skipped.
     """
-    cleaned = _clean_report(events)
-    if first is not None and (not isinstance(first, int) or isinstance(first, bool) or first < 0):
-        raise ApiError("first must be a non-negative integer.", code="invalid", field="first")
+    cleaned = [{"type": event["type"], "stream": event.get("stream", ""), "message": event.get("message", ""),
+                "data": event.get("data") or {}} for event in events]
     with transaction.atomic():
         execution = execution_lock(execution_id=execution.pk)
         if execution.is_finished:

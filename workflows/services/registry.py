@@ -6,7 +6,6 @@ workflow's row lock.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import semver
@@ -16,6 +15,7 @@ from django.utils import timezone
 from bundles.services import bundle_check_received, bundle_referenced
 from bundles.upload import ReceivedBundle
 from swarm.core.errors import ApiError, Conflict, NotFound
+from swarm.core.inputs import check_json_value, json_loads
 from swarm.core.principals import Principal
 from swarm.core.services import audit_record
 from workflows.choices import Runtime
@@ -97,15 +97,19 @@ def parse_semver(*, version: str) -> str:
 
 
 def parse_metadata(*, raw) -> dict:
-    """Metadata is a JSON object (given as a string in multipart forms)."""
+    """Metadata is a JSON object (given as a string in multipart forms), read by the strict JSON layer."""
     if raw in (None, ""):
         return {}
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ApiError(f"metadata is not valid JSON: {exc.msg}.", code="invalid_metadata",
+            raw = json_loads(raw, path="metadata")
+        except ApiError as error:
+            if error.code != "parse_error":
+                raise  # too deep, or text no column can store: named by its path (metadata.commit)
+            raise ApiError(f"metadata is not valid JSON: {error.detail}", code="invalid_metadata",
                            field="metadata") from None
+    else:
+        check_json_value(raw, path="metadata")
     if not isinstance(raw, dict):
         raise ApiError("metadata must be a JSON object.", code="invalid_metadata", field="metadata")
     return raw

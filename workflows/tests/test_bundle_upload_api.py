@@ -229,3 +229,35 @@ def test_head_and_get_bundle(engine_api, bundle_bytes):
     body = engine_api.get(f"/api/v1/bundles/{digest}").json()
     assert body["size"] == len(bundle_bytes)
     assert body["url"].startswith("http")
+
+
+# The version fields of an upload were read as they came: each of these was a 500 (a RecursionError, or
+# PostgreSQL refusing a NUL or a label past its column), or a tenant whose slug is no slug.
+@pytest.mark.parametrize("fields, error, field", [
+    ({"metadata": "[" * 5000 + "]" * 5000}, "too_deep", "metadata"),
+    ({"metadata": '{"commit": "a\\u0000b"}'}, "invalid_text", "metadata.commit"),
+    ({"metadata": "[1]"}, "invalid_metadata", "metadata"),
+    ({"metadata": "{"}, "invalid_metadata", "metadata"),
+    ({"tenant": "ac\x00me"}, "invalid_text", "tenant"),
+    ({"tenant": "a b/.."}, "invalid", "tenant"),
+    ({"workflow": "../x"}, "invalid", "workflow"),
+    ({"entrypoint": "ma\x00in.py"}, "invalid_text", "entrypoint"),
+    ({"version": "1.0.0-" + "a" * 200}, "max_length", "version"),
+    ({"runtime": "bogus"}, "invalid_choice", "runtime"),
+    ({"activate": "maybe"}, "invalid", "activate"),
+    ({"activte": "true"}, "unknown_field", "activte"),
+])
+def test_upload_version_fields_are_checked_and_a_refusal_keeps_nothing(admin_api, fields, error, field):
+    before = stored_keys()
+    response = upload(admin_api, make_bundle(), **fields)
+    assert response.status_code == 400, response.content
+    assert (response.json()["error"], response.json()["field"]) == (error, field)
+    assert stored_keys() == before and not Bundle.objects.exists() and not WorkflowVersion.objects.exists()
+    assert not Workflow.objects.exists()
+
+
+def test_upload_without_a_version_names_the_missing_field(admin_api):
+    response = admin_api.post("/api/v1/bundles", {"tenant": "acme", "workflow": "hello",
+                                                  "bundle": io.BytesIO(make_bundle())}, format="multipart")
+    assert response.status_code == 400 and response.json() == {**response.json(), "error": "missing_field",
+                                                               "field": "version"}

@@ -1,6 +1,7 @@
 """Executions API and metadata service over the test client: tokens, transitions, isolation, secrets."""
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -168,16 +169,62 @@ def test_reported_events_drive_status_and_mask_secrets(engine_api, workflow, sec
     assert list(execution.events.values_list("seq", flat=True)) == list(range(1, execution.last_seq + 1))
 
 
-@pytest.mark.parametrize("event, error", [
-    ({"type": "spawn_requested"}, "invalid_event_type"),
-    ({"type": "exited", "data": {}}, "invalid"),
-    ({"type": "output", "stream": "stdweird", "message": "x"}, "invalid"),
+@pytest.mark.parametrize("event, error, field", [
+    ({"type": "spawn_requested"}, "invalid_event_type", "events[0].type"),
+    # The hostile-input probe: an unhashable type was a 500 ("unhashable type: 'dict'").
+    ({"type": {}}, "invalid_event_type", "events[0].type"),
+    ({"type": ["started"]}, "invalid_event_type", "events[0].type"),
+    ({"type": "exited", "data": {}}, "invalid", "events[0].data.exit_code"),
+    ({"type": "exited", "data": {"exit_code": "3"}}, "invalid", "events[0].data.exit_code"),
+    ({"type": "exited", "data": {"exit_code": True}}, "invalid", "events[0].data.exit_code"),
+    # exit_code is an IntegerField: 2^31 was a 500 ("integer out of range").
+    ({"type": "exited", "data": {"exit_code": 2**31}}, "invalid", "events[0].data.exit_code"),
+    ({"type": "exited", "data": {"exit_code": -(2**31) - 1}}, "invalid", "events[0].data.exit_code"),
+    ({"type": "output", "stream": "stdweird", "message": "x"}, "invalid_choice", "events[0].stream"),
+    # `message: {}` and `data: []` were accepted (and stored as "" and {}).
+    ({"type": "output", "stream": "stdout", "message": {}}, "invalid", "events[0].message"),
+    ({"type": "output", "stream": "stdout", "message": 5}, "invalid", "events[0].message"),
+    ({"type": "started", "data": []}, "not_a_dict", "events[0].data"),
+    ({"type": "started", "data": None}, "null", "events[0].data"),
+    ({"type": "started", "seq": 7}, "unknown_field", "events[0].seq"),
 ])
-def test_bad_reports_are_refused_and_change_nothing(engine_api, workflow, event, error):
+def test_bad_reports_are_refused_and_change_nothing(engine_api, workflow, event, error, field):
     execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
     response = _metadata_client(execution).post("/api/v1/metadata/events", {"events": [event]}, format="json")
-    assert response.status_code == 400 and response.json()["error"] == error
+    assert response.status_code == 400, response.content
+    assert (response.json()["error"], response.json()["field"]) == (error, field)
     assert execution.events.count() == 1
+
+
+@pytest.mark.parametrize("body, error, field", [
+    ({"events": []}, "empty", "events"),
+    ({"events": [{"type": "started"}] * 1001}, "max_length", "events"),
+    ({"events": [{"type": "started"}], "extra": 1}, "unknown_field", "extra"),
+    ({"events": [{"type": "started"}, {"type": "output", "message": "\u0000"}]}, "invalid_text",
+     "events[1].message"),
+    ({"events": [{"type": "started", "data": {"k": "\ud800"}}]}, "invalid_text", "events[0].data.k"),
+    ({"events": [{"type": "started"}, {"type": "nope"}]}, "invalid_event_type", "events[1].type"),
+    ({}, "missing_field", "events"),
+])
+def test_bad_report_bodies_name_the_field_and_change_nothing(engine_api, workflow, body, error, field):
+    execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
+    raw = json.dumps(body)  # a NUL and a lone surrogate go as the JSON escapes \u0000 and \ud800
+    response = _metadata_client(execution).post(f"/api/v1/executions/{execution.pk}/events", raw,
+                                                content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert (response.json()["error"], response.json()["field"]) == (error, field)
+    assert execution.events.count() == 1
+
+
+def test_reported_output_keeps_its_blanks_and_int32_exit_codes_are_stored(engine_api, workflow):
+    execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
+    response = _metadata_client(execution).post("/api/v1/metadata/events", {"events": [
+        {"type": "started"}, {"type": "output", "stream": "stdout", "message": "  indented\t"},
+        {"type": "exited", "data": {"exit_code": 2**31 - 1}}]}, format="json")
+    assert response.status_code == 200, response.content
+    execution.refresh_from_db()
+    assert execution.events.get(type="output").message == "  indented\t"
+    assert execution.exit_code == 2**31 - 1 and execution.status == "failed"
 
 
 def test_no_transition_out_of_a_terminal_status(engine_api, workflow):

@@ -116,6 +116,27 @@ def test_corrupt_cache_entry_is_discarded_and_fetched_again(live_system, admin_a
     assert hashlib.sha256(cached.read_bytes()).hexdigest() == sha256
 
 
+NUL_PRINTER = r"""
+import sys
+sys.stdout.buffer.write(b"before\x00after\n")
+sys.stdout.buffer.write(b"bad utf-8 \xff\xfe here\n")
+print("the last line")
+"""
+
+
+def test_an_output_line_with_a_nul_byte_is_stored_with_a_replacement_character(live_system, admin_api,
+                                                                              engine_token):
+    # The API refuses NUL in JSON text (400 invalid_text); the boot sends U+FFFD in its place, so
+    # the batch (and the lines after it) is not lost.
+    workflow = publish(admin_api, {"main.py": NUL_PRINTER}, workflow="nul-printer")
+    with live_system.api(engine_token) as api:
+        execution = api.post(f"/workflows/{workflow.pk}/executions", json={}).json()
+        finished = wait_finished(api, execution["id"])
+        output = [e["message"] for e in events_of(api, execution["id"]) if e["type"] == "output"]
+    assert finished["status"] == "succeeded", (finished, output)
+    assert output == ["before\ufffdafter", "bad utf-8 \ufffd\ufffd here", "the last line"]
+
+
 def _processes_with(marker: str) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):

@@ -14,12 +14,19 @@ with a backoff capped at `RETRY_MAX_DELAY`, for up to `SWARM_REPORT_RETRY_SECOND
 its first event among everything this boot reported, so a batch whose answer
 was lost (the server stored it, then died) is not stored twice when it is sent
 again.
+
+Every string sent is first made storable (`storable_text`): the control plane
+refuses a NUL or a lone UTF-16 surrogate anywhere in a JSON body (400
+`invalid_text`, since PostgreSQL can store neither), which would lose the
+whole batch. An entrypoint that prints a NUL byte, or a file name decoded
+with surrogate escapes, is reported with U+FFFD in that place instead.
 """
 from __future__ import annotations
 
 import json
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -31,6 +38,25 @@ BATCH_SECONDS = 0.2
 RETRY_SECONDS = float(os.environ.get("SWARM_REPORT_RETRY_SECONDS", "900"))
 RETRY_MAX_DELAY = 2.0
 _STOP = object()
+#: What no text column can store: NUL and lone surrogates (the server refuses them; swarm/core/inputs.py).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT_CHARACTER = "\ufffd"
+
+
+def storable_text(text: str) -> str:
+    """`text` with each NUL and lone surrogate replaced by U+FFFD, so the control plane stores it."""
+    return _UNSTORABLE.sub(REPLACEMENT_CHARACTER, text)
+
+
+def storable(value):
+    """A JSON value with every string in it (keys too) made storable."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, dict):
+        return {storable_text(str(key)): storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    return value
 
 
 class EventReporter:
@@ -48,12 +74,14 @@ class EventReporter:
 
     def event(self, event_type: str, message: str = "", data: dict | None = None) -> None:
         """Queue a stage event."""
-        self._queue.put({"type": event_type, "message": message, "data": data or {}})
+        message = storable_text(message)
+        self._queue.put({"type": event_type, "message": message, "data": storable(data or {})})
         if self.events_url is not None:
             print(f"[swarm-agent boot] {event_type}: {message}", file=sys.stderr, flush=True)
 
     def output(self, stream: str, line: str) -> None:
-        """Queue one output line of the entrypoint."""
+        """Queue one output line of the entrypoint (a NUL in it is sent as U+FFFD)."""
+        line = storable_text(line)
         self._queue.put({"type": "output", "stream": stream, "message": line})
         if self.echo_output:
             print(line, file=sys.stdout if stream == "stdout" else sys.stderr, flush=True)

@@ -42,7 +42,7 @@ from drones.payloads.api.serializers import (
 from drones.payloads.drift import drift_reconcile
 from drones.payloads.engine import deploy_message
 from drones.payloads.models import PayloadVersion, Release
-from swarm.core.api import error_responses
+from swarm.core.api import error_responses, takes_no_body
 from swarm.core.errors import ApiError, NotFound, PayloadTooLarge
 from swarm.core.inputs import parse_int
 from swarm.core.pagination import page_response
@@ -296,6 +296,7 @@ class RolloutViewSet(mixins.RetrieveModelMixin, FleetViewSet):
                    responses={202: AcceptedSerializer, **error_responses(400, 404, 409)},
                    summary="Pause a rollout (409 unless running)")
     @action(detail=True, methods=["post"])
+    @takes_no_body
     def pause(self, request, pk=None):
         return self._verb(services.rollout_pause)
 
@@ -303,6 +304,7 @@ class RolloutViewSet(mixins.RetrieveModelMixin, FleetViewSet):
                    responses={202: AcceptedSerializer, **error_responses(400, 404, 409)},
                    summary="Resume a paused rollout")
     @action(detail=True, methods=["post"])
+    @takes_no_body
     def resume(self, request, pk=None):
         return self._verb(services.rollout_resume)
 
@@ -310,6 +312,7 @@ class RolloutViewSet(mixins.RetrieveModelMixin, FleetViewSet):
                    responses={202: AcceptedSerializer, **error_responses(400, 404, 409)},
                    summary="Promote a rollout past its canaries (409 unless awaiting_promotion)")
     @action(detail=True, methods=["post"])
+    @takes_no_body
     def promote(self, request, pk=None):
         return self._verb(services.rollout_promote)
 
@@ -317,6 +320,7 @@ class RolloutViewSet(mixins.RetrieveModelMixin, FleetViewSet):
                    responses={202: AcceptedSerializer, **error_responses(400, 404, 409)},
                    summary="Abort a rollout")
     @action(detail=True, methods=["post"])
+    @takes_no_body
     def abort(self, request, pk=None):
         return self._verb(services.rollout_abort)
 
@@ -324,6 +328,7 @@ class RolloutViewSet(mixins.RetrieveModelMixin, FleetViewSet):
                    responses={202: AcceptedSerializer, **error_responses(400, 404, 409)},
                    summary="Revert every drone the rollout changed to its previous version")
     @action(detail=True, methods=["post"])
+    @takes_no_body
     def revert(self, request, pk=None):
         return self._verb(services.rollout_revert)
 

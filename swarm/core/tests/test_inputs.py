@@ -37,6 +37,8 @@ def test_json_within_the_depth_limit_loads():
     (b'{"events": [{"message": "ok"}, {"message": "\\ud800"}]}', "events[1].message"),
     (b'{"params": {"k\\u0000": "v"}}', "params.k\x00"),
     (b'"\\udfff"', None),
+    # A lone surrogate in a key is named escaped: the answer could not be written out as UTF-8 otherwise.
+    (b'{"params": {"k\\ud800": "v"}}', "params.k\\ud800"),
 ])
 def test_nul_and_lone_surrogates_are_refused_with_their_path(body, field):
     with pytest.raises(ApiError) as refused:
@@ -132,11 +134,15 @@ def test_nul_in_stored_json_is_a_400_naming_the_field(admin_api):
 
 
 @pytest.mark.django_db
-def test_a_lone_surrogate_is_a_400_naming_the_field(admin_api):
-    response = admin_api.post("/api/v1/tenants", data=b'{"name": "\\ud800", "slug": "x"}',
-                              content_type="application/json")
+@pytest.mark.parametrize(("body", "field"), [
+    (b'{"name": "\\ud800", "slug": "x"}', "name"),
+    # In a key, it is named escaped: the answer could not be written out as UTF-8 otherwise (was a 500).
+    (b'{"name": "x", "slug": "x", "a\\udbff": 1}', "a\\udbff"),
+])
+def test_a_lone_surrogate_is_a_400_naming_the_field(admin_api, body, field):
+    response = admin_api.post("/api/v1/tenants", data=body, content_type="application/json")
     assert response.status_code == 400
-    assert response.json()["field"] == "name"
+    assert response.json()["field"] == field
 
 
 @pytest.mark.django_db
@@ -233,3 +239,180 @@ def test_write_serializers_refuse_unknown_and_read_only_fields():
         assert not checked.is_valid()
         assert checked.errors[field][0].code == "unknown_field"
         assert "takes branch" in str(checked.errors[field][0])
+
+
+# --- write bodies: unknown fields, writes that take no body ----------------------------
+
+
+@pytest.fixture
+def engine_world(db):
+    """A tenant with an active workflow version, an execution, a job with a finished build, and a drone."""
+    from builds.services import build_cancel, build_trigger
+    from builds.tests.factories import make_job
+    from drones.tests.conftest import register_drone
+    from workflows.models import Execution
+    from workflows.tests.factories import make_tenant, make_version, make_workflow
+
+    tenant = make_tenant("acme")
+    workflow = make_workflow(tenant)
+    old = make_version(workflow, "0.9.0", activate=True)
+    version = make_version(workflow, "1.0.0", activate=True)
+    execution = Execution.objects.create(tenant=tenant, workflow=workflow, version=version, runtime="process",
+                                         timeout_sec=60)
+    job = make_job(name="strict-job", tenant=tenant)
+    build = build_cancel(build=build_trigger(job=job, trigger="api"), actor="test")
+    drone, _ = register_drone("strict-drone")
+    return {"tenant": tenant, "workflow": workflow, "old": old, "version": version, "execution": execution,
+            "job": job, "build": build, "drone": drone}
+
+
+WRITES_WITH_A_BODY = [
+    ("post", "/api/v1/tenants", {"name": "Globex", "slug": "globex"}),
+    ("post", "/api/v1/tenants/acme/workflows", {"slug": "resize"}),
+    ("post", "/api/v1/workflows/{workflow}/executions", {"env": {"A": "b"}}),
+    ("post", "/api/v1/jobs", {"name": "j2", "scm_url": "https://git.example.com/a/b", "build_config": {"steps": ["x"]}}),
+    ("patch", "/api/v1/jobs/{job}", {"description": "x"}),
+    ("post", "/api/v1/jobs/{job}/trigger", {"branch": "main"}),
+    ("post", "/api/v1/drones/strict-drone/set-type", {"drone_type": "qemu"}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), WRITES_WITH_A_BODY, ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("extra", [{"unknwn": 1}, {"id": 99}, {"padding": "x" * 1_000_000}], ids=["typo", "read-only",
+                                                                                                   "10MB-ish"])
+def test_engine_write_bodies_refuse_unknown_fields(admin_api, engine_world, method, path, body, extra):
+    from django.db import connection
+
+    path = path.format(workflow=engine_world["workflow"].pk, job=engine_world["job"].pk)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_xact_user_tables")
+        before = cursor.fetchone()[0]
+        response = getattr(admin_api, method)(path, {**body, **extra}, format="json")
+        cursor.execute("SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_xact_user_tables")
+        after = cursor.fetchone()[0]
+    assert response.status_code == 400, (path, response.status_code, response.content[:300])
+    answer = response.json()
+    assert (answer["error"], answer["field"]) == ("unknown_field", next(iter(extra))), answer
+    assert "this endpoint takes" in answer["detail"]
+    assert after - before <= 1, "a refused write changed rows (only the token's last use may be touched)"
+
+
+def _bundle_form(**fields):
+    import io
+
+    from conftest import make_bundle
+
+    form = {"tenant": "acme", "workflow": "hello", "version": "2.0.0", **fields}
+    form["bundle"] = io.BytesIO(make_bundle())
+    form["bundle"].name = "bundle.tar.gz"
+    return form
+
+
+def test_bundle_uploads_refuse_unknown_form_fields_and_keep_nothing(admin_api, engine_world):
+    from bundles.models import Bundle
+    from workflows.models import WorkflowVersion
+
+    bundles, versions = Bundle.objects.count(), WorkflowVersion.objects.count()
+    response = admin_api.post("/api/v1/bundles", _bundle_form(activte="true"), format="multipart")
+    assert response.status_code == 400, response.content
+    assert (response.json()["error"], response.json()["field"]) == ("unknown_field", "activte")
+    from conftest import make_bundle
+    import hashlib
+
+    data = make_bundle()
+    put = admin_api.put(f"/api/v1/bundles/{hashlib.sha256(data).hexdigest()}?tenant=acme&workflow=hello"
+                        f"&version=2.0.0&verison=3", data, content_type="application/gzip")
+    assert put.status_code == 400 and put.json()["field"] == "verison", put.content
+    assert (Bundle.objects.count(), WorkflowVersion.objects.count()) == (bundles, versions)
+    assert admin_api.post("/api/v1/bundles", _bundle_form(), format="multipart").status_code == 201
+
+
+NO_BODY_WRITES = [
+    ("post", "/api/v1/workflows/{workflow}/versions/{old}/activate"),
+    ("post", "/api/v1/workflows/{workflow}/rollback"),
+    ("post", "/api/v1/executions/{execution}/cancel"),
+    ("post", "/api/v1/builds/{build}/retry"),
+    ("post", "/api/v1/builds/{build}/cancel"),
+    ("delete", "/api/v1/jobs/{job}"),
+    ("post", "/api/v1/drones/strict-drone/pause"),
+    ("post", "/api/v1/drones/strict-drone/resume"),
+    ("post", "/api/v1/drones/strict-drone/drain"),
+    ("post", "/api/v1/drones/strict-drone/reset-escalation"),
+    ("post", "/api/v1/drones/strict-drone/ping"),
+    ("post", "/api/v1/ping/all"),
+]
+
+
+def _no_body_path(path: str, world) -> str:
+    return path.format(workflow=world["workflow"].pk, old=world["old"].pk, execution=world["execution"].pk,
+                       build=world["build"].pk, job=world["job"].pk)
+
+
+@pytest.mark.parametrize(("body", "content_type", "status", "error"), [
+    (b"garbage", "text/plain", 415, "unsupported_media_type"),
+    (b"<x/>", "application/xml", 415, "unsupported_media_type"),
+    (b"garbage", None, 415, "unsupported_media_type"),
+    (b'{"force": true}', "application/json", 400, "unknown_field"),
+    (b"force=1", "application/x-www-form-urlencoded", 400, "unknown_field"),
+    (b"[1, 2]", "application/json", 400, "invalid"),
+    (b"{", "application/json", 400, "parse_error"),
+], ids=["text", "xml", "no-type", "json-field", "form-field", "json-list", "broken-json"])
+def test_writes_that_take_no_body_refuse_one_and_change_nothing(admin_api, engine_world, body, content_type, status,
+                                                                error):
+    from builds.models import Build, Job
+    from drones.models import Drone
+    from workflows.models import Execution, WorkflowActivation
+
+    def state():
+        return (WorkflowActivation.objects.count(), Execution.objects.get().status,
+                list(Build.objects.values_list("state", flat=True)), Job.objects.count(), Drone.objects.get().status)
+
+    before = state()
+    extra = {"content_type": content_type} if content_type else {"CONTENT_TYPE": ""}
+    for method, path in NO_BODY_WRITES:
+        response = admin_api.generic(method.upper(), _no_body_path(path, engine_world), body, **extra)
+        assert response.status_code == status, (path, response.status_code, response.content[:300])
+        assert response.json()["error"] == error, (path, response.json())
+    assert state() == before
+
+
+@pytest.mark.parametrize(("body", "content_type"), [(b"", None), (b"{}", "application/json"),
+                                                    (b"", "application/json")], ids=["none", "empty-object", "empty"])
+def test_writes_that_take_no_body_accept_none_or_an_empty_object(admin_api, engine_world, body, content_type):
+    extra = {"content_type": content_type} if content_type else {}
+    for method, path in NO_BODY_WRITES:
+        response = admin_api.generic(method.upper(), _no_body_path(path, engine_world), body, **extra)
+        # Past the body check: done, or a conflict of state (cancelling the build the retry left behind...).
+        assert response.status_code < 300 or response.status_code == 409, (
+            path, response.status_code, response.content[:300])
+
+
+@pytest.mark.parametrize("body, field", [
+    (b'{"drone_type": "\\ud800"}', "drone_type"),
+    (b'{"drone_type": "qemu\\u0000"}', "drone_type"),
+    (b'{"drone_type": {}}', "drone_type"),
+])
+def test_set_type_with_a_lone_surrogate_or_nul_is_a_400(admin_api, engine_world, body, field):
+    from drones.models import Drone
+
+    response = admin_api.post("/api/v1/drones/strict-drone/set-type", body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json()["field"] == field
+    assert Drone.objects.get().drone_type_locked is False
+
+
+@pytest.mark.parametrize("body, field", [
+    (b'{"inputs": {"n": "a\\u0000b"}}', "inputs.n"),
+    (b'{"inputs": {"\\udc00": 1}}', "inputs.\\udc00"),
+    (b'{"inputs": [1]}', "inputs"),
+    (b'{"inputs": "x"}', "inputs"),
+    (b'{"env": {"A": "\\u0000"}}', "env.A"),
+])
+def test_execution_inputs_are_an_object_without_nul_or_surrogates(admin_api, engine_world, body, field):
+    from workflows.models import Execution
+
+    response = admin_api.post(f"/api/v1/workflows/{engine_world['workflow'].pk}/executions", body,
+                              content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json()["field"] == field
+    assert Execution.objects.count() == 1

@@ -88,3 +88,28 @@ def test_api_docs_load_only_local_assets(client):
         assert asset.status_code == 200, url
         # WhiteNoise serves the file itself; read it so the response is closed.
         b"".join(asset.streaming_content) if asset.streaming else asset.content
+
+
+def test_the_schema_says_null_where_null_is_answered(client):
+    """An unassigned build answers `"drone": null`; a job made by an admin token may have no tenant."""
+    components = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()["components"]
+    schemas = components["schemas"]
+    for name, field in (("Build", "drone"), ("BuildDetail", "drone"), ("Attempt", "drone"), ("Job", "tenant")):
+        assert schemas[name]["properties"][field].get("nullable") is True, (name, field)
+
+
+def test_every_operation_documents_the_errors_of_the_layers_below_its_view(client):
+    """400 from the strict input layer everywhere, 404 where the path has a parameter, 415 where a body is checked."""
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    missing = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            expected = {"400"} | ({"404"} if "{" in path else set())
+            content = set(operation.get("requestBody", {}).get("content", {}))
+            if method in ("post", "put", "patch", "delete") and (
+                    not content or content <= {"application/json", "application/x-www-form-urlencoded",
+                                               "multipart/form-data"}):
+                if not (path.endswith("/commit") and method == "post"):  # an agent call that reads no body
+                    expected.add("415")
+            missing += [f"{method.upper()} {path} {status}" for status in sorted(expected - set(operation["responses"]))]
+    assert not missing, missing
