@@ -23,7 +23,9 @@ from builds import metrics, selectors, services
 from builds.api.serializers import (
     ArtifactAnnounceSerializer,
     ArtifactSerializer,
+    ClaimedBuildSerializer,
     ClaimRequestSerializer,
+    StateAnswerSerializer,
     StateUpdateSerializer,
 )
 from builds.choices import ArtifactState, BuildState
@@ -79,7 +81,7 @@ class BuildRequestView(AgentMixin, ScopedAPIView):
     write_scopes = DRONE_SCOPES
 
     @extend_schema(request=ClaimRequestSerializer,
-                   responses={201: OpenApiTypes.OBJECT, 204: OpenApiResponse(description="No build for this drone"),
+                   responses={201: ClaimedBuildSerializer, 204: OpenApiResponse(description="No build for this drone"),
                               **error_responses()},
                    summary="Claim a build (drone token)", tags=["agent"])
     def post(self, request):
@@ -109,7 +111,7 @@ class BuildStateView(AgentMixin, ScopedAPIView):
     write_scopes = DRONE_SCOPES
 
     @extend_schema(request=StateUpdateSerializer,
-                   responses={200: OpenApiTypes.OBJECT, **error_responses(404, 409, 416)},
+                   responses={200: StateAnswerSerializer, **error_responses(404, 409, 416)},
                    summary="Update a build's state (drone token)", tags=["agent"])
     def put(self, request, build_id: int):
         update = state_update_parse(request.data)
