@@ -22,10 +22,9 @@ from bundles.blobstore import BlobStore, BlobWriter
 from bundles.inspection import PooledInspector
 from bundles.keys import blob_key, is_sha256_hex
 from swarm.core.errors import ApiError, PayloadTooLarge
+from swarm.core.streaming_asgi import CLIENT_GONE_META_KEY
 
 BUNDLE_FIELD = "bundle"
-#: request.META key of the threading.Event the streaming ASGI handler sets when the client disconnects.
-CLIENT_GONE_META_KEY = "swarm.client_gone"
 
 
 def _never() -> bool:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.http import UnreadablePostError
 
 from bundles.blobstore import BlobStore
 from bundles.inspection import InspectionSlot, inspection_holder, inspection_slot_acquire
 from bundles.services import bundle_limits
 from bundles.upload import BUNDLE_FIELD, BundleUploadHandler
-from swarm.core.errors import PayloadTooLarge
+from swarm.core.errors import ApiError, PayloadTooLarge
 from swarm.core.inputs import parse_int
 
 
@@ -17,8 +18,9 @@ class InspectedUploadMixin:
     `install_upload_handler()` (before authentication: a session's CSRF check
     reads the form) puts the streaming handler in place; `take_inspection_slot()`
     (once authenticated, before the body is read) counts the upload against
-    its tenant's limit, and the slot is given back when the response is final,
-    whatever happened.
+    its tenant's limit, and the slot is given back when the request ends,
+    whatever happened. A body that ends early because the client went away is
+    a 400 `client_disconnected` (nobody reads it; it is not logged as a 500).
     """
 
     inspection_slot: InspectionSlot | None = None
@@ -43,8 +45,16 @@ class InspectedUploadMixin:
             holder=inspection_holder(principal=self.principal, tenant_slug=request.query_params.get("tenant")))
         handler.keep_alive = self.inspection_slot.keep_alive
 
-    def finalize_response(self, request, response, *args, **kwargs):
-        if self.inspection_slot is not None:
-            self.inspection_slot.release()
-            self.inspection_slot = None
-        return super().finalize_response(request, response, *args, **kwargs)
+    def handle_exception(self, exc):
+        if isinstance(exc, UnreadablePostError):
+            exc = ApiError("The client went away before sending the whole body; nothing was kept.",
+                           code="client_disconnected", field=BUNDLE_FIELD)
+        return super().handle_exception(exc)
+
+    def dispatch(self, request, *args, **kwargs):
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        finally:
+            if self.inspection_slot is not None:
+                self.inspection_slot.release()
+                self.inspection_slot = None
