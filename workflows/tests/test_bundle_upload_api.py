@@ -261,3 +261,54 @@ def test_upload_without_a_version_names_the_missing_field(admin_api):
                                                   "bundle": io.BytesIO(make_bundle())}, format="multipart")
     assert response.status_code == 400 and response.json() == {**response.json(), "error": "missing_field",
                                                                "field": "version"}
+
+
+def _zeros_bundle(unpacked_bytes: int) -> bytes:
+    import zlib
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    member = tarfile.TarInfo("zeros.bin")
+    member.size = unpacked_bytes
+    parts = [compressor.compress(member.tobuf())]
+    block = bytes(1024 * 1024)
+    for _ in range(unpacked_bytes // len(block)):
+        parts.append(compressor.compress(block))
+    parts.append(compressor.compress(bytes(1024)) + compressor.flush())
+    return b"".join(parts)
+
+
+def test_two_gib_of_zeros_in_two_megabytes_is_a_decompression_bomb(engine_api):
+    """Issue 10: accepted before (under the 8 GiB absolute limit); refused by ratio now, keeping nothing."""
+    bomb = _zeros_bundle(2 * 1024**3)
+    assert len(bomb) < 4 * 1024 * 1024
+    before = stored_keys()
+    response = upload(engine_api, bomb)
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["error"] == "decompression_bomb" and body["field"] == "bundle"
+    assert "200:1" in body["detail"] and "SWARM_BUNDLE_MAX_RATIO" in body["detail"]
+    assert stored_keys() == before and not Bundle.objects.exists() and not Workflow.objects.exists()
+
+
+def test_the_ratio_limit_is_a_setting(engine_api, settings):
+    settings.SWARM_BUNDLE_RATIO_FLOOR_BYTES = 4 * 1024 * 1024
+    response = upload(engine_api, _zeros_bundle(8 * 1024 * 1024))
+    assert response.json()["error"] == "decompression_bomb"
+    settings.SWARM_BUNDLE_MAX_RATIO = 10**6
+    assert upload(engine_api, _zeros_bundle(8 * 1024 * 1024)).status_code == 201
+
+
+def test_a_client_gone_before_registration_registers_nothing(engine_api, bundle_bytes):
+    import threading
+
+    from swarm.core.streaming_asgi import CLIENT_GONE_META_KEY
+
+    gone = threading.Event()
+    gone.set()
+    before = stored_keys()
+    form = {"tenant": "acme", "workflow": "hello", "version": "1.0.0", "bundle": io.BytesIO(bundle_bytes)}
+    form["bundle"].name = "bundle.tar.gz"
+    response = engine_api.post("/api/v1/bundles", form, format="multipart", **{CLIENT_GONE_META_KEY: gone})
+    assert response.json()["error"] == "client_disconnected"
+    assert stored_keys() == before
+    assert not Bundle.objects.exists() and not WorkflowVersion.objects.exists() and not Workflow.objects.exists()
