@@ -13,7 +13,16 @@ from django.utils.html import format_html
 
 from builds import services
 from builds.choices import TERMINAL_STATES, TriggerKind
-from builds.models import Artifact, Build, BuildAttempt, BuildEvent, Job, Queue, WebhookDelivery
+from builds.models import (
+    Artifact,
+    Build,
+    BuildAttempt,
+    BuildEvent,
+    Job,
+    Queue,
+    WebhookDelivery,
+    WebhookNamespaceSecret,
+)
 from builds.selectors import build_artifacts
 from swarm.core.admin_display import (
     LiveChangeList,
@@ -132,7 +141,8 @@ class JobAdmin(TenantScopedAdmin, ServiceModelAdmin):
             saved = services.job_create(
                 name=obj.name, scm_url=obj.scm_url, build_config=obj.build_config, tenant=obj.tenant, queue=obj.queue,
                 default_branch=obj.default_branch, branch_filter=obj.branch_filter, description=obj.description,
-                webhook_secret=obj.webhook_secret, enabled=obj.enabled, actor=_actor(request),
+                webhook_secret=obj.webhook_secret, build_tags=obj.build_tags, enabled=obj.enabled,
+                actor=_actor(request),
             )
         adopt_saved(obj, saved)
 
@@ -352,3 +362,39 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     @admin.display(description="payload")
     def payload_display(self, delivery):
         return json_display(delivery.payload)
+
+
+class WebhookNamespaceSecretForm(forms.ModelForm):
+    """A namespace's webhook secret: write-only (stored encrypted); blank keeps the stored one."""
+
+    secret = forms.CharField(required=False, max_length=200, widget=forms.PasswordInput(render_value=False),
+                             help_text="The organisation, group or workspace hook's secret (stored encrypted; "
+                                       "leave blank to keep).")
+
+    class Meta:
+        model = WebhookNamespaceSecret
+        fields = ["provider", "namespace", "description"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.instance.pk and not cleaned.get("secret"):
+            self.add_error("secret", "A new namespace secret needs the secret the forge's hook signs with.")
+        return cleaned
+
+    def save(self, commit=True):
+        row = super().save(commit=False)
+        if self.cleaned_data.get("secret"):
+            row.secret = self.cleaned_data["secret"]
+        if commit:
+            row.save()
+        return row
+
+
+@admin.register(WebhookNamespaceSecret)
+class WebhookNamespaceSecretAdmin(admin.ModelAdmin):
+    """Secrets of organisation (GitHub), group (GitLab) and workspace (Bitbucket) webhooks; docs/builds.md."""
+
+    form = WebhookNamespaceSecretForm
+    list_display = ["namespace", "provider", "description", "created_at"]
+    list_filter = ["provider"]
+    search_fields = ["namespace"]

@@ -113,12 +113,23 @@ def retry_allowed(config: dict, *, failure_reason: str, retries_used: int) -> bo
     return "always" in when or failure_reason in when
 
 
-def normalize_scm_url(url: str) -> str:
-    """A comparable form of a git URL: no credentials, scheme or `.git`, lowercase host.
+#: Forges whose owner and repository names are case-insensitive (`github.com/Acme/App` is
+#: `github.com/acme/app`): their paths compare in lower case. Elsewhere (GitLab, self-hosted
+#: servers, file paths) the path compares exactly as typed.
+CASE_INSENSITIVE_SCM_HOSTS = frozenset({"github.com", "www.github.com", "bitbucket.org", "www.bitbucket.org"})
 
-    `https://user:pw@GitHub.com/Acme/App.git`, `git@github.com:Acme/App.git`
-    and `ssh://git@github.com/Acme/App` all become `github.com/Acme/App`;
-    `file:///srv/repo.git` becomes `file:///srv/repo`.
+
+def normalize_scm_url(url: str) -> str:
+    """A repository's identity, as the forges define it: the one form every URL of it reduces to.
+
+    No credentials, scheme or port 22/80/443; the host in lower case; no
+    `.git` suffix and no leading or trailing slash; and for the forges of
+    CASE_INSENSITIVE_SCM_HOSTS the owner and name in lower case too. So
+    `https://user:pw@GitHub.com/Acme/App.git`, `git@github.com:acme/app`,
+    `ssh://git@github.com/Acme/App/` and `https://github.com/ACME/app` all
+    become `github.com/acme/app`; `file:///srv/repo.git` becomes
+    `file:///srv/repo`. Job creation stores it (`Job.scm_url_normalized`)
+    and webhook matching compares pushed URLs through it: one rule.
     """
     url = (url or "").strip()
     if url.startswith("file://"):
@@ -128,7 +139,7 @@ def normalize_scm_url(url: str) -> str:
         return "file://" + url.rstrip("/").removesuffix(".git")
     scp = re.match(r"^(?:[^@/]+@)?([^:/]+):(?!//)(.+)$", url)
     if scp and "://" not in url:
-        host, path = scp.group(1), scp.group(2)
+        host, path = scp.group(1).lower(), scp.group(2)
     else:
         try:
             parts = urlsplit(url)
@@ -139,8 +150,10 @@ def normalize_scm_url(url: str) -> str:
         if port and port not in (22, 80, 443):
             host = f"{host}:{port}"
         path = parts.path
-    path = path.strip("/").removesuffix(".git")
-    return f"{host.lower()}/{path}"
+    path = path.strip("/").removesuffix(".git").rstrip("/")
+    if host in CASE_INSENSITIVE_SCM_HOSTS:
+        host, path = host.removeprefix("www."), path.lower()
+    return f"{host}/{path}"
 
 
 def validate_scm_url(url: str) -> str:

@@ -29,7 +29,7 @@ class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = ["id", "name", "tenant", "description", "scm_url", "default_branch", "branch_filter", "build_config",
-                  "queue", "enabled", "has_scm_credential", "secret_names", "has_webhook_secret", "created_at",
+                  "build_tags", "queue", "enabled", "has_scm_credential", "secret_names", "has_webhook_secret", "created_at",
                   "updated_at"]
 
     def get_has_scm_credential(self, job) -> bool:
@@ -57,6 +57,7 @@ class JobWriteSerializer(RejectUnknownFields, serializers.Serializer):
     default_branch = serializers.CharField(max_length=200, required=False)
     branch_filter = serializers.CharField(max_length=500, required=False, allow_blank=True)
     build_config = serializers.JSONField()
+    build_tags = serializers.BooleanField(required=False, help_text="Build pushed tags (default false: ignored).")
     queue = serializers.SlugField(required=False)
     enabled = serializers.BooleanField(required=False)
     scm_credential = serializers.CharField(required=False, allow_blank=True, write_only=True,
