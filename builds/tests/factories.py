@@ -16,7 +16,7 @@ def make_job(*, name: str | None = None, steps=None, scm_url: str = "https://git
     from builds.services import job_create
 
     extra = {key: config.pop(key) for key in ("branch_filter", "webhook_secret", "secrets", "scm_credential",
-                                                "default_branch") if key in config}
+                                                "default_branch", "build_tags", "enabled") if key in config}
     build_config = {"steps": steps or ["echo hello"], **config}
     return job_create(name=name or f"job-{next(_names)}", scm_url=scm_url, build_config=build_config,
                       tenant=tenant, queue=queue, **extra)
