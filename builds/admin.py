@@ -23,7 +23,7 @@ from builds.models import (
     WebhookDelivery,
     WebhookNamespaceSecret,
 )
-from builds.selectors import build_artifacts
+from builds.selectors import build_artifacts, build_waiting_reason
 from swarm.core.admin_display import (
     LiveChangeList,
     PrettyJSONFormField,
@@ -207,14 +207,14 @@ class BuildAdmin(LiveChangeList, ReadOnlyAdmin, TenantScopedAdmin):
     inlines = [AttemptInline, EventInline]
     change_form_template = "admin/builds/build/change_form.html"
     fieldsets = [
-        (None, {"fields": ["job_link", "state_cell", "failure_reason", "exit_code", "drone", "attempt_count",
-                           "duration", "finished"]}),
+        (None, {"fields": ["job_link", "state_cell", "waiting_reason", "failure_reason", "exit_code", "drone",
+                           "attempt_count", "duration", "finished"]}),
         ("Source", {"fields": ["branch", "commit_sha", "trigger", "triggered_by", "params_table", "retry_of"]}),
         ("Times", {"fields": ["created", "queued", "assigned", "started", "lease", "cancel_requested"]}),
         ("Scheduling", {"classes": ["collapse"], "fields": [
             "queue", "queue_priority", "labels", "timeout_seconds", "retries_used", "avoid_until", "ack_deadline"]}),
     ]
-    readonly_fields = ["job_link", "state_cell", "failure_reason", "exit_code", "drone", "attempt_count", "duration",
+    readonly_fields = ["job_link", "state_cell", "waiting_reason", "failure_reason", "exit_code", "drone", "attempt_count", "duration",
                        "finished", "branch", "commit_sha", "trigger", "triggered_by", "params_table", "retry_of",
                        "created", "queued", "assigned", "started", "lease", "cancel_requested", "queue",
                        "queue_priority", "labels", "timeout_seconds", "retries_used", "avoid_until", "ack_deadline"]
@@ -232,6 +232,10 @@ class BuildAdmin(LiveChangeList, ReadOnlyAdmin, TenantScopedAdmin):
     @admin.display(description="state", ordering="state")
     def state_cell(self, build):
         return state_badge(build.state)
+
+    @admin.display(description="waiting because")
+    def waiting_reason(self, build):
+        return build_waiting_reason(build) or "—"
 
     @admin.display(description="job")
     def job_link(self, build):

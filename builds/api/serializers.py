@@ -96,18 +96,26 @@ class BuildSerializer(serializers.ModelSerializer):
     queue = serializers.SlugRelatedField(slug_field="name", read_only=True)
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     url = serializers.SerializerMethodField()
+    waiting_reason = serializers.SerializerMethodField(help_text=(
+        "Why a pending build waits when no drone can take it (labels or the sandbox it needs); null otherwise."))
 
     class Meta:
         model = Build
         fields = ["id", "url", "job", "number", "commit_sha", "branch", "trigger", "triggered_by", "params", "state",
                   "failure_reason", "exit_code", "queue", "drone", "attempt_count", "retries_used", "retry_of",
-                  "created_at", "assigned_at", "started_at", "finished_at", "duration_seconds", "lease_expires_at"]
+                  "created_at", "assigned_at", "started_at", "finished_at", "duration_seconds", "lease_expires_at",
+                  "required_labels", "waiting_reason"]
 
     def get_job(self, build) -> dict:
         return {"id": build.job_id, "name": build.job.name}
 
     def get_url(self, build) -> str:
         return f"/api/v1/builds/{build.pk}"
+
+    def get_waiting_reason(self, build) -> str | None:
+        from builds.selectors import build_waiting_reason
+
+        return build_waiting_reason(build)
 
 
 class BuildDetailSerializer(BuildSerializer):
