@@ -113,9 +113,14 @@ class BuildSerializer(serializers.ModelSerializer):
         return f"/api/v1/builds/{build.pk}"
 
     def get_waiting_reason(self, build) -> str | None:
-        from builds.selectors import build_waiting_reason
+        from builds.selectors import build_waiting_reason, drones_taking_work
 
-        return build_waiting_reason(build)
+        if build.state != "pending":
+            return None
+        # One read of the fleet for a whole page of builds, not one per row.
+        if getattr(self, "_fleet", None) is None:
+            self._fleet = drones_taking_work()
+        return build_waiting_reason(build, fleet=self._fleet)
 
 
 class BuildDetailSerializer(BuildSerializer):
