@@ -135,6 +135,11 @@ class AgentDaemon:
         body = {"join_token": self.config.join_token, "name": self.config.name, **host_identity(),
                 "drone_type": self.config.drone_type or detect_drone_type(), "labels": self.config.labels,
                 "capacity": self.config.capacity, "version": __version__}
+        for plugin in self.plugins:
+            try:
+                body.update(plugin.registration_fields())
+            except Exception:  # noqa: BLE001 - a plugin must not stop the registration
+                logger.exception("plugin %s registration_fields failed", getattr(plugin, "name", plugin))
         response = await self.api.post("/drones/register", json=body, headers={"Authorization": ""})
         if response.status_code in (401, 403):
             raise RegistrationRefused(f"registration refused: {response.text[:300]}")

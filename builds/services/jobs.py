@@ -53,6 +53,7 @@ def job_create(
     scm_credential: str = "",
     secrets: dict[str, str] | None = None,
     webhook_secret: str = "",
+    build_tags: bool = False,
     enabled: bool = True,
     actor="system",
 ) -> Job:
@@ -77,6 +78,7 @@ def job_create(
         scm_credential_encrypted=encrypt_text(scm_credential),
         secrets_encrypted=encrypt_mapping(secrets or {}),
         webhook_secret=webhook_secret,
+        build_tags=bool(build_tags),
         enabled=enabled,
     )
     audit_record(actor=actor, action="job.create", obj=job, tenant_id=job.tenant_id)

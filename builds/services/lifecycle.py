@@ -27,7 +27,13 @@ from builds.choices import (
     BuildState,
     TriggerKind,
 )
-from builds.config import retry_allowed, validate_branch_name, validate_build_params, validate_commit_sha
+from builds.config import (
+    required_drone_labels,
+    retry_allowed,
+    validate_branch_name,
+    validate_build_params,
+    validate_commit_sha,
+)
 from builds.models import Build, BuildAttempt, BuildEvent, Job
 from drones.models import Drone
 from swarm.core.errors import ApiError, Conflict
@@ -99,7 +105,7 @@ def build_trigger(
             retry_of=retry_of,
             queue=locked.queue,
             queue_priority=locked.queue.priority,
-            required_labels=list(config.get("labels", [])),
+            required_labels=required_drone_labels(config),
             timeout_seconds=int(config.get("timeout", 3600)),
             created_at=now,
             queued_at=now,
