@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +21,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from swarm.embedded.process import parent_death_signal
 
 #: Levels as the children name them, most verbose first.
 LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "WARN": logging.WARNING,
@@ -121,8 +124,11 @@ def spawn_child(name: str, argv: list[str], *, log_dir: Path, terminal_level: in
                 env: dict | None = None) -> tuple[subprocess.Popen, ChildOutput]:
     """Start one long-running child in its own process group, its output relayed by a `ChildOutput`."""
     output = ChildOutput(name=name, log_path=log_dir / f"{name}.log", terminal_level=terminal_level)
+    # Its own session (Ctrl-C reaches only the launcher, which stops children in order), and SIGTERM from
+    # the kernel should the launcher itself be killed: a child never outlives it.
     process = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               preexec_fn=parent_death_signal(signal.SIGTERM))
     output.start(process.stdout)
     return process, output
 

@@ -87,9 +87,22 @@ class Launcher:
         return code
 
     def kill(self) -> None:
+        """After a failed assertion: stop it as Ctrl-C does, then kill whatever of it is left.
+
+        The children run in sessions of their own, so killing the launcher alone would orphan them.
+        """
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        for line in processes_of(self.var_dir):
+            try:
+                os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def processes_of(var_dir: Path) -> list[str]:
