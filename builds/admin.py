@@ -95,8 +95,11 @@ class JobAdminForm(forms.ModelForm):
     def clean_default_branch(self):
         from builds.config import validate_branch_name
 
+        branch = self.cleaned_data.get("default_branch") or ""
+        if not branch:
+            return ""  # the repository's own default branch
         try:
-            return validate_branch_name(self.cleaned_data.get("default_branch"), field="default_branch")
+            return validate_branch_name(branch, field="default_branch")
         except ApiError as error:
             raise forms.ValidationError(error.detail) from None
 

@@ -17,8 +17,9 @@ from swarm.core.errors import ApiError
 
 DEFAULT_TIMEOUT_SECONDS = 3600
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
-#: Without a `retry` section a build that lost its drone is retried once.
-DEFAULT_RETRY = {"max": 1, "when": [FailureReason.RUNNER_SYSTEM_FAILURE.value]}
+#: Without a `retry` section a build that lost its drone, or could not fetch its source (networks
+#: fail for a moment), is retried once.
+DEFAULT_RETRY = {"max": 1, "when": [FailureReason.RUNNER_SYSTEM_FAILURE.value, FailureReason.SOURCE_FAILURE.value]}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/=-]{0,99}$")
 NOTIFY_STATES = ("success", "failed", "canceled")

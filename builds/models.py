@@ -56,7 +56,9 @@ class Job(models.Model):
     description = models.CharField(max_length=300, blank=True)
     scm_url = models.CharField(max_length=500, help_text="Git URL (https, ssh or file://) of the repository.")
     scm_url_normalized = models.CharField(max_length=500, db_index=True, editable=False)
-    default_branch = models.CharField(max_length=200, default="main")
+    default_branch = models.CharField(
+        max_length=200, blank=True, default="",
+        help_text="Branch built when a trigger names none; empty: the repository's default branch (its HEAD).")
     branch_filter = models.CharField(
         max_length=500, blank=True, help_text="Comma-separated branch globs pushes must match (empty: all)."
     )

@@ -54,7 +54,9 @@ class JobWriteSerializer(RejectUnknownFields, serializers.Serializer):
     tenant = serializers.SlugField(required=False, help_text="Admin tokens only; engine tokens use their own tenant.")
     description = serializers.CharField(max_length=300, required=False, allow_blank=True)
     scm_url = serializers.CharField(max_length=500)
-    default_branch = serializers.CharField(max_length=200, required=False)
+    default_branch = serializers.CharField(
+        max_length=200, required=False, allow_blank=True,
+        help_text="Branch built when a trigger names none; empty (the default): the repository's default branch.")
     branch_filter = serializers.CharField(max_length=500, required=False, allow_blank=True)
     build_config = serializers.JSONField()
     build_tags = serializers.BooleanField(required=False, help_text="Build pushed tags (default false: ignored).")
@@ -155,6 +157,8 @@ class StateUpdateSerializer(serializers.Serializer):
     log_bytesize = serializers.IntegerField(required=False, min_value=0)
     log_checksum = serializers.CharField(required=False, allow_blank=True, max_length=80)
     commit_sha = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    branch = serializers.CharField(required=False, allow_blank=True, max_length=200,
+                                   help_text="The branch checked out, for a build queued without one.")
 
 
 class ArtifactAnnounceSerializer(serializers.Serializer):

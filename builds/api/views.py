@@ -121,7 +121,8 @@ class BuildStateView(AgentMixin, ScopedAPIView):
         try:
             if data["state"] == BuildState.RUNNING:
                 build = services.build_set_running(build_id=build_id, drone=drone, attempt_number=data.get("attempt"),
-                                                   commit_sha=data.get("commit_sha", ""))
+                                                   commit_sha=data.get("commit_sha", ""),
+                                                   branch=data.get("branch", ""))
             else:
                 if "log_bytesize" not in data:
                     raise ApiError("log_bytesize: required with a final state", code="missing_field",

@@ -90,8 +90,10 @@ def build_trigger(
             raise Conflict(f"Job {locked.name!r} is disabled.")
         number = locked.next_build_number
         Job.objects.filter(pk=locked.pk).update(next_build_number=F("next_build_number") + 1)
-        # A default branch stored before branch names were checked is checked before it reaches git.
-        branch = branch or validate_branch_name(locked.default_branch, field="default_branch")
+        # A default branch stored before branch names were checked is checked before it reaches git;
+        # none at all means the repository's own default (the drone clones its HEAD and reports the name).
+        if not branch and locked.default_branch:
+            branch = validate_branch_name(locked.default_branch, field="default_branch")
         config = locked.build_config
         now = timezone.now()
         build = Build.objects.create(

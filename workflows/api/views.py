@@ -42,12 +42,14 @@ class BundleUploadView(InspectedUploadMixin, ScopedAPIView):
         responses={201: RegisteredVersionSerializer, 200: RegisteredVersionSerializer,
                    **error_responses(400, 404, 409, 413, 429, 503)},
         summary="Upload a bundle and register it as a workflow version",
-        description="201 with the new version; 200 with `deduplicated: true` when these bytes are already a "
-                    "version of the workflow. 400 codes: missing_field, invalid_version, invalid_metadata, "
+        description="201 with the new version; 200 with `deduplicated: true` when these bytes already are "
+                    "this version (a retried push). 400 codes: missing_field, invalid_version, invalid_metadata, "
                     "hash_mismatch and the bundle safety rules (not_a_tar_gz, absolute_path, path_traversal, "
                     "link_escapes_root, device_file, fifo, special_file, setuid_bit, too_many_members, "
-                    "too_large_unpacked, decompression_bomb, empty_bundle); 404 another tenant; 409 "
-                    "version_exists; 413 too_large; 429 too_many_inspections (the tenant's uploads in flight).",
+                    "too_large_unpacked, decompression_bomb, empty_bundle); 404 a tenant that does not exist "
+                    "(unless `create_tenant`) or another tenant's; 409 version_exists (the label holds other "
+                    "bytes) or same_bytes (these bytes already are another version); 413 too_large; 429 "
+                    "too_many_inspections (the tenant's uploads in flight).",
     )
     def post(self, request):
         try:
@@ -87,6 +89,7 @@ def _register_received(principal, fields, *, received: ReceivedBundle, declared_
         received=received,
         activate=checked["activate"],
         workflow_defaults={key: checked[key] for key in ("runtime", "entrypoint") if checked.get(key)},
+        create_tenant=checked["create_tenant"],
     )
 
 
@@ -116,6 +119,8 @@ class BundleView(InspectedUploadMixin, BundleDetailView):
             OpenApiParameter("activate", bool, description="Make the new version active."),
             OpenApiParameter("runtime", str, description="Runtime of a workflow created by this push."),
             OpenApiParameter("entrypoint", str, description="Entrypoint of a workflow created by this push."),
+            OpenApiParameter("create_tenant", bool, description="Create the tenant if it does not exist "
+                                                                "(unbound tokens); else a missing tenant is a 404."),
         ],
         responses={201: RegisteredVersionSerializer, 200: RegisteredVersionSerializer,
                    **error_responses(400, 404, 409, 411, 413, 429, 503)},
