@@ -88,7 +88,9 @@ def test_bombs_are_refused_in_under_a_second_while_heartbeats_stay_fast(live_url
 
     watcher = threading.Thread(target=beat)
     watcher.start()
-    time.sleep(0.5)  # a few heartbeats before the bombs, to warm the connection
+    time.sleep(1.5)  # heartbeats alone first: the same run's baseline (after warming the connection)
+    baseline = list(latencies[len(latencies) // 4:])
+    latencies.clear()
     uploaders = [threading.Thread(target=upload_bombs, args=(owner,)) for owner in (tenant, other_tenant)]
     for uploader in uploaders:
         uploader.start()
@@ -101,8 +103,13 @@ def test_bombs_are_refused_in_under_a_second_while_heartbeats_stay_fast(live_url
     assert all(status == 400 and code == "decompression_bomb" for status, code, _ in refusals), refusals
     # Two at once on a two-core machine: each still well under two seconds.
     assert max(seconds for _, _, seconds in refusals) < 2, refusals
+    # Heartbeats stay under 50 ms p99 while bombs are checked; on a machine already loaded by other work
+    # (where the heartbeats alone are slower) they stay within twice the same run's baseline instead. A
+    # starved server (the 1.5-12.7 s /readyz) fails either way.
     p99 = statistics.quantiles(latencies, n=100)[98]
-    assert len(latencies) > 30 and p99 < 0.05, (len(latencies), p99, max(latencies))
+    baseline_p99 = statistics.quantiles(baseline, n=100)[98]
+    assert len(latencies) > 30 and len(baseline) > 30, (len(latencies), len(baseline))
+    assert p99 < max(0.05, 2 * baseline_p99), (p99, baseline_p99, max(latencies))
     assert not WorkflowVersion.objects.exists() and not Bundle.objects.exists()
 
 
