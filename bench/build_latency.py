@@ -109,6 +109,11 @@ def measure_latency(server_url: str, token: str, job_id: int, builds: int) -> li
     return latencies
 
 
+#: The simulated drones of the ingest and stream measurements run nothing (their builds' steps never run):
+#: they report the operator's explicit no-sandbox opt-out, and their jobs ask for no sandbox.
+BENCH_SANDBOX = {"mode": "none", "detail": "bench drone: its builds never run"}
+
+
 def measure_ingest(server_url: str, database_url: str, mebibytes: int) -> dict:
     import httpx
     import psycopg
@@ -116,10 +121,10 @@ def measure_ingest(server_url: str, database_url: str, mebibytes: int) -> dict:
     from builds.services import build_claim, build_set_running, build_trigger, job_create
     from drones.services import drone_register, join_token_issue
 
-    job = job_create(name="ingest", scm_url="https://git.example.com/ingest.git", build_config={"steps": ["true"]})
+    job = job_create(name="ingest", scm_url="https://git.example.com/ingest.git", build_config={"steps": ["true"], "sandbox": "none"})
     build = build_trigger(job=job, trigger="api")
     _, join = join_token_issue(name="ingest")
-    registration = drone_register(join_token=join, name="ingest-drone")
+    registration = drone_register(join_token=join, name="ingest-drone", sandbox=BENCH_SANDBOX)
     build_claim(drone=registration.drone)
     build_set_running(build_id=build.pk, drone=registration.drone)
     piece = os.urandom(1024 * 1024)
@@ -152,12 +157,13 @@ def running_builds(count: int) -> list[tuple[int, int, str]]:
     from builds.services import build_claim, build_set_running, build_trigger, job_create
     from drones.services import drone_register, join_token_issue
 
-    job = job_create(name="streams", scm_url="https://git.example.com/streams.git", build_config={"steps": ["true"]})
+    job = job_create(name="streams", scm_url="https://git.example.com/streams.git",
+                     build_config={"steps": ["true"], "sandbox": "none"})
     _, join = join_token_issue(name="streams")
     running = []
     for index in range(count):
         build = build_trigger(job=job, trigger="api")
-        registration = drone_register(join_token=join, name=f"stream-{index}")
+        registration = drone_register(join_token=join, name=f"stream-{index}", sandbox=BENCH_SANDBOX)
         build_claim(drone=registration.drone)
         build_set_running(build_id=build.pk, drone=registration.drone)
         attempt = BuildAttempt.objects.get(build=build, number=1)

@@ -256,7 +256,8 @@ def main() -> int:
         ))
 
         def api_upload(path: Path, digest: str, size: int, *, raw: bool, label: str) -> dict:
-            push = BundlePush(path=path, sha256=digest, size=size, tenant="bench", workflow=label, version="1.0.0")
+            push = BundlePush(path=path, sha256=digest, size=size, tenant="bench", workflow=label, version="1.0.0",
+                              create_tenant=True)
             sent = {"bytes": 0, "at": None}
             began = time.perf_counter()
 

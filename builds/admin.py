@@ -13,8 +13,17 @@ from django.utils.html import format_html
 
 from builds import services
 from builds.choices import TERMINAL_STATES, TriggerKind
-from builds.models import Artifact, Build, BuildAttempt, BuildEvent, Job, Queue, WebhookDelivery
-from builds.selectors import build_artifacts
+from builds.models import (
+    Artifact,
+    Build,
+    BuildAttempt,
+    BuildEvent,
+    Job,
+    Queue,
+    WebhookDelivery,
+    WebhookNamespaceSecret,
+)
+from builds.selectors import build_artifacts, build_waiting_reason
 from swarm.core.admin_display import (
     LiveChangeList,
     PrettyJSONFormField,
@@ -86,8 +95,11 @@ class JobAdminForm(forms.ModelForm):
     def clean_default_branch(self):
         from builds.config import validate_branch_name
 
+        branch = self.cleaned_data.get("default_branch") or ""
+        if not branch:
+            return ""  # the repository's own default branch
         try:
-            return validate_branch_name(self.cleaned_data.get("default_branch"), field="default_branch")
+            return validate_branch_name(branch, field="default_branch")
         except ApiError as error:
             raise forms.ValidationError(error.detail) from None
 
@@ -132,7 +144,8 @@ class JobAdmin(TenantScopedAdmin, ServiceModelAdmin):
             saved = services.job_create(
                 name=obj.name, scm_url=obj.scm_url, build_config=obj.build_config, tenant=obj.tenant, queue=obj.queue,
                 default_branch=obj.default_branch, branch_filter=obj.branch_filter, description=obj.description,
-                webhook_secret=obj.webhook_secret, enabled=obj.enabled, actor=_actor(request),
+                webhook_secret=obj.webhook_secret, build_tags=obj.build_tags, enabled=obj.enabled,
+                actor=_actor(request),
             )
         adopt_saved(obj, saved)
 
@@ -197,14 +210,14 @@ class BuildAdmin(LiveChangeList, ReadOnlyAdmin, TenantScopedAdmin):
     inlines = [AttemptInline, EventInline]
     change_form_template = "admin/builds/build/change_form.html"
     fieldsets = [
-        (None, {"fields": ["job_link", "state_cell", "failure_reason", "exit_code", "drone", "attempt_count",
-                           "duration", "finished"]}),
+        (None, {"fields": ["job_link", "state_cell", "waiting_reason", "failure_reason", "exit_code", "drone",
+                           "attempt_count", "duration", "finished"]}),
         ("Source", {"fields": ["branch", "commit_sha", "trigger", "triggered_by", "params_table", "retry_of"]}),
         ("Times", {"fields": ["created", "queued", "assigned", "started", "lease", "cancel_requested"]}),
         ("Scheduling", {"classes": ["collapse"], "fields": [
             "queue", "queue_priority", "labels", "timeout_seconds", "retries_used", "avoid_until", "ack_deadline"]}),
     ]
-    readonly_fields = ["job_link", "state_cell", "failure_reason", "exit_code", "drone", "attempt_count", "duration",
+    readonly_fields = ["job_link", "state_cell", "waiting_reason", "failure_reason", "exit_code", "drone", "attempt_count", "duration",
                        "finished", "branch", "commit_sha", "trigger", "triggered_by", "params_table", "retry_of",
                        "created", "queued", "assigned", "started", "lease", "cancel_requested", "queue",
                        "queue_priority", "labels", "timeout_seconds", "retries_used", "avoid_until", "ack_deadline"]
@@ -222,6 +235,10 @@ class BuildAdmin(LiveChangeList, ReadOnlyAdmin, TenantScopedAdmin):
     @admin.display(description="state", ordering="state")
     def state_cell(self, build):
         return state_badge(build.state)
+
+    @admin.display(description="waiting because")
+    def waiting_reason(self, build):
+        return build_waiting_reason(build) or "—"
 
     @admin.display(description="job")
     def job_link(self, build):
@@ -352,3 +369,39 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     @admin.display(description="payload")
     def payload_display(self, delivery):
         return json_display(delivery.payload)
+
+
+class WebhookNamespaceSecretForm(forms.ModelForm):
+    """A namespace's webhook secret: write-only (stored encrypted); blank keeps the stored one."""
+
+    secret = forms.CharField(required=False, max_length=200, widget=forms.PasswordInput(render_value=False),
+                             help_text="The organisation, group or workspace hook's secret (stored encrypted; "
+                                       "leave blank to keep).")
+
+    class Meta:
+        model = WebhookNamespaceSecret
+        fields = ["provider", "namespace", "description"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.instance.pk and not cleaned.get("secret"):
+            self.add_error("secret", "A new namespace secret needs the secret the forge's hook signs with.")
+        return cleaned
+
+    def save(self, commit=True):
+        row = super().save(commit=False)
+        if self.cleaned_data.get("secret"):
+            row.secret = self.cleaned_data["secret"]
+        if commit:
+            row.save()
+        return row
+
+
+@admin.register(WebhookNamespaceSecret)
+class WebhookNamespaceSecretAdmin(admin.ModelAdmin):
+    """Secrets of organisation (GitHub), group (GitLab) and workspace (Bitbucket) webhooks; docs/builds.md."""
+
+    form = WebhookNamespaceSecretForm
+    list_display = ["namespace", "provider", "description", "created_at"]
+    list_filter = ["provider"]
+    search_fields = ["namespace"]

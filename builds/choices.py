@@ -37,6 +37,8 @@ class FailureReason(models.TextChoices):
     """Why a build or attempt failed (GitLab Runner's vocabulary, DESIGN.md §5)."""
 
     SCRIPT_FAILURE = "script_failure", "script failure"
+    #: The source could not be cloned, fetched or checked out: the user's steps never ran.
+    SOURCE_FAILURE = "source_failure", "source failure"
     RUNNER_SYSTEM_FAILURE = "runner_system_failure", "runner system failure"
     STUCK_OR_TIMEOUT_FAILURE = "stuck_or_timeout_failure", "stuck or timeout failure"
     JOB_EXECUTION_TIMEOUT = "job_execution_timeout", "job execution timeout"

@@ -17,11 +17,16 @@ from swarm.core.errors import ApiError
 
 DEFAULT_TIMEOUT_SECONDS = 3600
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
-#: Without a `retry` section a build that lost its drone is retried once.
-DEFAULT_RETRY = {"max": 1, "when": [FailureReason.RUNNER_SYSTEM_FAILURE.value]}
+#: Without a `retry` section a build that lost its drone, or could not fetch its source (networks
+#: fail for a moment), is retried once.
+DEFAULT_RETRY = {"max": 1, "when": [FailureReason.RUNNER_SYSTEM_FAILURE.value, FailureReason.SOURCE_FAILURE.value]}
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/=-]{0,99}$")
 NOTIFY_STATES = ("success", "failed", "canceled")
+#: What a job may require of a drone's isolation (`build_config.sandbox`): bubblewrap (the default), or none
+#: (runs on a drone that opted out of sandboxing, or sandboxed anyway on one that has bubblewrap).
+SANDBOX_REQUIREMENTS = ("bubblewrap", "none")
+DEFAULT_SANDBOX = "bubblewrap"
 #: The longest branch name taken: the `branch` and `default_branch` columns' length.
 MAX_BRANCH_CHARS = 200
 #: A commit id: an abbreviated (at least 7) or full SHA-1 (40) or SHA-256 (64) in hex.
@@ -42,7 +47,7 @@ def validate_build_config(config) -> dict:
     """Return the normalised build config or raise ApiError naming the bad field."""
     if not isinstance(config, dict):
         raise _invalid("build_config", "must be an object")
-    allowed = {"image", "steps", "env", "artifacts", "timeout", "labels", "retry", "notifications"}
+    allowed = {"image", "steps", "env", "artifacts", "timeout", "labels", "retry", "notifications", "sandbox"}
     unknown = sorted(set(config) - allowed)
     if unknown:
         raise _invalid(f"build_config.{unknown[0]}", f"unknown key; expected one of {', '.join(sorted(allowed))}")
@@ -70,6 +75,14 @@ def validate_build_config(config) -> dict:
     labels = config.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(x, str) and LABEL.match(x) for x in labels):
         raise _invalid("build_config.labels", "must be a list of labels (letters, digits, _ . : / = -)")
+    reserved = [label for label in labels if label.startswith("sandbox:")]
+    if reserved:
+        raise _invalid("build_config.labels", f"{reserved[0]!r}: say what isolation the job needs with "
+                                              f"build_config.sandbox ({' or '.join(SANDBOX_REQUIREMENTS)}) instead")
+    sandbox = config.get("sandbox", DEFAULT_SANDBOX)
+    if sandbox not in SANDBOX_REQUIREMENTS:
+        raise _invalid("build_config.sandbox", f"must be one of {', '.join(SANDBOX_REQUIREMENTS)} (the isolation a "
+                                               "drone must give the steps; default bubblewrap)")
     retry = config.get("retry", DEFAULT_RETRY)
     if not isinstance(retry, dict):
         raise _invalid("build_config.retry", "must be an object {max, when}")
@@ -99,9 +112,17 @@ def validate_build_config(config) -> dict:
         "artifacts": list(artifacts),
         "timeout": timeout,
         "labels": sorted(set(labels)),
+        "sandbox": sandbox,
         "retry": {"max": retry_max, "when": list(when)},
         "notifications": {"email": list(emails), "webhook": webhook or "", "on": list(on)},
     }
+
+
+def required_drone_labels(config: dict) -> list[str]:
+    """The labels a drone must carry to take a build of this config: its own and the sandbox it needs
+    (`sandbox:<requirement>`, an implicit label drones carry from the sandbox they report; drones/sandbox.py)."""
+    sandbox = config.get("sandbox", DEFAULT_SANDBOX)
+    return sorted(set(config.get("labels", [])) | {f"sandbox:{sandbox}"})
 
 
 def retry_allowed(config: dict, *, failure_reason: str, retries_used: int) -> bool:
@@ -113,12 +134,23 @@ def retry_allowed(config: dict, *, failure_reason: str, retries_used: int) -> bo
     return "always" in when or failure_reason in when
 
 
-def normalize_scm_url(url: str) -> str:
-    """A comparable form of a git URL: no credentials, scheme or `.git`, lowercase host.
+#: Forges whose owner and repository names are case-insensitive (`github.com/Acme/App` is
+#: `github.com/acme/app`): their paths compare in lower case. Elsewhere (GitLab, self-hosted
+#: servers, file paths) the path compares exactly as typed.
+CASE_INSENSITIVE_SCM_HOSTS = frozenset({"github.com", "www.github.com", "bitbucket.org", "www.bitbucket.org"})
 
-    `https://user:pw@GitHub.com/Acme/App.git`, `git@github.com:Acme/App.git`
-    and `ssh://git@github.com/Acme/App` all become `github.com/Acme/App`;
-    `file:///srv/repo.git` becomes `file:///srv/repo`.
+
+def normalize_scm_url(url: str) -> str:
+    """A repository's identity, as the forges define it: the one form every URL of it reduces to.
+
+    No credentials, scheme or port 22/80/443; the host in lower case; no
+    `.git` suffix and no leading or trailing slash; and for the forges of
+    CASE_INSENSITIVE_SCM_HOSTS the owner and name in lower case too. So
+    `https://user:pw@GitHub.com/Acme/App.git`, `git@github.com:acme/app`,
+    `ssh://git@github.com/Acme/App/` and `https://github.com/ACME/app` all
+    become `github.com/acme/app`; `file:///srv/repo.git` becomes
+    `file:///srv/repo`. Job creation stores it (`Job.scm_url_normalized`)
+    and webhook matching compares pushed URLs through it: one rule.
     """
     url = (url or "").strip()
     if url.startswith("file://"):
@@ -128,7 +160,7 @@ def normalize_scm_url(url: str) -> str:
         return "file://" + url.rstrip("/").removesuffix(".git")
     scp = re.match(r"^(?:[^@/]+@)?([^:/]+):(?!//)(.+)$", url)
     if scp and "://" not in url:
-        host, path = scp.group(1), scp.group(2)
+        host, path = scp.group(1).lower(), scp.group(2)
     else:
         try:
             parts = urlsplit(url)
@@ -139,8 +171,10 @@ def normalize_scm_url(url: str) -> str:
         if port and port not in (22, 80, 443):
             host = f"{host}:{port}"
         path = parts.path
-    path = path.strip("/").removesuffix(".git")
-    return f"{host.lower()}/{path}"
+    path = path.strip("/").removesuffix(".git").rstrip("/")
+    if host in CASE_INSENSITIVE_SCM_HOSTS:
+        host, path = host.removeprefix("www."), path.lower()
+    return f"{host}/{path}"
 
 
 def validate_scm_url(url: str) -> str:

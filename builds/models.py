@@ -1,6 +1,7 @@
 """Build models: queues, jobs, builds and their attempts, log chunks, artifacts, webhook deliveries."""
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from builds.choices import (
@@ -55,7 +56,9 @@ class Job(models.Model):
     description = models.CharField(max_length=300, blank=True)
     scm_url = models.CharField(max_length=500, help_text="Git URL (https, ssh or file://) of the repository.")
     scm_url_normalized = models.CharField(max_length=500, db_index=True, editable=False)
-    default_branch = models.CharField(max_length=200, default="main")
+    default_branch = models.CharField(
+        max_length=200, blank=True, default="",
+        help_text="Branch built when a trigger names none; empty: the repository's default branch (its HEAD).")
     branch_filter = models.CharField(
         max_length=500, blank=True, help_text="Comma-separated branch globs pushes must match (empty: all)."
     )
@@ -67,6 +70,8 @@ class Job(models.Model):
     secrets_encrypted = EncryptedTextField(blank=True, default="", kind=MAPPING)
     webhook_secret_encrypted = EncryptedTextField(
         blank=True, default="", help_text="Shared secret of this repository's webhooks (else the global one).")
+    build_tags = models.BooleanField(
+        default=False, help_text="Build pushed tags too (a tag push of a job that does not is recorded as ignored).")
     enabled = models.BooleanField(default=True)
     next_build_number = models.PositiveIntegerField(default=1, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -270,6 +275,65 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}:{self.delivery_id}"
+
+
+class WebhookNamespaceSecret(models.Model):
+    """The shared secret of a forge webhook set on a whole namespace, not on one repository.
+
+    A GitHub organisation (or user) hook, a GitLab group hook (it fires for
+    the group's subgroups too) or a Bitbucket workspace hook signs every
+    delivery with one secret. A delivery for a repository in `namespace`
+    (compared case-insensitively: GitHub owner, GitLab group path such as
+    `acme/platform`, Bitbucket workspace) is verified with it; it builds
+    the jobs on that repository that have no webhook secret of their own.
+    Stored encrypted like the job's own secret.
+    """
+
+    provider = models.CharField(max_length=16, choices=WebhookProvider.choices)
+    namespace = models.CharField(max_length=255, help_text="GitHub organisation or user, GitLab group path, "
+                                                           "Bitbucket workspace.")
+    secret_encrypted = EncryptedTextField(help_text="The hook's shared secret (stored encrypted).")
+    description = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["provider", "namespace"]
+        constraints = [
+            models.UniqueConstraint(models.F("provider"), Lower("namespace"),
+                                    name="builds_webhook_namespace_secret_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.namespace}"
+
+    secret = plaintext_property("secret_encrypted", "The decrypted secret (SecretUndecryptable when no key fits).")
+
+
+class BuildNotification(models.Model):
+    """One notification channel of one build, sent once: the row is the lock two workers meet on.
+
+    `build_notify_finished` locks (or creates) the row of each channel, sends
+    while holding it and marks it sent in the same transaction; a second
+    worker waits on the lock, then finds it sent. A send that fails rolls
+    back, so the channel stays unsent and a later run may try again.
+    """
+
+    build = models.ForeignKey(Build, on_delete=models.CASCADE, related_name="notifications")
+    channel = models.CharField(max_length=32)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    tenant_path = "build__job__tenant"
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["build_id", "channel"]
+        constraints = [
+            models.UniqueConstraint(fields=["build", "channel"], name="builds_notification_unique_channel"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.build_id} {self.channel}"
 
 
 class BuildEvent(models.Model):

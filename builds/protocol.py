@@ -121,6 +121,7 @@ class StateUpdate:
     log_bytesize: int | None = None
     log_checksum: str = ""
     commit_sha: str = ""
+    branch: str = ""
 
 
 def state_update_parse(body) -> StateUpdate:
@@ -139,6 +140,7 @@ def state_update_parse(body) -> StateUpdate:
         log_bytesize=_optional_int(body, "log_bytesize", minimum=0, maximum=2**63 - 1),
         log_checksum=_text(body, "log_checksum", max_length=80),
         commit_sha=_text(body, "commit_sha", max_length=64),
+        branch=_text(body, "branch", max_length=200),
     )
     if state != "running" and update.log_bytesize is None:
         raise ApiError("log_bytesize: required with a final state", code="missing_field", field="log_bytesize")

@@ -117,3 +117,44 @@ def drone_canceling_build_ids(drone_id: int) -> list[int]:
 def drone_held_build_ids(drone_id: int) -> list[int]:
     """Builds this drone holds."""
     return list(Build.objects.filter(drone_id=drone_id, state__in=ACTIVE_STATES).values_list("pk", flat=True))
+
+
+def drones_taking_work() -> list[tuple[list[str], str]]:
+    """(labels, sandbox) of every drone that takes new builds: one query, for `build_waiting_reason`."""
+    from drones.models import Drone
+
+    from builds.choices import NO_NEW_WORK_STATUSES
+
+    return [(list(labels or []), sandbox) for labels, sandbox in
+            Drone.objects.exclude(status__in=NO_NEW_WORK_STATUSES).values_list("labels", "sandbox")]
+
+
+def build_waiting_reason(build: Build, *, fleet: list[tuple[list[str], str]] | None = None) -> str | None:
+    """Why a pending build waits although it is queued: no drone that takes new work carries its labels.
+
+    None while some drone could take it (it then waits only for a free slot),
+    and for any build that is not pending. The reason names the labels no
+    drone offers, and for a sandbox requirement what the fleet reports.
+    `fleet` is `drones_taking_work()`, read once for a whole list of builds.
+    """
+    from drones.choices import DroneSandbox
+
+    if build.state != BuildState.PENDING:
+        return None
+    fleet = drones_taking_work() if fleet is None else fleet
+    required = set(build.required_labels or [])
+    if any(required <= set(labels) for labels, _ in fleet):
+        return None
+    if not fleet:
+        return "no drone is online to take new builds"
+    offered = {label for labels, _ in fleet for label in labels}
+    missing = sorted(required - offered)
+    if not missing:
+        return f"no single drone carries all of its labels ({', '.join(sorted(required))})"
+    reason = f"no drone offers {', '.join(missing)}"
+    if any(label.startswith("sandbox:") for label in missing):
+        counts = {choice.label: sum(1 for _, sandbox in fleet if sandbox == choice.value) for choice in DroneSandbox}
+        reported = ", ".join(f"{count} {label}" for label, count in counts.items() if count)
+        reason += (f" (sandboxes the drones report: {reported}); a drone offers sandbox:bubblewrap when bwrap "
+                   "works there, and sandbox:none too, or only when SWARM_AGENT_BUILD_SANDBOX=none opts it out")
+    return reason

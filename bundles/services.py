@@ -26,6 +26,8 @@ def bundle_limits() -> BundleLimits:
     return BundleLimits(
         max_members=settings.SWARM_BUNDLE_MAX_MEMBERS,
         max_unpacked_bytes=settings.SWARM_BUNDLE_MAX_UNPACKED_BYTES,
+        max_ratio=settings.SWARM_BUNDLE_MAX_RATIO,
+        ratio_floor_bytes=settings.SWARM_BUNDLE_RATIO_FLOOR_BYTES,
     )
 
 
@@ -43,6 +45,11 @@ def bundle_check_received(*, received: ReceivedBundle, declared_sha256: str | No
     except BundleRejected as rejected:
         received.writer.abort()
         raise ApiError(rejected.detail, code=rejected.code, field="bundle", status_code=rejected.status) from None
+    if received.client_gone():
+        # Nobody is waiting for the answer: register nothing (what was written is aborted here).
+        received.writer.abort()
+        raise ApiError("The client disconnected before the bundle was registered; nothing was kept.",
+                       code="client_disconnected", field="bundle")
     received.summary = summary
 
 

@@ -1,33 +1,46 @@
 """A Django upload handler that hashes, inspects and stores a bundle as it is parsed.
 
 Each chunk of the `bundle` file field goes to three consumers at once: the
-sha256 hasher, the tar safety inspector (on its own thread) and a blob writer
-(a spool file, or a multipart upload straight to S3). Nothing holds the whole
-file in memory, so memory use does not grow with bundle size.
+sha256 hasher, the tar safety inspector (on the inspection pool, see
+bundles/inspection.py) and a blob writer (a spool file, or a multipart upload
+straight to S3). Nothing holds the whole file in memory, so memory use does
+not grow with bundle size. The first broken safety rule stops the upload at
+once (the rest of the body is not stored), and a client that has gone away
+by the time the bundle is checked gets nothing registered
+(`ReceivedBundle.client_gone`, set by swarm/core/streaming_asgi.py).
 """
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
-from swarm_agent.bundle_safety import BundleInspector, BundleLimits
+from swarm_agent.bundle_safety import BundleLimits, BundleRejected
 
 from bundles.blobstore import BlobStore, BlobWriter
+from bundles.inspection import PooledInspector
 from bundles.keys import blob_key, is_sha256_hex
 from swarm.core.errors import ApiError, PayloadTooLarge
+from swarm.core.streaming_asgi import CLIENT_GONE_META_KEY
 
 BUNDLE_FIELD = "bundle"
+
+
+def _never() -> bool:
+    return False
 
 
 class ReceivedBundle(UploadedFile):
     """A fully received bundle: its digest, size, inspector and uncommitted writer."""
 
-    def __init__(self, *, name: str, sha256: str, size: int, inspector: BundleInspector, writer: BlobWriter):
+    def __init__(self, *, name: str, sha256: str, size: int, inspector: PooledInspector, writer: BlobWriter,
+                 client_gone: Callable[[], bool] = _never):
         super().__init__(file=None, name=name, content_type="application/gzip", size=size)
         self.sha256 = sha256
         self.inspector = inspector
         self.writer = writer
+        self.client_gone = client_gone
 
     def discard(self) -> None:
         """Drop the received bytes: nothing of this upload is kept."""
@@ -56,9 +69,13 @@ class BundleUploadHandler(FileUploadHandler):
         self.declared_sha256 = declared_sha256 if is_sha256_hex(declared_sha256 or "") else None
         self.received: ReceivedBundle | None = None
         self._hasher = None
-        self._inspector: BundleInspector | None = None
+        self._inspector: PooledInspector | None = None
         self._writer: BlobWriter | None = None
         self._size = 0
+        #: Called once per chunk (the view sets it to its inspection slot's lease refresh).
+        self.keep_alive: Callable[[], None] = lambda: None
+        client_gone = request.META.get(CLIENT_GONE_META_KEY)
+        self.client_gone: Callable[[], bool] = client_gone.is_set if client_gone is not None else _never
 
     def new_file(self, field_name, file_name, content_type, content_length, charset=None, content_type_extra=None):
         super().new_file(field_name, file_name, content_type, content_length, charset, content_type_extra)
@@ -68,7 +85,7 @@ class BundleUploadHandler(FileUploadHandler):
             raise ApiError("Send exactly one bundle file.", code="multiple_bundles", field=BUNDLE_FIELD)
         known_key = blob_key(self.declared_sha256) if self.declared_sha256 else None
         self._hasher = hashlib.sha256()
-        self._inspector = BundleInspector(self.limits)
+        self._inspector = PooledInspector(self.limits)
         self._writer = self.store.writer(known_key=known_key)
 
     def receive_data_chunk(self, raw_data, start):
@@ -79,8 +96,14 @@ class BundleUploadHandler(FileUploadHandler):
                 f"The bundle is larger than the upload limit of {self.max_bytes} bytes.", field=BUNDLE_FIELD
             )
         self._hasher.update(raw_data)
-        self._inspector.feed(raw_data)
+        try:
+            self._inspector.feed(raw_data)
+        except BundleRejected as rejected:
+            self.discard()
+            raise ApiError(rejected.detail, code=rejected.code, field=BUNDLE_FIELD,
+                           status_code=rejected.status) from None
         self._writer.write(raw_data)
+        self.keep_alive()
         return None
 
     def file_complete(self, file_size):
@@ -90,6 +113,7 @@ class BundleUploadHandler(FileUploadHandler):
             size=self._size,
             inspector=self._inspector,
             writer=self._writer,
+            client_gone=self.client_gone,
         )
         self._inspector = self._writer = None
         return self.received

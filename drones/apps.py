@@ -8,7 +8,7 @@ class DronesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from drones import metrics
+        from drones import metrics, sandbox
         from drones.agent_messages import register_handlers
         from drones.payloads import heartbeat as payload_heartbeat
         from drones.payloads import metrics as payload_metrics
@@ -19,6 +19,7 @@ class DronesConfig(AppConfig):
         metrics.register_collector()
         register_heartbeat_hook()
         payload_heartbeat.register()
+        sandbox.register()
         payload_metrics.register_collector()
         register_live_topic(name="drones", permission="drones.view_drone")
         register_live_topic(name="terminal_sessions", permission="drones.view_terminalsession")

@@ -83,3 +83,12 @@ class TerminalState(models.TextChoices):
     REFUSED = "refused", "refused"
     OPEN = "open", "open"
     CLOSED = "closed", "closed"
+
+
+class DroneSandbox(models.TextChoices):
+    """The isolation a drone's agent reports it can give build steps (probed by running it)."""
+
+    UNKNOWN = "", "not reported (agent too old, or not yet)"
+    BUBBLEWRAP = "bubblewrap", "bubblewrap"
+    NONE = "none", "none: unsandboxed by the operator's opt-in"
+    UNAVAILABLE = "unavailable", "unavailable: takes no builds"

@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from drones.choices import (
+    DroneSandbox,
     DroneStatus,
     DroneType,
     EscalationLevel,
@@ -68,6 +69,13 @@ class Drone(models.Model):
         default=False, help_text="Set by an operator (set-type); the agent's detection no longer overrides it.")
     labels = models.JSONField(default=list, blank=True)
     capacity = models.PositiveIntegerField(default=1)
+    # What the agent reports it can isolate builds with (drones/sandbox.py); `labels` carries it as
+    # the implicit `sandbox:*` labels the claim matches against a job's required ones.
+    sandbox = models.CharField(max_length=16, choices=DroneSandbox.choices, blank=True, default="",
+                               help_text="Isolation the agent offers build steps, probed by running it.")
+    sandbox_detail = models.CharField(max_length=300, blank=True, default="",
+                                      help_text="What the agent's probe found (or the opt-out it was told).")
+    sandbox_reported_at = models.DateTimeField(null=True, blank=True)
     agent_version = models.CharField(max_length=64, blank=True, default="")
     os = models.CharField(max_length=64, blank=True, default="")
     arch = models.CharField(max_length=32, blank=True, default="")

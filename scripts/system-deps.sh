@@ -4,7 +4,8 @@
 # for the microvm runtime QEMU (qemu-system-x86, qemu-utils), socat (its
 # per-connection forwards) and what builds its image from Debian packages
 # (mmdebstrap; e2fsprogs for mke2fs; the kernel package itself is fetched
-# with `apt-get download` by the build).
+# with `apt-get download` by the build); cpio, with which a test reads the
+# initramfs back as the kernel would.
 # Installs what is missing when run as root; otherwise says what to install.
 set -euo pipefail
 missing=()
@@ -17,6 +18,7 @@ command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 command -v mke2fs >/dev/null 2>&1 || missing+=(e2fsprogs)
+command -v cpio >/dev/null 2>&1 || missing+=(cpio)
 # apt-cache must know the kernel package the image build downloads.
 apt-cache show linux-image-amd64 >/dev/null 2>&1 || need_update=1
 [ ${#missing[@]} -eq 0 ] && [ -z "${need_update:-}" ] && exit 0

@@ -249,6 +249,14 @@ WHITENOISE_AUTOREFRESH = DEBUG
 SWARM_BUNDLE_MAX_BYTES = env.int("SWARM_BUNDLE_MAX_BYTES", default=2 * 1024**3)
 SWARM_BUNDLE_MAX_MEMBERS = env.int("SWARM_BUNDLE_MAX_MEMBERS", default=20_000)
 SWARM_BUNDLE_MAX_UNPACKED_BYTES = env.int("SWARM_BUNDLE_MAX_UNPACKED_BYTES", default=8 * 1024**3)
+# Decompression bombs: refused once more than the floor is unpacked at more than RATIO unpacked bytes
+# per compressed byte (zeros deflate at ~1000:1; source trees and binaries at 2-20:1).
+SWARM_BUNDLE_MAX_RATIO = env.int("SWARM_BUNDLE_MAX_RATIO", default=200)
+SWARM_BUNDLE_RATIO_FLOOR_BYTES = env.int("SWARM_BUNDLE_RATIO_FLOOR_BYTES", default=64 * 1024**2)
+# Inspection runs on a pool of this many threads per server process (zlib releases the GIL), and one
+# tenant may have at most this many uploads inspected at once (more: 429 too_many_inspections).
+SWARM_BUNDLE_INSPECT_WORKERS = env.int("SWARM_BUNDLE_INSPECT_WORKERS", default=2)
+SWARM_BUNDLE_INSPECTIONS_PER_TENANT = env.int("SWARM_BUNDLE_INSPECTIONS_PER_TENANT", default=2)
 SWARM_DOWNLOAD_URL_TTL = env.int("SWARM_DOWNLOAD_URL_TTL", default=900)
 SWARM_ORPHAN_GRACE_SECONDS = env.int("SWARM_ORPHAN_GRACE_SECONDS", default=3600)
 SWARM_UPLOAD_TEMP_DIR = env.str("SWARM_UPLOAD_TEMP_DIR", default="") or None

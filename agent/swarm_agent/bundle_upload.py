@@ -37,6 +37,7 @@ class BundlePush:
     activate: bool | None = None
     runtime: str | None = None
     entrypoint: str | None = None
+    create_tenant: bool = False
 
     def form_fields(self) -> dict[str, str]:
         """The multipart form fields sent before the file part."""
@@ -49,6 +50,8 @@ class BundlePush:
             fields["runtime"] = self.runtime
         if self.entrypoint:
             fields["entrypoint"] = self.entrypoint
+        if self.create_tenant:
+            fields["create_tenant"] = "true"
         return fields
 
 
@@ -111,9 +114,10 @@ def push_bundle(client: httpx.Client, push: BundlePush, *, on_progress: Progress
     """
     # Refuse a bad or revoked token before sending what may be a GiB (the answer to a
     # refused upload can only come after the server has drained or dropped the body).
-    preflight = client.get(f"/bundles/{push.sha256}")
+    # HEAD answers 404 for a bundle not stored yet, the usual case, which the server does not log as a fault.
+    preflight = client.head(f"/bundles/{push.sha256}")
     if preflight.status_code in (401, 403):
-        raise_for_api_error(preflight)
+        raise_for_api_error(client.get(f"/bundles/{push.sha256}"))  # HEAD has no body to name the refusal
     if raw:
         params = {key: value for key, value in push.form_fields().items() if key != "sha256"}
         response = client.put(

@@ -10,7 +10,7 @@ from types import ModuleType
 
 import httpx
 
-from swarm_agent.client import ApiError
+from swarm_agent.client import ApiError, connection_failure
 
 
 def build_parser(prog: str, description: str, package: ModuleType) -> argparse.ArgumentParser:
@@ -43,7 +43,7 @@ def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         print(f"error: {error.error}: {error.detail}{field}", file=sys.stderr)
         return 1
     except httpx.TransportError as error:
-        print(f"error: connection_failed: {error or type(error).__name__}", file=sys.stderr)
+        print(f"error: connection_failed: {connection_failure(error, getattr(args, 'url', None))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

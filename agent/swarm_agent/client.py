@@ -64,10 +64,28 @@ class ApiConfig:
     @classmethod
     def from_env(cls, url: str | None = None, token: str | None = None) -> "ApiConfig":
         """`SWARM_URL` and `SWARM_TOKEN`, unless given explicitly."""
-        return cls(
-            url=(url or os.environ.get("SWARM_URL") or "http://127.0.0.1:8000").rstrip("/"),
-            token=token or os.environ.get("SWARM_TOKEN"),
-        )
+        return cls(url=url_and_source(url)[0], token=token or os.environ.get("SWARM_TOKEN"))
+
+
+#: Where `swarmctl` looks when neither `--url` nor `SWARM_URL` says (`make run`'s address).
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def url_and_source(explicit: str | None = None) -> tuple[str, str]:
+    """The control plane URL and where it came from: `--url`, `SWARM_URL`, or the default."""
+    if explicit:
+        return explicit.rstrip("/"), "--url"
+    if os.environ.get("SWARM_URL"):
+        return os.environ["SWARM_URL"].rstrip("/"), "SWARM_URL"
+    return DEFAULT_URL, "the default; set SWARM_URL or --url for another"
+
+
+def connection_failure(error: httpx.TransportError, explicit_url: str | None = None) -> str:
+    """The sentence for a control plane that could not be reached: which URL, from where, and why."""
+    url, source = url_and_source(explicit_url)
+    reason = str(error) or type(error).__name__
+    hint = " Is it running (`make run`)?" if isinstance(error, httpx.ConnectError) else ""
+    return f"cannot reach the control plane at {url} ({source}): {reason}.{hint}"
 
 
 def api_client(config: ApiConfig, *, timeout: float = 60.0) -> httpx.Client:

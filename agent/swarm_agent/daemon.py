@@ -135,6 +135,11 @@ class AgentDaemon:
         body = {"join_token": self.config.join_token, "name": self.config.name, **host_identity(),
                 "drone_type": self.config.drone_type or detect_drone_type(), "labels": self.config.labels,
                 "capacity": self.config.capacity, "version": __version__}
+        for plugin in self.plugins:
+            try:
+                body.update(plugin.registration_fields())
+            except Exception:  # noqa: BLE001 - a plugin must not stop the registration
+                logger.exception("plugin %s registration_fields failed", getattr(plugin, "name", plugin))
         response = await self.api.post("/drones/register", json=body, headers={"Authorization": ""})
         if response.status_code in (401, 403):
             raise RegistrationRefused(f"registration refused: {response.text[:300]}")
@@ -292,11 +297,18 @@ class AgentDaemon:
     async def _read_messages(self, connection, disabled: asyncio.Future) -> None:
         while True:
             receive = asyncio.ensure_future(connection.recv())
+            # Stopping cancels this coroutine, and closing the connection then ends the receive with
+            # ConnectionClosed: its outcome is read here, or asyncio logs "Task exception was never
+            # retrieved" with a traceback on every clean stop.
+            receive.add_done_callback(_consume_outcome)
             stopping = asyncio.ensure_future(self._stopping.wait())
-            done, _ = await asyncio.wait({receive, stopping, disabled}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
+            try:
+                done, _ = await asyncio.wait({receive, stopping, disabled}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                if not receive.done():
+                    receive.cancel()
             if receive not in done:
-                receive.cancel()
                 await connection.close()
                 return
             raw = receive.result()
@@ -426,3 +438,9 @@ class AgentDaemon:
         if self._restart_mode == "graceful":
             self._reexec()
         return self._exit_code
+
+
+def _consume_outcome(task: asyncio.Future) -> None:
+    """Mark a finished task's exception as seen (it is expected: the connection is being closed)."""
+    if not task.cancelled():
+        task.exception()

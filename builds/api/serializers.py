@@ -29,7 +29,7 @@ class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = ["id", "name", "tenant", "description", "scm_url", "default_branch", "branch_filter", "build_config",
-                  "queue", "enabled", "has_scm_credential", "secret_names", "has_webhook_secret", "created_at",
+                  "build_tags", "queue", "enabled", "has_scm_credential", "secret_names", "has_webhook_secret", "created_at",
                   "updated_at"]
 
     def get_has_scm_credential(self, job) -> bool:
@@ -54,9 +54,12 @@ class JobWriteSerializer(RejectUnknownFields, serializers.Serializer):
     tenant = serializers.SlugField(required=False, help_text="Admin tokens only; engine tokens use their own tenant.")
     description = serializers.CharField(max_length=300, required=False, allow_blank=True)
     scm_url = serializers.CharField(max_length=500)
-    default_branch = serializers.CharField(max_length=200, required=False)
+    default_branch = serializers.CharField(
+        max_length=200, required=False, allow_blank=True,
+        help_text="Branch built when a trigger names none; empty (the default): the repository's default branch.")
     branch_filter = serializers.CharField(max_length=500, required=False, allow_blank=True)
     build_config = serializers.JSONField()
+    build_tags = serializers.BooleanField(required=False, help_text="Build pushed tags (default false: ignored).")
     queue = serializers.SlugField(required=False)
     enabled = serializers.BooleanField(required=False)
     scm_credential = serializers.CharField(required=False, allow_blank=True, write_only=True,
@@ -95,18 +98,31 @@ class BuildSerializer(serializers.ModelSerializer):
     queue = serializers.SlugRelatedField(slug_field="name", read_only=True)
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     url = serializers.SerializerMethodField()
+    waiting_reason = serializers.SerializerMethodField(help_text=(
+        "Why a pending build waits when no drone can take it (labels or the sandbox it needs); null otherwise."))
 
     class Meta:
         model = Build
         fields = ["id", "url", "job", "number", "commit_sha", "branch", "trigger", "triggered_by", "params", "state",
                   "failure_reason", "exit_code", "queue", "drone", "attempt_count", "retries_used", "retry_of",
-                  "created_at", "assigned_at", "started_at", "finished_at", "duration_seconds", "lease_expires_at"]
+                  "created_at", "assigned_at", "started_at", "finished_at", "duration_seconds", "lease_expires_at",
+                  "required_labels", "waiting_reason"]
 
     def get_job(self, build) -> dict:
         return {"id": build.job_id, "name": build.job.name}
 
     def get_url(self, build) -> str:
         return f"/api/v1/builds/{build.pk}"
+
+    def get_waiting_reason(self, build) -> str | None:
+        from builds.selectors import build_waiting_reason, drones_taking_work
+
+        if build.state != "pending":
+            return None
+        # One read of the fleet for a whole page of builds, not one per row.
+        if getattr(self, "_fleet", None) is None:
+            self._fleet = drones_taking_work()
+        return build_waiting_reason(build, fleet=self._fleet)
 
 
 class BuildDetailSerializer(BuildSerializer):
@@ -177,6 +193,8 @@ class StateUpdateSerializer(serializers.Serializer):
     log_bytesize = serializers.IntegerField(required=False, min_value=0, help_text="Required with a final state.")
     log_checksum = serializers.CharField(required=False, allow_blank=True, max_length=80)
     commit_sha = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    branch = serializers.CharField(required=False, allow_blank=True, max_length=200,
+                                   help_text="The branch checked out, for a build queued without one.")
 
 
 class StateAnswerSerializer(serializers.Serializer):

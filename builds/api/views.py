@@ -28,7 +28,7 @@ from builds.api.serializers import (
     StateAnswerSerializer,
     StateUpdateSerializer,
 )
-from builds.choices import ArtifactState, BuildState
+from builds.choices import ArtifactState, BuildState, DeliveryStatus
 from builds.claiming import claim_payload
 from builds.models import Artifact, Build
 from builds.protocol import claim_request_parse, log_patch_parse, state_update_parse
@@ -119,7 +119,8 @@ class BuildStateView(AgentMixin, ScopedAPIView):
         try:
             if update.state == BuildState.RUNNING:
                 build = services.build_set_running(build_id=build_id, drone=drone,
-                                                   attempt_number=update.attempt_number, commit_sha=update.commit_sha)
+                                                   attempt_number=update.attempt_number, commit_sha=update.commit_sha,
+                                                   branch=update.branch)
             else:
                 build = services.build_finish_from_agent(
                     build_id=build_id, drone=drone, state=update.state, exit_code=update.exit_code,
@@ -273,19 +274,28 @@ def _agent_artifact(drone, build_id: int, artifact_id: int) -> Artifact:
 
 
 class WebhookView(ScopedAPIView):
-    """`POST /webhooks/<provider>`: verify the signature on the raw body, record once, process in a task."""
+    """`POST /webhooks/<provider>`: verify the signature on the raw body, record once, answer what becomes of it.
+
+    202 `received`: a push a task turns into builds. 200: a replay (`duplicate`),
+    or a delivery ignored at once (`ignored`, with the reason in `detail`: a
+    ping's `pong`, a non-push event, a deletion, no job, a disabled job).
+    """
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    @extend_schema(request={"application/json": OpenApiTypes.OBJECT},
+    @extend_schema(request={"application/json": OpenApiTypes.OBJECT,
+                            "application/x-www-form-urlencoded": OpenApiTypes.OBJECT},
                    responses={202: inline_serializer("WebhookAccepted", {
-                       "delivery": drf_serializers.CharField(), "duplicate": drf_serializers.BooleanField()}),
-                       200: OpenApiResponse(description="A replayed delivery; nothing new is queued"),
-                       **error_responses(400)},
-                   summary="Receive a forge push webhook", tags=["webhooks"])
+                       "delivery": drf_serializers.CharField(), "duplicate": drf_serializers.BooleanField(),
+                       "status": drf_serializers.CharField(), "detail": drf_serializers.CharField()}),
+                       200: OpenApiResponse(description="A replayed delivery, or one ignored at once (the detail "
+                                                        "says why; a ping answers `pong`)"),
+                       **error_responses(400, 401, 404, 415)},
+                   summary="Receive a forge webhook", tags=["webhooks"])
     def post(self, request, provider: str):
         raw_body = request._request.body
         delivery, created = webhooks.webhook_receive(provider=provider, headers=request.headers, raw_body=raw_body)
-        return Response({"delivery": delivery.delivery_id, "duplicate": not created, "status": delivery.status},
-                        status=202 if created else 200)
+        queued = created and delivery.status == DeliveryStatus.RECEIVED
+        return Response({"delivery": delivery.delivery_id, "duplicate": not created, "status": delivery.status,
+                         "detail": delivery.detail}, status=202 if queued else 200)

@@ -112,9 +112,10 @@ class JobViewSet(JobTriggerActions, TenantScopedViewSet):
             job = services.job_create(
                 name=data["name"], scm_url=data["scm_url"], build_config=data["build_config"],
                 tenant=_tenant_for_write(self.principal, data.get("tenant")), queue=_queue_by_name(data.get("queue")),
-                default_branch=data.get("default_branch", "main"), branch_filter=data.get("branch_filter", ""),
+                default_branch=data.get("default_branch", ""), branch_filter=data.get("branch_filter", ""),
                 description=data.get("description", ""), scm_credential=data.get("scm_credential", ""),
-                secrets=data.get("secrets"), webhook_secret=data.get("webhook_secret", ""), actor=self.principal,
+                secrets=data.get("secrets"), webhook_secret=data.get("webhook_secret", ""), build_tags=data.get("build_tags", False),
+                enabled=data.get("enabled", True), actor=self.principal,
             )
         return Response(JobSerializer(job).data, status=201)
 

@@ -2,7 +2,7 @@
 
 The functions' sources are `.sql` files in builds/sql/ (swarm/core/sql_files.py); this migration
 first created them, and a fresh database gets today's files here. What each does is said in its
-file; builds/migrations/0007_agent_functions_from_files loads the current set.
+file; builds/migrations/0009_agent_functions_from_files loads the current set.
 """
 from django.db import migrations
 

@@ -1,7 +1,7 @@
 """A drone's log append as one database function, so a `PATCH /builds/<id>/log` is one round trip.
 
 The source is builds/sql/swarm_agent_log_append.sql (swarm/core/sql_files.py); a fresh database gets
-today's file here, and builds/migrations/0007_agent_functions_from_files loads the current set.
+today's file here, and builds/migrations/0009_agent_functions_from_files loads the current set.
 """
 from django.db import migrations
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 from builds import events
 from builds.agent_sql import LEASES_RENEW_SQL, agent_times
 from builds.choices import ACTIVE_STATES, AttemptState, BuildState, FailureReason
+from builds.config import validate_branch_name
 from builds.models import Build, BuildAttempt
 from builds.services.held import build_held_get
 from builds.services.lifecycle import attempt_finish, build_event_record
@@ -35,8 +36,16 @@ def builds_renew_leases(*, drone) -> int:
         return cursor.fetchone()[0]
 
 
-def build_set_running(*, build_id: int, drone, attempt_number: int | None = None, commit_sha: str = "") -> Build:
-    """Acknowledge an assigned build (two-phase start) or keep a running one alive."""
+def build_set_running(*, build_id: int, drone, attempt_number: int | None = None, commit_sha: str = "",
+                      branch: str = "") -> Build:
+    """Acknowledge an assigned build (two-phase start) or keep a running one alive.
+
+    `commit_sha` and `branch` are what the drone checked out; they fill a
+    build that was queued without them (a job building its repository's
+    default branch), never change one that named them.
+    """
+    if branch:
+        branch = validate_branch_name(branch, field="branch")
     build = build_held_get(build_id=build_id, drone=drone, attempt_number=attempt_number)
     with transaction.atomic():
         build = Build.objects.select_for_update().get(pk=build.pk)
@@ -50,7 +59,10 @@ def build_set_running(*, build_id: int, drone, attempt_number: int | None = None
             build.ack_deadline = None
             if commit_sha and not build.commit_sha:
                 build.commit_sha = commit_sha.lower()[:64]
-            build.save(update_fields=["state", "started_at", "lease_expires_at", "ack_deadline", "commit_sha"])
+            if branch and not build.branch:
+                build.branch = branch
+            build.save(update_fields=["state", "started_at", "lease_expires_at", "ack_deadline", "commit_sha",
+                                      "branch"])
             attempt.state = AttemptState.RUNNING
             attempt.started_at = now
             attempt.save(update_fields=["state", "started_at"])
@@ -63,6 +75,9 @@ def build_set_running(*, build_id: int, drone, attempt_number: int | None = None
             if commit_sha and not build.commit_sha:
                 build.commit_sha = commit_sha.lower()[:64]
                 fields.append("commit_sha")
+            if branch and not build.branch:
+                build.branch = branch
+                fields.append("branch")
             build.save(update_fields=fields)
     return build
 

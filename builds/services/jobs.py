@@ -47,19 +47,22 @@ def job_create(
     build_config: dict,
     tenant=None,
     queue: Queue | None = None,
-    default_branch: str = "main",
+    default_branch: str = "",
     branch_filter: str = "",
     description: str = "",
     scm_credential: str = "",
     secrets: dict[str, str] | None = None,
     webhook_secret: str = "",
+    build_tags: bool = False,
     enabled: bool = True,
     actor="system",
 ) -> Job:
     """Create a job after validating its URL, branches and build config."""
     config = validate_build_config(build_config)
     validate_scm_url(scm_url)
-    default_branch = validate_branch_name(default_branch or "main", field="default_branch")
+    # Empty: whatever the repository's HEAD points at (`main`, `master`, …), resolved by the drone's clone.
+    if default_branch:
+        default_branch = validate_branch_name(default_branch, field="default_branch")
     validate_branch_filter(branch_filter)
     _validate_secrets(secrets or {})
     if Job.objects.filter(tenant=tenant, name=name).exists():
@@ -77,6 +80,7 @@ def job_create(
         scm_credential_encrypted=encrypt_text(scm_credential),
         secrets_encrypted=encrypt_mapping(secrets or {}),
         webhook_secret=webhook_secret,
+        build_tags=bool(build_tags),
         enabled=enabled,
     )
     audit_record(actor=actor, action="job.create", obj=job, tenant_id=job.tenant_id)
@@ -99,7 +103,7 @@ def job_update(*, job: Job, actor="system", **changes) -> Job:
         url = validate_scm_url(changes.pop("scm_url"))
         job.scm_url = url
         job.scm_url_normalized = normalize_scm_url(url)
-    if "default_branch" in changes:
+    if changes.get("default_branch"):
         validate_branch_name(changes["default_branch"], field="default_branch")
     if "branch_filter" in changes:
         validate_branch_filter(changes["branch_filter"])

@@ -27,7 +27,13 @@ from builds.choices import (
     BuildState,
     TriggerKind,
 )
-from builds.config import retry_allowed, validate_branch_name, validate_build_params, validate_commit_sha
+from builds.config import (
+    required_drone_labels,
+    retry_allowed,
+    validate_branch_name,
+    validate_build_params,
+    validate_commit_sha,
+)
 from builds.models import Build, BuildAttempt, BuildEvent, Job
 from drones.models import Drone
 from swarm.core.errors import ApiError, Conflict
@@ -84,8 +90,10 @@ def build_trigger(
             raise Conflict(f"Job {locked.name!r} is disabled.")
         number = locked.next_build_number
         Job.objects.filter(pk=locked.pk).update(next_build_number=F("next_build_number") + 1)
-        # A default branch stored before branch names were checked is checked before it reaches git.
-        branch = branch or validate_branch_name(locked.default_branch, field="default_branch")
+        # A default branch stored before branch names were checked is checked before it reaches git;
+        # none at all means the repository's own default (the drone clones its HEAD and reports the name).
+        if not branch and locked.default_branch:
+            branch = validate_branch_name(locked.default_branch, field="default_branch")
         config = locked.build_config
         now = timezone.now()
         build = Build.objects.create(
@@ -99,7 +107,7 @@ def build_trigger(
             retry_of=retry_of,
             queue=locked.queue,
             queue_priority=locked.queue.priority,
-            required_labels=list(config.get("labels", [])),
+            required_labels=required_drone_labels(config),
             timeout_seconds=int(config.get("timeout", 3600)),
             created_at=now,
             queued_at=now,

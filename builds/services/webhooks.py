@@ -1,24 +1,36 @@
 """Forge push webhooks: each provider's signature scheme checked on the raw body, the delivery recorded, then a task.
 
 * GitHub:    `X-Hub-Signature-256: sha256=<HMAC-SHA256(secret, body)>`, delivery `X-GitHub-Delivery`,
-             event `X-GitHub-Event: push`.
+             event `X-GitHub-Event: push` (or `ping`); body `application/json`, or
+             `application/x-www-form-urlencoded` with the JSON in `payload=` (signed as sent, encoded).
 * GitLab:    `X-Gitlab-Token: <secret>` (compared in constant time), delivery `X-Gitlab-Event-UUID`,
-             event `X-Gitlab-Event: Push Hook`.
+             event `X-Gitlab-Event: Push Hook` or `Tag Push Hook`.
 * Bitbucket: `X-Hub-Signature: sha256=<HMAC-SHA256(secret, body)>`, delivery `X-Request-UUID`,
              event `X-Event-Key: repo:push`.
 
-The secret is the job's `webhook_secret` (jobs on the pushed repository;
-stored encrypted, decrypted here for the candidates only) or the global
-SWARM_WEBHOOK_SECRET. A job whose stored secret no key decrypts verifies
-nothing (an error is logged naming it), so its pushes build nothing until the
-key is restored or the secret entered again. A delivery is stored once per (provider,
-delivery id), so a replay is answered 200 and queues nothing; a bad or
-missing signature is a 401 and stores nothing.
+The secrets that may have signed a delivery: the `webhook_secret` of every job
+on the named repository (enabled or not; stored encrypted, decrypted here for
+those candidates only), the namespace secrets of the repository's owner
+(`WebhookNamespaceSecret`: a GitHub organisation hook, a GitLab group hook, a
+Bitbucket workspace hook), and the global SWARM_WEBHOOK_SECRET. The answer
+tells the forge's delivery log the truth:
 
-The body is read by the strict input layer (no NUL, lone surrogate or
-hostile nesting reaches the database), and a pushed branch or commit id that
-git's ref rules refuse (`builds.config.branch_name_problem`) builds nothing:
-the delivery records why, and the name never reaches `git`.
+* no secret could apply (no job watches the repository, no namespace or global
+  secret) → 404 `no_job`, nothing checked or stored: the caller, who cannot
+  be told apart from a stranger, learns only that nothing here watches it;
+* some secret could apply but none verifies → 401 `bad_signature`, nothing stored;
+* verified → recorded once per (provider, delivery id) (a replay is a 200
+  that queues nothing) and answered with what becomes of it: a ping is
+  `ignored` with a `pong` detail, a non-push event, a deletion, a repository
+  no job watches and a disabled job are `ignored` at once with the reason;
+  a push a job may build is `received` (202) and a task queues its builds.
+
+A job with its own secret builds only from deliveries signed with it; the
+namespace and global secrets build the jobs that have none. A job whose
+stored secret no key decrypts verifies nothing (an error is logged naming it).
+The body is read by the strict input layer, and a pushed branch, tag or commit
+id that git's ref rules refuse (`builds.config.branch_name_problem`) builds
+nothing: the delivery records why, and the name never reaches `git`.
 """
 from __future__ import annotations
 
@@ -26,24 +38,28 @@ import hashlib
 import hmac
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from builds import tasks
 from builds.choices import DeliveryStatus, TriggerKind, WebhookProvider
-from builds.config import branch_matches, branch_name_problem, commit_sha_problem, normalize_scm_url
-from builds.models import Job, WebhookDelivery
+from builds.config import branch_matches, branch_name_problem, commit_sha_problem
+from builds.forge_payloads import PING_EVENTS, PUSH_EVENTS, TAG, PushEvent, namespaces, parse_push_events, \
+    repository_urls
+from builds.models import Job, WebhookDelivery, WebhookNamespaceSecret
 from builds.services.lifecycle import build_trigger
 from swarm.core.errors import ApiError, NotFound
-from swarm.core.inputs import json_loads, text_problem
+from swarm.core.inputs import json_loads
 from swarm.core.secret_box import SecretUndecryptable
 
 logger = logging.getLogger(__name__)
 
-ZERO_SHA = "0" * 40
+__all__ = ["PushEvent", "WebhookUnauthorized", "parse_push_events", "webhook_delivery_process", "webhook_receive"]
 
 
 class WebhookUnauthorized(ApiError):
@@ -51,25 +67,38 @@ class WebhookUnauthorized(ApiError):
     code = "bad_signature"
 
 
-@dataclass(frozen=True)
-class PushEvent:
-    """One branch update from a push payload."""
+@dataclass
+class Verification:
+    """Which of the secrets that could apply to a delivery signed it."""
 
-    repository_urls: tuple[str, ...]
-    branch: str
-    commit_sha: str
-    deleted: bool
-    pusher: str
+    job_ids: list[int] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    global_secret: bool = False
 
+    @property
+    def any(self) -> bool:
+        return bool(self.job_ids or self.namespaces or self.global_secret)
 
-def _text(value) -> str:
-    """A payload value that should be a string, or "" when it is anything else."""
-    return value if isinstance(value, str) else ""
+    def allows(self, job: Job) -> bool:
+        """Whether this delivery may build `job`: its own secret signed it, or it has none and a shared one did."""
+        if job.pk in self.job_ids:
+            return True
+        return not job.webhook_secret_encrypted and (self.global_secret or bool(self.namespaces))
 
+    def stored(self) -> dict:
+        return {"verified_job_ids": self.job_ids, "namespaces": self.namespaces, "global_secret": self.global_secret}
 
-def _object(value) -> dict:
-    """A payload value that should be an object, or {} when it is anything else."""
-    return value if isinstance(value, dict) else {}
+    @classmethod
+    def from_stored(cls, payload: dict) -> Verification:
+        return cls(job_ids=list(payload.get("verified_job_ids") or []),
+                   namespaces=list(payload.get("namespaces") or []),
+                   global_secret=bool(payload.get("global_secret")))
+
+    def describe(self) -> str:
+        names = [f"job {pk}" for pk in self.job_ids] + [f"namespace {name}" for name in self.namespaces]
+        if self.global_secret:
+            names.append("the global secret")
+        return ", ".join(names)
 
 
 def _hmac_sha256(secret: str, body: bytes) -> str:
@@ -106,119 +135,125 @@ def _event_name(provider: str, headers) -> str:
     return headers.get(name, "").strip()[:100]
 
 
-def _repository_urls(provider: str, payload: dict) -> list[str]:
-    urls: list[str] = []
-    if provider == WebhookProvider.GITHUB:
-        repo = _object(payload.get("repository"))
-        urls = [repo.get(k) for k in ("clone_url", "ssh_url", "git_url", "html_url", "url", "svn_url")]
-    elif provider == WebhookProvider.GITLAB:
-        project = _object(payload.get("project"))
-        repo = _object(payload.get("repository"))
-        urls = [project.get(k) for k in ("git_http_url", "git_ssh_url", "web_url", "http_url", "ssh_url")]
-        urls += [repo.get(k) for k in ("git_http_url", "git_ssh_url", "homepage", "url")]
-    elif provider == WebhookProvider.BITBUCKET:
-        repo = _object(payload.get("repository"))
-        links = _object(repo.get("links"))
-        urls = [_object(links.get("html")).get("href")]
-        clones = links.get("clone")
-        for clone in clones if isinstance(clones, list) else []:
-            urls.append(_object(clone).get("href"))
-        if _text(repo.get("full_name")):
-            urls.append(f"https://bitbucket.org/{repo['full_name']}")
-    # A URL no column can store matches no job (the body is refused once its signature is checked).
-    return sorted({normalize_scm_url(u) for u in urls if isinstance(u, str) and u and text_problem(u) is None})
+def _json_text(provider: str, headers, raw_body: bytes) -> bytes:
+    """The JSON text of the body: the body itself, or GitHub's form field `payload` (the signature covers the
+    body as sent either way)."""
+    media_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return raw_body or b"{}"
+    if media_type == "application/x-www-form-urlencoded" and provider == WebhookProvider.GITHUB:
+        try:
+            form = parse_qs(raw_body.decode("ascii"), keep_blank_values=True, strict_parsing=True)
+        except (UnicodeDecodeError, ValueError):
+            form = {}
+        values = form.get("payload")
+        if not values or len(values) != 1:
+            raise ApiError("A form-encoded GitHub delivery carries its JSON in one 'payload' field.",
+                           code="invalid_form", field="payload")
+        return values[0].encode()
+    accepted = "application/json or application/x-www-form-urlencoded" if provider == WebhookProvider.GITHUB \
+        else "application/json"
+    raise ApiError(f"A webhook body is JSON; set the webhook's content type to {accepted} "
+                   f"(got {media_type[:60] or 'none'!r}).", code="unsupported_media_type", status_code=415)
 
 
-def parse_push_events(*, provider: str, event: str, payload: dict) -> list[PushEvent]:
-    """The branch updates a push payload describes (tags and other events give none).
-
-    Values of the wrong JSON type read as absent; the branch names and
-    commit ids are returned as pushed, for `webhook_delivery_process` to check.
-    """
-    urls = tuple(_repository_urls(provider, payload))
-    pushes: list[PushEvent] = []
-    if provider == WebhookProvider.GITHUB and event == "push":
-        ref = _text(payload.get("ref"))
-        if ref.startswith("refs/heads/"):
-            after = _text(payload.get("after"))
-            deleted = bool(payload.get("deleted")) or after == ZERO_SHA
-            pusher = _text(_object(payload.get("pusher")).get("name")) or _text(
-                _object(payload.get("sender")).get("login"))
-            pushes.append(PushEvent(urls, ref[len("refs/heads/"):], "" if deleted else after, deleted, pusher))
-    elif provider == WebhookProvider.GITLAB and event == "Push Hook":
-        ref = _text(payload.get("ref"))
-        if ref.startswith("refs/heads/"):
-            after = _text(payload.get("after"))
-            deleted = after == ZERO_SHA
-            pushes.append(PushEvent(urls, ref[len("refs/heads/"):], "" if deleted else
-                                    (_text(payload.get("checkout_sha")) or after), deleted,
-                                    _text(payload.get("user_username"))))
-    elif provider == WebhookProvider.BITBUCKET and event == "repo:push":
-        actor = _text(_object(payload.get("actor")).get("display_name"))
-        changes = _object(payload.get("push")).get("changes")
-        for change in changes if isinstance(changes, list) else []:
-            change = _object(change)
-            new, old = change.get("new"), change.get("old")
-            target = _object(new or old)
-            if target.get("type") not in ("branch", "named_branch"):
-                continue
-            if not isinstance(new, dict):
-                pushes.append(PushEvent(urls, _text(target.get("name")), "", True, actor))
-            else:
-                pushes.append(PushEvent(urls, _text(new.get("name")), _text(_object(new.get("target")).get("hash")),
-                                        False, actor))
-    return pushes
-
-
-def _push_problem(push: PushEvent) -> str | None:
-    """Why a push builds nothing because of what it names (a branch or commit git would refuse), or None."""
-    problem = branch_name_problem(push.branch)
-    if problem:
-        return f"branch {push.branch[:60]!r} refused: {problem}"
-    if push.commit_sha and commit_sha_problem(push.commit_sha):
-        return f"commit {push.commit_sha[:70]!r} on {push.branch} refused: {commit_sha_problem(push.commit_sha)}"
-    return None
-
-
-def _jobs_for_urls(urls) -> list[Job]:
+def _jobs_for_urls(urls, *, enabled_only: bool) -> list[Job]:
     if not urls:
         return []
-    return list(Job.objects.filter(enabled=True, scm_url_normalized__in=list(urls)))
+    jobs = Job.objects.filter(scm_url_normalized__in=list(urls))
+    return list(jobs.filter(enabled=True) if enabled_only else jobs)
 
 
-def _job_signature_ok(provider: str, headers, raw_body: bytes, job: Job) -> bool:
-    """Whether the delivery is signed with this job's own webhook secret (False when it has none)."""
-    if not job.webhook_secret_encrypted:
-        return False
+def _namespace_secrets(provider: str, names: list[str]) -> list[WebhookNamespaceSecret]:
+    if not names:
+        return []
+    return list(WebhookNamespaceSecret.objects.annotate(key=Lower("namespace"))
+                .filter(provider=provider, key__in=names))
+
+
+def _stored_secret_ok(provider: str, headers, raw_body: bytes, row, attribute: str, label: str) -> bool:
+    """Whether the delivery is signed with a stored (encrypted) secret; False when it cannot be decrypted."""
     try:
-        secret = job.webhook_secret
+        secret = getattr(row, attribute)
     except SecretUndecryptable as error:
-        logger.error("webhook for job %s cannot be verified with its own secret: %s", job.pk, error)
+        logger.error("webhook cannot be verified with the secret of %s: %s", label, error)
         return False
     return _signature_ok(provider, headers, raw_body, secret)
 
 
+def _verify(provider: str, headers, raw_body: bytes, payload) -> tuple[Verification, list[Job], bool]:
+    """Check the delivery against every secret that could apply: (what verified, the jobs on the repository,
+    whether any secret could apply at all)."""
+    urls = repository_urls(provider, payload) if isinstance(payload, dict) else []
+    owners = namespaces(provider, payload) if isinstance(payload, dict) else []
+    jobs = _jobs_for_urls(urls, enabled_only=False)
+    namespace_rows = _namespace_secrets(provider, owners)
+    global_secret = settings.SWARM_WEBHOOK_SECRET
+    verification = Verification(
+        job_ids=[job.pk for job in jobs if job.webhook_secret_encrypted and _stored_secret_ok(
+            provider, headers, raw_body, job, "webhook_secret", f"job {job.pk}")],
+        namespaces=sorted(row.namespace.lower() for row in namespace_rows if _stored_secret_ok(
+            provider, headers, raw_body, row, "secret", f"namespace {row}")),
+        global_secret=_signature_ok(provider, headers, raw_body, global_secret),
+    )
+    return verification, jobs, bool(global_secret or namespace_rows or jobs)
+
+
+def _nothing_watches(provider: str, payload) -> NotFound:
+    urls = repository_urls(provider, payload) if isinstance(payload, dict) else []
+    what = f"repository {urls[0]}" if urls else "the repository or organisation of this delivery"
+    return NotFound(f"No job watches {what}, and no namespace or global webhook secret is configured that could "
+                    "verify it; nothing was checked or stored. Create a job for the repository (or a namespace "
+                    "secret for an organisation hook).", code="no_job")
+
+
+def _outcome(provider: str, event: str, payload: dict, verification: Verification,
+             jobs: list[Job]) -> tuple[str, str]:
+    """What becomes of a verified delivery, known before any task runs: (status, detail)."""
+    if event in PING_EVENTS.get(provider, ()):
+        hook = payload.get("hook") if isinstance(payload.get("hook"), dict) else {}
+        kind = hook.get("type") if isinstance(hook.get("type"), str) else "hook"
+        return DeliveryStatus.IGNORED, f"pong: {kind.lower()} ping verified with {verification.describe()}"
+    if event not in PUSH_EVENTS.get(provider, ()):
+        return DeliveryStatus.IGNORED, f"event {event or '?'} is not a push: ignored"
+    pushes = parse_push_events(provider=provider, event=event, payload=payload)
+    if not pushes:
+        return DeliveryStatus.IGNORED, "the push updates no branch or tag: ignored"
+    if all(push.deleted for push in pushes):
+        return DeliveryStatus.IGNORED, "; ".join(f"{p.ref_type} {p.name[:60]} deleted: ignored" for p in pushes)
+    if not jobs:
+        return DeliveryStatus.IGNORED, "no job watches this repository: ignored"
+    allowed = [job for job in jobs if verification.allows(job)]
+    if not allowed:
+        return DeliveryStatus.IGNORED, ("every job on this repository has its own webhook secret, and this "
+                                        "delivery is not signed with one of them: ignored")
+    if not any(job.enabled for job in allowed):
+        return DeliveryStatus.IGNORED, "job disabled: ignored"
+    return DeliveryStatus.RECEIVED, ""
+
+
 def webhook_receive(*, provider: str, headers, raw_body: bytes) -> tuple[WebhookDelivery, bool]:
-    """Verify and record a delivery; returns it and whether it is new (a task then processes it)."""
+    """Verify and record a delivery; returns it and whether it is new (a task then processes a push)."""
     if provider not in WebhookProvider.values:
         raise NotFound(f"No webhook endpoint for {provider!r}; use github, gitlab or bitbucket.")
-    media_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise ApiError(f"A webhook body is JSON; set the webhook's content type to application/json "
-                       f"(got {media_type[:60] or 'none'!r}).", code="unsupported_media_type", status_code=415)
+    json_text = _json_text(provider, headers, raw_body)
     parse_error = None
     try:
-        payload = json_loads(raw_body or b"{}")
+        payload = json_loads(json_text)
     except ApiError as error:
         payload, parse_error = None, error
         if error.code == "invalid_text":
-            # It parsed (within the depth limit); read it again only to find the jobs whose secret may
+            # It parsed (within the depth limit); read it again only to find the secrets that may
             # have signed it, so a signed body is told what is wrong and an unsigned one is still a 401.
-            payload = json.loads(raw_body)
-    candidate_jobs = _jobs_for_urls(_repository_urls(provider, payload)) if isinstance(payload, dict) else []
-    verified_job_ids = [job.pk for job in candidate_jobs if _job_signature_ok(provider, headers, raw_body, job)]
-    global_ok = _signature_ok(provider, headers, raw_body, settings.SWARM_WEBHOOK_SECRET)
-    if not verified_job_ids and not global_ok:
+            payload = json.loads(json_text)
+    verification, jobs, could_apply = _verify(provider, headers, raw_body, payload)
+    if not verification.any:
+        if not could_apply:
+            raise _nothing_watches(provider, payload)
+        if not any(job.webhook_secret_encrypted for job in jobs) and not settings.SWARM_WEBHOOK_SECRET \
+                and not _namespace_secrets(provider, namespaces(provider, payload)):
+            raise WebhookUnauthorized("No webhook secret is configured for the jobs on this repository: set the "
+                                      "job's webhook secret, a namespace secret or SWARM_WEBHOOK_SECRET.")
         raise WebhookUnauthorized("The webhook signature is missing or does not match a configured secret.")
     if parse_error is not None and parse_error.code != "parse_error":
         raise parse_error  # too deep, or text no column can store: the error names the JSON path
@@ -226,17 +261,52 @@ def webhook_receive(*, provider: str, headers, raw_body: bytes) -> tuple[Webhook
         raise ApiError("The webhook body is not a JSON object.", code="invalid_json")
     delivery_id = _delivery_id(provider, headers)
     event = _event_name(provider, headers)
+    status, detail = _outcome(provider, event, payload, verification, jobs)
     try:
         with transaction.atomic():
             delivery = WebhookDelivery.objects.create(
-                provider=provider, delivery_id=delivery_id, event=event,
-                payload={"body": payload, "verified_job_ids": verified_job_ids, "global_secret": global_ok},
+                provider=provider, delivery_id=delivery_id, event=event, status=status, detail=detail[:500],
+                payload={"body": payload, **verification.stored()},
+                processed_at=None if status == DeliveryStatus.RECEIVED else timezone.now(),
             )
-            delivery_pk = delivery.pk
-            transaction.on_commit(lambda: tasks.process_webhook_delivery.delay(delivery_pk))
+            if status == DeliveryStatus.RECEIVED:
+                delivery_pk = delivery.pk
+                transaction.on_commit(lambda: tasks.process_webhook_delivery.delay(delivery_pk))
     except IntegrityError:
         return WebhookDelivery.objects.get(provider=provider, delivery_id=delivery_id), False
     return delivery, True
+
+
+def _push_problem(push: PushEvent) -> str | None:
+    """Why a push builds nothing because of what it names (a ref or commit git would refuse), or None."""
+    problem = branch_name_problem(push.name)
+    if problem:
+        return f"{push.ref_type} {push.name[:60]!r} refused: {problem}"
+    if push.commit_sha and commit_sha_problem(push.commit_sha):
+        return f"commit {push.commit_sha[:70]!r} on {push.name} refused: {commit_sha_problem(push.commit_sha)}"
+    return None
+
+
+def _build_push(*, delivery: WebhookDelivery, push: PushEvent, verification: Verification, build_ids: list[int],
+                notes: list[str]) -> None:
+    """Queue the builds one verified ref update asks for; note why a job builds nothing."""
+    triggered_by = f"{delivery.provider}:{push.pusher}"[:200]
+    for job in _jobs_for_urls(push.repository_urls, enabled_only=True):
+        if not verification.allows(job):
+            continue
+        if push.ref_type == TAG:
+            if not job.build_tags:
+                notes.append(f"tag {push.name[:60]}: ignored (job {job.name} does not build tags)")
+                continue
+            build = build_trigger(job=job, trigger=TriggerKind.WEBHOOK, triggered_by=triggered_by,
+                                  branch=push.name, commit_sha=push.commit_sha, params={"SWARM_GIT_TAG": push.name})
+            notes.append(f"tag {push.name[:60]}: build {build.pk} of job {job.name}")
+        elif not branch_matches(job.branch_filter, push.name):
+            continue
+        else:
+            build = build_trigger(job=job, trigger=TriggerKind.WEBHOOK, triggered_by=triggered_by,
+                                  branch=push.name, commit_sha=push.commit_sha)
+        build_ids.append(build.pk)
 
 
 def webhook_delivery_process(*, delivery_id: int) -> WebhookDelivery | None:
@@ -246,31 +316,23 @@ def webhook_delivery_process(*, delivery_id: int) -> WebhookDelivery | None:
         if delivery is None or delivery.status != DeliveryStatus.RECEIVED:
             return delivery
         body = delivery.payload.get("body") or {}
-        verified = set(delivery.payload.get("verified_job_ids") or [])
-        global_ok = bool(delivery.payload.get("global_secret"))
+        verification = Verification.from_stored(delivery.payload)
         pushes = parse_push_events(provider=delivery.provider, event=delivery.event, payload=body)
         build_ids: list[int] = []
         notes: list[str] = []
         for push in pushes:
             if push.deleted:
-                notes.append(f"branch {push.branch[:60]} deleted: ignored")
+                notes.append(f"{push.ref_type} {push.name[:60]} deleted: ignored")
                 continue
             problem = _push_problem(push)
             if problem:
                 notes.append(problem)
                 continue
-            for job in _jobs_for_urls(push.repository_urls):
-                allowed = job.pk in verified or (global_ok and not job.webhook_secret_encrypted)
-                if not allowed or not branch_matches(job.branch_filter, push.branch):
-                    continue
-                build = build_trigger(job=job, trigger=TriggerKind.WEBHOOK,
-                                      triggered_by=f"{delivery.provider}:{push.pusher}"[:200],
-                                      branch=push.branch, commit_sha=push.commit_sha)
-                build_ids.append(build.pk)
+            _build_push(delivery=delivery, push=push, verification=verification, build_ids=build_ids, notes=notes)
         delivery.build_ids = build_ids
         delivery.status = DeliveryStatus.PROCESSED if build_ids else DeliveryStatus.IGNORED
         if not pushes:
-            notes.append(f"event {delivery.event or '?'} carries no branch push")
+            notes.append(f"event {delivery.event or '?'} carries no branch or tag push")
         elif not build_ids and not notes:
             notes.append("no enabled job matches this repository and branch")
         delivery.detail = "; ".join(notes)[:500]

@@ -16,17 +16,22 @@ def make_job(*, name: str | None = None, steps=None, scm_url: str = "https://git
     from builds.services import job_create
 
     extra = {key: config.pop(key) for key in ("branch_filter", "webhook_secret", "secrets", "scm_credential",
-                                                "default_branch") if key in config}
+                                                "default_branch", "build_tags", "enabled") if key in config}
     build_config = {"steps": steps or ["echo hello"], **config}
     return job_create(name=name or f"job-{next(_names)}", scm_url=scm_url, build_config=build_config,
                       tenant=tenant, queue=queue, **extra)
 
 
-def make_drone(name: str | None = None, *, labels=None, capacity: int = 1):
-    """A registered drone and an API client speaking with its token."""
+#: What an agent with a working bubblewrap reports (drones/sandbox.py).
+BUBBLEWRAP = {"mode": "bubblewrap", "detail": "/usr/bin/bwrap works"}
+
+
+def make_drone(name: str | None = None, *, labels=None, capacity: int = 1, sandbox=BUBBLEWRAP):
+    """A registered drone and an API client speaking with its token (a bubblewrap sandbox unless told)."""
     from drones.tests.conftest import register_drone
 
-    drone, token = register_drone(name or f"drone-{next(_names)}", labels=labels or [], capacity=capacity)
+    drone, token = register_drone(name or f"drone-{next(_names)}", labels=labels or [], capacity=capacity,
+                                  sandbox=sandbox)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     client.drone = drone

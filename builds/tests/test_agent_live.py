@@ -73,6 +73,33 @@ def test_build_runs_end_to_end_with_masked_secret_and_artifact(builds_live_url, 
     assert download.status_code == 200 and download.content == b"artifact-bytes"
 
 
+def test_default_branch_is_the_repositorys_and_a_missing_ref_is_a_source_failure(builds_live_url, build_agent,
+                                                                                 tmp_path, admin_api):
+    # `git init` on another machine gives `master`: a job that names no branch builds whatever HEAD is.
+    make_git_repo(tmp_path / "repo", {"build.sh": "#!/bin/sh\necho built on $SWARM_BRANCH\n"}, branch="master")
+    job = make_job(scm_url=f"file://{tmp_path / 'repo'}", steps=["./build.sh"],
+                   retry={"max": 0, "when": ["source_failure"]})
+    build_agent("branch-1")
+    wait_for_drone("branch-1")
+    headers = {"Authorization": f"Bearer {admin_api.token}"}
+    ok = httpx.post(f"{builds_live_url}/api/v1/jobs/{job.pk}/trigger", json={}, headers=headers).json()
+    build = wait_until(lambda: build_in(ok["id"], BuildState.SUCCESS, BuildState.FAILED), timeout=60,
+                       message="the default-branch build to finish")
+    log = attempt_log(ok["id"], 1)
+    assert build.state == BuildState.SUCCESS, log
+    assert build.branch == "master" and "(master, the repository default)" in log
+
+    missing = httpx.post(f"{builds_live_url}/api/v1/jobs/{job.pk}/trigger", json={"branch": "main"},
+                         headers=headers).json()
+    build = wait_until(lambda: build_in(missing["id"], BuildState.SUCCESS, BuildState.FAILED), timeout=60,
+                       message="the missing-branch build to finish")
+    assert build.failure_reason == FailureReason.SOURCE_FAILURE
+    last_line = attempt_log(missing["id"], 1).rstrip("\n").splitlines()[-1]
+    assert last_line.startswith(f"Build finished: failed (source_failure: could not clone branch main of "
+                                f"file://{tmp_path / 'repo'}: "), last_line
+    assert "not found" in last_line.lower() and "$ ./build.sh" not in attempt_log(missing["id"], 1)
+
+
 def test_killed_agent_is_retried_on_another_drone_and_keeps_attempt_one_log(builds_live_url, build_agent,
                                                                               tmp_path):
     make_git_repo(tmp_path / "repo", {"README": "x\n"})

@@ -161,6 +161,33 @@ def test_script_failure_is_not_retried_by_default_but_runner_failure_is(settings
     assert build.state == BuildState.FAILED and build.failure_reason == FailureReason.SCRIPT_FAILURE
 
 
+def test_source_failure_is_retried_by_default_and_a_reported_branch_fills_a_default_branch_build():
+    job = make_job()  # no default_branch: the repository's own
+    assert job.default_branch == ""
+    build = build_trigger(job=job, trigger="api")
+    assert build.branch == ""
+    drone, client = make_drone()
+    build_id = claim(client).json()["id"]
+    running = client.put(f"/api/v1/builds/{build_id}/state", {"state": "running", "branch": "master"}, format="json")
+    assert running.status_code == 200, running.content
+    build.refresh_from_db()
+    assert build.branch == "master"
+    client.put(f"/api/v1/builds/{build_id}/state", {"state": "failed", "failure_reason": "source_failure",
+                                                     "log_bytesize": 0}, format="json")
+    build.refresh_from_db()
+    assert build.state == BuildState.PENDING and build.retries_used == 1
+    assert BuildAttempt.objects.get(build=build, number=1).failure_reason == FailureReason.SOURCE_FAILURE
+    # A branch the trigger named is never replaced by the drone's report.
+    named = build_trigger(job=job, trigger="api", branch="release")
+    Build.objects.filter(pk=build.pk).update(state=BuildState.FAILED)
+    _, other = make_drone()
+    claimed = claim(other).json()
+    assert claimed["id"] == named.pk and claimed["branch"] == "release"
+    other.put(f"/api/v1/builds/{named.pk}/state", {"state": "running", "branch": "master"}, format="json")
+    named.refresh_from_db()
+    assert named.branch == "release"
+
+
 def test_unacknowledged_claim_goes_back_to_the_queue():
     from django.utils import timezone
 

@@ -18,7 +18,7 @@ def test_job_crud_with_validation_and_hidden_secrets(engine_api, tenant):
     body = response.json()
     assert body["tenant"] == "acme" and body["queue"] == "default" and body["secret_names"] == ["NPM_TOKEN"]
     assert body["has_scm_credential"] is True and "abcdef" not in str(body) and "pw" not in str(body)
-    assert body["build_config"]["retry"] == {"max": 1, "when": ["runner_system_failure"]}
+    assert body["build_config"]["retry"] == {"max": 1, "when": ["runner_system_failure", "source_failure"]}
     job_id = body["id"]
     assert engine_api.post("/api/v1/jobs", JOB, format="json").status_code == 409
     bad = engine_api.post("/api/v1/jobs", {**JOB, "name": "x", "build_config": {"steps": []}}, format="json")
@@ -161,7 +161,7 @@ def test_job_default_branch_must_be_a_valid_git_branch_name(engine_api, tenant, 
     job = make_job(name="patched", tenant=tenant)
     response = engine_api.patch(f"/api/v1/jobs/{job.pk}", {"default_branch": branch}, format="json")
     assert response.status_code == 400 and response.json()["field"] == "default_branch"
-    assert Job.objects.get(pk=job.pk).default_branch == "main"
+    assert Job.objects.get(pk=job.pk).default_branch == ""  # unchanged: the repository default
     assert Job.objects.count() == 1
 
 
@@ -235,7 +235,7 @@ def test_job_and_trigger_bodies_refuse_unknown_fields(admin_api, path, method, b
     response = getattr(admin_api, method)(path.format(job=job.pk), body, format="json")
     assert response.status_code == 400, response.content
     assert (response.json()["error"], response.json()["field"]) == ("unknown_field", field)
-    assert not Build.objects.exists() and Job.objects.get().default_branch == "main"
+    assert not Build.objects.exists() and Job.objects.get().default_branch == ""
 
 
 @pytest.mark.django_db

@@ -33,7 +33,11 @@ class BundleDetailView(ScopedAPIView):
     def head(self, request, sha256: str):
         bundle = bundle_queryset(self.principal).filter(sha256=sha256.lower()).only("size").first()
         if bundle is None:
-            return Response(status=404)
+            response = Response(status=404)
+            # "Not stored" is this call's ordinary answer (every push asks it first), not a
+            # request gone wrong: keep it out of django.request's "Not Found" warnings.
+            response._has_been_logged = True
+            return response
         response = Response(status=200)
         response["Content-Length"] = "0"
         response["X-Bundle-Size"] = str(bundle.size)

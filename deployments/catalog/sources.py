@@ -23,7 +23,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from swarm_agent.bundle_safety import STREAM_BUFFER_SIZE, BundleLimits, BundleRejected, MemberBudget
+from swarm_agent.bundle_safety import TAR_STREAM_BUFFER_SIZE, BundleLimits, BundleRejected, InflatingReader, MemberBudget
 
 from deployments.catalog.problems import Problem
 from deployments.errors import CatalogRefused
@@ -203,7 +203,8 @@ def read_tarball(fileobj, *, limits: CatalogLimits | None = None) -> CatalogTree
     candidates: dict[str, CatalogFile] = {}
     file_members = 0
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|gz", bufsize=STREAM_BUFFER_SIZE) as archive:
+        with tarfile.open(fileobj=InflatingReader(fileobj, budget.limits), mode="r|",
+                          bufsize=TAR_STREAM_BUFFER_SIZE) as archive:
             for member in archive:
                 budget.admit(member)
                 path = posixpath.normpath(member.name)

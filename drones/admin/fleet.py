@@ -59,9 +59,9 @@ class DroneAdmin(DroneConsoleViews, LiveChangeList):
     """The fleet at a glance and the operator's levers."""
 
     live_topics = ("drones",)
-    list_display = ["name", "health", "status_badge", "drone_type", "latency", "last_heartbeat", "label_list",
-                    "ws_connected", "capacity", "payload_drift"]
-    list_filter = ["status", "drone_type", "escalation_level", "ws_connected"]
+    list_display = ["name", "health", "status_badge", "drone_type", "sandbox_badge", "latency", "last_heartbeat",
+                    "label_list", "ws_connected", "capacity", "payload_drift"]
+    list_filter = ["status", "drone_type", "sandbox", "escalation_level", "ws_connected"]
     search_fields = ["name", "hostname", "ip"]
     inlines = [EscalationEventInline]
     change_form_template = "admin/drones/drone/change_form.html"
@@ -70,10 +70,13 @@ class DroneAdmin(DroneConsoleViews, LiveChangeList):
     readonly_fields = ["health", "status", "registered", "last_seen", "last_heartbeat", "first_heartbeat",
                        "ws_connected", "ws_connected_since", "last_ping", "last_pong", "latency", "missed_pongs",
                        "escalation_level", "escalation_attempts", "last_escalation", "healthy_since_display",
-                       "metrics_table", "agent_version", "os", "arch", "hostname", "ip", "label_list"]
+                       "metrics_table", "agent_version", "os", "arch", "hostname", "ip", "label_list", "sandbox_badge",
+                       "sandbox_detail", "sandbox_reported"]
     fieldsets = [
         (None, {"fields": ["name", "health", "status", "last_heartbeat", "latency", "ws_connected", "label_list",
                            "capacity"]}),
+        ("Build sandbox (reported by the agent; only a drone offering one takes a job that needs it)",
+         {"fields": ["sandbox_badge", "sandbox_detail", "sandbox_reported"]}),
         ("Escalation", {"fields": ["escalation_level", "escalation_attempts", "last_escalation",
                                    "healthy_since_display", "missed_pongs"]}),
         ("Machine", {"fields": ["drone_type", "drone_type_locked", "hostname", "ip", "agent_version", "os", "arch",
@@ -126,6 +129,21 @@ class DroneAdmin(DroneConsoleViews, LiveChangeList):
     @admin.display(description="labels")
     def label_list(self, drone):
         return chips(drone.labels)
+
+    sandbox_reported = timestamp_column("sandbox_reported_at", "sandbox reported", empty="never", sortable=False)
+
+    @admin.display(description="sandbox", ordering="sandbox")
+    def sandbox_badge(self, drone):
+        css = {"bubblewrap": "online", "none": "draining", "unavailable": "offline"}.get(drone.sandbox, "stale")
+        return format_html('<span class="swarm-status swarm-status-{}" title="{}">{}</span>', css,
+                           drone.sandbox_detail, drone.get_sandbox_display())
+
+    def save_model(self, request, obj, form, change):
+        from drones.sandbox import labels_with_sandbox
+
+        # The sandbox:* labels are the control plane's, from the agent's report: an edit keeps them as reported.
+        obj.labels = labels_with_sandbox(obj.labels, obj.sandbox)
+        super().save_model(request, obj, form, change)
 
     @admin.display(description="metrics (last heartbeat)")
     def metrics_table(self, drone):

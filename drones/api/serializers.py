@@ -23,6 +23,9 @@ class RegisterSerializer(serializers.Serializer):
     version = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
     os = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
     arch = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
+    sandbox = serializers.DictField(required=False, help_text=(
+        "The build isolation the agent offers: {mode: bubblewrap | none | unavailable, detail}; "
+        "see docs/builds.md#the-sandbox."))
 
 
 class RegisteredSerializer(serializers.Serializer):
@@ -42,6 +45,9 @@ class HeartbeatSerializer(serializers.Serializer):
     metrics = serializers.DictField(required=False, default=dict)
     running_build_ids = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
     payload_hashes = serializers.DictField(required=False, default=dict)
+    sandbox = serializers.DictField(required=False, help_text=(
+        "Sent when the agent's build isolation changed (and once after it starts): {mode, detail}; "
+        "the answer then carries sandbox_recorded."))
 
 
 class HeartbeatAnswerSerializer(serializers.Serializer):
@@ -61,7 +67,7 @@ class DroneSerializer(serializers.ModelSerializer):
     class Meta:
         model = Drone
         fields = ["id", "name", "hostname", "ip", "drone_type", "labels", "capacity", "agent_version", "os", "arch",
-                  "status", "health", "registered_at", "last_seen_at", "last_heartbeat_at", "ws_connected",
+                  "sandbox", "sandbox_detail", "sandbox_reported_at", "status", "health", "registered_at", "last_seen_at", "last_heartbeat_at", "ws_connected",
                   "last_ping_at", "last_pong_at", "ping_latency_ms", "missed_pongs", "escalation_level",
                   "last_escalation_at", "escalation_attempts", "metrics"]
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from drones.choices import DroneStatus, DroneType, ProvisioningStatus
 from drones.events import drone_disconnect
 from drones.models import Drone, JoinToken
+from drones.sandbox import apply_sandbox, labels_with_sandbox, parse_sandbox_report, reserved_label_problem
 from drones.selectors import DRONE_SUBJECT
 from drones.services.join_tokens import join_token_check
 from swarm.core.choices import TokenScope
@@ -32,12 +33,18 @@ class Registration:
 
 def drone_register(*, join_token: str, name: str, hostname: str = "", ip: str | None = None,
                    drone_type: str = DroneType.UNKNOWN, labels: list[str] | None = None, capacity: int = 1,
-                   version: str = "", os: str = "", arch: str = "") -> Registration:
+                   version: str = "", os: str = "", arch: str = "", sandbox: dict | None = None) -> Registration:
     """Register (or re-register) a drone with a join token and issue its drone token.
 
     Re-registering an existing name rotates the drone's token: every earlier
-    token of that drone is revoked in the same transaction.
+    token of that drone is revoked in the same transaction. `sandbox` is the
+    agent's report of its build isolation (drones/sandbox.py); without one the
+    drone keeps what it last reported (an older agent: nothing, so no builds).
     """
+    problem = reserved_label_problem(labels)
+    if problem:
+        raise ApiError(f"labels: {problem}.", code="invalid", field="labels")
+    report = parse_sandbox_report(sandbox) if sandbox is not None else None
     if drone_type not in DroneType.values:
         raise ApiError(f"drone_type must be one of {', '.join(DroneType.values)}.", code="invalid",
                        field="drone_type")
@@ -51,7 +58,9 @@ def drone_register(*, join_token: str, name: str, hostname: str = "", ip: str | 
         drone.ip = ip or None
         if not drone.drone_type_locked:
             drone.drone_type = drone_type
-        drone.labels = sorted(set(labels or []))
+        drone.labels = labels_with_sandbox(labels, drone.sandbox)
+        if report is not None:
+            apply_sandbox(drone, mode=report[0], detail=report[1])
         drone.capacity = capacity
         drone.agent_version = version
         drone.os = os

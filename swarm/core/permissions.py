@@ -22,6 +22,16 @@ class HasScope(BasePermission):
         principal = request_principal(request)
         if principal is None:
             return False
+        allowed = self.allowed_scopes(request, view)
+        if principal.scope in allowed:
+            return True
+        # DRF instantiates permissions per request, so the refusal can name what this call needs.
+        self.message = scope_refusal(principal.scope, allowed)
+        return False
+
+    @staticmethod
+    def allowed_scopes(request, view) -> frozenset:
+        """The scopes the view accepts for this request's action or method."""
         action_scopes = getattr(view, "action_scopes", {})
         action = getattr(view, "action", None)
         if action in action_scopes:
@@ -30,4 +40,22 @@ class HasScope(BasePermission):
             allowed = getattr(view, "read_scopes", READ_SCOPES)
         else:
             allowed = getattr(view, "write_scopes", WRITE_SCOPES)
-        return principal.scope in allowed
+        return frozenset(allowed)
+
+
+#: Least capable first: a refusal suggests making the least capable scope that would do.
+_SCOPE_ORDER = ("read", "engine", "admin", "drone", "execution")
+
+
+def scope_refusal(scope: str, allowed) -> str:
+    """The sentence of a 403 for `scope`: which scope(s) the call needs and how to make such a token."""
+    needed = sorted((str(name) for name in allowed), key=lambda name: (
+        _SCOPE_ORDER.index(name) if name in _SCOPE_ORDER else len(_SCOPE_ORDER), name))
+    if not needed:
+        return f"This call is not open to API tokens (this token's scope is {scope})."
+    names = " or ".join(needed)
+    hint = ""
+    if needed[0] in ("read", "engine", "admin"):
+        hint = (f" Make one with `.venv/bin/python manage.py issue_token --scope {needed[0]}` "
+                "(or admin → API tokens → Add).")
+    return f"This call needs a token with scope {names}; this token's scope is {scope}.{hint}"

@@ -12,12 +12,19 @@ they arrive. A bounded queue between the event loop and the view's thread is
 the back-pressure: when the view (hashing, inspecting, uploading parts) falls
 behind, the server stops reading the socket, so memory stays flat. Every other
 request goes through Django's handler unchanged.
+
+The client's going away is reported to the view: a disconnect mid-body makes
+`read()` raise, and one after the body (while the view still checks and
+registers the upload) sets the `threading.Event` at
+`request.META[CLIENT_GONE_META_KEY]`, which the upload path checks before it
+registers anything.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import re
+import threading
 from collections.abc import Iterable
 
 from asgiref.sync import sync_to_async
@@ -35,6 +42,8 @@ STREAM_QUEUE_DEPTH = 2
 MAX_DRAIN_BYTES = 16 * 1024 * 1024
 
 _END = object()
+#: request.META key of a threading.Event set once the client has disconnected.
+CLIENT_GONE_META_KEY = "swarm.client_gone"
 
 
 class ClientDisconnected(OSError):
@@ -58,6 +67,7 @@ class StreamingRequestBody:
         self._finished = False
         self.disconnected = False
         self.body_complete = False
+        self.client_gone = threading.Event()
 
     async def pump(self) -> None:
         """Read body messages until the end of the body (or a disconnect)."""
@@ -67,6 +77,7 @@ class StreamingRequestBody:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 self.disconnected = True
+                self.client_gone.set()
                 break
             chunk = message.get("body", b"")
             if chunk:
@@ -81,6 +92,16 @@ class StreamingRequestBody:
         if pending and not self.disconnected:
             await self._queue.put(b"".join(pending))
         await self._queue.put(_END)
+        if self.body_complete:
+            await self.watch_for_disconnect()
+
+    async def watch_for_disconnect(self) -> None:
+        """After the body: wait for the client to go away (cancelled once the answer is being sent)."""
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.client_gone.set()
+                return
 
     def _next_chunk(self):
         return asyncio.run_coroutine_threadsafe(self._queue.get(), self._loop).result()
@@ -180,9 +201,13 @@ class StreamingBodyASGIHandler(ASGIHandler):
             set_script_prefix(get_script_prefix(scope))
             await signals.request_started.asend(sender=self.__class__, scope=scope)
             request, error_response = self.create_request(scope, body)
+            if request is not None:
+                request.META[CLIENT_GONE_META_KEY] = body.client_gone
             response = error_response if request is None else await self.run_get_response(request)
             complete = await body.drain(MAX_DRAIN_BYTES)
-            if body.disconnected:
+            if not pump.done():
+                pump.cancel()  # it is only watching for a disconnect now; the server notices one from here on
+            if body.disconnected or body.client_gone.is_set():
                 await sync_to_async(response.close)()
                 return
             if not complete:

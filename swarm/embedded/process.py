@@ -47,7 +47,7 @@ def binary_in_package(package: str, relative_path: str, *, distribution: str) ->
     return binary
 
 
-def _child_setup(death_signal: int):
+def parent_death_signal(death_signal: int):
     """Return a ``preexec_fn`` asking the kernel to signal the child when we die.
 
     Runs after ``setsid`` and after any uid/gid switch (credential changes
@@ -96,7 +96,7 @@ def spawn(
             cwd=cwd,
             env=dict(env) if env is not None else None,
             start_new_session=True,
-            preexec_fn=_child_setup(death_signal),
+            preexec_fn=parent_death_signal(death_signal),
             pass_fds=tuple(pass_fds),
             **credentials_for(run_as),
         )

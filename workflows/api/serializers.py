@@ -100,6 +100,10 @@ class BundleVersionFieldsSerializer(RejectUnknownFields, serializers.Serializer)
                                       help_text="Runtime of a workflow created by this push.")
     entrypoint = serializers.CharField(max_length=500, required=False,
                                        help_text="Entrypoint of a workflow created by this push.")
+    create_tenant = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Create the tenant if it does not exist (tokens bound to no tenant only); without it a "
+                  "missing tenant is a 404.")
 
 
 class BundleUploadFormSerializer(BundleVersionFieldsSerializer):

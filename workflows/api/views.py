@@ -6,14 +6,12 @@ from rest_framework import status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
+from bundles.api.uploads import InspectedUploadMixin
 from bundles.api.views import BundleDetailView
-from bundles.blobstore import BlobStore
 from bundles.keys import is_sha256_hex
-from bundles.services import bundle_limits
-from bundles.upload import BUNDLE_FIELD, BundleUploadHandler, ReceivedBundle
+from bundles.upload import BUNDLE_FIELD, ReceivedBundle
 from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.errors import ApiError, PayloadTooLarge
-from swarm.core.inputs import parse_int
 from workflows import services
 from workflows.api.serializers import (
     BundleUploadFormSerializer,
@@ -21,7 +19,7 @@ from workflows.api.serializers import (
     RegisteredVersionSerializer,
 )
 
-class BundleUploadView(ScopedAPIView):
+class BundleUploadView(InspectedUploadMixin, ScopedAPIView):
     """`POST /api/v1/bundles`: stream a bundle in and register it as a workflow version.
 
     The digest may be declared up front (`?sha256=` or `X-Swarm-Bundle-Sha256`)
@@ -34,30 +32,24 @@ class BundleUploadView(ScopedAPIView):
     def initial(self, request, *args, **kwargs):
         # Installed before authentication: a session's CSRF check reads the form.
         declared = request.query_params.get("sha256") or request.headers.get("X-Swarm-Bundle-Sha256")
-        content_length = parse_int(request.META.get("CONTENT_LENGTH") or "0", field="Content-Length")
-        if content_length > settings.SWARM_BUNDLE_MAX_BYTES + 64 * 1024:
-            raise PayloadTooLarge(
-                f"The request is larger than the upload limit of {settings.SWARM_BUNDLE_MAX_BYTES} bytes.",
-                field=BUNDLE_FIELD,
-            )
-        self.upload_handler = BundleUploadHandler(
-            request._request, store=BlobStore(), limits=bundle_limits(),
-            max_bytes=settings.SWARM_BUNDLE_MAX_BYTES, declared_sha256=(declared or "").lower() or None,
-        )
-        request._request.upload_handlers = [self.upload_handler]
+        self.upload_handler = self.install_upload_handler(request, declared_sha256=declared)
         super().initial(request, *args, **kwargs)
+        self.take_inspection_slot(request, self.upload_handler)
 
     @extend_schema(
         request={"multipart/form-data": BundleUploadFormSerializer},
         parameters=[OpenApiParameter("sha256", str, description="Declared digest (enables direct streaming to S3).")],
         responses={201: RegisteredVersionSerializer, 200: RegisteredVersionSerializer,
-                   **error_responses(400, 404, 409, 413, 503)},
+                   **error_responses(400, 404, 409, 413, 429, 503)},
         summary="Upload a bundle and register it as a workflow version",
-        description="201 with the new version; 200 with `deduplicated: true` when these bytes are already a "
-                    "version of the workflow. 400 codes: missing_field, invalid_version, invalid_metadata, "
+        description="201 with the new version; 200 with `deduplicated: true` when these bytes already are "
+                    "this version (a retried push). 400 codes: missing_field, invalid_version, invalid_metadata, "
                     "hash_mismatch and the bundle safety rules (not_a_tar_gz, absolute_path, path_traversal, "
                     "link_escapes_root, device_file, fifo, special_file, setuid_bit, too_many_members, "
-                    "too_large_unpacked, empty_bundle); 404 another tenant; 409 version_exists; 413 too_large.",
+                    "too_large_unpacked, decompression_bomb, empty_bundle); 404 a tenant that does not exist "
+                    "(unless `create_tenant`) or another tenant's; 409 version_exists (the label holds other "
+                    "bytes) or same_bytes (these bytes already are another version); 413 too_large; 429 "
+                    "too_many_inspections (the tenant's uploads in flight).",
     )
     def post(self, request):
         try:
@@ -97,6 +89,7 @@ def _register_received(principal, fields, *, received: ReceivedBundle, declared_
         received=received,
         activate=checked["activate"],
         workflow_defaults={key: checked[key] for key in ("runtime", "entrypoint") if checked.get(key)},
+        create_tenant=checked["create_tenant"],
     )
 
 
@@ -106,7 +99,7 @@ def _registered_response(result) -> Response:
     return Response(body, status=status.HTTP_200_OK if result.deduplicated else status.HTTP_201_CREATED)
 
 
-class BundleView(BundleDetailView):
+class BundleView(InspectedUploadMixin, BundleDetailView):
     """`/api/v1/bundles/<sha256>`: `HEAD`/`GET` describe a stored bundle; `PUT` uploads one.
 
     `PUT` takes the tarball itself as the body (no multipart framing) with the
@@ -126,9 +119,11 @@ class BundleView(BundleDetailView):
             OpenApiParameter("activate", bool, description="Make the new version active."),
             OpenApiParameter("runtime", str, description="Runtime of a workflow created by this push."),
             OpenApiParameter("entrypoint", str, description="Entrypoint of a workflow created by this push."),
+            OpenApiParameter("create_tenant", bool, description="Create the tenant if it does not exist "
+                                                                "(unbound tokens); else a missing tenant is a 404."),
         ],
         responses={201: RegisteredVersionSerializer, 200: RegisteredVersionSerializer,
-                   **error_responses(400, 404, 409, 411, 413, 503)},
+                   **error_responses(400, 404, 409, 411, 413, 429, 503)},
         summary="Upload a bundle as the raw request body and register it as a workflow version",
     )
     def put(self, request, sha256: str):
@@ -146,10 +141,8 @@ class BundleView(BundleDetailView):
                 f"The bundle is larger than the upload limit of {settings.SWARM_BUNDLE_MAX_BYTES} bytes.",
                 field=BUNDLE_FIELD,
             )
-        handler = BundleUploadHandler(
-            request._request, store=BlobStore(), limits=bundle_limits(),
-            max_bytes=settings.SWARM_BUNDLE_MAX_BYTES, declared_sha256=declared,
-        )
+        handler = self.install_upload_handler(request, declared_sha256=declared, form_overhead=0)
+        self.take_inspection_slot(request, handler)
         try:
             received = handler.receive_stream(request._request, content_length=content_length)
             handler.received = None  # ownership passes to the service

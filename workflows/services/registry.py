@@ -124,12 +124,21 @@ class RegisteredVersion:
 
 
 def _resolve_workflow_for_upload(*, principal: Principal, tenant_slug: str, workflow_slug: str,
-                                 workflow_defaults: dict) -> Workflow:
-    """The target workflow; created (with its tenant, for unbound tokens) on first push."""
+                                 workflow_defaults: dict, create_tenant: bool) -> Workflow:
+    """The target workflow, created on first push; its tenant only when asked (`create_tenant`).
+
+    A typo in a tenant slug must not become a new tenant: without
+    `create_tenant` a tenant that does not exist is a 404 for every scope.
+    Only a token bound to no tenant may create one; for a bound token any
+    other tenant stays a 404 (it cannot tell "missing" from "not yours").
+    """
     tenant = Tenant.objects.visible_to(principal).filter(slug=tenant_slug).first()
     if tenant is None:
-        if principal.is_tenant_bound:
-            raise NotFound(f"No tenant {tenant_slug!r}.", field="tenant")
+        if principal.is_tenant_bound or not create_tenant:
+            hint = "" if principal.is_tenant_bound else (
+                " Check the slug, or ask for it to be created (`create_tenant=true`; "
+                "`swarmctl bundle push --create-tenant`).")
+            raise NotFound(f"No tenant {tenant_slug!r}.{hint}", field="tenant")
         tenant, _ = Tenant.objects.get_or_create(slug=tenant_slug, defaults={"name": tenant_slug})
     workflow = Workflow.objects.filter(tenant=tenant, slug=workflow_slug).first()
     if workflow is None:
@@ -151,11 +160,16 @@ def workflow_version_register(
     metadata=None,
     activate: bool | None = None,
     workflow_defaults: dict | None = None,
+    create_tenant: bool = False,
 ) -> RegisteredVersion:
     """Register an uploaded bundle as a new immutable version of a workflow.
 
-    Same bytes for the same workflow → the existing version (deduplicated).
-    A label already used with other bytes → 409. Any refusal keeps nothing:
+    The same bytes under the same label again → the existing version
+    (deduplicated: a retried push is harmless). The same bytes under another
+    label → 409 `same_bytes`, naming the version they already are (a version
+    is its bytes: asking for 9.9.9 must not silently answer with 1.1.0). A
+    label already used with other bytes → 409. A tenant that does not exist
+    → 404 unless `create_tenant` (tokens bound to no tenant). Any refusal keeps nothing:
     the received blob is discarded and no row is written. The first version
     of a workflow becomes active; later ones only when `activate` is true.
     """
@@ -169,7 +183,7 @@ def workflow_version_register(
         bundle_check_received(received=received, declared_sha256=declared_sha256)
         workflow = _resolve_workflow_for_upload(
             principal=principal, tenant_slug=tenant_slug, workflow_slug=workflow_slug,
-            workflow_defaults=workflow_defaults or {},
+            workflow_defaults=workflow_defaults or {}, create_tenant=create_tenant,
         )
         existing = _existing_version(workflow, label, received.sha256)
         if existing is not None:
@@ -196,15 +210,23 @@ def workflow_version_register(
 
 
 def _existing_version(workflow: Workflow, label: str, sha256: str) -> WorkflowVersion | None:
-    """The version these bytes already are, or a 409 when the label is taken by other bytes."""
-    same_bytes = workflow.versions.select_related("bundle").filter(bundle__sha256=sha256).first()
-    if same_bytes is not None:
-        return same_bytes
-    taken = workflow.versions.select_related("bundle").filter(version=label).first()
+    """The version these bytes already are under this label, or a 409 for any other clash."""
+    versions = workflow.versions.select_related("bundle")
+    taken = versions.filter(version=label).first()
     if taken is not None:
+        if taken.bundle.sha256 == sha256:
+            return taken
         raise Conflict(
             f"Version {label} of {workflow} already exists with bundle {taken.bundle.sha256}; versions are immutable.",
             code="version_exists", field="version",
+        )
+    same_bytes = versions.filter(bundle__sha256=sha256).first()
+    if same_bytes is not None:
+        raise Conflict(
+            f"These bytes are already version {same_bytes.version} of {workflow} (sha256 {sha256}); "
+            f"{label} was not created. Activate {same_bytes.version} to run them, or change the bundle "
+            f"to make a new version.",
+            code="same_bytes", field="version",
         )
     return None
 

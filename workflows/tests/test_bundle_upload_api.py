@@ -10,6 +10,7 @@ from bundles.blobstore import BlobStore
 from bundles.keys import blob_key
 from bundles.models import Bundle
 from conftest import make_bundle, upload
+from tenancy.models import Tenant
 from workflows.models import Workflow, WorkflowVersion
 
 pytestmark = pytest.mark.django_db
@@ -40,11 +41,35 @@ def test_upload_registers_version_and_stores_blob_once(engine_api, bundle_bytes)
     assert Bundle.objects.count() == 1
 
 
-def test_same_bytes_under_another_label_is_deduplicated(engine_api, bundle_bytes):
+def test_same_bytes_under_another_label_is_409_naming_the_version_they_are(engine_api, bundle_bytes):
     first = upload(engine_api, bundle_bytes, version="1.0.0")
     second = upload(engine_api, bundle_bytes, version="1.0.1")
-    assert second.status_code == 200
-    assert second.json()["id"] == first.json()["id"]
+    assert second.status_code == 409
+    body = second.json()
+    assert body["error"] == "same_bytes" and body["field"] == "version"
+    assert "already version 1.0.0" in body["detail"] and "1.0.1 was not created" in body["detail"]
+    assert list(WorkflowVersion.objects.values_list("version", flat=True)) == ["1.0.0"]
+    assert first.status_code == 201
+
+
+@pytest.mark.parametrize("scope", ["admin", "engine-unbound", "engine"])
+def test_push_to_a_tenant_that_does_not_exist_is_404_for_every_scope(scope, bundle_bytes, tenant):
+    from conftest import token_client
+    client = token_client("engine" if scope == "engine-unbound" else scope, tenant if scope == "engine" else None)
+    response = upload(client, bundle_bytes, tenant="nosuch")
+    assert response.status_code == 404, response.content
+    assert response.json()["field"] == "tenant" and "nosuch" in response.json()["detail"]
+    assert not Tenant.objects.filter(slug="nosuch").exists()
+    assert not Workflow.objects.exists()
+    assert blob_key(hashlib.sha256(bundle_bytes).hexdigest()) not in stored_keys()
+
+
+def test_create_tenant_asked_for_explicitly_creates_it_for_unbound_tokens_only(admin_api, engine_api, bundle_bytes):
+    refused = upload(engine_api, bundle_bytes, tenant="fresh", create_tenant="true")
+    assert refused.status_code == 404  # a bound token never creates (nor learns of) another tenant
+    created = upload(admin_api, bundle_bytes, tenant="fresh", create_tenant="true")
+    assert created.status_code == 201, created.content
+    assert Tenant.objects.filter(slug="fresh").exists()
 
 
 def test_same_bytes_for_two_workflows_share_one_blob(engine_api, bundle_bytes):
@@ -222,10 +247,15 @@ def test_s3_presigned_url_downloads_exact_bytes(engine_api, bundle_bytes):
     assert hashlib.sha256(fetched.content).hexdigest() == active["bundle_hash"]
 
 
-def test_head_and_get_bundle(engine_api, bundle_bytes):
+def test_head_and_get_bundle(engine_api, bundle_bytes, caplog):
     digest = upload(engine_api, bundle_bytes).json()["bundle_hash"]
     assert engine_api.head(f"/api/v1/bundles/{digest}").status_code == 200
-    assert engine_api.head(f"/api/v1/bundles/{'a' * 64}").status_code == 404
+    with caplog.at_level("INFO", logger="django.request"):
+        assert engine_api.head(f"/api/v1/bundles/{'a' * 64}").status_code == 404
+        assert engine_api.get(f"/api/v1/bundles/{'b' * 64}").status_code == 404
+    # HEAD's "not stored" is every push's first question, not a fault; a GET of a missing bundle still is.
+    assert [record.getMessage() for record in caplog.records if record.name == "django.request"] == [
+        f"Not Found: /api/v1/bundles/{'b' * 64}"]
     body = engine_api.get(f"/api/v1/bundles/{digest}").json()
     assert body["size"] == len(bundle_bytes)
     assert body["url"].startswith("http")
@@ -261,3 +291,54 @@ def test_upload_without_a_version_names_the_missing_field(admin_api):
                                                   "bundle": io.BytesIO(make_bundle())}, format="multipart")
     assert response.status_code == 400 and response.json() == {**response.json(), "error": "missing_field",
                                                                "field": "version"}
+
+
+def _zeros_bundle(unpacked_bytes: int) -> bytes:
+    import zlib
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    member = tarfile.TarInfo("zeros.bin")
+    member.size = unpacked_bytes
+    parts = [compressor.compress(member.tobuf())]
+    block = bytes(1024 * 1024)
+    for _ in range(unpacked_bytes // len(block)):
+        parts.append(compressor.compress(block))
+    parts.append(compressor.compress(bytes(1024)) + compressor.flush())
+    return b"".join(parts)
+
+
+def test_two_gib_of_zeros_in_two_megabytes_is_a_decompression_bomb(engine_api):
+    """Issue 10: accepted before (under the 8 GiB absolute limit); refused by ratio now, keeping nothing."""
+    bomb = _zeros_bundle(2 * 1024**3)
+    assert len(bomb) < 4 * 1024 * 1024
+    before = stored_keys()
+    response = upload(engine_api, bomb)
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["error"] == "decompression_bomb" and body["field"] == "bundle"
+    assert "200:1" in body["detail"] and "SWARM_BUNDLE_MAX_RATIO" in body["detail"]
+    assert stored_keys() == before and not Bundle.objects.exists() and not Workflow.objects.exists()
+
+
+def test_the_ratio_limit_is_a_setting(engine_api, settings):
+    settings.SWARM_BUNDLE_RATIO_FLOOR_BYTES = 4 * 1024 * 1024
+    response = upload(engine_api, _zeros_bundle(8 * 1024 * 1024))
+    assert response.json()["error"] == "decompression_bomb"
+    settings.SWARM_BUNDLE_MAX_RATIO = 10**6
+    assert upload(engine_api, _zeros_bundle(8 * 1024 * 1024)).status_code == 201
+
+
+def test_a_client_gone_before_registration_registers_nothing(engine_api, bundle_bytes):
+    import threading
+
+    from swarm.core.streaming_asgi import CLIENT_GONE_META_KEY
+
+    gone = threading.Event()
+    gone.set()
+    before = stored_keys()
+    form = {"tenant": "acme", "workflow": "hello", "version": "1.0.0", "bundle": io.BytesIO(bundle_bytes)}
+    form["bundle"].name = "bundle.tar.gz"
+    response = engine_api.post("/api/v1/bundles", form, format="multipart", **{CLIENT_GONE_META_KEY: gone})
+    assert response.json()["error"] == "client_disconnected"
+    assert stored_keys() == before
+    assert not Bundle.objects.exists() and not WorkflowVersion.objects.exists() and not Workflow.objects.exists()

@@ -185,10 +185,47 @@ def test_push_with_a_bad_token_or_no_server_exits_1(live_url, tmp_path):
     assert refused.stderr.startswith("error: authentication_failed:"), refused.stderr
     from swarm.embedded import free_port
 
-    unreachable = swarmctl(*push, url=f"http://127.0.0.1:{free_port()}", token="x", check=False)
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    unreachable = swarmctl(*push, url=nowhere, token="x", check=False)
     assert unreachable.returncode == 1
-    assert unreachable.stderr.startswith("error: connection_failed:"), unreachable.stderr
+    assert unreachable.stderr.startswith(f"error: connection_failed: cannot reach the control plane at {nowhere} "
+                                         "(SWARM_URL)"), unreachable.stderr
+    assert "make run" in unreachable.stderr
+    explicit = swarmctl(*push, "--url", nowhere, url="", token="x", check=False)
+    assert f"at {nowhere} (--url)" in explicit.stderr, explicit.stderr
     assert not WorkflowVersion.objects.exists()
+
+
+def test_connection_failure_without_swarm_url_names_the_default(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "SWARM_URL"}
+    # The default address is make run's; whether or not one runs here, a closed port on it names itself.
+    result = subprocess.run([str(SWARMCTL), "drone", "list"], env={**env, "SWARM_TOKEN": "x"},
+                            capture_output=True, text=True, timeout=60)
+    if "connection_failed" not in result.stderr:
+        pytest.skip("something listens on 127.0.0.1:8000 here")
+    assert "at http://127.0.0.1:8000 (the default; set SWARM_URL or --url for another)" in result.stderr
+
+
+def test_same_bytes_as_a_new_version_exits_1_and_a_missing_tenant_is_named(live_url, tmp_path):
+    token = engine_token("acme")
+    tree = write_tree(tmp_path / "hello", SAMPLE)
+    push = ("bundle", "push", str(tree), "--workflow", "hello")
+    swarmctl(*push, "--tenant", "acme", "--version", "1.0.0", url=live_url, token=token)
+    relabelled = swarmctl(*push, "--tenant", "acme", "--version", "9.9.9", url=live_url, token=token, check=False)
+    assert relabelled.returncode == 1
+    assert relabelled.stderr.startswith("error: same_bytes: These bytes are already version 1.0.0"), relabelled.stderr
+    assert sorted(WorkflowVersion.objects.values_list("version", flat=True)) == ["1.0.0"]
+
+    from swarm.core.services import api_token_issue
+    _, admin = api_token_issue(scope="admin", name="swarmctl-admin")
+    missing = swarmctl(*push, "--tenant", "nosuch", "--version", "1.0.0", url=live_url, token=admin, check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: not_found: No tenant 'nosuch'."), missing.stderr
+    assert "--create-tenant" in missing.stderr
+    assert not Tenant.objects.filter(slug="nosuch").exists()
+    created = swarmctl(*push, "--tenant", "nosuch", "--version", "1.0.0", "--create-tenant", url=live_url,
+                       token=admin)
+    assert created.stdout.startswith("registered nosuch/hello 1.0.0")
 
 
 def test_raw_put_refuses_a_body_that_does_not_match_its_digest(live_url):

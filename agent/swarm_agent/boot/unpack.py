@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swarm_agent.boot.cache import HashMismatch
-from swarm_agent.bundle_safety import BundleLimits, BundleRejected, MemberBudget
+from swarm_agent.bundle_safety import TAR_STREAM_BUFFER_SIZE, BundleLimits, BundleRejected, InflatingReader, MemberBudget
 
 READ_CHUNK_BYTES = 1024 * 1024
 # tarfile's extraction filters arrived in 3.11.4 (PEP 706); Debian 12's 3.11.2 — the microVM
@@ -110,7 +110,9 @@ def unpack_bundle(path: Path, workdir: Path, *, limits: BundleLimits,
         with open(path, "rb", buffering=0) as raw:
             reader = _HashingReader(raw) if expected_sha256 else raw
             try:
-                with tarfile.open(fileobj=reader, mode="r|gz", bufsize=READ_CHUNK_BYTES,
+                # Inflated in bounded, ratio-checked steps (tarfile's own "r|gz" reader is quadratic).
+                inflated = InflatingReader(reader, limits, chunk_size=READ_CHUNK_BYTES)
+                with tarfile.open(fileobj=inflated, mode="r|", bufsize=TAR_STREAM_BUFFER_SIZE,
                                   copybufsize=COPY_BUFFER_BYTES) as archive:
                     for member in archive:
                         budget.admit(member)
@@ -141,9 +143,11 @@ def unpack_bundle(path: Path, workdir: Path, *, limits: BundleLimits,
 
 
 def limits_from_environment() -> BundleLimits:
-    """Unpack limits: SWARM_BUNDLE_MAX_MEMBERS / SWARM_BUNDLE_MAX_UNPACKED_BYTES, else the defaults."""
+    """Unpack limits: SWARM_BUNDLE_MAX_MEMBERS / _MAX_UNPACKED_BYTES / _MAX_RATIO / _RATIO_FLOOR_BYTES, else the defaults."""
     defaults = BundleLimits()
     return BundleLimits(
         max_members=int(os.environ.get("SWARM_BUNDLE_MAX_MEMBERS") or defaults.max_members),
         max_unpacked_bytes=int(os.environ.get("SWARM_BUNDLE_MAX_UNPACKED_BYTES") or defaults.max_unpacked_bytes),
+        max_ratio=int(os.environ.get("SWARM_BUNDLE_MAX_RATIO") or defaults.max_ratio),
+        ratio_floor_bytes=int(os.environ.get("SWARM_BUNDLE_RATIO_FLOOR_BYTES") or defaults.ratio_floor_bytes),
     )

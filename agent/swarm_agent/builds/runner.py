@@ -1,8 +1,11 @@
 """Runs one claimed build from acknowledgement to final report.
 
 1. `PUT /builds/<id>/state {state: running}` within the ack timeout (two-phase start);
-2. clone the repository (branch or exact sha, shallow; the credential goes
-   through GIT_ASKPASS and the environment, never argv or the log);
+2. clone the repository (branch or exact sha, shallow; no branch: the
+   repository's default, its HEAD; the credential goes through GIT_ASKPASS
+   and the environment, never argv or the log). A clone, fetch or checkout
+   that fails is `source_failure`, with the log's last line naming what was
+   tried: the user's steps never ran;
 3. run the steps in a fresh workspace through the executor, output masked and
    streamed as it comes;
 4. collect artifacts by glob and upload each with its sha256 (presigned PUT
@@ -71,6 +74,10 @@ class BuildRunner:
         self._stop_requested = asyncio.Event()
         self.final_state: str | None = None
         self.commit_sha = spec.get("commit_sha") or ""
+        self.branch = spec.get("branch") or ""
+        #: Why the build failed, when the reason alone does not say (the source that could not be fetched).
+        self.failure_detail = ""
+        self.git_output = ""  # what the last git command printed (masked)
 
     # --- stopping -------------------------------------------------------------------
 
@@ -104,6 +111,8 @@ class BuildRunner:
         body = {"state": "running", "attempt": self.attempt}
         if self.commit_sha:
             body["commit_sha"] = self.commit_sha
+        if self.branch:
+            body["branch"] = self.branch
         response = await self.api.put(f"/builds/{self.build_id}/state", json=body)
         status = response.headers.get("Job-Status")
         if status:
@@ -144,7 +153,8 @@ class BuildRunner:
         elif self.stop_reason == "agent_stopping":
             state, reason = "failed", "runner_system_failure"
             self.log.line("ERROR: the agent is stopping; the build was interrupted")
-        self.log.line(f"Build finished: {state}{' (' + reason + ')' if reason else ''} "
+        detail = f": {self.failure_detail}" if self.failure_detail and reason == "source_failure" else ""
+        self.log.line(f"Build finished: {state}{' (' + reason + detail + ')' if reason else ''} "
                       f"after {time.monotonic() - started:.1f}s")
         for watcher in watchers:
             watcher.cancel()
@@ -161,7 +171,7 @@ class BuildRunner:
         self.workspace.mkdir(parents=True, exist_ok=True)
         env = self._step_env()
         if not await self._clone(env):
-            return ("canceled", "", None) if self.stop_reason else ("failed", "script_failure", None)
+            return ("canceled", "", None) if self.stop_reason else ("failed", "source_failure", None)
         env["SWARM_COMMIT_SHA"] = self.commit_sha
         for command in self.spec.get("steps") or []:
             if self.stop_reason:
@@ -203,9 +213,20 @@ class BuildRunner:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
         )
         output, _ = await process.communicate()
+        self.git_output = self.masker.mask(output or b"").decode(errors="replace")
         if output:
             self.log.write(self.masker.mask(output))
         return process.returncode
+
+    def _git_complaint(self) -> str:
+        """The last line git wrote (its `fatal:` reason), for the failure's one-line summary."""
+        lines = [line.strip() for line in self.git_output.splitlines() if line.strip()]
+        return lines[-1] if lines else "git gave no reason"
+
+    def _source_failed(self, what: str) -> bool:
+        self.failure_detail = f"{what}: {self._git_complaint()}"
+        self.log.line(f"ERROR: {self.failure_detail}")
+        return False
 
     def _git_env(self, env: dict[str, str]) -> dict[str, str]:
         git_env = dict(env, GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1")
@@ -224,41 +245,52 @@ class BuildRunner:
         url = self.spec["scm_url"]
         if url.startswith("/"):
             url = "file://" + url  # shallow clones need a transport, not a plain path
-        branch = self.spec.get("branch") or ""
+        branch = self.branch
         sha = self.spec.get("commit_sha") or ""
         source = self.workspace / "src"
         git_env = self._git_env(env)
-        self.log.line(f"Fetching {self.masker.mask(self.spec['scm_url'].encode()).decode()} "
-                      f"{'at ' + sha if sha else 'branch ' + branch}")
+        shown_url = self.masker.mask(self.spec["scm_url"].encode()).decode()
+        ref = f"branch {branch}" if branch else "the default branch"
+        self.log.line(f"Fetching {shown_url} {'at ' + sha if sha else ref}")
         if sha:
             source.mkdir(parents=True, exist_ok=True)
-            ok = (await self._git("init", "-q", cwd=source, env=git_env) == 0
-                  and await self._git("remote", "add", "origin", url, cwd=source, env=git_env) == 0)
-            fetched = ok and await self._git("fetch", "-q", "--depth", "1", "origin", sha, cwd=source,
-                                             env=git_env) == 0
-            if ok and not fetched:
-                self.log.line("The server does not serve single commits; fetching the branch history instead")
-                fetched = await self._git("fetch", "-q", "origin", branch or "HEAD", cwd=source, env=git_env) == 0
-            if not fetched or await self._git("checkout", "-q", "--detach", sha, cwd=source, env=git_env) != 0:
-                self.log.line(f"ERROR: could not fetch commit {sha}")
-                return False
+            if not (await self._git("init", "-q", cwd=source, env=git_env) == 0
+                    and await self._git("remote", "add", "origin", url, cwd=source, env=git_env) == 0):
+                return self._source_failed(f"could not prepare a checkout of {shown_url}")
+            if await self._git("fetch", "-q", "--depth", "1", "origin", sha, cwd=source, env=git_env) != 0:
+                if not _refuses_single_commits(self.git_output):
+                    return self._source_failed(f"could not fetch commit {sha} from {shown_url}")
+                self.log.line("The server does not serve single commits; fetching "
+                              f"{ref if branch else 'its default branch'} instead")
+                if await self._git("fetch", "-q", "origin", branch or "HEAD", cwd=source, env=git_env) != 0:
+                    return self._source_failed(f"could not fetch {ref} of {shown_url} (for commit {sha})")
+            if await self._git("checkout", "-q", "--detach", sha, cwd=source, env=git_env) != 0:
+                return self._source_failed(f"could not check out commit {sha} of {shown_url}")
         else:
             args = ["clone", "-q", "--depth", "1", "--single-branch"]
             if branch:
                 args += ["--branch", branch]
             if await self._git(*args, url, str(source), cwd=self.workspace, env=git_env) != 0:
-                self.log.line(f"ERROR: could not clone branch {branch or '(default)'}")
-                return False
-        process = await asyncio.create_subprocess_exec("git", "rev-parse", "HEAD", cwd=str(source), env=git_env,
-                                                       stdout=asyncio.subprocess.PIPE)
-        head, _ = await process.communicate()
-        self.commit_sha = head.decode().strip()
-        self.log.line(f"Checked out {self.commit_sha}")
+                return self._source_failed(f"could not clone {ref} of {shown_url}")
+        self.commit_sha = await self._git_read("rev-parse", "HEAD", cwd=source, env=git_env)
+        if not branch and not sha:
+            self.branch = await self._git_read("symbolic-ref", "--short", "-q", "HEAD", cwd=source, env=git_env)
+        on_branch = f" ({self.branch}{', the repository default' if branch != self.branch else ''})" \
+            if self.branch else ""
+        self.log.line(f"Checked out {self.commit_sha}{on_branch}")
         try:
-            await self._report_running()  # records the resolved sha
+            await self._report_running()  # records the resolved sha (and branch)
         except httpx.HTTPError:
             pass
         return True
+
+    async def _git_read(self, *args: str, cwd: Path, env: dict[str, str]) -> str:
+        """One line git prints (a sha, a branch name), or "" when it fails."""
+        process = await asyncio.create_subprocess_exec("git", *args, cwd=str(cwd), env=env,
+                                                       stdout=asyncio.subprocess.PIPE,
+                                                       stderr=asyncio.subprocess.DEVNULL)
+        output, _ = await process.communicate()
+        return output.decode(errors="replace").strip() if process.returncode == 0 else ""
 
     # --- artifacts ------------------------------------------------------------------
 
@@ -336,6 +368,18 @@ class BuildRunner:
         if os.environ.get("SWARM_AGENT_KEEP_WORKSPACES") == "1":
             return
         shutil.rmtree(self.work_root, ignore_errors=True)
+
+
+#: What git says when a server reached fine will not hand out a commit by its id (older servers,
+#: `uploadpack.allowReachableSHA1InWant` off); anything else (DNS, refused, auth) is not helped by
+#: fetching more history.
+_SINGLE_COMMIT_REFUSALS = ("not our ref", "unadvertised object", "couldn't find remote ref", "no such remote ref",
+                           "upload-pack: not")
+
+
+def _refuses_single_commits(git_output: str) -> bool:
+    lowered = git_output.lower()
+    return any(marker in lowered for marker in _SINGLE_COMMIT_REFUSALS)
 
 
 def _sha256_file(path: Path) -> tuple[str, int]:

@@ -62,6 +62,9 @@ def handle(args: argparse.Namespace) -> int:
     from swarm_agent.daemon import AgentConfig, AgentDaemon
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # One INFO line per HTTP request (a claim poll every few seconds) is noise; DEBUG shows them.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     config = AgentConfig(
         server=args.server, state_dir=Path(args.state_dir), name=args.name, join_token=args.join_token,
         labels=[label.strip() for label in args.labels.split(",") if label.strip()], capacity=args.capacity,

@@ -40,7 +40,9 @@ def register(subparsers) -> None:
         "push", help="Upload a directory (packed reproducibly) or a .tar.gz and register it as a version.",
     )
     push.add_argument("source", type=Path, help="A directory to pack, or a .tar.gz to send as it is.")
-    push.add_argument("--tenant", required=True, help="Tenant slug.")
+    push.add_argument("--tenant", required=True, help="Tenant slug (must exist unless --create-tenant).")
+    push.add_argument("--create-tenant", action="store_true",
+                      help="Create the tenant if it does not exist (tokens bound to no tenant).")
     push.add_argument("--workflow", required=True, help="Workflow slug (created on first push).")
     push.add_argument("--version", required=True, help="Semantic version of this bundle, e.g. 1.2.0.")
     push.add_argument("--metadata", type=_json_object, help="A JSON object stored with the version.")
@@ -136,7 +138,7 @@ def handle_push(args: argparse.Namespace) -> int:
         push = BundlePush(
             path=path, sha256=digest, size=size, tenant=args.tenant, workflow=args.workflow,
             version=args.version, metadata=args.metadata, activate=args.activate, runtime=args.runtime,
-            entrypoint=args.entrypoint,
+            entrypoint=args.entrypoint, create_tenant=args.create_tenant,
         )
         config = ApiConfig.from_env(args.url, args.token)
         with api_client(config, timeout=UPLOAD_TIMEOUT_SECONDS) as client, _progress(args.quiet) as progress:

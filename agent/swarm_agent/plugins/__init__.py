@@ -5,6 +5,7 @@ A plugin is any object with:
     name: str
     async start() -> None                      # after registration, before the loops
     async stop() -> None                       # on shutdown / restart
+    registration_fields() -> dict              # merged into the registration body (e.g. sandbox)
     heartbeat_fields() -> dict                 # merged into every heartbeat body (e.g. running_build_ids)
     async on_heartbeat_response(body: dict)    # the server's heartbeat answer (action, hook fields)
     async on_ws_message(message: dict) -> bool # True when it handled a WebSocket message
@@ -36,6 +37,10 @@ class AgentPlugin:
 
     async def start(self) -> None:
         """Called once the agent is registered."""
+
+    def registration_fields(self) -> dict:
+        """Fields this plugin adds to the registration body."""
+        return {}
 
     async def stop(self) -> None:
         """Called when the agent stops or restarts."""

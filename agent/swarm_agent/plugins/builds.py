@@ -10,16 +10,26 @@
 
 Settings (environment): SWARM_AGENT_BUILD_POLL_INTERVAL (seconds, default 5),
 SWARM_AGENT_BUILD_EXECUTOR (default `process`), SWARM_AGENT_BUILD_SANDBOX
-(`auto` or `none`), SWARM_AGENT_KEEP_WORKSPACES=1 to keep workspaces.
+(`bubblewrap`, the default, or the explicit opt-out `none`),
+SWARM_AGENT_KEEP_WORKSPACES=1 to keep workspaces.
+
+The sandbox this drone offers (`sandbox_probe`, bwrap run for real) goes to
+the control plane in the registration body and in the first heartbeat after
+the agent starts, then again whenever a re-probe (every
+SWARM_AGENT_SANDBOX_PROBE_INTERVAL seconds, default 600) finds it changed:
+the drone's record shows it, and only a drone that offers a sandbox is
+handed a job that needs one.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import time
 
 import httpx
 
+from swarm_agent.builds.executors import sandbox_probe
 from swarm_agent.builds.runner import BuildRunner
 from swarm_agent.plugins import AgentPlugin
 
@@ -39,6 +49,11 @@ class BuildsPlugin(AgentPlugin):
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         self._stopping = False
+        self.sandbox = sandbox_probe()
+        self._sandbox_unsent = True
+        self._sandbox_probe_interval = float(os.environ.get("SWARM_AGENT_SANDBOX_PROBE_INTERVAL", "600"))
+        self._sandbox_probed_at = time.monotonic()
+        logger.info("build sandbox: %s (%s)", self.sandbox.mode, self.sandbox.detail)
 
     @property
     def capacity(self) -> int:
@@ -58,10 +73,25 @@ class BuildsPlugin(AgentPlugin):
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=30)
 
+    def registration_fields(self) -> dict:
+        return {"sandbox": self.sandbox.as_dict()}
+
     def heartbeat_fields(self) -> dict:
-        return {"running_build_ids": sorted(self.runners)}
+        fields: dict = {"running_build_ids": sorted(self.runners)}
+        if time.monotonic() - self._sandbox_probed_at >= self._sandbox_probe_interval:
+            self._sandbox_probed_at = time.monotonic()
+            probed = sandbox_probe()
+            if probed != self.sandbox:
+                logger.warning("build sandbox changed: %s (%s)", probed.mode, probed.detail)
+                self.sandbox, self._sandbox_unsent = probed, True
+        if self._sandbox_unsent:
+            # Only until a heartbeat carrying it is answered: the heartbeat stays the cheap one otherwise.
+            fields["sandbox"] = self.sandbox.as_dict()
+        return fields
 
     async def on_heartbeat_response(self, body: dict) -> None:
+        if body.get("sandbox_recorded"):
+            self._sandbox_unsent = False
         for build_id in body.get("cancel_build_ids") or []:
             self._cancel(int(build_id), "canceled")
 

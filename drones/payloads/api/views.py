@@ -6,7 +6,6 @@ Agent endpoints (report, pending) take the drone token.
 """
 from __future__ import annotations
 
-from django.conf import settings
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -17,9 +16,8 @@ from rest_framework.decorators import action
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from bundles.blobstore import BlobStore
-from bundles.services import bundle_limits
-from bundles.upload import BUNDLE_FIELD, BundleUploadHandler, ReceivedBundle
+from bundles.api.uploads import InspectedUploadMixin
+from bundles.upload import BUNDLE_FIELD, ReceivedBundle
 from drones.api.base import DroneAgentAPIView
 from drones.payloads import selectors, services
 from drones.payloads.api.permissions import FleetWrite
@@ -43,8 +41,7 @@ from drones.payloads.drift import drift_reconcile
 from drones.payloads.engine import deploy_message
 from drones.payloads.models import PayloadVersion, Release
 from swarm.core.api import error_responses, takes_no_body
-from swarm.core.errors import ApiError, NotFound, PayloadTooLarge
-from swarm.core.inputs import parse_int
+from swarm.core.errors import ApiError, NotFound
 from swarm.core.pagination import page_response
 from swarm.core.permissions import HasScope
 from swarm.core.viewsets import NAME_PATTERN, SwarmViewSet
@@ -94,7 +91,7 @@ class PayloadTypeViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, Fle
         return super().partial_update(request, *args, **kwargs)
 
 
-class PayloadVersionViewSet(mixins.RetrieveModelMixin, FleetViewSet):
+class PayloadVersionViewSet(InspectedUploadMixin, mixins.RetrieveModelMixin, FleetViewSet):
     """`/payload-versions`: immutable versions; `POST` streams a bundle in (the bundle safety rules apply)."""
 
     serializer_class = PayloadVersionSerializer
@@ -105,16 +102,11 @@ class PayloadVersionViewSet(mixins.RetrieveModelMixin, FleetViewSet):
     def initial(self, request, *args, **kwargs):
         if self.action == "create":
             # Installed before authentication, as on POST /bundles: the parser streams into the blob store.
-            content_length = parse_int(request.META.get("CONTENT_LENGTH") or "0", field="Content-Length")
-            if content_length > settings.SWARM_BUNDLE_MAX_BYTES + 64 * 1024:
-                raise PayloadTooLarge(f"The request is larger than the upload limit of "
-                                      f"{settings.SWARM_BUNDLE_MAX_BYTES} bytes.", field=BUNDLE_FIELD)
             declared = request.query_params.get("sha256") or request.headers.get("X-Swarm-Bundle-Sha256")
-            self.upload_handler = BundleUploadHandler(
-                request._request, store=BlobStore(), limits=bundle_limits(),
-                max_bytes=settings.SWARM_BUNDLE_MAX_BYTES, declared_sha256=(declared or "").lower() or None)
-            request._request.upload_handlers = [self.upload_handler]
+            self.upload_handler = self.install_upload_handler(request, declared_sha256=declared)
         super().initial(request, *args, **kwargs)
+        if self.action == "create":
+            self.take_inspection_slot(request, self.upload_handler)
 
     def get_parsers(self):
         if getattr(self, "action", None) == "create" or self.request is None:

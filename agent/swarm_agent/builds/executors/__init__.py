@@ -7,7 +7,13 @@ import cycle; this package is the one place that knows them all.
 from __future__ import annotations
 
 from swarm_agent.builds.executors.base import Executor, OutputCallback, StepResult
-from swarm_agent.builds.executors.process import ProcessExecutor, bubblewrap_available
+from swarm_agent.builds.executors.process import (
+    ProcessExecutor,
+    SandboxReport,
+    SandboxUnavailable,
+    bubblewrap_available,
+    sandbox_probe,
+)
 
 #: Executors by the name `SWARM_AGENT_BUILD_EXECUTOR` gives.
 EXECUTORS: dict[str, type[Executor]] = {ProcessExecutor.name: ProcessExecutor}
@@ -17,9 +23,12 @@ __all__ = [
     "Executor",
     "OutputCallback",
     "ProcessExecutor",
+    "SandboxReport",
+    "SandboxUnavailable",
     "StepResult",
     "bubblewrap_available",
     "executor_for",
+    "sandbox_probe",
 ]
 
 

@@ -14,7 +14,7 @@ from swarm.core.sql_files import RunSQLFile
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("builds", "0006_job_tenant_moves_to_tenancy"),
+        ("builds", "0008_source_failure_and_repository_default_branch"),
     ]
 
     operations = [
