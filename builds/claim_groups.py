@@ -5,13 +5,16 @@ claim pays a round trip, a transaction and a commit (a WAL flush) of its
 own. Here a claim goes to the database at once when fewer than
 SWARM_CLAIM_GROUPS groups are there already (a lone claim never waits for
 company); claims that arrive while they are wait together and go as the next
-group: one call of `swarm_agent_build_claims` (migration
-builds/0003_claim_functions), one transaction, one commit. A group holds at
-most MAX_GROUP claims.
+group: one call of `swarm_agent_build_claims` (builds/sql/), one
+transaction, one commit. A group holds at most MAX_GROUP claims.
 
-A group succeeds or fails whole: when its call fails nothing is claimed, and
-every request in it is answered by the Django view instead
-(swarm/core/fast_routes.py hands a request over when its handler raises).
+A group succeeds or fails whole. When the database refuses its statement
+(an error it reports, so the transaction rolled back) nothing is claimed and
+every request of the group gets `ClaimGroupRolledBack`, which certifies
+that nothing was written: Django's view may answer them. Any other failure
+— the connection lost mid-call, a row that cannot be read back — leaves the
+group's claims possibly committed, and each request is answered 500, never
+handed to Django (STYLE rule 13: a second claim for the same request).
 """
 from __future__ import annotations
 
@@ -24,10 +27,13 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+import psycopg
+
 from builds import metrics
 from builds.agent_sql import AGENT_CLAIMS_SQL, agent_times
 from builds.choices import NO_NEW_WORK_STATUSES
 from swarm.core import async_db
+from swarm.core.fast_routes import NothingWritten
 
 #: The most claims one database call takes.
 MAX_GROUP = 64
@@ -85,7 +91,7 @@ class ClaimGroups:
     async def _send(self, group: list[tuple[ClaimRequest, asyncio.Future]]) -> None:
         try:
             rows = await self._call(group)
-        except BaseException as error:  # every request of the group learns of it (and the view answers)
+        except BaseException as error:  # every request of the group learns of it
             for _, future in group:
                 if not future.done():
                     future.set_exception(error if isinstance(error, Exception) else ClaimGroupCancelled())
@@ -119,10 +125,35 @@ class ClaimGroups:
             "ack_deadline": now + timedelta(seconds=settings.SWARM_BUILD_ACK_TIMEOUT),
             "no_work_statuses": list(NO_NEW_WORK_STATUSES),
         }
-        pool = await async_db.pool()
-        async with pool.connection() as connection:
-            cursor = await connection.execute(AGENT_CLAIMS_SQL, params)
+        try:
+            pool = await async_db.pool()
+            connection = await pool.getconn()
+        except Exception as error:  # no connection, no statement: nothing was written
+            raise ClaimGroupRolledBack(f"no database connection for the claim group: {error}") from error
+        try:
+            try:
+                cursor = await connection.execute(AGENT_CLAIMS_SQL, params)
+            except psycopg.Error as error:
+                if _rolled_back(error):
+                    raise ClaimGroupRolledBack(f"the database refused the claim group: {error}") from error
+                raise
             return await cursor.fetchall()
+        finally:
+            await pool.putconn(connection)
+
+
+def _rolled_back(error: psycopg.Error) -> bool:
+    """Whether the server reported this error for the statement (so its autocommit transaction rolled back).
+
+    A lost connection (no SQLSTATE, or class 08) may have come after the
+    commit: that is not known, so it does not count.
+    """
+    sqlstate = getattr(error, "sqlstate", None)
+    return bool(sqlstate) and not sqlstate.startswith("08")
+
+
+class ClaimGroupRolledBack(NothingWritten):
+    """The group's statement failed in the database and rolled back: no request of it claimed anything."""
 
 
 class ClaimGroupCancelled(Exception):

@@ -1,16 +1,16 @@
-"""The claim as SQL: one database function that picks, assigns and returns a build, shared by both claim paths.
+"""What a claim returns, and the payload a drone gets for it, the same whichever path claimed.
 
-`swarm_build_claim` (migration builds/0003_claim_functions) runs once the
-caller has serialised the drone's claims (`swarm_lock_drone_claims`): it
-checks the drone's capacity, picks the best pending build the drone's labels
-allow with `SKIP LOCKED`, assigns it, adds the attempt and the `claimed`
-event, and returns the attempt with what the payload needs of the build and
-its job as jsonb. `builds.services.build_claim` calls it on Django's
-connection after taking that lock; `builds.fastpath.claim` goes through
-`swarm_agent_build_claims` (builds/claim_groups.py), which checks the token,
-takes the lock and calls it, for a group of drones in one round trip. Both
-read the row with `claimed_from_row()` and build the payload from it with
-`claim_payload()`, the same way whichever path answered.
+`swarm_drone_build_claim` (builds/sql/) is the claim of one drone: it takes
+the drone's claim lock, reads the drone, and calls `swarm_build_claim`,
+which checks the drone's capacity, picks the best pending build the drone's
+labels allow with `SKIP LOCKED`, assigns it, adds the attempt and the
+`claimed` event, and returns the attempt with what the payload needs of the
+build and its job as jsonb. `builds.services.build_claim` calls it on
+Django's connection; `builds.fastpath.claim` goes through
+`swarm_agent_build_claims` (builds/claim_groups.py), which checks each token
+and calls it, for a group of drones in one round trip. Both read the row
+with `claimed_from_row()` and build the payload from it with
+`claim_payload()`.
 
 A job secret no key decrypts (swarm/core/secret_box.py) is never handed out
 as an empty credential: `claim_payload()` raises SecretUndecryptable, and the
@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from django.conf import settings
 
@@ -30,20 +30,6 @@ from builds.models import Build, BuildAttempt, Job
 from builds.protocol import MAX_LOG_PATCH_BYTES
 from swarm.core.errors import Conflict
 from swarm.core.secret_box import decrypt_mapping, decrypt_text, where
-
-CLAIM_SQL = """
-SELECT claimed_attempt_id, claimed_attempt_number, claimed_build, claimed_job
-FROM swarm_build_claim(%(drone)s, %(drone_name)s, %(capacity)s, %(labels)s::varchar[], %(now)s,
-                       %(ack_deadline)s, %(lease_until)s)
-"""
-
-
-def claim_params(*, drone_id: int, drone_name: str, capacity: int, labels, now, lease: int, ack_timeout: int) -> dict:
-    """CLAIM_SQL's parameters."""
-    return {"drone": drone_id, "drone_name": drone_name, "capacity": max(int(capacity or 0), 0),
-            "labels": list(labels), "now": now, "ack_deadline": now + timedelta(seconds=ack_timeout),
-            "lease_until": now + timedelta(seconds=lease)}
-
 
 #: What the claim returns of the build and of its job: what the claim payload needs.
 BUILD_COLUMNS = ("id", "number", "state", "branch", "commit_sha", "params", "timeout_seconds", "lease_expires_at")

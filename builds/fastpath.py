@@ -3,17 +3,20 @@
 `POST /api/v1/builds/request` is what every idle drone sends in a loop, and a
 running build streams its log as `PATCH /api/v1/builds/<id>/log`. Through
 the views each costs about ten round trips to the database. Here
-`build_claim_async` (builds/services/claims.py) sends the claim in a group with the
-claims that arrive with it, one database call for the group
+`build_claim_async` (builds/services/claims.py) sends the claim in a group
+with the claims that arrive with it, one database call for the group
 (builds/claim_groups.py), and `build_log_append_async` is one call of a
-database function (SQL in builds/agent_sql.py).
+database function (builds/sql/). Each request is parsed by the view's own
+parser (builds/protocol.py).
 
-These handlers answer only what they are sure of; the views answer the rest
-(every refusal among them): a body the serializer would refuse, an unknown or
-foreign token, a build or drone that is gone, a queue with a concurrency cap
-or a tenant rate limit (applied step by step under the queue lock), a log
-patch at the wrong offset (416), for a superseded attempt (409), or past
-the log's size limit.
+Django's view answers — before anything is written — a body the parser
+refuses (it authenticates first, so a bad token is its 401 whatever the
+body), an unknown or foreign token, and a claim while a queue caps
+concurrency or tenant start rates. Once the database call is made, every
+answer is made here: a claim (201/204), a drone that is gone (404), a log
+patch at the wrong offset (416), for a superseded attempt or an archived log
+(409), past the log's size limit (413), and 500 when anything fails after
+the claim or append may have been written.
 """
 from __future__ import annotations
 
@@ -25,41 +28,26 @@ from django.db import connection
 
 from builds import metrics, services
 from builds.claiming import claim_payload
-from builds.protocol import CONTENT_RANGE, MAX_LOG_PATCH_BYTES
+from builds.protocol import claim_request_parse, log_patch_parse
 from swarm.core.errors import error_body
 from swarm.core.fast_routes import FastRequest, FastResponse
+from swarm.core.inputs import MAX_INT64
 from swarm.core.secret_box import SecretUndecryptable
 
 logger = logging.getLogger(__name__)
 
 
-def _claim_request(body) -> tuple[int, list[str] | None] | None:
-    """(free_slots, labels) when ClaimRequestSerializer would accept the body as it is, else None."""
-    if not isinstance(body, dict):
-        return None
-    free_slots = body.get("free_slots", 1)
-    labels = body.get("labels")
-    if type(free_slots) is not int or not 0 <= free_slots <= 1000:
-        return None
-    if labels is not None and not (isinstance(labels, list) and all(
-            isinstance(label, str) and 0 < len(label) <= 100 and label.strip() == label for label in labels)):
-        return None
-    return free_slots, labels
-
-
 async def claim(request: FastRequest) -> FastResponse | None:
     """`POST /api/v1/builds/request`: 201 with a build, 204 with none — or None for the view to answer."""
-    wanted = _claim_request(request.json())
     token = request.bearer_token()
-    if wanted is None or token is None:
+    if token is None:
         return None
-    free_slots, labels = wanted
+    wanted = claim_request_parse(request.json())
     started = time.perf_counter()
-    try:
-        outcome = await services.build_claim_async(token=token, free_slots=free_slots, labels=labels)
-    except services.ClaimUnanswerable as error:
-        return FastResponse(error_body(error.code, error.detail), status=error.status_code)
+    request.written = True  # the group's call claims: from here on this request is answered here
+    outcome = await services.build_claim_async(token=token, free_slots=wanted.free_slots, labels=wanted.labels)
     if outcome is None:
+        request.written = False  # the database wrote nothing for this request (unknown token, queue limits)
         return None
     metrics.CLAIM_SECONDS.observe(time.perf_counter() - started)
     canceling = outcome.canceling_build_ids
@@ -88,30 +76,19 @@ def _fail_undecryptable_claim(claimed, error):
         connection.close()
 
 
-def _log_patch(request: FastRequest) -> tuple[int, int, bytes, int | None] | None:
-    """(build id, start, data, attempt number) of a log PATCH the view would accept as it is, else None."""
-    match = CONTENT_RANGE.match(request.headers.get("content-range", "").strip())
-    data = request.body
-    if not match or not data or len(data) > MAX_LOG_PATCH_BYTES:
-        return None
-    start, end = int(match.group(1)), int(match.group(2))
-    if end < start or end - start + 1 != len(data):
-        return None
-    attempt_header = request.headers.get("build-attempt")
-    attempt_number = int(attempt_header) if attempt_header and attempt_header.isdigit() else None
-    return int(request.path_params["build_id"]), start, data, attempt_number
-
-
 async def log_append(request: FastRequest) -> FastResponse | None:
-    """`PATCH /api/v1/builds/<id>/log` at the right offset of the drone's current attempt — else the view answers."""
-    patch = _log_patch(request)
+    """`PATCH /api/v1/builds/<id>/log`: 202 with the log's size, or the view's refusal — or None for the view."""
     token = request.bearer_token()
-    if patch is None or token is None:
+    build_id = request.path_params["build_id"]
+    if token is None or not 0 < build_id <= MAX_INT64:
         return None
-    build_id, start, data, attempt_number = patch
-    appended = await services.build_log_append_async(token=token, build_id=build_id, start=start, data=data,
-                                                     attempt_number=attempt_number)
+    patch = log_patch_parse(content_range=request.headers.get("content-range"), data=request.body,
+                            build_attempt=request.headers.get("build-attempt"))
+    request.written = True  # the call appends: from here on this request is answered here
+    appended = await services.build_log_append_async(token=token, build_id=build_id, start=patch.start,
+                                                     data=patch.data, attempt_number=patch.attempt_number)
     if appended is None:
+        request.written = False  # the token is no live drone token: the database wrote nothing
         return None
     return FastResponse(None, status=202, headers=[(b"range", f"0-{appended.log_size}".encode()),
                                                    (b"job-status", appended.build_state.encode())])

@@ -4,6 +4,8 @@ The heartbeat is the fleet's hottest endpoint: a drone running nothing costs
 no query here; one running builds costs one `UPDATE … RETURNING` that renews
 their leases and reports which of them are being canceled — on Django's
 connection in the view, on the async connection on the event-loop fast path.
+`running_build_ids` arrives checked by drones.protocol.heartbeat_parse (a
+list of build ids).
 """
 from __future__ import annotations
 
@@ -26,8 +28,7 @@ RETURNING id, state
 
 def _renew_params(drone_id: int, body: dict) -> dict | None:
     """RENEW_SQL's parameters for the builds the heartbeat reports, or None when it reports none."""
-    running = [int(pk) for pk in body.get("running_build_ids") or []
-               if str(pk).isdigit() and 0 < int(pk) < 2**63]
+    running = body.get("running_build_ids") or []
     if not running:
         return None
     until = timezone.now() + timedelta(seconds=settings.SWARM_BUILD_LEASE_SECONDS)

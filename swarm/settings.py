@@ -87,6 +87,8 @@ SWARM_FASTPATH_DB_CONNECTIONS = env.int("SWARM_FASTPATH_DB_CONNECTIONS", default
 #: Claim groups per server process with the database at once (builds/claim_groups.py); claims that
 #: arrive while this many are in flight wait and go together in the next group.
 SWARM_CLAIM_GROUPS = env.int("SWARM_CLAIM_GROUPS", default=2)
+#: Mark answers made on the event loop with `Swarm-Answered-By: event-loop` (the test suite turns it on).
+SWARM_FAST_PATH_HEADER = env.bool("SWARM_FAST_PATH_HEADER", default=False)
 
 DATABASES = {"default": env.db("DATABASE_URL", default="postgresql://127.0.0.1:5432/swarm")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("SWARM_DB_CONN_MAX_AGE", default=60)

@@ -4,7 +4,9 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from builds.protocol import MAX_LOG_PATCH_BYTES
 from swarm.core import health
+from swarm.core.fast_routes import FastRoute
 from tenancy.urls import admin_redirects
 from swarm.core.admin import control_plane_logs_view
 
@@ -33,4 +35,13 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("django_prometheus.urls")),
+]
+
+#: The agent requests answered on the server's event loop when they are plain ones (swarm/core/fast_routes.py),
+#: each by the name of its route above: a path these patterns do not serve is never answered there either.
+FAST_ROUTES = [
+    FastRoute("drone-heartbeat", "drones.fastpath.heartbeat", method="POST", max_body=64 * 1024),
+    FastRoute("build-request", "builds.fastpath.claim", method="POST", max_body=16 * 1024),
+    FastRoute("build-log", "builds.fastpath.log_append", method="PATCH", max_body=MAX_LOG_PATCH_BYTES),
+    FastRoute("payload-agent-report", "drones.payloads.fastpath.report", method="POST", max_body=64 * 1024),
 ]

@@ -145,20 +145,65 @@ class ArtifactSerializer(serializers.ModelSerializer):
 
 
 class ClaimRequestSerializer(serializers.Serializer):
+    """`POST /builds/request` body, for the schema (checked by builds.protocol.claim_request_parse)."""
+
     free_slots = serializers.IntegerField(min_value=0, max_value=1000, default=1)
-    labels = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
+    labels = serializers.ListField(child=serializers.CharField(max_length=100), required=False, max_length=64,
+                                   help_text="Used only when the drone registered no labels.")
+
+
+class ClaimedJobSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class ClaimedBuildSerializer(serializers.Serializer):
+    """`POST /builds/request` answer (201): what a drone needs to run the build it claimed (builds.claiming.claim_payload)."""
+
+    id = serializers.IntegerField()
+    number = serializers.IntegerField()
+    attempt = serializers.IntegerField(help_text="The attempt this claim runs as; every later call names it.")
+    job = ClaimedJobSerializer()
+    scm_url = serializers.CharField()
+    scm_credential = serializers.CharField(allow_blank=True, help_text="Token or password to clone with (or empty).")
+    branch = serializers.CharField(allow_blank=True)
+    commit_sha = serializers.CharField(allow_blank=True)
+    image = serializers.CharField(allow_blank=True)
+    steps = serializers.ListField(child=serializers.CharField())
+    env = serializers.DictField(child=serializers.CharField())
+    secrets = serializers.DictField(child=serializers.CharField(allow_blank=True))
+    artifacts = serializers.ListField(child=serializers.CharField())
+    timeout = serializers.IntegerField(help_text="Seconds the build may run.")
+    log_offset = serializers.IntegerField()
+    lease_seconds = serializers.IntegerField()
+    lease_expires_at = serializers.DateTimeField(allow_null=True)
+    ack_timeout = serializers.IntegerField(help_text="Seconds to acknowledge with PUT .../state {state: running}.")
+    update_interval = serializers.FloatField()
+    cancel_grace = serializers.FloatField()
+    max_log_patch_bytes = serializers.IntegerField()
 
 
 class StateUpdateSerializer(serializers.Serializer):
+    """`PUT /builds/<id>/state` body, for the schema (checked by builds.protocol.state_update_parse)."""
+
     state = serializers.ChoiceField(choices=["running", "success", "failed", "canceled"])
     attempt = serializers.IntegerField(required=False, min_value=1)
     exit_code = serializers.IntegerField(required=False, allow_null=True)
-    failure_reason = serializers.CharField(required=False, allow_blank=True)
-    log_bytesize = serializers.IntegerField(required=False, min_value=0)
+    failure_reason = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    log_bytesize = serializers.IntegerField(required=False, min_value=0, help_text="Required with a final state.")
     log_checksum = serializers.CharField(required=False, allow_blank=True, max_length=80)
     commit_sha = serializers.CharField(required=False, allow_blank=True, max_length=64)
     branch = serializers.CharField(required=False, allow_blank=True, max_length=200,
                                    help_text="The branch checked out, for a build queued without one.")
+
+
+class StateAnswerSerializer(serializers.Serializer):
+    """`PUT /builds/<id>/state` answer: the build as it now stands (also in `Job-Status`)."""
+
+    id = serializers.IntegerField()
+    state = serializers.CharField()
+    failure_reason = serializers.CharField(allow_blank=True)
+    attempt = serializers.IntegerField(help_text="The build's latest attempt.")
 
 
 class ArtifactAnnounceSerializer(serializers.Serializer):

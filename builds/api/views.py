@@ -23,18 +23,20 @@ from builds import metrics, selectors, services
 from builds.api.serializers import (
     ArtifactAnnounceSerializer,
     ArtifactSerializer,
+    ClaimedBuildSerializer,
     ClaimRequestSerializer,
+    StateAnswerSerializer,
     StateUpdateSerializer,
 )
 from builds.choices import ArtifactState, BuildState, DeliveryStatus
 from builds.claiming import claim_payload
 from builds.models import Artifact, Build
-from builds.protocol import CONTENT_RANGE, MAX_LOG_PATCH_BYTES
+from builds.protocol import claim_request_parse, log_patch_parse, state_update_parse
 from builds.services import webhooks
 from swarm.core.api import ScopedAPIView, error_responses
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound, error_body
-from swarm.core.inputs import MAX_INT32, header_int, query_int
+from swarm.core.inputs import query_int
 from swarm.core.pagination import page_response
 from swarm.core.secret_box import SecretUndecryptable
 from swarm.core.principals import READ_SCOPES
@@ -79,16 +81,14 @@ class BuildRequestView(AgentMixin, ScopedAPIView):
     write_scopes = DRONE_SCOPES
 
     @extend_schema(request=ClaimRequestSerializer,
-                   responses={201: OpenApiTypes.OBJECT, 204: OpenApiResponse(description="No build for this drone"),
+                   responses={201: ClaimedBuildSerializer, 204: OpenApiResponse(description="No build for this drone"),
                               **error_responses()},
                    summary="Claim a build (drone token)", tags=["agent"])
     def post(self, request):
-        body = ClaimRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        wanted = claim_request_parse(request.data)
         drone = self.agent_drone()
         with metrics.CLAIM_SECONDS.time():
-            result = services.build_claim(drone=drone, free_slots=body.validated_data["free_slots"],
-                                          labels=body.validated_data.get("labels"))
+            result = services.build_claim(drone=drone, free_slots=wanted.free_slots, labels=wanted.labels)
         if result is None:
             response = Response(status=status.HTTP_204_NO_CONTENT)
         else:
@@ -111,26 +111,21 @@ class BuildStateView(AgentMixin, ScopedAPIView):
     write_scopes = DRONE_SCOPES
 
     @extend_schema(request=StateUpdateSerializer,
-                   responses={200: OpenApiTypes.OBJECT, **error_responses(404, 409, 416)},
+                   responses={200: StateAnswerSerializer, **error_responses(404, 409, 416)},
                    summary="Update a build's state (drone token)", tags=["agent"])
     def put(self, request, build_id: int):
-        body = StateUpdateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = body.validated_data
+        update = state_update_parse(request.data)
         drone = self.agent_drone()
         try:
-            if data["state"] == BuildState.RUNNING:
-                build = services.build_set_running(build_id=build_id, drone=drone, attempt_number=data.get("attempt"),
-                                                   commit_sha=data.get("commit_sha", ""),
-                                                   branch=data.get("branch", ""))
+            if update.state == BuildState.RUNNING:
+                build = services.build_set_running(build_id=build_id, drone=drone,
+                                                   attempt_number=update.attempt_number, commit_sha=update.commit_sha,
+                                                   branch=update.branch)
             else:
-                if "log_bytesize" not in data:
-                    raise ApiError("log_bytesize: required with a final state", code="missing_field",
-                                   field="log_bytesize")
                 build = services.build_finish_from_agent(
-                    build_id=build_id, drone=drone, state=data["state"], exit_code=data.get("exit_code"),
-                    failure_reason=data.get("failure_reason", ""), log_bytesize=data["log_bytesize"],
-                    log_checksum=data.get("log_checksum", ""), attempt_number=data.get("attempt"),
+                    build_id=build_id, drone=drone, state=update.state, exit_code=update.exit_code,
+                    failure_reason=update.failure_reason, log_bytesize=update.log_bytesize,
+                    log_checksum=update.log_checksum, attempt_number=update.attempt_number,
                 )
         except ApiError as error:
             error.headers.setdefault("Job-Status", Build.objects.filter(pk=build_id).values_list(
@@ -183,22 +178,11 @@ class BuildLogView(AgentMixin, ScopedAPIView):
                    summary="Append to a build's log (drone token)", tags=["agent"])
     def patch(self, request, build_id: int):
         drone = self.agent_drone()
-        header = request.headers.get("Content-Range", "").strip()
-        match = CONTENT_RANGE.match(header)
-        if not match:
-            raise ApiError("Content-Range: must be '<start>-<end>'", code="invalid", field="Content-Range")
-        start, end = int(match.group(1)), int(match.group(2))
-        data = request._request.body
-        if len(data) > MAX_LOG_PATCH_BYTES:
-            raise ApiError(f"A log patch carries at most {MAX_LOG_PATCH_BYTES} bytes.", code="too_large",
-                           status_code=413)
-        if end < start or end - start + 1 != len(data):
-            raise ApiError(f"Content-Range {start}-{end} does not match the {len(data)} bytes sent.",
-                           code="invalid", field="Content-Range")
-        attempt_number = header_int(request, "Build-Attempt", minimum=1, maximum=MAX_INT32)
+        patch = log_patch_parse(content_range=request.headers.get("Content-Range"), data=request._request.body,
+                                build_attempt=request.headers.get("Build-Attempt"))
         try:
-            size = services.build_log_append(build_id=build_id, drone=drone, start=start, data=data,
-                                             attempt_number=attempt_number)
+            size = services.build_log_append(build_id=build_id, drone=drone, start=patch.start, data=patch.data,
+                                             attempt_number=patch.attempt_number)
         except ApiError as error:
             state = Build.objects.filter(pk=build_id).values_list("state", flat=True).first()
             if state:

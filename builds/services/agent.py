@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from builds import events
+from builds.agent_sql import LEASES_RENEW_SQL, agent_times
 from builds.choices import ACTIVE_STATES, AttemptState, BuildState, FailureReason
 from builds.config import validate_branch_name
 from builds.models import Build, BuildAttempt
@@ -23,15 +24,16 @@ from swarm.core.errors import ApiError
 
 
 def builds_renew_leases(*, drone) -> int:
-    """Extend the lease of every build the drone holds (any agent call proves it alive)."""
-    now = timezone.now()
-    lease = settings.SWARM_BUILD_LEASE_SECONDS
-    # Only rows whose lease is more than a second old are rewritten, so a busy
-    # log stream does not turn every PATCH into an extra row update.
-    return Build.objects.filter(
-        drone_id=drone.pk, state__in=(BuildState.RUNNING, BuildState.CANCELING),
-        lease_expires_at__lt=now + timedelta(seconds=lease - 1),
-    ).update(lease_expires_at=now + timedelta(seconds=lease))
+    """Extend the lease of every build the drone holds (any agent call proves it alive); returns how many.
+
+    The database function `swarm_drone_leases_renew` (builds/sql/) is the one
+    renewal: the event loop's agent calls run it inside `swarm_agent_touch`.
+    """
+    times = agent_times(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(LEASES_RENEW_SQL, {"drone": drone.pk, "lease_until": times["lease_until"],
+                                          "renew_before": times["renew_before"]})
+        return cursor.fetchone()[0]
 
 
 def build_set_running(*, build_id: int, drone, attempt_number: int | None = None, commit_sha: str = "",

@@ -22,20 +22,14 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from builds import claim_groups, events
-from builds.agent_sql import token_parts
+from builds.agent_sql import DRONE_CLAIM_SQL, token_parts
 from builds.choices import ACTIVE_STATES, NO_NEW_WORK_STATUSES, AttemptState, BuildState, FailureReason
-from builds.claiming import (
-    CLAIM_SQL,
-    ClaimedRow,
-    ClaimSecretUndecryptable,
-    claim_params,
-    claimed_from_instances,
-    claimed_from_row,
-)
+from builds.claiming import ClaimedRow, ClaimSecretUndecryptable, claimed_from_instances, claimed_from_row
 from builds.models import Build, BuildAttempt, Queue
 from builds.services.lifecycle import attempt_finish, build_event_record
 from drones.models import Drone
 from swarm.core.errors import ApiError, NotFound
+from swarm.core.fast_routes import NothingWritten
 from swarm.core.secret_box import SecretUndecryptable
 
 logger = logging.getLogger(__name__)
@@ -104,35 +98,36 @@ def _queue_limits(now) -> _QueueLimits:
 def build_claim(*, drone, free_slots: int = 1, labels: list[str] | None = None) -> ClaimResult | None:
     """Hand the best pending build this drone can run to it, or None.
 
-    One transaction: serialise this drone's claims (`swarm_lock_drone_claims`,
-    a transaction advisory lock, so its capacity holds), pick the
+    One transaction, one call of `swarm_drone_build_claim` (builds/sql/),
+    the claim the event loop runs too: serialise this drone's claims (a
+    transaction advisory lock, so its capacity holds), pick the
     highest-priority pending build whose labels are a subset of the drone's
     with `FOR UPDATE SKIP LOCKED` (a build another drone is claiming right now
     is skipped, never waited for nor handed out twice), and assign it as a new
-    numbered attempt.
+    numbered attempt. When a queue caps concurrency or tenant start rates the
+    function claims nothing and the claim is made step by step here
+    (`_claim_with_queue_limits`).
     """
     started = time.perf_counter()
-    if free_slots < 1:
-        return None
     lease = settings.SWARM_BUILD_LEASE_SECONDS
     ack_timeout = settings.SWARM_BUILD_ACK_TIMEOUT
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT swarm_lock_drone_claims(%s)", [drone.pk])
-        locked_drone = Drone.objects.only("pk", "name", "status", "labels", "capacity").filter(pk=drone.pk).first()
-        if locked_drone is None:
-            raise NotFound("This drone no longer exists.")
-        if locked_drone.status in NO_NEW_WORK_STATUSES:
-            return None
-        drone_labels = list(locked_drone.labels or labels or [])
         now = timezone.now()
-        limits = _queue_limits(now)
-        if not limits.limited_queue_ids and not limits.rate_limited:
-            claimed = _claim_in_one_statement(drone=locked_drone, labels=drone_labels, now=now, lease=lease,
-                                              ack_timeout=ack_timeout)
+        params = {"drone": drone.pk, "free_slots": free_slots, "labels": list(labels or []), "now": now,
+                  "ack_deadline": now + timedelta(seconds=ack_timeout), "lease_until": now + timedelta(seconds=lease),
+                  "no_work_statuses": list(NO_NEW_WORK_STATUSES)}
+        with connection.cursor() as cursor:
+            cursor.execute(DRONE_CLAIM_SQL, params)
+            answer, _, *claimed_columns = cursor.fetchone()
+        if answer == "gone":
+            raise NotFound("This drone no longer exists.")
+        if answer == "limited":
+            claimed = _claim_locked_with_queue_limits(drone=drone, free_slots=free_slots, labels=labels, now=now,
+                                                      lease=lease, ack_timeout=ack_timeout)
+        elif answer == "claimed":
+            claimed = claimed_from_row(claimed_columns)
         else:
-            claimed = _claim_with_queue_limits(drone=locked_drone, labels=drone_labels, now=now, lease=lease,
-                                               ack_timeout=ack_timeout, limits=limits)
+            claimed = None
         if claimed is None:
             return None
         build_id, attempt_number = claimed.build["id"], claimed.attempt_number
@@ -142,27 +137,31 @@ def build_claim(*, drone, free_slots: int = 1, labels: list[str] | None = None) 
                        seconds=time.perf_counter() - started)
 
 
-def _claim_in_one_statement(*, drone, labels, now, lease: int, ack_timeout: int) -> ClaimedRow | None:
-    """The claim as one statement (after the drone's claim lock): capacity, pick, assign, attempt, event.
-
-    It runs after the lock in a statement of its own, so its snapshot sees
-    every earlier claim of this drone; `SKIP LOCKED` passes over builds
-    other drones are claiming right now. The statement returns the build and
-    its job too (builds/claiming.py).
-    """
-    params = claim_params(drone_id=drone.pk, drone_name=drone.name, capacity=drone.capacity, labels=labels,
-                          now=now, lease=lease, ack_timeout=ack_timeout)
-    with connection.cursor() as cursor:
-        cursor.execute(CLAIM_SQL, params)
-        row = cursor.fetchone()
-    if row is None:
+def _claim_locked_with_queue_limits(*, drone, free_slots: int, labels, now, lease: int,
+                                    ack_timeout: int) -> ClaimedRow | None:
+    """The claim when some queue has limits: the drone's claim lock, its row, then `_claim_with_queue_limits`."""
+    if free_slots < 1:
         return None
-    return claimed_from_row(row)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT swarm_lock_drone_claims(%s)", [drone.pk])
+    locked_drone = Drone.objects.only("pk", "name", "status", "labels", "capacity").filter(pk=drone.pk).first()
+    if locked_drone is None:
+        raise NotFound("This drone no longer exists.")
+    if locked_drone.status in NO_NEW_WORK_STATUSES:
+        return None
+    return _claim_with_queue_limits(drone=locked_drone, labels=list(locked_drone.labels or labels or []), now=now,
+                                    lease=lease, ack_timeout=ack_timeout, limits=_queue_limits(now))
 
 
 def _claim_with_queue_limits(*, drone, labels, now, lease: int, ack_timeout: int,
                              limits: _QueueLimits) -> ClaimedRow | None:
-    """The claim step by step, for when some queue caps concurrency or tenant start rates."""
+    """The claim step by step, for when some queue caps concurrency or tenant start rates.
+
+    The one claim not made by `swarm_drone_build_claim`: the caps are
+    counted under the queue row's lock, candidate by candidate. The event
+    loop never takes this path (it hands such claims to the view before
+    writing anything).
+    """
     held = Build.objects.filter(drone_id=drone.pk, state__in=ACTIVE_STATES).count()
     if held >= max(int(drone.capacity or 0), 0):
         return None
@@ -206,6 +205,10 @@ def _claim_with_queue_limits(*, drone, labels, now, lease: int, ack_timeout: int
     return claimed_from_instances(build, attempt)
 
 
+class ClaimLimitedMeanwhile(NothingWritten):
+    """The group found no queue limits, the drone's claim did: nothing but the idempotent touch was written."""
+
+
 class ClaimUnanswerable(ApiError):
     """A build was assigned but could not be read back: the drone must ask again (it returns after the ack timeout)."""
 
@@ -227,8 +230,9 @@ async def build_claim_async(*, token: str, free_slots: int, labels: list[str] | 
     The claim goes to the database in a group with the claims that arrive
     with it (builds/claim_groups.py): one call checks each token, renews the
     drone's leases, serialises its claims and runs the claim `build_claim`
-    runs. The view answers for an unknown or foreign token, a drone that is
-    gone, and any queue with limits (nothing is claimed then).
+    runs. Returns None — nothing was written — for an unknown or foreign
+    token and when a queue has limits (the view answers those); raises
+    NotFound for a drone that is gone.
     """
     started = time.perf_counter()
     parts = token_parts(token)
@@ -238,6 +242,12 @@ async def build_claim_async(*, token: str, free_slots: int, labels: list[str] | 
                                                                 free_slots=free_slots, labels=labels or []))
     if answer.answer == "view":
         return None
+    if answer.answer == "gone":
+        raise NotFound("This drone no longer exists.")
+    if answer.answer == "limited":
+        # A queue got limits between the group's check and this drone's claim: only the token's touch
+        # and the lease renewal were written, which the view repeats to the same effect.
+        raise ClaimLimitedMeanwhile("a queue got limits while the group was claiming")
     if answer.answer != "claimed":
         return AsyncClaim(result=None, canceling_build_ids=answer.canceling_build_ids)
     try:

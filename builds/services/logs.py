@@ -19,10 +19,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from builds import events
-from builds.agent_sql import LOG_APPEND_SQL, agent_params
+from builds.agent_sql import BUILD_LOG_APPEND_SQL, LOG_APPEND_SQL, agent_params
 from builds.choices import AttemptState
 from builds.models import BuildAttempt, BuildLogChunk
-from builds.services.held import build_held_get
 from bundles.blobstore import BlobStore
 from swarm.core import async_db
 from swarm.core.errors import ApiError, Conflict, NotFound
@@ -41,36 +40,61 @@ class LogRangeMismatch(ApiError):
 
 @dataclass
 class LogAppended:
-    """The log's new size and the build's state after `build_log_append_async`."""
+    """The log's new size and the build's state after an append."""
 
     log_size: int
     build_state: str
+
+
+def _log_append_answer(row, *, build_id: int, start: int, attempt_number: int | None) -> LogAppended:
+    """What `swarm_build_log_append` answered, or the API's error for it (with the build's Job-Status)."""
+    answer, number, size, state = row
+    headers = {"Job-Status": state} if state else {}
+    if answer in ("appended", "empty"):
+        return LogAppended(log_size=size, build_state=state)
+    if answer == "not_held":
+        raise NotFound("No such build assigned to this drone.", headers=headers)
+    if answer == "superseded":
+        raise Conflict(f"Attempt {attempt_number} is over; the build is on attempt {number}.",
+                       code="attempt_superseded", headers=headers)
+    if answer == "archived":
+        raise Conflict("This attempt's log is archived; nothing more can be appended.", code="log_archived",
+                       headers=headers)
+    if answer == "range":
+        error = LogRangeMismatch(size, f"The log has {size} bytes; a patch must start there, not at {start}.")
+        error.headers.update(headers)
+        raise error
+    if answer == "too_large":
+        max_bytes = settings.SWARM_BUILD_LOG_MAX_BYTES
+        raise ApiError(f"The log would exceed {max_bytes} bytes.", code="log_size_exceeded", status_code=413,
+                       headers=headers)
+    raise RuntimeError(f"swarm_build_log_append answered {answer!r} for build {build_id}")
 
 
 async def build_log_append_async(*, token: str, build_id: int, start: int, data: bytes,
                                  attempt_number: int | None = None) -> LogAppended | None:
     """`build_log_append` for a drone token on the event loop's async connection; None when the view must answer.
 
-    One round trip: the database function `swarm_agent_log_append` (SQL in
-    builds/agent_sql.py) checks the token, renews the drone's leases, locks
-    the attempt and stores the chunk. The view answers (and refuses) a wrong
-    offset (416 with the stored size), a superseded attempt (409), an archived
-    log, a log over its size limit, an empty patch and a build this drone
-    does not hold.
+    One round trip: `swarm_agent_log_append` (builds/sql/) checks the token,
+    renews the drone's leases and runs the append `build_log_append` runs.
+    Returns None — nothing was written — for a token that is no live drone
+    token; raises the same errors as `build_log_append` for the rest.
     """
     params = agent_params(token, timezone.now())
-    if params is None or not data:
+    if params is None:
         return None
     params.update(build=build_id, start=start, data=data, attempt=attempt_number,
                   max_bytes=settings.SWARM_BUILD_LOG_MAX_BYTES)
     pool = await async_db.pool()
     async with pool.connection() as connection:
         cursor = await connection.execute(LOG_APPEND_SQL, params)
-        answer, number, size, state = await cursor.fetchone()
-    if answer != "appended":
+        row = await cursor.fetchone()
+    if row[0] == "view":
         return None
-    await events.emit_log_appended_async(build_id=build_id, attempt_number=number, log_size=size)
-    return LogAppended(log_size=size, build_state=state)
+    appended = _log_append_answer(row, build_id=build_id, start=start, attempt_number=attempt_number)
+    if data:
+        await events.emit_log_appended_async(build_id=build_id, attempt_number=row[1], log_size=appended.log_size)
+    return appended
 
 
 def build_log_append(*, build_id: int, drone, start: int, data: bytes, attempt_number: int | None = None) -> int:
@@ -78,44 +102,24 @@ def build_log_append(*, build_id: int, drone, start: int, data: bytes, attempt_n
 
     The start must equal the stored size (else `LogRangeMismatch` carrying the
     stored size, so the agent resumes there and nothing is lost or doubled).
+    One call of `swarm_build_log_append` (builds/sql/), the append the event
+    loop runs too.
     """
-    build = build_held_get(build_id=build_id, drone=drone, attempt_number=attempt_number)
-    max_bytes = settings.SWARM_BUILD_LOG_MAX_BYTES
     with transaction.atomic():
-        attempt = BuildAttempt.objects.select_for_update().get(build_id=build.pk, number=build.attempt_count)
-        if attempt.drone_id != drone.pk:
-            raise NotFound("No such build assigned to this drone.")
-        if attempt.log_storage_key:
-            raise Conflict("This attempt's log is archived; nothing more can be appended.", code="log_archived")
-        if start != attempt.log_size:
-            raise LogRangeMismatch(attempt.log_size,
-                                   f"The log has {attempt.log_size} bytes; a patch must start there, not at {start}.")
-        if not data:
-            return attempt.log_size
-        if attempt.log_size + len(data) > max_bytes:
-            raise ApiError(f"The log would exceed {max_bytes} bytes.", code="log_size_exceeded", status_code=413)
-        _insert_log_chunk(attempt_id=attempt.pk, offset=start, data=data)
-        attempt.log_size = start + len(data)
-        BuildAttempt.objects.filter(pk=attempt.pk).update(log_size=attempt.log_size)
-        size, number = attempt.log_size, attempt.number
-        transaction.on_commit(lambda: events.emit_log_appended(build_id=build.pk, attempt_number=number,
-                                                                log_size=size))
-    return size
-
-
-def _insert_log_chunk(*, attempt_id: int, offset: int, data: bytes) -> None:
-    """Insert one chunk with a server-side-bound parameter.
-
-    Django's psycopg backend binds parameters client-side, which escapes a
-    bytea into SQL text (twice the bytes, plus the escaping work); the raw
-    psycopg cursor of the same connection and transaction sends it as binary.
-    """
-    connection.ensure_connection()
-    table = BuildLogChunk._meta.db_table
-    # The connection's default cursor factory is Django's ClientCursor; ask for a plain one.
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(f'INSERT INTO {table} (attempt_id, "offset", data) VALUES (%s, %s, %s)',
-                       (attempt_id, offset, data))
+        # Django's psycopg backend binds parameters client-side, which escapes a bytea into SQL text
+        # (twice the bytes, plus the escaping work); the raw psycopg cursor of the same connection and
+        # transaction sends it as binary.
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(BUILD_LOG_APPEND_SQL, (drone.pk, build_id, start, data, attempt_number,
+                                                  settings.SWARM_BUILD_LOG_MAX_BYTES))
+            row = cursor.fetchone()
+        appended = _log_append_answer(row, build_id=build_id, start=start, attempt_number=attempt_number)
+        if data:
+            size, number = appended.log_size, row[1]
+            transaction.on_commit(lambda: events.emit_log_appended(build_id=build_id, attempt_number=number,
+                                                                    log_size=size))
+    return appended.log_size
 
 
 def attempt_log_checksum(*, attempt: BuildAttempt) -> str:

@@ -11,7 +11,8 @@ from builds.services import attempt_log_checksum, build_cancel, build_claim, bui
 from builds.tests.factories import make_drone, make_job
 from conftest import fast_route_call, token_client
 from drones.models import Drone
-from swarm.core.fast_routes import FastRoute, FastRoutes
+from swarm.core.fast_routes import FastRoutes
+from swarm.urls import FAST_ROUTES
 from swarm.core.models import ApiToken
 from swarm.core.tokens import split_prefix
 
@@ -22,12 +23,7 @@ TIMING_KEYS = {"id", "number", "lease_expires_at", "env"}
 
 @pytest.fixture
 def routes():
-    return FastRoutes([
-        FastRoute("POST", r"^/api/v1/drones/heartbeat/?$", "drones.fastpath.heartbeat"),
-        FastRoute("POST", r"^/api/v1/builds/request/?$", "builds.fastpath.claim"),
-        FastRoute("PATCH", r"^/api/v1/builds/(?P<build_id>[0-9]{1,18})/log/?$", "builds.fastpath.log_append",
-                  max_body=1024 * 1024),
-    ], fallback=None)
+    return FastRoutes(FAST_ROUTES, fallback=None)
 
 
 def fast_claim(routes, client, body=None):
@@ -167,25 +163,49 @@ def test_log_appends_in_order_are_stored_on_the_event_loop(routes):
     assert attempt_log_checksum(attempt=attempt) == "sha256:" + hashlib.sha256(b"".join(pieces)).hexdigest()
 
 
-def test_log_patches_the_view_must_judge_go_to_it_whole(routes):
+def test_log_patches_refused_after_the_token_check_get_the_views_answer_on_the_event_loop(routes):
+    """Once the token is checked (and its leases renewed) the event loop answers: the view's status and error."""
     build, client = running_build()
     assert patch_log(routes, client, build.pk, 0, b"first\n")["status"] == 202
     cases = [
-        (build.pk, 0, b"again\n", None),  # wrong offset: the view answers 416 with the stored size
-        (build.pk, 6, b"more\n", 2),  # an attempt that is not the current one: 409
-        (build.pk + 1000, 0, b"x", None),  # not this drone's build
+        (build.pk, 0, b"again\n", None, 416, "range_not_satisfiable"),  # wrong offset, with the stored size
+        (build.pk, 6, b"more\n", 2, 409, "attempt_superseded"),  # an attempt that is not the current one
+        (build.pk + 1000, 0, b"x", None, 404, "not_found"),  # not this drone's build
     ]
-    for build_id, start, data, attempt in cases:
+    for build_id, start, data, attempt, status, code in cases:
         answer = patch_log(routes, client, build_id, start, data, attempt)
-        assert answer["django"] and answer["django_body"] == data
+        assert not answer["django"] and answer["status"] == status, answer
+        assert json.loads(answer["body"])["error"] == code
+        headers = {"HTTP_CONTENT_RANGE": f"{start}-{start + len(data) - 1}"}
+        if attempt is not None:
+            headers["HTTP_BUILD_ATTEMPT"] = str(attempt)
+        view = client.generic("PATCH", f"/api/v1/builds/{build_id}/log", data, content_type="text/plain",
+                              **headers)
+        assert view.status_code == status and view.json() == json.loads(answer["body"])
+        assert answer["headers"].get("range") == view.headers.get("Range")
+        assert answer["headers"].get("job-status") == view.headers.get("Job-Status")
     _, other = make_drone()
-    assert patch_log(routes, other, build.pk, 6, b"more\n")["django"]
+    refused = patch_log(routes, other, build.pk, 6, b"more\n")
+    assert not refused["django"] and refused["status"] == 404
     mismatched = fast_route_call(routes, "PATCH", f"/api/v1/builds/{build.pk}/log", token=client.token,
                                  body=b"abc", headers={"content-range": "6-99"})
-    assert mismatched["django"]
+    assert mismatched["django"], "a header the parser refuses: the view authenticates first, then says 400"
     BuildAttempt.objects.filter(build=build).update(log_storage_key="logs/archived")
-    assert patch_log(routes, client, build.pk, 6, b"more\n")["django"]
+    archived = patch_log(routes, client, build.pk, 6, b"more\n")
+    assert not archived["django"] and archived["status"] == 409
+    assert json.loads(archived["body"])["error"] == "log_archived"
     assert BuildAttempt.objects.get(build=build).log_size == 6
+
+
+def test_a_log_patch_with_an_unknown_token_goes_to_the_view_with_nothing_written(routes):
+    build, client = running_build()
+    unknown = client.token[:-4] + ("aaaa" if not client.token.endswith("aaaa") else "bbbb")
+    before = Build.objects.get(pk=build.pk).lease_expires_at
+    answer = fast_route_call(routes, "PATCH", f"/api/v1/builds/{build.pk}/log", token=unknown, body=b"x",
+                             headers={"content-range": "0-0"})
+    assert answer["django"] and answer["django_body"] == b"x"
+    assert BuildAttempt.objects.get(build=build).log_size == 0
+    assert Build.objects.get(pk=build.pk).lease_expires_at == before
 
 
 def test_a_claim_that_cannot_be_described_is_a_500_not_a_second_claim(routes, monkeypatch):

@@ -11,7 +11,8 @@ from builds.services import build_trigger
 from builds.tests.factories import make_drone, make_job
 from conftest import fast_route_call
 from swarm.core import async_db
-from swarm.core.fast_routes import FastRoute, FastRoutes
+from swarm.core.fast_routes import FastRoutes
+from swarm.urls import FAST_ROUTES
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -115,7 +116,7 @@ def test_a_group_that_fails_claims_nothing_and_every_request_goes_to_the_view(gr
     assert all(isinstance(outcome, Exception) for outcome in outcomes), outcomes
     assert Build.objects.filter(state="pending").count() == 2 and not BuildAttempt.objects.exists()
 
-    routes = FastRoutes([FastRoute("POST", r"^/api/v1/builds/request/?$", "builds.fastpath.claim")], fallback=None)
+    routes = FastRoutes(FAST_ROUTES, fallback=None)
     answer = fast_route_call(routes, "POST", "/api/v1/builds/request", token=clients[0].token,
                              body=json.dumps({"free_slots": 1}).encode())
     assert answer["django"], "the view answers a request whose group failed"

@@ -6,7 +6,6 @@ from drones.models import Drone, EscalationEvent
 from swarm.core.serializers import RejectUnknownFields
 
 MAX_LABELS = 64
-MAX_METRICS_BYTES = 16 * 1024
 
 
 class RegisterSerializer(serializers.Serializer):
@@ -41,7 +40,7 @@ class RegisteredSerializer(serializers.Serializer):
 
 
 class HeartbeatSerializer(serializers.Serializer):
-    """`POST /drones/heartbeat` body (extra fields are passed to heartbeat hooks)."""
+    """`POST /drones/heartbeat` body for the schema (checked by drones.protocol.heartbeat_parse; extra fields go to hooks)."""
 
     metrics = serializers.DictField(required=False, default=dict)
     running_build_ids = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)

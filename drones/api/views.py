@@ -14,6 +14,7 @@ from drones.api.serializers import (
     RegisteredSerializer,
     RegisterSerializer,
 )
+from drones.protocol import heartbeat_parse
 from drones.provisioning import agent_package_bytes, agent_wheel_bytes, bootstrap_script
 from drones.services.heartbeat import run_heartbeat_hooks
 from swarm.core.api import ScopedAPIView, error_responses
@@ -65,15 +66,12 @@ class DroneHeartbeatView(ScopedAPIView):
         if keyword.lower() != "bearer" or not token.strip():
             raise ApiError("Send the drone token as 'Authorization: Bearer <token>'.", code="not_authenticated",
                            status_code=401, headers=BEARER_CHALLENGE)
-        body = request.data
-        if not isinstance(body, dict):
-            raise ApiError("The heartbeat body must be a JSON object.", code="invalid")
-        metrics = body.get("metrics", {})
-        answer = services.drone_heartbeat(token=token.strip(), metrics=metrics)
+        heartbeat = heartbeat_parse(request.data)
+        answer = services.drone_heartbeat(token=token.strip(), heartbeat=heartbeat)
         if answer is None:
             self._refuse(token.strip())
         drone_id = answer.pop("drone_id")
-        answer.update(run_heartbeat_hooks(drone_id=drone_id, body=body))
+        answer.update(run_heartbeat_hooks(drone_id=drone_id, body=heartbeat))
         return Response(answer)
 
     @staticmethod

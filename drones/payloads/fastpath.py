@@ -123,6 +123,7 @@ async def report(request: FastRequest) -> FastResponse | None:
             if body["current_sha256"]:
                 await connection.execute(services.REPORTED_HASH_SQL, {
                     "drone": drone_id, "type": type_id, "sha256": body["current_sha256"], "now": now})
+    request.written = True  # committed: from here on a failure is a 500, never a second report by the view
     if changed:
         await asyncio.get_running_loop().run_in_executor(None, rollout_wake_now, rollout_id)
         await emit_rollout_changed_async(rollout_id=rollout_id)

@@ -22,7 +22,6 @@ instead. Keep hooks cheap.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,11 +32,9 @@ from django.utils import timezone
 
 from drones.choices import DroneAction, DroneStatus, ProvisioningStatus
 from drones.models import JoinToken
+from drones.protocol import MAX_METRICS_BYTES  # noqa: F401 - re-exported by drones.services
 from swarm.core import async_db
-from swarm.core.errors import ApiError
 from swarm.core.tokens import split_prefix, token_digest
-
-MAX_METRICS_BYTES = 16 * 1024
 
 
 HeartbeatHook = Callable[[int, dict], dict | None]
@@ -153,22 +150,16 @@ class HeartbeatStatement:
         return self.params["now"]
 
 
-def heartbeat_statement(*, token: str, metrics) -> HeartbeatStatement | None:
-    """Check the heartbeat's input and build its statement; None when the token is malformed.
+def heartbeat_statement(*, token: str, heartbeat: dict) -> HeartbeatStatement | None:
+    """The statement of a heartbeat `heartbeat_parse` (drones/protocol.py) accepted; None when the token is malformed.
 
-    Raises ApiError for bad metrics. Shared by the view and the event-loop
-    fast path (drones/fastpath.py), so both record exactly the same thing.
+    Shared by the view and the event-loop fast path (drones/fastpath.py), so
+    both record exactly the same thing.
     """
-    if not isinstance(metrics, dict):
-        raise ApiError("metrics must be a JSON object.", code="invalid", field="metrics")
-    encoded_metrics = json.dumps(metrics)
-    if len(encoded_metrics) > MAX_METRICS_BYTES:
-        raise ApiError(f"metrics must stay under {MAX_METRICS_BYTES} bytes of JSON.", code="too_large",
-                       field="metrics")
     prefix = split_prefix(token or "")
     if prefix is None:
         return None
-    return HeartbeatStatement({"now": timezone.now(), "metrics": encoded_metrics, "prefix": prefix,
+    return HeartbeatStatement({"now": timezone.now(), "metrics": heartbeat["metrics_json"], "prefix": prefix,
                                "digest": token_digest(token)})
 
 
@@ -184,15 +175,15 @@ def first_heartbeat_params(*, drone_id: int, now: datetime) -> dict:
     return {"heartbeat": ProvisioningStatus.HEARTBEAT.value, "now": now, "drone": drone_id}
 
 
-def drone_heartbeat(*, token: str, metrics: dict) -> dict | None:
-    """Record a heartbeat for the drone a drone token belongs to, in one statement.
+def drone_heartbeat(*, token: str, heartbeat: dict) -> dict | None:
+    """Record a heartbeat (parsed by `heartbeat_parse`) for the drone a drone token belongs to, in one statement.
 
     Returns `{drone_id, action, status, intervals…}`, or None when the token
     is not a usable drone token of an existing drone (the caller then works out
     the right 401/403/404 on the slow path). The first heartbeat also moves
     the join token's provisioning status on.
     """
-    statement = heartbeat_statement(token=token, metrics=metrics)
+    statement = heartbeat_statement(token=token, heartbeat=heartbeat)
     if statement is None:
         return None
     with connection.cursor() as cursor:
@@ -207,14 +198,14 @@ def drone_heartbeat(*, token: str, metrics: dict) -> dict | None:
     return answer
 
 
-async def drone_heartbeat_async(*, token: str, body: dict) -> dict | None:
+async def drone_heartbeat_async(*, token: str, heartbeat: dict) -> dict | None:
     """`drone_heartbeat` plus the heartbeat hooks, on the event loop's async connection (drones/fastpath.py).
 
-    Same checks and statement as the view; the hooks run in their async
-    variants. Raises ApiError for bad metrics; returns None when the token is
-    not a usable drone token of an existing drone.
+    Same statement as the view; the hooks run in their async variants.
+    Returns None when the token is not a usable drone token of an existing
+    drone (nothing is written then).
     """
-    statement = heartbeat_statement(token=token, metrics=body.get("metrics", {}))
+    statement = heartbeat_statement(token=token, heartbeat=heartbeat)
     if statement is None:
         return None
     pool = await async_db.pool()
@@ -228,5 +219,5 @@ async def drone_heartbeat_async(*, token: str, body: dict) -> dict | None:
             await connection.execute(FIRST_HEARTBEAT_SQL, first_heartbeat_params(drone_id=answer["drone_id"],
                                                                                  now=statement.now))
         answer.update(await run_heartbeat_hooks_async(async_connection=connection, drone_id=answer["drone_id"],
-                                                      body=body))
+                                                      body=heartbeat))
     return answer

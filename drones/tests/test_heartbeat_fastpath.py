@@ -7,15 +7,15 @@ import pytest
 from drones.models import Drone, JoinToken
 from drones.tests.conftest import register_drone
 from conftest import fast_route_call
-from swarm.core.fast_routes import FastRoute, FastRoutes
+from swarm.core.fast_routes import FastRoutes
+from swarm.urls import FAST_ROUTES
 
 METRICS = {"cpu_percent": 12.5, "load_1": 0.3}
 
 
 @pytest.fixture
 def routes():
-    return FastRoutes([FastRoute("POST", r"^/api/v1/drones/heartbeat/?$", "drones.fastpath.heartbeat")],
-                      fallback=None)
+    return FastRoutes(FAST_ROUTES, fallback=None)
 
 
 def call(routes, *, token, body):

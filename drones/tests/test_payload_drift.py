@@ -9,7 +9,8 @@ from conftest import fast_route_call, token_client
 from drones.payloads.drift import drift_check
 from drones.payloads.models import DronePayloadState, PayloadEvent, PayloadType, PayloadVersion, Rollout
 from drones.tests.payload_support import live_drones, push_payload
-from swarm.core.fast_routes import FastRoute, FastRoutes
+from swarm.core.fast_routes import FastRoutes
+from swarm.urls import FAST_ROUTES
 
 OTHER = "f" * 64
 
@@ -86,8 +87,7 @@ def test_auto_reconcile_starts_a_rollout_back_to_the_desired_version(admin_api, 
 def test_the_heartbeat_fast_path_stores_hashes_without_django(admin_api):
     push_payload(admin_api)
     (drone, client), = live_drones(1)
-    routes = FastRoutes([FastRoute("POST", r"^/api/v1/drones/heartbeat/?$", "drones.fastpath.heartbeat")],
-                        fallback=None)
+    routes = FastRoutes(FAST_ROUTES, fallback=None)
     body = json.dumps({"metrics": {}, "payload_hashes": {"toolchain": OTHER}}).encode()
     answer = fast_route_call(routes, "POST", "/api/v1/drones/heartbeat", token=client.token, body=body)
     assert answer["status"] == 200 and not answer["django"]

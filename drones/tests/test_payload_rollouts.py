@@ -210,10 +210,10 @@ def test_percent_failure_budget_and_pause_resume(admin_api):
 @pytest.mark.django_db(transaction=True)
 def test_reports_on_the_event_loop_follow_the_same_rules_and_hand_the_rest_to_django(admin_api):
     from conftest import fast_route_call
-    from swarm.core.fast_routes import FastRoute, FastRoutes
+    from swarm.core.fast_routes import FastRoutes
+    from swarm.urls import FAST_ROUTES
 
-    routes = FastRoutes([FastRoute("POST", r"^/api/v1/payloads/agent/report/?$", "drones.payloads.fastpath.report")],
-                        fallback=None)
+    routes = FastRoutes(FAST_ROUTES, fallback=None)
     push_payload(admin_api)
     (drone, client), (_, other) = live_drones(2)
     rollout_id = start(admin_api, target={"names": [drone.name]}, min_healthy_time=5).json()["id"]

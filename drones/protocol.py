@@ -1,0 +1,67 @@
+"""The heartbeat's input: one parser shared by DroneHeartbeatView and the event-loop fast path (drones/fastpath.py).
+
+`heartbeat_parse` checks the fields the heartbeat and its hooks read and
+returns the body the hooks get; it raises ApiError (400) with the answer
+both paths give. HeartbeatSerializer (drones/api/serializers.py) describes
+the same body for the OpenAPI schema only.
+"""
+from __future__ import annotations
+
+import json
+
+from swarm.core.errors import ApiError
+
+#: The largest `metrics` object a heartbeat may carry, as JSON.
+MAX_METRICS_BYTES = 16 * 1024
+#: The most build ids one heartbeat may report running (a drone's capacity is at most 1,024).
+MAX_RUNNING_BUILDS = 1024
+MAX_BUILD_ID = 2**63 - 1
+
+
+def _build_id(value) -> int | None:
+    """A reported build id, or None for an entry that names no build (skipped, as agents always did)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, int) and 0 < value <= MAX_BUILD_ID:
+        return value
+    return None
+
+
+def heartbeat_parse(body) -> dict:
+    """The heartbeat body with `metrics` (JSON text as well), `running_build_ids` and `payload_hashes` checked.
+
+    Returns the body with `metrics` (a dict), `metrics_json` (its encoding,
+    for the statement), `running_build_ids` (a list of ints: entries that
+    name no build are dropped) and `payload_hashes` (a dict); other fields
+    pass through to the hooks as they came.
+    """
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise ApiError("The heartbeat body must be a JSON object.", code="invalid")
+    metrics = body.get("metrics", {})
+    if metrics is None:
+        metrics = {}
+    if not isinstance(metrics, dict):
+        raise ApiError("metrics must be a JSON object.", code="invalid", field="metrics")
+    metrics_json = json.dumps(metrics)
+    if len(metrics_json) > MAX_METRICS_BYTES:
+        raise ApiError(f"metrics must stay under {MAX_METRICS_BYTES} bytes of JSON.", code="too_large",
+                       field="metrics")
+    running = body.get("running_build_ids")
+    if running is None:
+        running = []
+    if not isinstance(running, list) or len(running) > MAX_RUNNING_BUILDS:
+        raise ApiError(f"running_build_ids must be a list of at most {MAX_RUNNING_BUILDS} build ids.",
+                       code="invalid", field="running_build_ids")
+    hashes = body.get("payload_hashes")
+    if hashes is None:
+        hashes = {}
+    if not isinstance(hashes, dict):
+        raise ApiError("payload_hashes must be a JSON object (payload type → sha256).", code="invalid",
+                       field="payload_hashes")
+    return {**body, "metrics": metrics, "metrics_json": metrics_json,
+            "running_build_ids": [pk for pk in map(_build_id, running) if pk is not None],
+            "payload_hashes": hashes}
