@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from drones.choices import DroneSandbox
 from swarm.core.errors import ApiError
 
 #: The largest `metrics` object a heartbeat may carry, as JSON.
@@ -16,6 +17,21 @@ MAX_METRICS_BYTES = 16 * 1024
 #: The most build ids one heartbeat may report running (a drone's capacity is at most 1,024).
 MAX_RUNNING_BUILDS = 1024
 MAX_BUILD_ID = 2**63 - 1
+#: The sandbox modes an agent may report (UNKNOWN is only the absence of a report; drones/sandbox.py).
+REPORTED_MODES = (DroneSandbox.BUBBLEWRAP, DroneSandbox.NONE, DroneSandbox.UNAVAILABLE)
+
+
+def parse_sandbox_report(report, *, field: str = "sandbox") -> tuple[str, str]:
+    """(mode, detail) of an agent's report, or a 400 naming the field."""
+    if not isinstance(report, dict):
+        raise ApiError(f"{field}: must be an object {{mode, detail}}", code="invalid", field=field)
+    mode, detail = report.get("mode"), report.get("detail", "")
+    if mode not in [m.value for m in REPORTED_MODES]:
+        raise ApiError(f"{field}.mode: must be one of {', '.join(m.value for m in REPORTED_MODES)}",
+                       code="invalid", field=f"{field}.mode")
+    if not isinstance(detail, str) or "\x00" in detail:
+        raise ApiError(f"{field}.detail: must be text", code="invalid", field=f"{field}.detail")
+    return mode, detail[:300]
 
 
 def _build_id(value) -> int | None:
@@ -62,6 +78,10 @@ def heartbeat_parse(body) -> dict:
     if not isinstance(hashes, dict):
         raise ApiError("payload_hashes must be a JSON object (payload type → sha256).", code="invalid",
                        field="payload_hashes")
-    return {**body, "metrics": metrics, "metrics_json": metrics_json,
+    parsed = {}
+    if body.get("sandbox") is not None:  # checked before anything is written (the sandbox hook records it)
+        mode, detail = parse_sandbox_report(body["sandbox"])
+        parsed["sandbox"] = {"mode": mode, "detail": detail}
+    return {**body, **parsed, "metrics": metrics, "metrics_json": metrics_json,
             "running_build_ids": [pk for pk in map(_build_id, running) if pk is not None],
             "payload_hashes": hashes}

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from drones.choices import DroneSandbox
 from drones.models import Drone
+from drones.protocol import parse_sandbox_report
 from swarm.core.errors import ApiError
 
 LABEL_PREFIX = "sandbox:"
@@ -30,8 +31,6 @@ _IMPLICIT = {
     DroneSandbox.BUBBLEWRAP: ("sandbox:bubblewrap", "sandbox:none"),
     DroneSandbox.NONE: ("sandbox:none",),
 }
-#: The modes an agent may report (UNKNOWN is only the absence of a report).
-REPORTED_MODES = (DroneSandbox.BUBBLEWRAP, DroneSandbox.NONE, DroneSandbox.UNAVAILABLE)
 
 
 def sandbox_labels(mode: str) -> list[str]:
@@ -52,19 +51,6 @@ def reserved_label_problem(labels) -> str | None:
         return (f"{reserved[0]!r}: labels starting with {LABEL_PREFIX!r} are set by the control plane from the "
                 "sandbox the agent reports (send it as `sandbox`); remove it from the labels")
     return None
-
-
-def parse_sandbox_report(report, *, field: str = "sandbox") -> tuple[str, str]:
-    """(mode, detail) of an agent's report, or a 400 naming the field."""
-    if not isinstance(report, dict):
-        raise ApiError(f"{field}: must be an object {{mode, detail}}", code="invalid", field=field)
-    mode, detail = report.get("mode"), report.get("detail", "")
-    if mode not in [m.value for m in REPORTED_MODES]:
-        raise ApiError(f"{field}.mode: must be one of {', '.join(m.value for m in REPORTED_MODES)}",
-                       code="invalid", field=f"{field}.mode")
-    if not isinstance(detail, str) or "\x00" in detail:
-        raise ApiError(f"{field}.detail: must be text", code="invalid", field=f"{field}.detail")
-    return mode, detail[:300]
 
 
 def apply_sandbox(drone: Drone, *, mode: str, detail: str) -> None:

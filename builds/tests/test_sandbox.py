@@ -83,8 +83,14 @@ def test_a_heartbeat_reports_a_changed_sandbox_and_the_labels_follow(db):
     drone.refresh_from_db()
     assert (drone.sandbox, drone.labels) == ("unavailable", ["linux"])
     assert "sandbox_recorded" not in client.post("/api/v1/drones/heartbeat", {"metrics": {}}, format="json").json()
-    bad = client.post("/api/v1/drones/heartbeat", {"metrics": {}, "sandbox": "yes"}, format="json")
+    drone.refresh_from_db()
+    seen = drone.last_heartbeat_at
+    bad = client.post("/api/v1/drones/heartbeat", {"metrics": {"load": 9}, "sandbox": "yes"}, format="json")
     assert bad.status_code == 400 and bad.json()["field"] == "sandbox"
+    mode = client.post("/api/v1/drones/heartbeat", {"metrics": {}, "sandbox": {"mode": "chroot"}}, format="json")
+    assert mode.status_code == 400 and mode.json()["field"] == "sandbox.mode"
+    drone.refresh_from_db()  # refused before anything was written: the heartbeat is not recorded
+    assert drone.last_heartbeat_at == seen and drone.metrics != {"load": 9}
 
 
 def test_the_api_and_admin_show_the_reason_a_build_waits(admin_api, admin_client, db):
