@@ -40,6 +40,7 @@ from builds.services.lifecycle import build_trigger
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.inputs import json_loads, text_problem
 from swarm.core.secret_box import SecretUndecryptable
+from tenancy.quotas import QuotaExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -263,9 +264,13 @@ def webhook_delivery_process(*, delivery_id: int) -> WebhookDelivery | None:
                 allowed = job.pk in verified or (global_ok and not job.webhook_secret_encrypted)
                 if not allowed or not branch_matches(job.branch_filter, push.branch):
                     continue
-                build = build_trigger(job=job, trigger=TriggerKind.WEBHOOK,
-                                      triggered_by=f"{delivery.provider}:{push.pusher}"[:200],
-                                      branch=push.branch, commit_sha=push.commit_sha)
+                try:
+                    build = build_trigger(job=job, trigger=TriggerKind.WEBHOOK,
+                                          triggered_by=f"{delivery.provider}:{push.pusher}"[:200],
+                                          branch=push.branch, commit_sha=push.commit_sha)
+                except QuotaExceeded as refused:  # kept on the delivery's row: never a silent drop
+                    notes.append(f"job {job.name[:60]}: {refused.detail}")
+                    continue
                 build_ids.append(build.pk)
         delivery.build_ids = build_ids
         delivery.status = DeliveryStatus.PROCESSED if build_ids else DeliveryStatus.IGNORED
