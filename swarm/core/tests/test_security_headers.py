@@ -139,7 +139,7 @@ def test_console_pages_run_under_the_csp_without_violations(live_url, browser_pa
             if "Content Security Policy" in message.text else None)
     _login(page, live_url)
     page.goto(f"{live_url}/admin/drones/drone/topology/")
-    page.wait_for_function("window.swarmTopology && swarmTopology.nodeColour('csp-1') !== undefined")
+    page.wait_for_function("() => window.swarmTopology && swarmTopology.nodeColour('csp-1') !== undefined")
     assert page.evaluate("window.__cspViolations || []") == []
     page.goto(f"{live_url}/admin/")
     assert page.evaluate("window.__cspViolations || []") == []
