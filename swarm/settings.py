@@ -408,9 +408,11 @@ LOGGING = {
         "stream": {"class": "swarm.core.logstream.RedisStreamHandler", "level": SWARM_LOG_STREAM_LEVEL},
     },
     "root": {"handlers": _log_handlers, "level": env.str("SWARM_LOG_LEVEL", default="INFO")},
-    # uvicorn's own loggers do not propagate: give them the same handlers.
-    "loggers": {name: {"handlers": _log_handlers, "level": "INFO", "propagate": False}
-                for name in ("uvicorn", "uvicorn.error")},
+    # uvicorn's error logger does not propagate: give it the same handlers. Not its parent `uvicorn`:
+    # configuring that would reset its child `uvicorn.access` (handlers cleared, propagate on), switching
+    # the access log back on under `--no-access-log`, and it logs query strings — the bootstrap script's
+    # `?token=<join token>` among them (docs/operations.md, "Secrets never in logs").
+    "loggers": {"uvicorn.error": {"handlers": _log_handlers, "level": "INFO", "propagate": False}},
 }
 # Celery would replace the root logger's handlers with its own; keep the ones above.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
