@@ -133,6 +133,15 @@ def local_blob_storage(tmp_path, settings):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_auth_failure_counters():
+    """Failed authentications of one test never throttle the next (the counters are shared, in Redis)."""
+    from swarm.core.auth_limits import reset_failure_counters
+
+    reset_failure_counters()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _fresh_storage_handles():
     """Storage instances are cached per settings; start every test from the current ones."""
     storages._storages = {}

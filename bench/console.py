@@ -273,7 +273,7 @@ def main() -> int:
                 for phase in ("unwatched", "watched"):
                     if phase == "watched":
                         page.goto(f"{server.url}/admin/drones/drone/topology/")
-                        page.wait_for_function(f"window.swarmTopology && swarmTopology.drones() >= {args.drones}",
+                        page.wait_for_function(f"() => window.swarmTopology && swarmTopology.drones() >= {args.drones}",
                                                timeout=60_000)
                         page.wait_for_timeout(1500)
                         page.evaluate("swarmTopology.resetStats()")
@@ -297,11 +297,11 @@ def main() -> int:
                 page.screenshot(path=str(args.screenshots / "topology.png"), full_page=True)
                 paced_thread.join()
                 page.goto(f"{server.url}/admin/drones/drone/{terminal_drone_id}/terminal/")
-                page.wait_for_function("document.getElementById('terminal-status').textContent.startsWith('connected')")
+                page.wait_for_function("() => document.getElementById('terminal-status').textContent.startsWith('connected')")
                 page.click("#terminal-box")
-                page.wait_for_function("swarmTerminal.text().includes('#') || swarmTerminal.text().includes('$')")
+                page.wait_for_function("() => swarmTerminal.text().includes('#') || swarmTerminal.text().includes('$')")
                 page.keyboard.type("uname -sr; uptime; df -h / | tail -1; echo \"hello from $(hostname)\"\n")
-                page.wait_for_function("swarmTerminal.text().split('\\n').some(l => /^hello from [^$]+$/.test(l.trim()))",
+                page.wait_for_function("() => swarmTerminal.text().split('\\n').some(l => /^hello from [^$]+$/.test(l.trim()))",
                                        timeout=30_000)
                 page.wait_for_timeout(500)
                 page.screenshot(path=str(args.screenshots / "terminal.png"))

@@ -16,6 +16,7 @@ imports Django: the settings must see the environment it prepares.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -286,6 +287,9 @@ def local_agent(directory: Path, base_url: str, *, log_path: Path) -> LocalAgent
 def command_test(args) -> int:
     directory = var_dir()
     services = ensure_services(directory, purpose="test")
+    # Cache keys of this checkout's test run (failed-authentication counters among them) apart from
+    # another checkout's run on the same Redis database.
+    os.environ.setdefault("SWARM_CACHE_PREFIX", "test-" + hashlib.sha256(str(BASE_DIR).encode()).hexdigest()[:10])
     try:
         return subprocess.run([PYTHON, "-m", "pytest", *args.pytest_args], cwd=BASE_DIR).returncode
     finally:

@@ -5,9 +5,11 @@ Every setting is listed with its default in the README's configuration table.
 services when they are not configured; nothing here starts a process.
 """
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONCE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("SWARM_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -48,6 +50,8 @@ INSTALLED_APPS = [
     "drones",
     "builds",
     "deployments",
+    "axes",
+    "csp",
 ]
 
 MIDDLEWARE = [
@@ -60,7 +64,76 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Content-Security-Policy with a per-request nonce for the few inline scripts (docs/operations.md).
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- Abuse and limits (docs/operations.md, "Abuse and limits") ----------------
+#: Failed API token authentications allowed per client address, and per token prefix, in one window.
+SWARM_AUTH_FAILURES_PER_ADDRESS = env.int("SWARM_AUTH_FAILURES_PER_ADDRESS", default=30)
+SWARM_AUTH_FAILURES_PER_TOKEN_PREFIX = env.int("SWARM_AUTH_FAILURES_PER_TOKEN_PREFIX", default=10)
+#: Length of one counting window in seconds; over a limit, requests are refused until the window ends.
+SWARM_AUTH_FAILURE_WINDOW = env.int("SWARM_AUTH_FAILURE_WINDOW", default=60)
+
+# Per-tenant quotas (tenancy/quotas.py): defaults for every tenant, each overridable on the tenant; 0 = unlimited.
+SWARM_QUOTA_BUNDLES = env.int("SWARM_QUOTA_BUNDLES", default=10_000)
+SWARM_QUOTA_BUNDLE_BYTES = env.int("SWARM_QUOTA_BUNDLE_BYTES", default=100 * 1024**3)
+SWARM_QUOTA_EXECUTIONS_RUNNING = env.int("SWARM_QUOTA_EXECUTIONS_RUNNING", default=200)
+SWARM_QUOTA_BUILDS_QUEUED = env.int("SWARM_QUOTA_BUILDS_QUEUED", default=1_000)
+
+# Admin login lockout: django-axes counts failed logins in the database (its own tables).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("SWARM_ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("SWARM_ADMIN_LOCKOUT_MINUTES", default=15.0))
+# One user name from one address: a guesser is stopped, the real operator elsewhere is not locked out.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The address the ASGI server saw (uvicorn --proxy-headers rewrites it behind a trusted proxy); never a
+# client-chosen X-Forwarded-For, which would give a guesser a fresh address per try.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+
+# Security headers. nosniff, Referrer-Policy and COOP on every Django response (SecurityMiddleware);
+# behind TLS (SWARM_TLS=1) HSTS on every HTTPS response and cookies only over HTTPS.
+SWARM_TLS = env.bool("SWARM_TLS", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SECURE_HSTS_SECONDS = env.int("SWARM_HSTS_SECONDS", default=365 * 24 * 3600) if SWARM_TLS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SWARM_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_SSL_REDIRECT = env.bool("SWARM_SSL_REDIRECT", default=False)
+# Health probes from a load balancer come over plain HTTP on the private side.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = SWARM_TLS
+CSRF_COOKIE_SECURE = SWARM_TLS
+SESSION_COOKIE_HTTPONLY = True
+# A TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients) makes requests secure.
+if env.bool("SWARM_TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Scripts only from our static files or with this request's nonce (the three inline ones in templates);
+# inline style attributes stay allowed (admin templates use them; they cannot run code). The vendored
+# asciinema player compiles its terminal emulator from WebAssembly. WebSockets go to this origin only.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", NONCE, "'wasm-unsafe-eval'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 ROOT_URLCONF = "swarm.urls"
 ASGI_APPLICATION = "swarm.asgi.application"
@@ -345,9 +418,11 @@ LOGGING = {
         "stream": {"class": "swarm.core.logstream.RedisStreamHandler", "level": SWARM_LOG_STREAM_LEVEL},
     },
     "root": {"handlers": _log_handlers, "level": env.str("SWARM_LOG_LEVEL", default="INFO")},
-    # uvicorn's own loggers do not propagate: give them the same handlers.
-    "loggers": {name: {"handlers": _log_handlers, "level": "INFO", "propagate": False}
-                for name in ("uvicorn", "uvicorn.error")},
+    # uvicorn's error logger does not propagate: give it the same handlers. Not its parent `uvicorn`:
+    # configuring that would reset its child `uvicorn.access` (handlers cleared, propagate on), switching
+    # the access log back on under `--no-access-log`, and it logs query strings — the bootstrap script's
+    # `?token=<join token>` among them (docs/operations.md, "Secrets never in logs").
+    "loggers": {"uvicorn.error": {"handlers": _log_handlers, "level": "INFO", "propagate": False}},
 }
 # Celery would replace the root logger's handlers with its own; keep the ones above.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -22,6 +22,7 @@ from swarm.core.principals import principal_for_user
 from swarm.core.service_admin import ServiceModelAdmin, adopt_saved
 from tenancy import services
 from tenancy.models import Tenant
+from tenancy.quotas import QUOTAS
 
 #: Inlines other apps show on a tenant's admin page (`register_tenant_inline`).
 TENANT_PAGE_INLINES: list[type[InlineModelAdmin]] = []
@@ -45,6 +46,11 @@ class TenantAdmin(TenantScopedAdmin, ServiceModelAdmin):
     list_display = ["slug", "name", "workflow_count", "created_at"]
     search_fields = ["slug", "name"]
     prepopulated_fields = {"slug": ["name"]}
+
+    def get_fieldsets(self, request, obj=None):
+        return [(None, {"fields": ["name", "slug", "created_at"] if obj else ["name", "slug"]}),
+                ("Quotas (empty: the SWARM_QUOTA_* default; 0: unlimited)",
+                 {"fields": [quota.field for quota in QUOTAS]})]
 
     class Media:
         css = {"all": ["swarm/admin.css"]}
@@ -73,4 +79,6 @@ class TenantAdmin(TenantScopedAdmin, ServiceModelAdmin):
             saved = services.tenant_update(tenant=Tenant.objects.get(pk=obj.pk), name=obj.name, actor=actor)
         else:
             saved = services.tenant_create(name=obj.name, slug=obj.slug, actor=actor)
+        saved = services.tenant_set_quotas(
+            tenant=saved, quotas={quota.name: getattr(obj, quota.field) for quota in QUOTAS}, actor=actor)
         adopt_saved(obj, saved)

@@ -37,3 +37,27 @@ def tenant_update(*, tenant: Tenant, name: str, actor: Principal | str = "system
     audit_record(actor=actor, action="tenant.update", obj=tenant, tenant_id=tenant.pk,
                  detail={"name": name, "previous_name": previous})
     return tenant
+
+
+def tenant_set_quotas(*, tenant: Tenant, quotas: dict, actor: Principal | str = "system") -> Tenant:
+    """Set a tenant's quota overrides (`{"bundles": 50, "builds_queued": None, ...}`; None: the setting's default)."""
+    from tenancy.quotas import QUOTAS
+
+    known = {quota.name: quota for quota in QUOTAS}
+    changes = {}
+    for name, value in quotas.items():
+        if name not in known:
+            raise ApiError(f"Unknown quota {name!r}; quotas are {', '.join(sorted(known))}.", code="invalid",
+                           field=name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise ApiError(f"The {name} quota must be a whole number ≥ 0 (0 = unlimited) or empty.", code="invalid",
+                           field=name)
+        if getattr(tenant, known[name].field) != value:
+            changes[known[name].field] = value
+    if not changes:
+        return tenant
+    for field, value in changes.items():
+        setattr(tenant, field, value)
+    tenant.save(update_fields=list(changes))
+    audit_record(actor=actor, action="tenant.quotas", obj=tenant, tenant_id=tenant.pk, detail=changes)
+    return tenant

@@ -38,6 +38,8 @@ from builds.models import Build, BuildAttempt, BuildEvent, Job
 from drones.models import Drone
 from swarm.core.errors import ApiError, Conflict
 from swarm.core.services import audit_record
+from tenancy import quotas
+from tenancy.quotas import tenant_lock_for_quota, tenant_quota_check
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +90,10 @@ def build_trigger(
         locked = Job.objects.select_for_update().select_related("queue").get(pk=job.pk)
         if not locked.enabled:
             raise Conflict(f"Job {locked.name!r} is disabled.")
+        if locked.tenant_id is not None:
+            tenant = tenant_lock_for_quota(tenant_id=locked.tenant_id)
+            queued = Build.objects.filter(job__tenant_id=locked.tenant_id, state=BuildState.PENDING).count()
+            tenant_quota_check(tenant=tenant, quota=quotas.BUILDS_QUEUED, usage=queued)
         number = locked.next_build_number
         Job.objects.filter(pk=locked.pk).update(next_build_number=F("next_build_number") + 1)
         # A default branch stored before branch names were checked is checked before it reaches git;

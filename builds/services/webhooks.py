@@ -56,6 +56,7 @@ from builds.services.lifecycle import build_trigger
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.inputs import json_loads
 from swarm.core.secret_box import SecretUndecryptable
+from tenancy.quotas import QuotaExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -298,14 +299,19 @@ def _build_push(*, delivery: WebhookDelivery, push: PushEvent, verification: Ver
             if not job.build_tags:
                 notes.append(f"tag {push.name[:60]}: ignored (job {job.name} does not build tags)")
                 continue
-            build = build_trigger(job=job, trigger=TriggerKind.WEBHOOK, triggered_by=triggered_by,
-                                  branch=push.name, commit_sha=push.commit_sha, params={"SWARM_GIT_TAG": push.name})
-            notes.append(f"tag {push.name[:60]}: build {build.pk} of job {job.name}")
+            extra = {"params": {"SWARM_GIT_TAG": push.name}}
         elif not branch_matches(job.branch_filter, push.name):
             continue
         else:
+            extra = {}
+        try:
             build = build_trigger(job=job, trigger=TriggerKind.WEBHOOK, triggered_by=triggered_by,
-                                  branch=push.name, commit_sha=push.commit_sha)
+                                  branch=push.name, commit_sha=push.commit_sha, **extra)
+        except QuotaExceeded as refused:  # kept on the delivery's row: never a silent drop
+            notes.append(f"job {job.name[:60]}: {refused.detail}")
+            continue
+        if push.ref_type == TAG:
+            notes.append(f"tag {push.name[:60]}: build {build.pk} of job {job.name}")
         build_ids.append(build.pk)
 
 

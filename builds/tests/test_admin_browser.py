@@ -47,11 +47,11 @@ def test_build_page_tails_the_log_live_and_links_artifacts(builds_live_url, buil
     assert dashboard.text_content("[data-ci=queued]") == "1" and dashboard.text_content("[data-ci=success]") == "0"
     # Only now does a drone appear: everything after this arrives over the open WebSockets.
     build_agent("browser-drone")
-    page.wait_for_function("document.querySelector('#build-log').textContent.includes('tail-line-1')",
+    page.wait_for_function("() => document.querySelector('#build-log').textContent.includes('tail-line-1')",
                            timeout=30_000)
-    page.wait_for_function("document.querySelector('#build-log').textContent.includes('tail-line-5')",
+    page.wait_for_function("() => document.querySelector('#build-log').textContent.includes('tail-line-5')",
                            timeout=30_000)
-    page.wait_for_function("document.querySelector('#build-state').textContent === 'success'", timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#build-state').textContent === 'success'", timeout=30_000)
     text = page.text_content("#build-log")
     assert text.index("tail-line-1") < text.index("tail-line-5")
     assert text.count("tail-line-3") == 1, "no byte doubled on the live tail"
@@ -65,10 +65,10 @@ def test_build_page_tails_the_log_live_and_links_artifacts(builds_live_url, buil
     assert "tail-line-5" in page.text_content("#build-log")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "the page is wider than the window"
     builds_list.wait_for_function(
-        "[...document.querySelectorAll('#result_list tr')].some(r => r.innerText.includes('browser-job #1') && "
+        "() => [...document.querySelectorAll('#result_list tr')].some(r => r.innerText.includes('browser-job #1') && "
         "r.querySelector('.swarm-status').textContent === 'success')", timeout=15_000)
     assert builds_list.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    dashboard.wait_for_function("document.querySelector('[data-ci=success]').textContent === '1'", timeout=15_000)
+    dashboard.wait_for_function("() => document.querySelector('[data-ci=success]').textContent === '1'", timeout=15_000)
     assert dashboard.text_content("[data-ci=queued]") == "0"
     assert dashboard.evaluate("SwarmLive.refreshes") >= 1 and builds_list.evaluate("SwarmLive.refreshes") >= 1
     page.reload()

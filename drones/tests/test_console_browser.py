@@ -57,10 +57,10 @@ def test_terminal_replay_and_topology_through_the_ladder(live_url, start_agent, 
     page.goto(f"{live_url}/admin/drones/drone/{drone.pk}/change/")
     page.click("#open-terminal")
     page.wait_for_url(f"**/admin/drones/drone/{drone.pk}/terminal/")
-    page.wait_for_function("document.getElementById('terminal-status').textContent.startsWith('connected')")
+    page.wait_for_function("() => document.getElementById('terminal-status').textContent.startsWith('connected')")
     page.click("#terminal-box")
     page.keyboard.type("echo hello; exit\n")
-    page.wait_for_function("window.swarmTerminal.ended()")
+    page.wait_for_function("() => window.swarmTerminal.ended()")
     lines = page.evaluate("swarmTerminal.text()").splitlines()
     assert "hello" in [line.strip() for line in lines], lines
     assert "exit status 0" in page.text_content("#terminal-status")
@@ -70,7 +70,7 @@ def test_terminal_replay_and_topology_through_the_ladder(live_url, start_agent, 
     # Its replay in the admin's player shows the same bytes; the download is the same cast.
     page.click("#terminal-recording")
     page.wait_for_url(f"**/admin/drones/terminalsession/{session.pk.hex}/change/")
-    page.wait_for_function("document.getElementById('recording-player').innerText.includes('hello')", timeout=20_000)
+    page.wait_for_function("() => document.getElementById('recording-player').innerText.includes('hello')", timeout=20_000)
     cast = page.request.get(live_url + page.get_attribute("#recording-download", "href"))
     assert cast.status == 200 and "attachment" in cast.headers["content-disposition"]
     header, *events = [json.loads(line) for line in cast.text().splitlines()]
@@ -81,14 +81,14 @@ def test_terminal_replay_and_topology_through_the_ladder(live_url, start_agent, 
     # The topology: cyan while healthy; the agent dies; the ladder's steps turn the node yellow, then amber.
     page.goto(f"{live_url}/admin/drones/drone/topology/")
     _wait_colour(page, "console-1", CYAN)
-    page.wait_for_function("swarmTopology.stats().heartbeats_drawn > 0", timeout=10_000)  # packets flow
-    page.wait_for_function("swarmTopology.stats().wave_bars > 0", timeout=10_000)  # and the waveform draws them
+    page.wait_for_function("() => swarmTopology.stats().heartbeats_drawn > 0", timeout=10_000)  # packets flow
+    page.wait_for_function("() => swarmTopology.stats().wave_bars > 0", timeout=10_000)  # and the waveform draws them
     agent.kill()
     _ladder_until(lambda: EscalationEvent.objects.filter(drone=drone, level=1).exists(), message="L1")
     _wait_colour(page, "console-1", YELLOW)
     _ladder_until(lambda: EscalationEvent.objects.filter(drone=drone, level=2).exists(), message="L2")
     _wait_colour(page, "console-1", AMBER)
-    page.wait_for_function("document.getElementById('healing-rows').innerText.includes('hard_restart')")
+    page.wait_for_function("() => document.getElementById('healing-rows').innerText.includes('hard_restart')")
     assert page.locator("#healing-rows").inner_text().count("console-1") >= 2
     assert page.text_content("[data-topo-card=escalating]") == "1"
     assert page.evaluate("swarmTopology.mode()") == "live"
@@ -101,7 +101,7 @@ def test_terminal_replay_and_topology_through_the_ladder(live_url, start_agent, 
     page.mouse.down()
     page.mouse.move(thumb_x - box["width"] * 10 / 60, y, steps=8)
     page.mouse.up()
-    page.wait_for_function("swarmTopology.mode() === 'history'")
+    page.wait_for_function("() => swarmTopology.mode() === 'history'")
     page.screenshot(path="/tmp/topo-history.png", full_page=True)
     _wait_colour(page, "console-1", CYAN, timeout=10_000)
     assert "as at" in page.text_content("#scrub-label")

@@ -36,7 +36,7 @@ def test_rollout_page_updates_live_and_matrix_and_drift_show_the_fleet(live_url,
     page = browser_page
     _login(page, live_url)
     page.goto(f"{live_url}/admin/drones/rollout/{rollout_id}/change/")
-    page.wait_for_function("document.getElementById('rollout-connection').textContent === 'live'")
+    page.wait_for_function("() => document.getElementById('rollout-connection').textContent === 'live'")
     assert page.locator("#rollout-state").inner_text() == "running"
     assert page.locator("#rollout-promote").is_disabled() and page.locator("#rollout-pause").is_enabled()
 
@@ -52,7 +52,7 @@ def test_rollout_page_updates_live_and_matrix_and_drift_show_the_fleet(live_url,
                json={"target_id": canary.pk, "states": [{"state": "succeeded"}],
                      "current_sha256": version.sha256}, timeout=30)
     row.locator("text=succeeded").wait_for()
-    page.wait_for_function("document.getElementById('rollout-progress-text').textContent.startsWith('1/3')")
+    page.wait_for_function("() => document.getElementById('rollout-progress-text').textContent.startsWith('1/3')")
     if SCREENSHOTS:
         page.screenshot(path=os.path.join(SCREENSHOTS, "payload-rollout.png"), full_page=True)
 

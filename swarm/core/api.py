@@ -31,6 +31,9 @@ class ErrorSerializer(serializers.Serializer):
     error = serializers.CharField(help_text="Machine-readable code, e.g. not_found, hash_mismatch, version_exists.")
     detail = serializers.CharField(help_text="A human sentence saying what is wrong.")
     field = serializers.CharField(required=False, help_text="The request field at fault, when there is one.")
+    quota = serializers.CharField(required=False, help_text="On a 429 quota_exceeded: the quota's name.")
+    limit = serializers.IntegerField(required=False, help_text="On a 429 quota_exceeded: the quota's value.")
+    usage = serializers.IntegerField(required=False, help_text="On a 429 quota_exceeded: the tenant's usage now.")
 
 
 AUTH_ERROR_STATUSES = (401, 403)

@@ -11,3 +11,5 @@ class CoreConfig(AppConfig):
     def ready(self) -> None:
         # Registers the OpenAPI authentication extensions with drf-spectacular.
         from swarm.core import schema  # noqa: F401
+        # Audits django-axes' admin login lockouts.
+        from swarm.core import login_audit  # noqa: F401

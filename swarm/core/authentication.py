@@ -5,6 +5,7 @@ from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 
+from swarm.core.auth_limits import authenticate_token_limited
 from swarm.core.models import ApiToken
 from swarm.core.principals import Principal
 from swarm.core.tokens import digests_match, split_prefix
@@ -52,7 +53,7 @@ class BearerTokenAuthentication(BaseAuthentication):
         keyword, _, plaintext = header.partition(" ")
         if keyword.lower() != self.keyword.lower() or not plaintext.strip():
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
-        token = authenticate_token(plaintext.strip())
+        token = authenticate_token_limited(request=request, plaintext=plaintext.strip())
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
         return principal_from_token(token), token

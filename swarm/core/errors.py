@@ -24,7 +24,7 @@ class ApiError(Exception):
     code = "bad_request"
 
     def __init__(self, detail: str, *, code: str | None = None, field: str | None = None, status_code: int | None = None,
-                 headers: dict | None = None):
+                 headers: dict | None = None, extra: dict | None = None):
         super().__init__(detail)
         self.detail = detail
         if code:
@@ -33,6 +33,8 @@ class ApiError(Exception):
             self.status_code = status_code
         self.field = field
         self.headers = headers or {}
+        # Machine-readable facts beside the sentence (a quota's name, value and usage), added to the body.
+        self.extra = extra or {}
 
 
 class NotFound(ApiError):
@@ -80,7 +82,8 @@ def _first_validation_error(detail, path: str = ""):
 def json_exception_handler(exc, context):
     """DRF exception handler rendering every error as `{error, detail, field}`."""
     if isinstance(exc, ApiError):
-        return Response(error_body(exc.code, exc.detail, exc.field), status=exc.status_code, headers=exc.headers)
+        return Response({**exc.extra, **error_body(exc.code, exc.detail, exc.field)}, status=exc.status_code,
+                        headers=exc.headers)
     if isinstance(exc, SecretUndecryptable):
         # The server's keys are at fault, not the request; the message names a row and field, never a value.
         logger.error("%s", exc)

@@ -56,16 +56,23 @@ def api_tokens_revoke_for_subject(*, subject_type: str, subject_id: str) -> int:
     ).update(revoked_at=timezone.now())
 
 
-def audit_record(*, actor, action: str, obj, tenant_id: int | None = None, detail: dict | None = None) -> None:
-    """Append an audit log entry once the surrounding transaction commits."""
+def audit_record(*, actor, action: str, obj, tenant_id: int | None = None, detail: dict | None = None,
+                 object_type: str = "", object_id: str = "") -> None:
+    """Append an audit log entry once the surrounding transaction commits.
+
+    `obj` is the row acted on; a refusal about something that is no row (a client address, a login
+    name) passes `obj=None` with `object_type` and `object_id`.
+    """
     actor_label = str(actor) if not isinstance(actor, Principal) else (actor.label or actor.scope)
+    if obj is not None:
+        object_type, object_id = obj._meta.label_lower, str(obj.pk)
 
     def write() -> None:
         AuditLogEntry.objects.create(
             actor=actor_label[:200],
             action=action,
-            object_type=obj._meta.label_lower,
-            object_id=str(obj.pk),
+            object_type=object_type[:64],
+            object_id=object_id[:64],
             tenant_id=tenant_id,
             detail=detail or {},
         )

@@ -21,7 +21,8 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from swarm.core.api import ScopedAPIView, error_responses
-from swarm.core.authentication import authenticate_token, principal_from_token
+from swarm.core.auth_limits import authenticate_token_limited
+from swarm.core.authentication import principal_from_token
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.inputs import query_int
@@ -61,8 +62,10 @@ class MetadataTokenAuthentication(BaseAuthentication):
         plaintext = request.META.get("HTTP_" + self.header.upper().replace("-", "_"), "").strip()
         if not plaintext:
             raise exceptions.NotAuthenticated(f"The {self.header} header is required.")
-        token = authenticate_token(plaintext)
-        if token is None or token.scope != TokenScope.EXECUTION or token.subject_type != self.subject_type:
+        token = authenticate_token_limited(
+            request=request, plaintext=plaintext,
+            accept=lambda token: token.scope == TokenScope.EXECUTION and token.subject_type == self.subject_type)
+        if token is None:
             raise exceptions.AuthenticationFailed(f"Invalid, expired or revoked {self.header} token.")
         return principal_from_token(token), token
 

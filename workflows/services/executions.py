@@ -20,6 +20,8 @@ from swarm.core.errors import ApiError, Conflict, NotFound
 from swarm.core.live import live_changed_on_commit
 from swarm.core.principals import Principal
 from swarm.core.services import api_token_issue, api_tokens_revoke_for_subject, audit_record
+from tenancy import quotas
+from tenancy.quotas import tenant_lock_for_quota, tenant_quota_check
 from workflows import tasks
 from workflows.choices import STATUS_ORDER, TERMINAL_STATUSES, ExecutionEventType, ExecutionStatus
 from workflows.models import Execution, ExecutionEvent, Workflow
@@ -148,6 +150,9 @@ def execution_spawn(*, principal: Principal, workflow: Workflow, env=None, input
         version = workflow.versions.select_related("bundle").filter(is_active=True).first()
         if version is None:
             raise Conflict(f"Workflow {workflow} has no active version to run.", code="no_active_version")
+        tenant = tenant_lock_for_quota(tenant_id=workflow.tenant_id)
+        running = Execution.objects.filter(tenant_id=workflow.tenant_id).exclude(status__in=TERMINAL_STATUSES)
+        tenant_quota_check(tenant=tenant, quota=quotas.EXECUTIONS_RUNNING, usage=running.count())
         now = timezone.now()
         execution = Execution.objects.create(
             tenant_id=workflow.tenant_id, workflow=workflow, version=version, runtime=runtime, env=env,

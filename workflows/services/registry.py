@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import semver
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
+from bundles.models import Bundle
 from bundles.services import bundle_check_received, bundle_referenced
 from bundles.upload import ReceivedBundle
 from swarm.core.errors import ApiError, Conflict, NotFound
@@ -19,7 +21,9 @@ from swarm.core.inputs import check_json_value, json_loads
 from swarm.core.principals import Principal
 from swarm.core.services import audit_record
 from workflows.choices import Runtime
+from tenancy import quotas
 from tenancy.models import Tenant
+from tenancy.quotas import tenant_lock_for_quota, tenant_quota_check
 from workflows.models import Workflow, WorkflowActivation, WorkflowVersion
 
 #: What may change on a workflow: its tenant and slug are fixed (its versions belong to them).
@@ -198,6 +202,7 @@ def workflow_version_register(
         existing = _existing_version(workflow, label, received.sha256)
         if existing is not None:
             return RegisteredVersion(version=existing, deduplicated=True)
+        _check_bundle_quotas(tenant_id=workflow.tenant_id, bundle=bundle)
         new_version = WorkflowVersion.objects.create(
             workflow=workflow, version=label, bundle=bundle, metadata=metadata, deployed_by=str(principal),
         )
@@ -207,6 +212,18 @@ def workflow_version_register(
         audit_record(actor=principal, action="version.register", obj=new_version, tenant_id=workflow.tenant_id,
                      detail={"version": label, "bundle": received.sha256})
     return RegisteredVersion(version=new_version, deduplicated=False)
+
+
+def _check_bundle_quotas(*, tenant_id: int, bundle) -> None:
+    """429 when one more version (and, if the tenant does not hold these bytes yet, its bytes) is over quota."""
+    tenant = tenant_lock_for_quota(tenant_id=tenant_id)
+    tenant_versions = WorkflowVersion.objects.filter(workflow__tenant_id=tenant_id)
+    tenant_quota_check(tenant=tenant, quota=quotas.BUNDLES, usage=tenant_versions.count())
+    held = Bundle.objects.filter(pk__in=tenant_versions.values("bundle_id"))
+    adding = 0 if held.filter(pk=bundle.pk).exists() else bundle.size
+    if adding:
+        usage = held.aggregate(total=Sum("size"))["total"] or 0
+        tenant_quota_check(tenant=tenant, quota=quotas.BUNDLE_BYTES, usage=usage, adding=adding)
 
 
 def _existing_version(workflow: Workflow, label: str, sha256: str) -> WorkflowVersion | None:

@@ -48,9 +48,9 @@ def test_secret_write_only_spawn_timeline_output_and_cancel(live_system, admin_a
     page.goto(f"{live_system.url}/admin/workflows/execution/{execution.pk}/change/")
     assert page.text_content("h2") == f"execution {execution.pk} of acme/browsed"
     assert page.query_selector("input[name=_save]") is None and page.query_selector(".deletelink") is None
-    page.wait_for_function("document.getElementById('execution-timeline').innerText.includes('exited')",
+    page.wait_for_function("() => document.getElementById('execution-timeline').innerText.includes('exited')",
                            timeout=45_000)
-    page.wait_for_function("document.getElementById('execution-status').textContent === 'succeeded'")
+    page.wait_for_function("() => document.getElementById('execution-status').textContent === 'succeeded'")
     assert page.evaluate("SwarmLive.swapped") >= 1
     timeline = page.inner_text("#execution-timeline")
     for stage in ("spawn_requested", "metadata_served", "bundle_verified", "started", "exited"):

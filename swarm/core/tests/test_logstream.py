@@ -155,7 +155,7 @@ def test_the_log_page_tails_the_servers_lines_while_a_build_is_triggered(live_ur
     page.fill("#id_password", "correct horse battery")
     page.click("input[type=submit]")
     page.wait_for_url("**/admin/logs/")
-    page.wait_for_function("document.getElementById('log-status').textContent.startsWith('live')")
+    page.wait_for_function("() => document.getElementById('log-status').textContent.startsWith('live')")
     page.fill("#log-filter-logger", "builds")
     page.wait_for_timeout(600)  # the filter is sent after a short pause in typing
     job = make_job(name="logged-job")
@@ -163,11 +163,11 @@ def test_the_log_page_tails_the_servers_lines_while_a_build_is_triggered(live_ur
                           headers={"Authorization": f"Bearer {admin_api.token}"}, timeout=30)
     assert response.status_code == 201, response.text
     build_id = response.json()["id"]
-    page.wait_for_function(f"document.getElementById('log-lines').innerText.includes('build {build_id} of job "
+    page.wait_for_function(f"() => document.getElementById('log-lines').innerText.includes('build {build_id} of job "
                            f"logged-job queued')", timeout=20_000)
     row = page.locator(".log-line", has_text=f"build {build_id} of job logged-job queued").first
     assert "web@" in row.locator(".log-process").inner_text()
     assert row.locator(".log-level").inner_text() == "INFO"
     assert row.locator(".log-logger").inner_text().startswith("builds")
     page.select_option("#log-filter-level", "ERROR")
-    page.wait_for_function("!document.getElementById('log-lines').innerText.includes('logged-job queued')")
+    page.wait_for_function("() => !document.getElementById('log-lines').innerText.includes('logged-job queued')")
