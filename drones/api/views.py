@@ -18,7 +18,8 @@ from drones.protocol import heartbeat_parse
 from drones.provisioning import agent_package_bytes, agent_wheel_bytes, bootstrap_script
 from drones.services.heartbeat import run_heartbeat_hooks
 from swarm.core.api import ScopedAPIView, error_responses
-from swarm.core.authentication import authenticate_token, principal_from_token
+from swarm.core.auth_limits import authenticate_token_limited
+from swarm.core.authentication import principal_from_token
 from swarm.core.errors import ApiError, NotFound
 
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="swarm"'}
@@ -69,15 +70,19 @@ class DroneHeartbeatView(ScopedAPIView):
         heartbeat = heartbeat_parse(request.data)
         answer = services.drone_heartbeat(token=token.strip(), heartbeat=heartbeat)
         if answer is None:
-            self._refuse(token.strip())
+            self._refuse(request, token.strip())
         drone_id = answer.pop("drone_id")
         answer.update(run_heartbeat_hooks(drone_id=drone_id, body=heartbeat))
         return Response(answer)
 
     @staticmethod
-    def _refuse(token: str):
-        """Why a token did not heartbeat: unknown/revoked (401), not a drone token (403), drone gone (404)."""
-        stored = authenticate_token(token)
+    def _refuse(request, token: str):
+        """Why a token did not heartbeat: unknown/revoked (401), not a drone token (403), drone gone (404).
+
+        Behind the failed-authentication limits (swarm/core/auth_limits.py) like every other token check;
+        a heartbeat that succeeds never reaches here, so the hot path pays nothing for them.
+        """
+        stored = authenticate_token_limited(request=request, plaintext=token)
         if stored is None:
             raise ApiError("Invalid, expired or revoked token.", code="authentication_failed", status_code=401,
                            headers=BEARER_CHALLENGE)

@@ -97,6 +97,19 @@ def test_metadata_token_failures_count_too(settings):
     assert refused.status_code == 429 and refused.json()["error"] == "too_many_failed_authentications"
 
 
+def test_heartbeat_token_failures_count_too(settings):
+    """The heartbeat authenticates in its own statement; its refusals go through the same limits."""
+    settings.SWARM_AUTH_FAILURES_PER_ADDRESS = 2
+    client = APIClient(REMOTE_ADDR="203.0.113.60")
+    for _ in range(2):
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {_wrong_token()}")
+        assert client.post("/api/v1/drones/heartbeat", {"metrics": {}}, format="json").status_code == 401
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {_wrong_token()}")
+    refused = client.post("/api/v1/drones/heartbeat", {"metrics": {}}, format="json")
+    assert refused.status_code == 429 and refused.json()["error"] == "too_many_failed_authentications"
+    assert int(refused["Retry-After"]) > 0
+
+
 def test_admin_login_locks_out_after_repeated_failures_and_is_audited(operator, settings,
                                                                        django_capture_on_commit_callbacks):
     settings.AXES_FAILURE_LIMIT = 3
