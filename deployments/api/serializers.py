@@ -195,7 +195,7 @@ class ProfileCreateSerializer(RejectUnknownFields, serializers.Serializer):
     """`POST /profiles`: a new profile and its version 1."""
 
     slug = serializers.SlugField(max_length=64)
-    name = StrictCharField(max_length=200, required=False, default="")
+    name = StrictCharField(max_length=200, required=False, default="", allow_blank=True)
     tenant = StrictCharField(max_length=64, required=False, help_text="The tenant's slug (tokens bound to no tenant).")
     snapshot = serializers.RegexField(SHA256_PATTERN, help_text="The catalog snapshot's sha256.")
     scenario = StrictCharField(max_length=100)
