@@ -2,7 +2,7 @@
 
     svg = dag_svg(analysis, tier="desktop")     # a str: <svg …> with one <g class="dag-node" data-key=…> per node
 
-Layout: one column per depth (the scenario on the left, its deepest dependencies on the right),
+Layout: one column per layer (the scenario on the left; a dependency always right of its dependents),
 nodes in the analysis' order within a column; an edge is a curve from dependent to dependency,
 dashed when the dependency is optional, marked when a swap put it there. A node is coloured by
 its fitness on `tier`: blocking red, weak (score < 0.6) amber, fine green; missing and invalid
@@ -40,9 +40,21 @@ def dag_svg(analysis: dict, *, tier: str | None = None) -> str:
             nodes.append({"key": item["key"], "depth": max(parents, default=0) + 1, "required": item["required"],
                           "version": "", "absent": "missing"})
             known.add(item["key"])
+    edges = [*analysis["edges"], *({"from": parent, "to": item["key"], "required": item["required"]}
+                                   for item in analysis.get("missing", []) for parent in item.get("needed_by", []))]
+    # The column is the longest path from the root, so every edge points to the right (nodes come dependencies
+    # first: walking them backwards visits each dependent before its dependencies).
+    layer = {node["key"]: 0 for node in nodes}
+    outgoing: dict[str, list[str]] = {}
+    for edge in edges:
+        outgoing.setdefault(edge["from"], []).append(edge["to"])
+    for node in reversed(nodes):
+        for target in outgoing.get(node["key"], []):
+            if target in layer:
+                layer[target] = max(layer[target], layer[node["key"]] + 1)
     columns: dict[int, list[dict]] = {}
     for node in nodes:
-        columns.setdefault(node["depth"], []).append(node)
+        columns.setdefault(layer[node["key"]], []).append(node)
     position = {}
     for depth, members in columns.items():
         for row, node in enumerate(members):
@@ -54,8 +66,6 @@ def dag_svg(analysis: dict, *, tier: str | None = None) -> str:
              f'viewBox="0 0 {width} {height}" role="img" aria-label="dependency graph of {escape(analysis["root"])}">',
              '<defs><marker id="dag-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
              'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>']
-    edges = [*analysis["edges"], *({"from": parent, "to": item["key"], "required": item["required"]}
-                                   for item in analysis.get("missing", []) for parent in item.get("needed_by", []))]
     for edge in edges:
         if edge["from"] not in position or edge["to"] not in position:
             continue
