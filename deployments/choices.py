@@ -20,6 +20,15 @@ class EntryKind(models.TextChoices):
     RESOURCE = "resource", "resource"
 
 
+class FetchState(models.TextChoices):
+    """Where a git catalog import stands."""
+
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+
+
 class SecretClass(models.TextChoices):
     """How a secret reaches an installed bundle (docs/deployments.md#secrets-plan)."""
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from deployments.choices import EntryKind, Tier
+from deployments.choices import EntryKind, FetchState, Tier
 from tenancy.scope import TenantScopedQuerySet
 
 TENANT_MODEL = "tenancy.Tenant"
@@ -29,6 +29,10 @@ class CatalogSnapshot(models.Model):
     ignored_files = models.IntegerField(default=0)
     problems = models.JSONField(default=list, blank=True, help_text="[{path, pointer, message, code, severity}]")
     parser_version = models.IntegerField(default=1)
+    # The uploaded tarball this snapshot was first read from, kept in the bundle store (a reference keeps the
+    # orphan sweep off it); none for a directory or a git clone.
+    bundle = models.ForeignKey("bundles.Bundle", on_delete=models.PROTECT, null=True, blank=True,
+                               related_name="catalog_snapshots")
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.CharField(max_length=200, blank=True)
 
@@ -79,6 +83,40 @@ class CatalogImport(models.Model):
         ordering = ["-created_at"]
         constraints = [models.UniqueConstraint(fields=["snapshot", "tenant"], name="catalog_import_once_per_tenant",
                                                nulls_distinct=False)]
+
+
+class CatalogFetch(models.Model):
+    """A request to import a catalog from a git URL and ref, cloned on the worker (`deployments.tasks`).
+
+    `queued` → `running` → `succeeded` (with its snapshot) or `failed` (with the reason); the API answers
+    202 with its URL to poll.
+    """
+
+    tenant = models.ForeignKey(TENANT_MODEL, on_delete=models.CASCADE, null=True, blank=True,
+                               related_name="catalog_fetches")
+    git_url = models.CharField(max_length=500)
+    ref = models.CharField(max_length=200)
+    strict = models.BooleanField(default=False)
+    state = models.CharField(max_length=16, choices=FetchState.choices, default=FetchState.QUEUED)
+    snapshot = models.ForeignKey(CatalogSnapshot, on_delete=models.SET_NULL, null=True, blank=True,
+                                 related_name="fetches")
+    created = models.BooleanField(null=True, help_text="Whether the import made a new snapshot (null until done).")
+    commit_sha = models.CharField(max_length=64, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_detail = models.TextField(blank=True)
+    problems = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.CharField(max_length=200, blank=True)
+
+    tenant_path = "tenant"
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"fetch {self.git_url}@{self.ref} ({self.state})"
 
 
 class DeploymentProfile(models.Model):

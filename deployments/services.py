@@ -13,12 +13,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from bundles.blobstore import BlobStore
+from bundles.services import bundle_check_received, bundle_referenced
+from bundles.upload import ReceivedBundle
 
 from deployments.catalog import CatalogTree, catalog_limits, entry_key, parse_tree, read_directory, read_tarball
+from deployments import tasks
+from deployments.catalog.git import check_git_source, checkout
 from deployments.catalog.problems import ERROR
+from deployments.choices import FetchState
 from deployments.errors import CatalogRefused, InvalidProfile, UnknownScenario
-from deployments.models import CatalogEntry, CatalogImport, CatalogSnapshot, DeploymentProfile, ProfileVersion
+from deployments.models import (
+    CatalogEntry,
+    CatalogFetch,
+    CatalogImport,
+    CatalogSnapshot,
+    DeploymentProfile,
+    ProfileVersion,
+)
 from deployments.profiles import check_content, diff
 from deployments.selectors import scenario_analysis
 from swarm.core.services import audit_record
@@ -39,7 +55,7 @@ class CatalogImportResult:
 
 
 def catalog_import(*, tree: CatalogTree, source: str, actor, origin: str = "", tenant=None,
-                   strict: bool = False) -> CatalogImportResult:
+                   strict: bool = False, bundle=None) -> CatalogImportResult:
     """Store a read catalog tree as a snapshot; the same tree again is a no-op returning the existing one.
 
     Per-file problems do not stop the import: broken files become invalid entries, reported
@@ -68,7 +84,7 @@ def catalog_import(*, tree: CatalogTree, source: str, actor, origin: str = "", t
                 scenario_count=sum(1 for d in valid if d["kind"] == "scenario"),
                 resource_count=sum(1 for d in valid if d["kind"] == "resource"),
                 invalid_count=len(entries) - len(valid), ignored_files=tree.ignored_files, problems=problem_dicts,
-                created_by=str(actor)[:200])
+                bundle=bundle, created_by=str(actor)[:200])
             CatalogEntry.objects.bulk_create([
                 CatalogEntry(snapshot=snapshot, key=key, kind=document["kind"], name=document["name"],
                              version=(document.get("version") or "")[:100], path=document["path"],
@@ -96,6 +112,65 @@ def catalog_import_tarball(*, fileobj, actor, origin: str = "", tenant=None,
     """Import a catalog from a `.tar.gz` stream (checked with the bundle store's safety rules)."""
     tree = read_tarball(fileobj, limits=catalog_limits())
     return catalog_import(tree=tree, source="tarball", origin=origin, actor=actor, tenant=tenant, strict=strict)
+
+
+def catalog_import_upload(*, received: ReceivedBundle, actor, tenant=None, declared_sha256: str | None = None,
+                          strict: bool = False) -> CatalogImportResult:
+    """Import a catalog tarball streamed in through the bundle store's upload handler.
+
+    The upload is checked with the bundle store's safety rules (`bundle_check_received`), published as
+    a bundle, and read back from the store as a catalog; a new snapshot references that bundle, which
+    keeps the orphan sweep off it. A refused catalog leaves no bundle behind; a tree that already is a
+    snapshot (from other bytes) leaves the new bundle unreferenced, and the sweep removes it.
+    """
+    bundle_check_received(received=received, declared_sha256=declared_sha256)
+    with bundle_referenced(received=received) as bundle:
+        with BlobStore().open(bundle.storage_key) as stream:
+            tree = read_tarball(stream, limits=catalog_limits())
+        return catalog_import(tree=tree, source="tarball", origin=f"bundle sha256:{bundle.sha256}", actor=actor,
+                              tenant=tenant, strict=strict, bundle=bundle)
+
+
+def catalog_fetch_request(*, git_url: str, ref: str, actor, tenant=None, strict: bool = False) -> CatalogFetch:
+    """Queue a git import (`deployments.catalog_fetch` clones on the worker); the URL and ref are checked first."""
+    git_url, ref = check_git_source(git_url, ref, allow_file=settings.SWARM_CATALOG_GIT_ALLOW_FILE)
+    fetch = CatalogFetch.objects.create(tenant=tenant, git_url=git_url, ref=ref, strict=strict,
+                                        created_by=str(actor)[:200])
+    audit_record(actor=actor, action="catalog.fetch", obj=fetch, tenant_id=getattr(tenant, "pk", None),
+                 detail={"git_url": git_url, "ref": ref})
+    transaction.on_commit(lambda: tasks.catalog_fetch.delay(fetch.pk))
+    return fetch
+
+
+def catalog_fetch_run(*, fetch_id: int) -> CatalogFetch:
+    """Clone and import one queued fetch; a redelivered or finished fetch is left as it is.
+
+    The row is claimed (`queued` → `running`) under its lock, so two workers given the same message
+    run it once; a fetch left `running` by a crashed worker is run again by the task's retry.
+    """
+    with transaction.atomic():
+        fetch = CatalogFetch.objects.select_for_update().get(pk=fetch_id)
+        if fetch.state in (FetchState.SUCCEEDED, FetchState.FAILED):
+            return fetch
+        fetch.state = FetchState.RUNNING
+        fetch.save(update_fields=["state"])
+    try:
+        with checkout(fetch.git_url, fetch.ref, timeout=settings.SWARM_CATALOG_GIT_TIMEOUT_SECONDS,
+                      allow_file=settings.SWARM_CATALOG_GIT_ALLOW_FILE) as (path, commit_sha):
+            fetch.commit_sha = commit_sha
+            tree = read_directory(path, limits=catalog_limits())
+        result = catalog_import(tree=tree, source="git", origin=f"{fetch.git_url}@{fetch.ref} ({commit_sha})",
+                                actor=fetch.created_by, tenant=fetch.tenant, strict=fetch.strict)
+    except CatalogRefused as refused:
+        fetch.state, fetch.error_code, fetch.error_detail = FetchState.FAILED, refused.code, refused.detail
+        fetch.problems = refused.extra.get("problems", [])
+    else:
+        fetch.state, fetch.snapshot, fetch.created = FetchState.SUCCEEDED, result.snapshot, result.created
+        fetch.problems = result.problems
+    fetch.finished_at = timezone.now()
+    fetch.save(update_fields=["state", "snapshot", "created", "commit_sha", "error_code", "error_detail",
+                              "problems", "finished_at"])
+    return fetch
 
 
 def catalog_import_directory(*, path, actor, origin: str = "", tenant=None,
@@ -138,6 +213,8 @@ def profile_create(*, tenant, slug: str, snapshot: CatalogSnapshot, scenario: st
             profile = DeploymentProfile.objects.create(tenant=tenant, slug=slug, name=name or slug,
                                                        created_by=str(actor)[:200])
             version = _write_version(profile, content, snapshot, actor, note or "created", 1)
+            # The profile's tenant sees the snapshot its profile uses (an admin may create it for the tenant).
+            _record_import(snapshot, tenant, actor)
     except IntegrityError:
         raise InvalidProfile(f"The tenant already has a deployment profile {slug!r}.", code="profile_exists",
                              field="/slug", status_code=409) from None
@@ -210,10 +287,16 @@ def profile_unswap(*, profile: DeploymentProfile, original: str, actor, note: st
 def profile_decide_secret(*, profile: DeploymentProfile, secret_id: str, decision: dict | None, actor,
                           note: str = "") -> ProfileChange:
     """A new version with the decision for one secret set (or removed, with None)."""
+    return profile_decide_secrets(profile=profile, decisions={secret_id: decision}, actor=actor,
+                                  note=note or f"secret {secret_id}")
+
+
+def profile_decide_secrets(*, profile: DeploymentProfile, decisions: dict[str, dict | None], actor,
+                           note: str = "") -> ProfileChange:
+    """One new version with several secrets' decisions set (a None removes that secret's decision)."""
     def mutate(content: dict) -> dict:
-        secrets = {key: value for key, value in content["secrets"].items() if key != secret_id}
-        if decision is not None:
-            secrets[secret_id] = decision
+        secrets = {key: value for key, value in content["secrets"].items() if key not in decisions}
+        secrets.update({key: value for key, value in decisions.items() if value is not None})
         return {**content, "secrets": secrets}
 
-    return _change(profile, actor, note or f"secret {secret_id}", mutate)
+    return _change(profile, actor, note or f"secrets {', '.join(sorted(decisions))}", mutate)

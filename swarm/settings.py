@@ -347,6 +347,10 @@ SWARM_JSON_MAX_DEPTH = env.int("SWARM_JSON_MAX_DEPTH", default=64)
 SWARM_CATALOG_MAX_FILE_BYTES = env.int("SWARM_CATALOG_MAX_FILE_BYTES", default=1024 * 1024)
 # How long a scenario analysis stays in the cache (it never goes stale: snapshots are immutable).
 SWARM_ANALYSIS_CACHE_SECONDS = env.int("SWARM_ANALYSIS_CACHE_SECONDS", default=7 * 24 * 3600)
+# A git catalog import (POST /api/v1/catalogs {git_url, ref}) is cloned on the worker: stopped after this long;
+# file:// and path URLs (the worker's own disk) only when allowed.
+SWARM_CATALOG_GIT_TIMEOUT_SECONDS = env.int("SWARM_CATALOG_GIT_TIMEOUT_SECONDS", default=120)
+SWARM_CATALOG_GIT_ALLOW_FILE = env.bool("SWARM_CATALOG_GIT_ALLOW_FILE", default=False)
 
 # --- API --------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -380,7 +384,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {"EscalationLevelEnum": "drones.choices.EscalationLevel",
-                            "BuildStateEnum": "builds.choices.BuildState"},
+                            "BuildStateEnum": "builds.choices.BuildState",
+                            "CatalogFetchStateEnum": "deployments.choices.FetchState"},
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -21,6 +21,7 @@ api_v1 = [
     path("", include("drones.api.urls")),
     path("", include("drones.payloads.api.urls")),
     path("", include("builds.api.urls")),
+    path("", include("deployments.api.urls")),
 ]
 
 urlpatterns = [

@@ -38,6 +38,10 @@ from builds.services import build_claim, build_trigger
 from builds.tests.factories import make_drone, make_job
 from bundles.models import Bundle
 from conftest import make_bundle, token_client
+from deployments.models import CatalogFetch, CatalogImport, DeploymentProfile, ProfileVersion
+from deployments.services import catalog_import, profile_create
+from deployments.tests.conftest import sample_files
+from deployments.catalog import tree_from_files
 from swarm.core.services import api_token_issue
 from swarm.core.principals import system_principal
 from tenancy.models import Tenant
@@ -90,6 +94,10 @@ NOT_TENANT_OWNED = {
     "rollout-revert": PAYLOADS, "rollout-targets": PAYLOADS, "payload-drift-list": PAYLOADS,
     "payload-drift-reconcile": PAYLOADS,
     ("tenant-list", "POST"): "admin scope only (403 for every engine token); it creates a tenant and names none",
+    "scenario-analysis": "the scenario is named within the snapshot of ?snapshot=, which is scoped: another "
+                         "tenant's snapshot is a 404 (deployments/tests/test_api.py)",
+    "schema-bundle-manifest": "the bundle-manifest JSON Schema ships with Swarm and is the same for everyone",
+    "manifest-validate": "validates the manifest in the request body; reads and writes nothing stored",
 }
 
 
@@ -108,6 +116,9 @@ class World:
     artifact: Artifact
     execution_token: str
     runtime_token: str
+    catalog: object
+    catalog_fetch: CatalogFetch
+    profile: DeploymentProfile
     markers: list[str] = field(default_factory=list)
 
 
@@ -132,10 +143,19 @@ def build_world(slug: str, drone) -> World:
     artifact = Artifact.objects.create(build=build, attempt=attempt, name=f"{slug}-artifact.txt",
                                        path=f"dist/{slug}-artifact.txt", size=1, sha256="a" * 64,
                                        storage_key=f"artifacts/{slug}", state=ArtifactState.STORED)
-    markers = [slug, first.bundle.sha256, second.bundle.sha256]
+    # A catalog of its own (one more scenario than the sample: another tree hash) and a profile of it.
+    files = {**sample_files(), f"scenarios/{slug}-extra/.vrooli/service.json":
+             json.dumps({"service": {"name": f"{slug}-extra", "version": "1.0.0"}}).encode()}
+    catalog = catalog_import(tree=tree_from_files(files), source="files", actor="isolation", tenant=tenant).snapshot
+    catalog_fetch = CatalogFetch.objects.create(tenant=tenant, git_url=f"https://git.example.com/{slug}/catalog.git",
+                                                ref="main", state="succeeded", snapshot=catalog)
+    profile = profile_create(tenant=tenant, slug=f"{slug}-wheel", snapshot=catalog, scenario="picker-wheel",
+                             tier="desktop", actor="isolation").profile
+    markers = [slug, first.bundle.sha256, second.bundle.sha256, catalog.sha256]
     return World(slug=slug, tenant=tenant, workflow=workflow, first=first, second=second, execution=execution,
                  job=job, build=build, artifact=artifact, execution_token=execution_token,
-                 runtime_token=runtime_token, markers=markers)
+                 runtime_token=runtime_token, catalog=catalog, catalog_fetch=catalog_fetch, profile=profile,
+                 markers=markers)
 
 
 def path_values(world: World) -> dict[str, list]:
@@ -145,6 +165,7 @@ def path_values(world: World) -> dict[str, list]:
         "version_id": [world.first.pk], "execution_id": [world.execution.pk], "job_id": [world.job.pk, world.job.name],
         "name": [world.job.name], "build_id": [world.build.pk], "artifact_id": [world.artifact.pk],
         "sha256": [world.second.bundle.sha256],
+        "catalog_id": [world.catalog.pk], "fetch_id": [world.catalog_fetch.pk], "profile_id": [world.profile.pk],
         "upload_path": reverse("bundle-detail-upload", kwargs={"sha256": UPLOAD_SHA256})
         + f"?tenant={world.tenant.slug}&workflow=intruder&version=9.9.9",
     }
@@ -162,6 +183,12 @@ def request_body(name: str, method: str, world: World) -> dict:
         return {"data": {"env": {}, "inputs": {}}, "format": "json"}
     if (name, method) == ("execution-events", "POST"):
         return {"data": {"events": [{"type": "output", "stream": "stdout", "message": "x"}]}, "format": "json"}
+    if (name, method) == ("profile-swap", "POST"):
+        return {"data": {"original": "postgres", "replacement": "sqlite"}, "format": "json"}
+    if (name, method) == ("profile-set", "POST"):
+        return {"data": {"tier": "server"}, "format": "json"}
+    if (name, method) == ("profile-manifest", "POST"):
+        return {}
     return {"data": {}, "format": "json"} if method in ("POST", "PUT", "PATCH") else {}
 
 
@@ -172,8 +199,13 @@ def creates_naming(world: World) -> dict[tuple[str, str], dict]:
     upload = {"tenant": world.tenant.slug, "workflow": "intruder", "version": "9.9.9",
               "bundle": io.BytesIO(make_bundle())}
     upload["bundle"].name = "bundle.tar.gz"
+    catalog = {"git_url": "https://git.example.com/intruder/catalog.git", "ref": "main", "tenant": world.tenant.slug}
+    profile = {"slug": "intruder", "tenant": world.tenant.slug, "snapshot": world.catalog.sha256,
+               "scenario": "picker-wheel", "tier": "desktop"}
     return {("job-list", "POST"): {"data": job, "format": "json"},
-            ("bundle-upload", "POST"): {"data": upload, "format": "multipart"}}
+            ("bundle-upload", "POST"): {"data": upload, "format": "multipart"},
+            ("catalog-list", "POST"): {"data": catalog, "format": "json"},
+            ("profile-list", "POST"): {"data": profile, "format": "json"}}
 
 
 @dataclass(frozen=True)
@@ -256,7 +288,8 @@ def snapshot(world: World) -> tuple:
     """Row counts of every tenant-owned model and the state of A's objects that a write would change."""
     counts = tuple(model.objects.count() for model in (Tenant, Workflow, WorkflowVersion, WorkflowActivation,
                                                        Execution, ExecutionEvent, Job, Build, BuildAttempt, Artifact,
-                                                       Bundle))
+                                                       Bundle, CatalogImport, CatalogFetch, DeploymentProfile,
+                                                       ProfileVersion))
     job = Job.objects.get(pk=world.job.pk)
     build = Build.objects.get(pk=world.build.pk)
     execution = Execution.objects.get(pk=world.execution.pk)
@@ -373,4 +406,8 @@ def test_every_endpoint_answers_another_tenant_404_and_lists_never_show_its_obje
             ("tenant-job-trigger", "POST"), ("build-cancel", "POST"), ("build-retry", "POST"),
             ("build-log", "GET"), ("build-artifact-download", "GET"), ("bundle-detail-upload", "HEAD"),
             ("bundle-detail-upload", "PUT"), ("tenant-workflow-list", "POST"), ("job-list", "GET"),
-            ("build-list", "GET"), ("tenant-list", "GET"), ("job-list", "POST"), ("bundle-upload", "POST")} <= checked
+            ("build-list", "GET"), ("tenant-list", "GET"), ("job-list", "POST"), ("bundle-upload", "POST"),
+            ("catalog-list", "POST"), ("catalog-detail", "GET"), ("catalog-fetch-detail", "GET"),
+            ("profile-list", "POST"), ("profile-detail", "GET"), ("profile-swap", "POST"), ("profile-set", "POST"),
+            ("profile-manifest", "POST"), ("profile-diff", "GET"), ("profile-secrets-plan", "GET"),
+            ("profile-versions", "GET")} <= checked
