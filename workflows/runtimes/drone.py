@@ -10,7 +10,7 @@ control plane never runs anything of it: `is_alive()` cannot tell from here
 """
 from __future__ import annotations
 
-from workflows.runtimes.base import ExecutionRuntime, RuntimeStartFailed, register_runtime
+from workflows.runtimes.base import ExecutionRuntime, RuntimeAvailability, RuntimeStartFailed, register_runtime
 
 
 @register_runtime("drone")
@@ -31,6 +31,12 @@ class DroneRuntime(ExecutionRuntime):
         from workflows.services.drone_executions import drone_execution_stop
 
         drone_execution_stop(execution=execution)
+
+    def availability(self) -> RuntimeAvailability:
+        """Always able to queue (a drone may connect later); `/readyz` shows how many could take work now."""
+        from workflows.services.drone_executions import drones_connected_count
+
+        return RuntimeAvailability(True, details={"drones_connected": drones_connected_count()})
 
     def sweep(self) -> dict:
         from workflows.services.drone_executions import drone_executions_sweep

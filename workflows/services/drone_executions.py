@@ -67,6 +67,11 @@ def _connected_drones():
     return Drone.objects.taking_work().filter(Q(ws_connected=True) | Q(status=DroneStatus.ONLINE))
 
 
+def drones_connected_count() -> int:
+    """How many drones could take a drone-runtime execution now (for /readyz)."""
+    return _connected_drones().count()
+
+
 def _with_held(drones):
     return drones.annotate(held=Count("executions", filter=Q(executions__status__in=HELD_STATUSES)))
 

@@ -239,3 +239,17 @@ def test_a_spawn_naming_labels_off_the_drone_runtime_is_refused(admin_api, engin
     response = engine_api.post(f"/api/v1/workflows/{workflow.pk}/executions",
                                {"runtime": "drone", "labels": "gpu"}, format="json")
     assert response.status_code == 400 and response.json()["field"].startswith("labels"), response.content
+
+
+def test_swarmctl_run_on_the_drone_runtime_follows_to_the_exit_code(live_system, admin_api, engine_token, drones):
+    from workflows.tests.test_swarmctl import swarmctl
+
+    publish(admin_api, {"main.py": HELLO_ENTRYPOINT + "raise SystemExit(4)\n"})
+    drones("ctl-drone", labels="exec,ctl")
+    connected("ctl-drone")
+    result = swarmctl("run", "acme/hello", "--runtime", "drone", "--label", "ctl", "--env", "WHO=swarmctl",
+                      "--follow", url=live_system.url, token=engine_token, check=False)
+    assert result.returncode == 4, (result.stdout, result.stderr)
+    assert "hello from swarmctl" in result.stdout
+    assert "on the drone runtime" in result.stderr and "[queued]" in result.stderr, result.stderr
+    assert "claimed by drone ctl-drone (sandbox: bwrap)" in result.stderr, result.stderr

@@ -31,9 +31,7 @@ import shutil
 import signal
 from pathlib import Path
 
-import httpx
-
-from swarm_agent.plugins import AgentPlugin
+from swarm_agent.plugins import AgentPlugin, poll_forever
 from swarm_agent.sandbox import SupervisorStartFailed, fresh_root, launch_supervisor, process_spec
 from swarm_agent.supervisor import is_running
 
@@ -134,21 +132,9 @@ class ExecutionsPlugin(AgentPlugin):
     # --- the poll ----------------------------------------------------------------------
 
     async def _poll_loop(self) -> None:
-        while True:
-            claimed = False
-            try:
-                claimed = await self._poll_once()
-            except httpx.HTTPError as error:
-                logger.warning("execution poll failed: %s", error)
-            except Exception:  # noqa: BLE001 - the loop must survive anything
-                logger.exception("execution poll failed")
-            if claimed:
-                continue
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_interval)
-            except asyncio.TimeoutError:
-                pass
+        # Always polls (not only with a free slot): the poll also renews the running executions' leases.
+        await poll_forever(self._poll_once, wakeup=self._wakeup, interval=lambda: self.poll_interval,
+                           what="execution poll")
 
     async def _poll_once(self) -> bool:
         free = self.free_slots if self.daemon.action == "run" else 0
