@@ -253,3 +253,37 @@ def test_swarmctl_run_on_the_drone_runtime_follows_to_the_exit_code(live_system,
     assert "hello from swarmctl" in result.stdout
     assert "on the drone runtime" in result.stderr and "[queued]" in result.stderr, result.stderr
     assert "claimed by drone ctl-drone (sandbox: bwrap)" in result.stderr, result.stderr
+
+
+def test_with_the_websocket_down_the_drone_claims_by_its_poll(live_system, admin_api, engine_token, tmp_path,
+                                                              join_token):
+    from drones.models import Drone
+
+    workflow = publish(admin_api, {"main.py": HELLO_ENTRYPOINT}, drone_labels=["exec"])
+    agent = AgentProcess(live_system.url, tmp_path / "agent-http", name="http-only", join_token=join_token,
+                         log_path=tmp_path / "agent-http.log", extra=["--labels", "exec", "--no-websocket"],
+                         env=AGENT_ENV)
+    try:
+        wait_for(lambda: Drone.objects.filter(name="http-only", last_heartbeat_at__isnull=False).exists(),
+                 message="the HTTP-only drone to heartbeat")
+        with live_system.api(engine_token) as api:
+            body = spawn(api, workflow, env={"WHO": "the poll"})
+            finished = wait_finished(api, body["id"])
+            assert finished["status"] == "succeeded" and finished["drone"] == "http-only", finished
+            assert "hello from the poll" in [e["message"] for e in events_of(api, body["id"]) if e["type"] == "output"]
+        assert not Drone.objects.get(name="http-only").ws_connected
+    finally:
+        agent.stop()
+
+
+def test_the_admin_page_of_a_queued_drone_execution_says_why_it_waits(admin_client_, admin_api):
+    from django.urls import reverse
+
+    from swarm.core.principals import system_principal
+    from workflows.services import execution_provision, execution_spawn
+
+    workflow = publish(admin_api, {"main.py": HELLO_ENTRYPOINT}, drone_labels=["gpu"])
+    execution = execution_spawn(principal=system_principal("test"), workflow=workflow, runtime="drone")
+    execution_provision(execution_id=execution.pk)
+    page = admin_client_.get(reverse("admin:workflows_execution_change", args=[execution.pk])).content.decode()
+    assert 'id="execution-waiting"' in page and "no drone is connected (the execution needs labels gpu)" in page
