@@ -28,7 +28,7 @@ class ExecutionRequestSerializer(RejectUnknownFields, serializers.Serializer):
     free_slots = serializers.IntegerField(min_value=0, max_value=1000, default=1)
     running_execution_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False,
                                                   default=list, max_length=1000)
-    sandbox = serializers.ChoiceField(choices=SANDBOXES, required=False, default="",
+    sandbox = serializers.ChoiceField(choices=SANDBOXES, required=False,
                                       help_text="What the drone runs a claimed execution's boot in.")
 
 
@@ -48,7 +48,7 @@ class ExecutionRequestView(ScopedAPIView):
         stop = drone_executions_renew(drone_id=drone_id, running_execution_ids=data["running_execution_ids"])
         claimed = None
         if data["free_slots"] > 0:
-            claimed = execution_drone_claim(drone_id=drone_id, sandbox=data["sandbox"])
+            claimed = execution_drone_claim(drone_id=drone_id, sandbox=data.get("sandbox", ""))
         return Response({"execution": claimed, "stop_execution_ids": stop,
                          "lease_seconds": settings.SWARM_DRONE_EXECUTION_LEASE_SECONDS})
 
