@@ -1,6 +1,8 @@
 """Enumerations of the builds app: states, failure reasons, triggers, webhook providers."""
 from django.db import models
 
+from drones.choices import NO_NEW_WORK_STATUSES  # noqa: F401  (the fleet's rule; re-exported for builds)
+
 
 class BuildState(models.TextChoices):
     """Lifecycle of a build: `pending → assigned → running → success | failed | canceling → canceled`."""
@@ -18,9 +20,6 @@ class BuildState(models.TextChoices):
 ACTIVE_STATES = (BuildState.ASSIGNED, BuildState.RUNNING, BuildState.CANCELING)
 #: States a build never leaves.
 TERMINAL_STATES = (BuildState.SUCCESS, BuildState.FAILED, BuildState.CANCELED)
-
-#: Drone statuses that take no new builds.
-NO_NEW_WORK_STATUSES = ("paused", "draining", "offline")
 
 
 class AttemptState(models.TextChoices):

@@ -24,6 +24,10 @@ class DroneStatus(models.TextChoices):
     DRAINING = "draining", "draining"
 
 
+#: Drone statuses that take no new work (builds, drone-runtime executions).
+NO_NEW_WORK_STATUSES = (DroneStatus.PAUSED.value, DroneStatus.DRAINING.value, DroneStatus.OFFLINE.value)
+
+
 class DroneAction(models.TextChoices):
     """What a heartbeat response tells the agent to do."""
 

@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from drones.choices import (
+    NO_NEW_WORK_STATUSES,
     DroneSandbox,
     DroneStatus,
     DroneType,
@@ -56,6 +57,27 @@ class DroneQuerySet(models.QuerySet):
     def healthy(self):
         """Drones at L0."""
         return self.filter(escalation_level=EscalationLevel.HEALTHY)
+
+    def with_labels(self, required_labels):
+        """Drones whose labels include every one of `required_labels` (the fleet's one matching rule).
+
+        Work — a build's `labels`, a drone-runtime execution's `required_labels` —
+        goes only to a drone that has all of them; extra drone labels never hurt.
+        The claim's side of the same rule is `labels_met_by()`.
+        """
+        return self.filter(labels__contains=list(required_labels or []))
+
+    def taking_work(self):
+        """Drones whose status lets them take new work (not paused, draining or offline)."""
+        return self.exclude(status__in=NO_NEW_WORK_STATUSES)
+
+
+def labels_met_by(drone_labels) -> dict:
+    """A lookup for work rows (a `required_labels` JSON list) that a drone with `drone_labels` may run.
+
+    The other side of `DroneQuerySet.with_labels()`: required ⊆ the drone's.
+    """
+    return {"required_labels__contained_by": list(drone_labels or [])}
 
 
 class Drone(models.Model):

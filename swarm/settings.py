@@ -443,6 +443,11 @@ SWARM_EXECUTION_RUNTIME = env.str("SWARM_EXECUTION_RUNTIME", default="process")
 SWARM_EXTRA_RUNTIME_MODULES = env.list("SWARM_EXTRA_RUNTIME_MODULES", default=[])
 SWARM_EXECUTION_BOOT_TIMEOUT = env.int("SWARM_EXECUTION_BOOT_TIMEOUT", default=600)
 SWARM_EXECUTION_REAP_INTERVAL = env.int("SWARM_EXECUTION_REAP_INTERVAL", default=10)
+# The drone runtime: a claimed execution fails `drone_lost` once its drone has not renewed it for this long
+# (the agent renews with every poll, SWARM_AGENT_EXECUTION_POLL_INTERVAL, default 5 s); at most this many
+# drones are offered one queued execution at a time.
+SWARM_DRONE_EXECUTION_LEASE_SECONDS = env.int("SWARM_DRONE_EXECUTION_LEASE_SECONDS", default=30)
+SWARM_DRONE_EXECUTION_OFFER_LIMIT = env.int("SWARM_DRONE_EXECUTION_OFFER_LIMIT", default=10)
 SWARM_PROCESS_RUNTIME_DIR = env.str("SWARM_PROCESS_RUNTIME_DIR", default=str(VAR_DIR / "executions"))
 SWARM_PROCESS_CACHE_DIR = env.str("SWARM_PROCESS_CACHE_DIR", default=str(VAR_DIR / "cache"))
 SWARM_PROCESS_CACHE_BUDGET_MB = env.int("SWARM_PROCESS_CACHE_BUDGET_MB", default=2048)

@@ -12,3 +12,9 @@ class WorkflowsConfig(AppConfig):
 
         register_live_topic(name="executions", permission="workflows.view_execution")
         register_live_topic(name="execution", permission="workflows.view_execution", keyed=True)
+
+        from drones.ws_handlers import register_ws_handler
+        from workflows.api.drone_views import handle_execution_claim
+
+        # The drone runtime: a drone claims a queued execution over its WebSocket.
+        register_ws_handler("execution_claim", handle_execution_claim)

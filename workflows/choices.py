@@ -11,9 +11,13 @@ class Runtime(models.TextChoices):
 
 
 class ExecutionStatus(models.TextChoices):
-    """Where an execution is in its life; the last four are terminal."""
+    """Where an execution is in its life; the last four are terminal.
+
+    `queued` is the drone runtime's wait for a drone to claim the execution.
+    """
 
     PENDING = "pending", "pending"
+    QUEUED = "queued", "queued"
     PROVISIONING = "provisioning", "provisioning"
     BOOTING = "booting", "booting"
     RUNNING = "running", "running"
@@ -31,13 +35,14 @@ TERMINAL_STATUSES = frozenset(
 # never leaves a terminal status.
 STATUS_ORDER = {
     ExecutionStatus.PENDING: 0,
-    ExecutionStatus.PROVISIONING: 1,
-    ExecutionStatus.BOOTING: 2,
-    ExecutionStatus.RUNNING: 3,
-    ExecutionStatus.SUCCEEDED: 4,
-    ExecutionStatus.FAILED: 4,
-    ExecutionStatus.CANCELLED: 4,
-    ExecutionStatus.TIMED_OUT: 4,
+    ExecutionStatus.QUEUED: 1,
+    ExecutionStatus.PROVISIONING: 2,
+    ExecutionStatus.BOOTING: 3,
+    ExecutionStatus.RUNNING: 4,
+    ExecutionStatus.SUCCEEDED: 5,
+    ExecutionStatus.FAILED: 5,
+    ExecutionStatus.CANCELLED: 5,
+    ExecutionStatus.TIMED_OUT: 5,
 }
 
 
@@ -45,6 +50,8 @@ class ExecutionEventType(models.TextChoices):
     """Typed entries of an execution's append-only event stream."""
 
     SPAWN_REQUESTED = "spawn_requested", "spawn requested"
+    # The drone runtime: waiting for a drone (the reason names the labels and the drones connected).
+    QUEUED = "queued", "queued"
     RUNTIME_STARTED = "runtime_started", "runtime started"
     METADATA_SERVED = "metadata_served", "metadata served"
     BUNDLE_CACHE_HIT = "bundle_cache_hit", "bundle cache hit"

@@ -10,7 +10,7 @@ EVENT_PAGE_LIMIT = 1000
 
 def execution_rows() -> QuerySet[Execution]:
     """Executions with what their serializer shows (not yet scoped)."""
-    return Execution.objects.select_related("workflow", "tenant", "version")
+    return Execution.objects.select_related("workflow", "tenant", "version", "drone")
 
 
 def execution_queryset(principal: Principal | None) -> QuerySet[Execution]:

@@ -29,6 +29,10 @@ class Workflow(models.Model):
         max_length=32, blank=True, default="",
         help_text="Where executions run (process, drone, ...); blank means SWARM_EXECUTION_RUNTIME.",
     )
+    drone_labels = models.JSONField(
+        default=list, blank=True,
+        help_text="Labels a drone must have to run this workflow's drone-runtime executions (all of them).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     tenant_path = "tenant"
@@ -163,6 +167,12 @@ class Execution(models.Model):
     timeout_sec = models.PositiveIntegerField()
     spawned_by = models.CharField(max_length=200, blank=True)
     runtime_state = models.JSONField(default=dict, blank=True)
+    # The drone runtime: the labels a drone needs (the spawn's, else the workflow's), the drone that
+    # claimed it, and when that drone last renewed its lease (its poll reports the executions it runs).
+    required_labels = models.JSONField(default=list, blank=True)
+    drone = models.ForeignKey("drones.Drone", null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="executions")
+    lease_renewed_at = models.DateTimeField(null=True, blank=True)
     last_seq = models.PositiveIntegerField(default=0)
     # Events the boot has reported so far: a retried report (its answer lost to a restarting
     # server) carries the same `first` index, and what was stored already is not stored twice.

@@ -21,7 +21,6 @@ from django.utils import timezone
 from builds import events, tasks
 from builds.choices import (
     ACTIVE_STATES,
-    NO_NEW_WORK_STATUSES,
     TERMINAL_STATES,
     AttemptState,
     BuildState,
@@ -134,8 +133,7 @@ def build_nudge_idle_drones(*, build_id: int, limit: int = 10) -> int:
     if build is None:
         return 0
     candidates = (
-        Drone.objects.filter(labels__contains=list(build.required_labels))
-        .exclude(status__in=NO_NEW_WORK_STATUSES)
+        Drone.objects.with_labels(build.required_labels).taking_work()
         .annotate(held=Count("builds", filter=Q(builds__state__in=ACTIVE_STATES)))
         .filter(held__lt=F("capacity"))
         .order_by("held", "pk")

@@ -65,6 +65,7 @@ FLEET = "the fleet belongs to no tenant: every admin, engine and read token read
 #: Endpoints (url name, or (url name, METHOD)) that belong to no tenant, and why.
 NOT_TENANT_OWNED = {
     "build-request": AGENT,
+    "execution-request": AGENT,
     "build-state": AGENT,
     ("build-log", "PATCH"): AGENT,
     ("build-artifacts", "POST"): AGENT,

@@ -50,10 +50,12 @@ class ExecutionAdmin(LiveChangeList, ReadOnlyAdmin, TenantScopedAdmin):
     change_form_template = "admin/workflows/execution/change_form.html"
     readonly_fields = ["tenant", "workflow", "version", "runtime", "status_cell", "exit_code", "duration",
                        "env_table", "inputs_table", "timeout_sec", "spawned_by", "created", "started", "finished",
-                       "deadline", "sandbox", "accelerator", "timeline", "output", "console"]
+                       "deadline", "sandbox", "accelerator", "timeline", "output", "console", "drone_cell",
+                       "waiting_reason", "required_labels"]
     fieldsets = [
         (None, {"fields": ["workflow", "version", "status_cell", "exit_code", "duration", "runtime", "sandbox",
                            "accelerator", "spawned_by", "tenant"]}),
+        ("Drone runtime", {"fields": ["required_labels", "drone_cell", "waiting_reason"]}),
         ("Times", {"fields": ["created", "started", "finished", "deadline"]}),
         ("Event timeline", {"fields": ["timeline"]}),
         ("Output", {"fields": ["output"]}),
@@ -104,6 +106,19 @@ class ExecutionAdmin(LiveChangeList, ReadOnlyAdmin, TenantScopedAdmin):
     @admin.display(description="sandbox")
     def sandbox(self, execution: Execution) -> str:
         return (execution.runtime_state or {}).get("sandbox", "—")
+
+    @admin.display(description="drone")
+    def drone_cell(self, execution: Execution) -> str:
+        """The drone that claimed a drone-runtime execution."""
+        return execution.drone.name if execution.drone_id and execution.drone else "—"
+
+    @admin.display(description="waiting for a drone")
+    def waiting_reason(self, execution: Execution) -> str:
+        """Why a queued drone-runtime execution has no drone yet (labels, drones connected, free slots)."""
+        waiting = (execution.runtime_state or {}).get("waiting") or {}
+        if execution.status != "queued" or not waiting:
+            return "—"
+        return format_html('<span id="execution-waiting">{}</span>', waiting.get("reason", ""))
 
     @admin.display(description="accelerator")
     def accelerator(self, execution: Execution) -> str:

@@ -126,7 +126,8 @@ class WorkflowAdmin(TenantScopedAdmin, ServiceModelAdmin):
     readonly_fields = ["active_version", "created_at"]
     fieldsets = [
         (None, {"fields": ["tenant", "name", "slug", "description", "active_version"]}),
-        ("Runtime", {"fields": ["runtime", "entrypoint", "memory_mb", "timeout_sec", "cpus", "execution_runtime"]}),
+        ("Runtime", {"fields": ["runtime", "entrypoint", "memory_mb", "timeout_sec", "cpus", "execution_runtime",
+                                 "drone_labels"]}),
         (None, {"fields": ["created_at"]}),
     ]
     inlines = [WorkflowVersionInline, WorkflowActivationInline]

@@ -13,6 +13,9 @@ class ExecutionSpawnSerializer(RejectUnknownFields, serializers.Serializer):
     inputs = serializers.DictField(required=False, default=dict)
     runtime = serializers.CharField(required=False, allow_blank=True, max_length=32,
                                     help_text="Where to run it (process, microvm, ...); default: the workflow's.")
+    labels = serializers.ListField(child=serializers.CharField(max_length=100), required=False, max_length=64,
+                                   help_text="The drone runtime only: labels a drone needs to claim it "
+                                             "(default: the workflow's drone_labels).")
 
 
 class ExecutionSerializer(serializers.ModelSerializer):
@@ -24,12 +27,23 @@ class ExecutionSerializer(serializers.ModelSerializer):
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     url = serializers.SerializerMethodField()
     events_url = serializers.SerializerMethodField()
+    drone = serializers.CharField(source="drone.name", read_only=True, allow_null=True, default=None,
+                                  help_text="The drone runtime: the drone that claimed it.")
+    waiting = serializers.SerializerMethodField(
+        help_text="The drone runtime, while queued: {reason, required_labels, drones_connected, drones_matching, "
+                  "drones_with_free_slot}; null otherwise.")
 
     class Meta:
         model = Execution
         fields = ["id", "tenant", "workflow", "workflow_id", "version", "bundle_hash", "runtime", "status",
                   "exit_code", "env", "inputs", "timeout_sec", "spawned_by", "created_at", "started_at",
-                  "finished_at", "duration_seconds", "last_seq", "url", "events_url"]
+                  "finished_at", "duration_seconds", "last_seq", "url", "events_url", "required_labels", "drone",
+                  "waiting"]
+
+    def get_waiting(self, execution: Execution) -> dict | None:
+        if execution.status != "queued":
+            return None
+        return (execution.runtime_state or {}).get("waiting")
 
     def _absolute(self, path: str) -> str:
         request = self.context.get("request")

@@ -15,7 +15,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
     class Meta:
         model = Workflow
         fields = ["id", "tenant", "name", "slug", "description", "runtime", "entrypoint", "memory_mb",
-                  "timeout_sec", "cpus", "execution_runtime", "created_at", "active_version"]
+                  "timeout_sec", "cpus", "execution_runtime", "drone_labels", "created_at", "active_version"]
 
     def get_active_version(self, workflow: Workflow) -> str | None:
         # Querysets from workflows.selectors carry the label as an annotation

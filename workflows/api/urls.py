@@ -6,7 +6,7 @@ upload, the execution event report and the metadata service are plain views.
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from workflows.api import execution_views, views, viewsets
+from workflows.api import drone_views, execution_views, views, viewsets
 from tenancy.api.viewsets import TENANT_PREFIX
 
 router = SimpleRouter(trailing_slash=False)
@@ -16,6 +16,8 @@ router.register("executions", viewsets.ExecutionViewSet, basename="execution")
 
 urlpatterns = [
     path("bundles", views.BundleUploadView.as_view(), name="bundle-upload"),
+    # The drone runtime's poll (drone token): before the router, whose executions/<pk> it would meet.
+    path("executions/request", drone_views.ExecutionRequestView.as_view(), name="execution-request"),
     # The tail (GET, scoped) and the boot script's report (POST, metadata token) share this URL.
     path("executions/<int:execution_id>/events", execution_views.ExecutionEventsView.as_view(),
          name="execution-events"),

@@ -128,6 +128,7 @@ class WorkflowViewSet(TenantScopedViewSet):
         execution = services.execution_spawn(
             principal=self.principal, workflow=workflow, env=serializer.validated_data["env"],
             inputs=serializer.validated_data["inputs"], runtime=serializer.validated_data.get("runtime"),
+            labels=serializer.validated_data.get("labels"),
         )
         execution = execution_selectors.execution_get(self.principal, execution.pk)
         body = ExecutionSerializer(execution, context={"request": request}).data

@@ -13,6 +13,9 @@ Contract for a runtime (`ExecutionRuntime` subclass):
   process group / VM). Idempotent: cancelling a finished one is a no-op.
 * `is_alive(execution) -> bool | None` answers whether the boot is still
   running, or None when this worker cannot tell (another host).
+* `claims_later` / `enqueue(execution)`: a runtime whose executions are
+  claimed by workers of its own (drones) queues them instead of starting
+  them; `sweep()` is its share of beat's reaper.
 * `availability() -> RuntimeAvailability` says whether executions can start
   here now and what the runtime runs on (e.g. the microVM's accelerator), for
   `/readyz` and the spawn check; `check_spawn(workflow)` raises
@@ -31,7 +34,7 @@ from django.conf import settings
 
 _RUNTIMES: dict[str, type["ExecutionRuntime"]] = {}
 # Modules that register built-in runtimes on import.
-_BUILTIN_MODULES = ("workflows.runtimes.process", "workflows.runtimes.microvm")
+_BUILTIN_MODULES = ("workflows.runtimes.process", "workflows.runtimes.microvm", "workflows.runtimes.drone")
 
 
 class RuntimeStartFailed(Exception):
@@ -61,6 +64,9 @@ class ExecutionRuntime(ABC):
     """Where and how an execution's boot script runs."""
 
     name: str = ""
+    #: True for a runtime whose executions wait `queued` until a worker of its own claims them (the drone
+    #: runtime): provisioning then calls `enqueue()` instead of issuing a token and calling `start()`.
+    claims_later: bool = False
 
     @abstractmethod
     def start(self, execution, metadata_url: str, token: str) -> dict:
@@ -73,6 +79,14 @@ class ExecutionRuntime(ABC):
     def is_alive(self, execution) -> bool | None:
         """Whether the boot still runs; None when unknown from here."""
         return None
+
+    def enqueue(self, execution) -> None:
+        """Queue a row-locked pending execution for a later claim (only when `claims_later`)."""
+        raise NotImplementedError(f"the {self.name} runtime starts executions itself")
+
+    def sweep(self) -> dict:
+        """Beat's periodic work for this runtime (with the reaper); returns counts for the task's result."""
+        return {}
 
     def availability(self) -> RuntimeAvailability:
         """Whether executions can start here (cheap: never boots anything)."""

@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 from django.conf import settings
 
+from swarm_agent.sandbox import SupervisorStartFailed, fresh_root, write_secret_file  # noqa: F401  (re-exported)
+from swarm_agent.sandbox import launch_supervisor as launch_sandbox_supervisor
 from swarm_agent.supervisor import STATE_FILE, is_running, kill_process_group
 from workflows.runtimes.base import ExecutionRuntime, RuntimeStartFailed
 
-SPEC_FILE = "supervisor-spec.json"
-SUPERVISOR_START_TIMEOUT = 30
 
 
 def execution_root(execution) -> Path:
@@ -37,19 +34,7 @@ def execution_root(execution) -> Path:
 
 def fresh_execution_root(execution) -> Path:
     """An empty, owner-only directory for the execution (a redelivered start begins from nothing)."""
-    root = execution_root(execution)
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True, mode=0o700)
-    return root
-
-
-def write_secret_file(path: Path, text: str) -> Path:
-    """A file only its owner may read (tokens)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
-    return path
+    return fresh_root(execution_root(execution))
 
 
 def runtime_report_url(execution) -> str:
@@ -58,19 +43,11 @@ def runtime_report_url(execution) -> str:
 
 
 def launch_supervisor(root: Path, spec: dict) -> dict:
-    """Start the detached supervisor for `spec`; returns `{supervisor_pid, supervisor_start_time}`."""
-    spec_path = root / SPEC_FILE
-    write_secret_file(spec_path, json.dumps(spec))
+    """Start the detached supervisor for `spec` (swarm_agent.sandbox); RuntimeStartFailed when it did not start."""
     try:
-        result = subprocess.run([sys.executable, "-m", "swarm_agent.supervisor", "--spec", str(spec_path)],
-                                stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                timeout=SUPERVISOR_START_TIMEOUT, cwd=str(root))
-        daemon = json.loads(result.stdout)
-    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
-        spec_path.unlink(missing_ok=True)
-        raise RuntimeStartFailed(f"the supervisor did not start: {exc}") from exc
-    return {"host": socket.gethostname(), "supervisor_pid": daemon["pid"],
-            "supervisor_start_time": daemon["start_time"], "root": str(root)}
+        return launch_sandbox_supervisor(root, spec)
+    except SupervisorStartFailed as exc:
+        raise RuntimeStartFailed(str(exc)) from exc
 
 
 class SupervisedRuntime(ExecutionRuntime):

@@ -130,8 +130,21 @@ def runtime_for_spawn(*, workflow: Workflow, requested: str | None) -> str:
     return name
 
 
+def _clean_labels(labels, *, runtime: str, workflow: Workflow) -> list[str]:
+    """The labels a drone needs for this spawn: the spawn's own, else the workflow's `drone_labels`."""
+    if labels is None:
+        return list(workflow.drone_labels or []) if runtime == "drone" else []
+    if runtime != "drone":
+        raise ApiError(f"labels only apply to the drone runtime (this spawn runs on {runtime}).", code="invalid",
+                       field="labels")
+    if not isinstance(labels, list) or not all(isinstance(label, str) and 0 < len(label) <= 100 for label in labels):
+        raise ApiError("labels must be a list of non-empty strings (at most 100 characters each).", code="invalid",
+                       field="labels")
+    return sorted(set(labels))
+
+
 def execution_spawn(*, principal: Principal, workflow: Workflow, env=None, inputs=None,
-                    runtime: str | None = None) -> Execution:
+                    runtime: str | None = None, labels=None) -> Execution:
     """Spawn the workflow's active version: a pending execution, provisioned by a Celery task.
 
     No active version → 409 `no_active_version`; an unknown `runtime` → 400,
@@ -146,6 +159,7 @@ def execution_spawn(*, principal: Principal, workflow: Workflow, env=None, input
     if not isinstance(inputs, dict):
         raise ApiError("inputs must be a JSON object.", code="invalid", field="inputs")
     runtime = runtime_for_spawn(workflow=workflow, requested=runtime)
+    required_labels = _clean_labels(labels, runtime=runtime, workflow=workflow)
     with transaction.atomic():
         version = workflow.versions.select_related("bundle").filter(is_active=True).first()
         if version is None:
@@ -157,6 +171,7 @@ def execution_spawn(*, principal: Principal, workflow: Workflow, env=None, input
         execution = Execution.objects.create(
             tenant_id=workflow.tenant_id, workflow=workflow, version=version, runtime=runtime, env=env,
             inputs=inputs, timeout_sec=workflow.timeout_sec, spawned_by=str(principal)[:200],
+            required_labels=required_labels,
             deadline_at=now + timedelta(seconds=settings.SWARM_EXECUTION_BOOT_TIMEOUT + workflow.timeout_sec),
         )
         # A canary sends a stable share of execution ids to its candidate (workflows/services/canary.py).
@@ -171,7 +186,8 @@ def execution_spawn(*, principal: Principal, workflow: Workflow, env=None, input
             "message": f"{principal} spawned {workflow} {version.version} on the {runtime} runtime"
                        + (" (canary)" if canary else ""),
             "data": {"version": version.version, "bundle_hash": version.bundle.sha256, "runtime": runtime,
-                     "env": sorted(env), "canary": canary},
+                     "env": sorted(env), "canary": canary,
+                     **({"required_labels": required_labels} if runtime == "drone" else {})},
         }])
         audit_record(actor=principal, action="execution.spawn", obj=execution, tenant_id=workflow.tenant_id,
                      detail={"workflow": str(workflow), "version": version.version})
@@ -184,19 +200,36 @@ def metadata_url() -> str:
     return f"{settings.SWARM_PUBLIC_URL}/api/v1/metadata"
 
 
+def execution_token_issue(*, execution: Execution) -> str:
+    """A new metadata token for the execution (plaintext, shown once), living through its boot and run limits."""
+    lifetime = timedelta(seconds=settings.SWARM_EXECUTION_BOOT_TIMEOUT + execution.timeout_sec) + TOKEN_GRACE
+    _, token = api_token_issue(
+        scope=TokenScope.EXECUTION, name=f"execution-{execution.pk}", tenant=execution.tenant,
+        subject_type=EXECUTION_SUBJECT, subject_id=str(execution.pk), expires_at=timezone.now() + lifetime,
+    )
+    return token
+
+
 def execution_provision(*, execution_id: int) -> Execution | None:
-    """Issue the execution's metadata token and start its runtime (idempotent: only from `pending`)."""
+    """Issue the execution's metadata token and start its runtime (idempotent: only from `pending`).
+
+    A runtime whose executions are claimed later by a worker of its own (the
+    drone runtime: `claims_later`) queues it instead; the claim issues the token.
+    """
     with transaction.atomic():
         execution = execution_lock(execution_id=execution_id)
         if execution.status != ExecutionStatus.PENDING:
             return None
+        try:
+            runtime = get_runtime(execution.runtime)
+        except KeyError:
+            runtime = None
+        if runtime is not None and runtime.claims_later:
+            runtime.enqueue(execution)
+            return execution
         execution_move_to(execution=execution, status=ExecutionStatus.PROVISIONING)
         execution_status_save(execution=execution)
-        lifetime = timedelta(seconds=settings.SWARM_EXECUTION_BOOT_TIMEOUT + execution.timeout_sec) + TOKEN_GRACE
-        _, token = api_token_issue(
-            scope=TokenScope.EXECUTION, name=f"execution-{execution.pk}", tenant=execution.tenant,
-            subject_type=EXECUTION_SUBJECT, subject_id=str(execution.pk), expires_at=timezone.now() + lifetime,
-        )
+        token = execution_token_issue(execution=execution)
     try:
         state = get_runtime(execution.runtime).start(execution, metadata_url(), token)
     except (RuntimeStartFailed, KeyError) as exc:
@@ -268,11 +301,14 @@ def execution_time_out(*, execution_id: int) -> bool:
         if execution.deadline_at > timezone.now():
             return False
         limit = "boot + run" if execution.started_at is None else "run"
+        message = f"the execution exceeded its {limit} time limit (timeout_sec={execution.timeout_sec})"
+        data = {"timeout_sec": execution.timeout_sec}
+        if execution.status == ExecutionStatus.QUEUED:
+            waiting = (execution.runtime_state or {}).get("waiting") or {}
+            message += f" while queued for a drone: {waiting.get('reason', 'no drone claimed it')}"
+            data["waiting"] = waiting
         execution_events_append(execution=execution, events=[{
-            "type": ExecutionEventType.TIMED_OUT,
-            "message": f"the execution exceeded its {limit} time limit (timeout_sec={execution.timeout_sec})",
-            "data": {"timeout_sec": execution.timeout_sec},
-        }])
+            "type": ExecutionEventType.TIMED_OUT, "message": message, "data": data}])
         execution_move_to(execution=execution, status=ExecutionStatus.TIMED_OUT)
         execution_status_save(execution=execution)
         _stop_runtime_on_commit(execution.pk)
@@ -296,4 +332,7 @@ def executions_reap() -> dict:
                 execution_fail(execution_id=execution.pk,
                                reason="the runtime's supervisor is gone without reporting how the execution ended")
                 lost += 1
-    return {"timed_out": timed_out, "lost": lost}
+    swept = {}
+    for name in runtime_names():
+        swept.update(get_runtime(name).sweep())
+    return {"timed_out": timed_out, "lost": lost, **swept}

@@ -28,7 +28,7 @@ from workflows.models import Workflow, WorkflowActivation, WorkflowVersion
 
 #: What may change on a workflow: its tenant and slug are fixed (its versions belong to them).
 WORKFLOW_EDITABLE_FIELDS = frozenset(
-    {"name", "description", "runtime", "entrypoint", "memory_mb", "timeout_sec", "execution_runtime"})
+    {"name", "description", "runtime", "entrypoint", "memory_mb", "timeout_sec", "execution_runtime", "drone_labels"})
 
 
 def _check_runtime(runtime: str) -> None:
@@ -75,6 +75,13 @@ def workflow_update(*, principal: Principal, workflow: Workflow, **changes) -> W
         raise ApiError(f"{fixed[0]} of a workflow cannot be changed.", code="invalid", field=fixed[0])
     if "runtime" in changes:
         _check_runtime(changes["runtime"])
+    if "drone_labels" in changes:
+        labels = changes["drone_labels"]
+        if not isinstance(labels, list) or not all(isinstance(label, str) and 0 < len(label) <= 100
+                                                   for label in labels):
+            raise ApiError("drone_labels must be a list of non-empty strings (at most 100 characters each).",
+                           code="invalid", field="drone_labels")
+        changes["drone_labels"] = sorted(set(labels))
     if not changes:
         return workflow
     for name, value in changes.items():

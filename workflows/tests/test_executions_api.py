@@ -270,10 +270,10 @@ def test_events_are_append_only_in_the_database(engine_api, workflow):
 def test_overdue_executions_time_out(engine_api, workflow):
     execution = Execution.objects.get(pk=_spawn(engine_api, workflow).json()["id"])
     Execution.objects.filter(pk=execution.pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
-    assert services.executions_reap() == {"timed_out": 1, "lost": 0}
+    assert services.executions_reap() == {"timed_out": 1, "lost": 0, "drone_lost": 0, "queued_offered": 0}
     execution.refresh_from_db()
     assert execution.status == "timed_out" and execution.events.filter(type="timed_out").exists()
-    assert services.executions_reap() == {"timed_out": 0, "lost": 0}
+    assert services.executions_reap() == {"timed_out": 0, "lost": 0, "drone_lost": 0, "queued_offered": 0}
 
 
 def test_secrets_are_encrypted_at_rest_and_rotate(settings, workflow, secret):
@@ -335,7 +335,7 @@ def test_an_execution_whose_supervisor_vanished_is_failed_by_the_reaper(engine_a
     Execution.objects.filter(pk=execution.pk).update(
         status="running", runtime_state={"host": socket.gethostname(), "supervisor_pid": 2**22 + 17,
                                          "supervisor_start_time": "1", "root": str(tmp_path), "sandbox": "bwrap"})
-    assert services.executions_reap() == {"timed_out": 0, "lost": 1}
+    assert services.executions_reap() == {"timed_out": 0, "lost": 1, "drone_lost": 0, "queued_offered": 0}
     execution.refresh_from_db()
     assert execution.status == "failed"
     assert "gone" in execution.events.get(type="error").message

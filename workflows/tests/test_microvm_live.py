@@ -215,4 +215,4 @@ def test_swarmctl_run_runtime_microvm_follow(vm_system, admin_api, engine_token)
     assert "on the microvm runtime" in result.stderr and "accelerator: " in result.stderr
     unknown = subprocess.run([sys.executable, "-m", "swarm_agent.cli_ctl", "run", "acme/vmctl", "--runtime",
                               "nope"], env=env, capture_output=True, text=True, timeout=60)
-    assert unknown.returncode != 0 and "known runtimes: microvm, process" in unknown.stderr
+    assert unknown.returncode != 0 and "known runtimes: drone, microvm, process" in unknown.stderr

@@ -1,4 +1,4 @@
-"""`swarmctl run TENANT/WORKFLOW [--runtime R] [--env K=V] [--input K=V] [--follow]`: spawn an execution and tail it.
+"""`swarmctl run TENANT/WORKFLOW [--runtime R] [--label L] [--env K=V] [--input K=V] [--follow]`: spawn an execution and tail it.
 
 With `--follow` the command prints every event as it arrives (the
 entrypoint's output on stdout/stderr, stage events on stderr) and exits with
@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     parser.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable (repeat)")
     parser.add_argument("--input", action="append", default=[], metavar="K=V", help="input value (repeat)")
     parser.add_argument("--runtime", help="where to run it: process, microvm, ... (default: the workflow's)")
+    parser.add_argument("--label", action="append", default=None, dest="labels", metavar="LABEL",
+                        help="the drone runtime: a label the drone must have (repeat; default: the workflow's)")
     parser.add_argument("--follow", "-f", action="store_true", help="tail the events until the execution ends")
     parser.add_argument("--url", help="control plane URL (env SWARM_URL)")
     parser.add_argument("--token", help="API token (env SWARM_TOKEN)")
@@ -83,7 +85,8 @@ def handle_run(args) -> int:
     inputs = _pairs(args.input, "--input")
     with api_client(ApiConfig.from_env(args.url, args.token)) as client:
         workflow_id = _workflow_id(client, tenant, workflow)
-        body = {"env": env, "inputs": inputs, **({"runtime": args.runtime} if args.runtime else {})}
+        body = {"env": env, "inputs": inputs, **({"runtime": args.runtime} if args.runtime else {}),
+                **({"labels": args.labels} if args.labels is not None else {})}
         response = client.post(f"/workflows/{workflow_id}/executions", json=body)
         raise_for_api_error(response)
         execution = response.json()

@@ -20,9 +20,12 @@ token), `await daemon.send_ws(message)`, `await daemon.send_ws_binary(data)`,
 """
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import pkgutil
+
+import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +68,31 @@ class AgentPlugin:
 
     async def on_ws_closed(self) -> None:
         """The WebSocket dropped; the daemon reconnects on its own."""
+
+
+async def poll_forever(step, *, wakeup: asyncio.Event, interval, what: str, should_step=lambda: True) -> None:
+    """Run `await step()` (True: it got work, go again at once) whenever `should_step()`, then wait.
+
+    The wait ends after `interval()` seconds or when `wakeup` is set (a
+    WebSocket nudge), whichever comes first. A failing step is logged and the
+    loop goes on: the claim loops of builds and executions must survive anything.
+    """
+    while True:
+        got_work = False
+        if should_step():
+            try:
+                got_work = await step()
+            except httpx.HTTPError as error:
+                logger.warning("%s failed: %s", what, error)
+            except Exception:  # noqa: BLE001 - the loop must survive anything
+                logger.exception("%s failed", what)
+        if got_work:
+            continue
+        wakeup.clear()
+        try:
+            await asyncio.wait_for(wakeup.wait(), timeout=interval())
+        except asyncio.TimeoutError:
+            pass
 
 
 def load_plugins(daemon, *, disabled: set[str] | None = None) -> list:

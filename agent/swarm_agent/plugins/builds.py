@@ -27,11 +27,9 @@ import logging
 import os
 import time
 
-import httpx
-
 from swarm_agent.builds.executors import sandbox_probe
 from swarm_agent.builds.runner import BuildRunner
-from swarm_agent.plugins import AgentPlugin
+from swarm_agent.plugins import AgentPlugin, poll_forever
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +46,6 @@ class BuildsPlugin(AgentPlugin):
         self._tasks: dict[int, asyncio.Task] = {}
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
-        self._stopping = False
         self.sandbox = sandbox_probe()
         self._sandbox_unsent = True
         self._sandbox_probe_interval = float(os.environ.get("SWARM_AGENT_SANDBOX_PROBE_INTERVAL", "600"))
@@ -63,7 +60,6 @@ class BuildsPlugin(AgentPlugin):
         self._loop_task = asyncio.ensure_future(self._claim_loop())
 
     async def stop(self) -> None:
-        self._stopping = True
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -112,22 +108,9 @@ class BuildsPlugin(AgentPlugin):
             runner.request_stop(reason)
 
     async def _claim_loop(self) -> None:
-        while not self._stopping:
-            claimed = False
-            if self.daemon.action == "run" and len(self.runners) < self.capacity:
-                try:
-                    claimed = await self._claim_once()
-                except httpx.HTTPError as error:
-                    logger.warning("build claim failed: %s", error)
-                except Exception:  # noqa: BLE001 - the loop must survive anything
-                    logger.exception("build claim failed")
-            if claimed:
-                continue
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_interval)
-            except asyncio.TimeoutError:
-                pass
+        await poll_forever(self._claim_once, wakeup=self._wakeup, interval=lambda: self.poll_interval,
+                           what="build claim",
+                           should_step=lambda: self.daemon.action == "run" and len(self.runners) < self.capacity)
 
     async def _claim_once(self) -> bool:
         free = self.capacity - len(self.runners)
