@@ -98,6 +98,8 @@ AXES_RESET_ON_SUCCESS = True
 AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+# Its start-up banner ("AXES: BEGIN version …") on every process and management command is noise.
+AXES_VERBOSE = False
 
 # Security headers. nosniff, Referrer-Policy and COOP on every Django response (SecurityMiddleware);
 # behind TLS (SWARM_TLS=1) HSTS on every HTTPS response and cookies only over HTTPS.

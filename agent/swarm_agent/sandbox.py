@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from swarm_agent.relay import socket_map
@@ -100,6 +101,21 @@ def bwrap_argv(*, workdir: Path, cache_dir: Path, token_dir: Path, relay_dir: Pa
     return argv
 
 
+#: A Unix socket's path must fit in sun_path (108 bytes on Linux, with its NUL); relays are `<dir>/<n>.sock`.
+MAX_SOCKET_PATH = 100
+
+
+def relay_directory(root: Path) -> Path:
+    """Where an execution's relay sockets go: `<root>/net`, or a short private directory under the system's
+    temporary directory when `<root>` is too deep for a socket path (a drone whose work dir is deep); the
+    sandbox sees it at the same place either way (it is bind-mounted), and the supervisor removes it."""
+    relay_dir = root / "net"
+    if len(str(relay_dir)) + len("/999.sock") > MAX_SOCKET_PATH:
+        return Path(tempfile.mkdtemp(prefix="swarm-net-"))
+    relay_dir.mkdir()
+    return relay_dir
+
+
 def process_spec(*, root: Path, execution_id: int, metadata_url: str, token: str, runtime_token: str,
                  report_url: str, deadline_seconds: int, cache_dir: Path, cache_budget_mb: int, sandbox: str,
                  endpoints: list[tuple[str, int]] | None) -> dict:
@@ -124,9 +140,9 @@ def process_spec(*, root: Path, execution_id: int, metadata_url: str, token: str
     if sandbox == "bwrap":
         relay_dir = None
         if endpoints is not None:
-            relay_dir = root / "net"
-            relay_dir.mkdir()
-            relays = {"directory": str(relay_dir), "endpoints": [list(endpoint) for endpoint in endpoints]}
+            relay_dir = relay_directory(root)
+            relays = {"directory": str(relay_dir), "endpoints": [list(endpoint) for endpoint in endpoints],
+                      "remove": relay_dir.parent != root}
             env["SWARM_HTTP_UNIX_SOCKETS"] = socket_map([tuple(e) for e in endpoints], SANDBOX_RELAY_DIR)
         argv = bwrap_argv(workdir=workdir, cache_dir=cache_dir, token_dir=token_dir, relay_dir=relay_dir) + boot
         env.update(SWARM_CACHE_DIR=SANDBOX_CACHE_DIR, SWARM_WORKDIR=SANDBOX_WORKDIR,

@@ -189,6 +189,10 @@ class Supervisor:
         def close_relays():
             for relay in relays:
                 relay.close()
+            if network and network.get("remove"):  # a short directory outside the root (swarm_agent.sandbox)
+                import shutil
+
+                shutil.rmtree(network["directory"], ignore_errors=True)
 
         def remove_workdir():
             if workdir:

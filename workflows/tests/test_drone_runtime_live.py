@@ -143,7 +143,7 @@ def test_two_drones_race_for_one_execution_and_one_claims_it(live_system, admin_
     assert started == [winner]
 
 
-def test_claims_racing_in_the_database_hand_the_execution_out_once(transactional_db, admin_api):
+def test_claims_racing_in_the_database_hand_the_execution_out_once(transactional_db, tenant, admin_api):
     """Many threads (two drones, each claiming from several connections at once) for one queued execution."""
     from drones.tests.conftest import register_drone
     from swarm.core.principals import system_principal
@@ -276,7 +276,7 @@ def test_with_the_websocket_down_the_drone_claims_by_its_poll(live_system, admin
         agent.stop()
 
 
-def test_the_admin_page_of_a_queued_drone_execution_says_why_it_waits(admin_client_, admin_api):
+def test_the_admin_page_of_a_queued_drone_execution_says_why_it_waits(admin_client_, tenant, admin_api):
     from django.urls import reverse
 
     from swarm.core.principals import system_principal

@@ -18,7 +18,7 @@ def staff_login(live_system, django_user_model, browser_page):
     return browser_page
 
 
-def test_secret_write_only_spawn_timeline_output_and_cancel(live_system, admin_api, staff_login):
+def test_secret_write_only_spawn_timeline_output_and_cancel(live_system, tenant, admin_api, staff_login):
     from workflows.models import Execution, TenantSecret
 
     page = staff_login

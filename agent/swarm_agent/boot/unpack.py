@@ -99,6 +99,14 @@ def empty_directory(workdir: Path) -> None:
             child.unlink()
 
 
+def _raise_if_corrupt(reader, expected_sha256: str | None, error: BaseException) -> None:
+    """HashMismatch when the file being unpacked is not the bytes `expected_sha256` names (hashing the rest)."""
+    if expected_sha256:
+        actual = reader.hexdigest()
+        if actual != expected_sha256:
+            raise HashMismatch(expected_sha256, actual, reader.size) from error
+
+
 def unpack_bundle(path: Path, workdir: Path, *, limits: BundleLimits,
                   expected_sha256: str | None = None) -> UnpackResult:
     """Unpack the bundle at `path` into an emptied `workdir` (raises BundleRejected / HashMismatch)."""
@@ -118,13 +126,15 @@ def unpack_bundle(path: Path, workdir: Path, *, limits: BundleLimits,
                         budget.admit(member)
                         archive.extract(member, path=workdir, set_attrs=True, **_DATA_FILTER)
             except _FILTER_ERROR as exc:
+                _raise_if_corrupt(reader, expected_sha256, exc)
                 raise BundleRejected("unsafe_member", f"refused by the data filter: {exc}") from exc
+            except BundleRejected as exc:
+                # A corrupt cached file usually fails a rule first (its gzip stream is broken): a file that
+                # is not the bytes asked for is a hash mismatch (the cache fetches it again), not a refusal.
+                _raise_if_corrupt(reader, expected_sha256, exc)
+                raise
             except (tarfile.TarError, EOFError, ValueError, OSError) as exc:
-                if expected_sha256:
-                    # A corrupt cached file usually fails here; say so precisely.
-                    actual = reader.hexdigest()
-                    if actual != expected_sha256:
-                        raise HashMismatch(expected_sha256, actual, reader.size) from exc
+                _raise_if_corrupt(reader, expected_sha256, exc)
                 raise BundleRejected("not_a_tar_gz", f"not a valid gzip-compressed tar archive: {exc}") from exc
             digest = None
             if expected_sha256:

@@ -30,13 +30,15 @@ EXPECTED_COLUMNS = {
     "builds.Job.scm_credential_encrypted",
     "builds.Job.secrets_encrypted",
     "builds.Job.webhook_secret_encrypted",
+    "builds.WebhookNamespaceSecret.secret_encrypted",
     "drones.Hypervisor.token_secret_encrypted",
     "drones.JoinToken.plaintext_encrypted",
     "workflows.TenantSecret.ciphertext",
 }
 
 #: The key each column was written with before the one box: sha256(purpose + SECRET_KEY) (the
-#: webhook secret was stored in clear; its migration encrypts it, see builds/tests/test_webhooks.py).
+#: webhook secret was stored in clear; its migration encrypts it, see builds/tests/test_webhooks.py;
+#: namespace webhook secrets came after the one box).
 LEGACY_PURPOSE_OF = {
     "builds.Job.scm_credential_encrypted": "swarm-build-secrets:",
     "builds.Job.secrets_encrypted": "swarm-build-secrets:",
@@ -52,6 +54,7 @@ SECRET_LOOKING = re.compile(r"secret|credential|password|cipher|encrypted|privat
 
 def make_rows(*, tenant_secrets: int = 1) -> dict[str, list]:
     """Rows of every model with an encrypted column, keyed by model label, made like a user would."""
+    from builds.models import WebhookNamespaceSecret
     from builds.tests.factories import make_job
     from drones.models import Hypervisor
     from drones.services import join_token_issue
@@ -61,6 +64,8 @@ def make_rows(*, tenant_secrets: int = 1) -> dict[str, list]:
     tenant = Tenant.objects.create(slug="secret-box", name="Secret box")
     return {
         "builds.Job": [make_job(name="secret-box-job")],
+        "builds.WebhookNamespaceSecret": [WebhookNamespaceSecret.objects.create(
+            provider="github", namespace="secret-box-org", secret_encrypted="")],
         "drones.Hypervisor": [Hypervisor.objects.create(name="pve", url="https://pve.example.com:8006",
                                                         token_id="swarm@pve!l3")],
         "drones.JoinToken": [join_token_issue(name="secret-box")[0]],
@@ -156,7 +161,8 @@ def test_values_under_the_legacy_derived_keys_still_decrypt_and_rotate_moves_the
     settings.SWARM_SECRETS_KEYS = [new_key.decode()]
     rows = make_rows()
     written = fill(rows)
-    assert set(LEGACY_PURPOSE_OF) | {"builds.Job.webhook_secret_encrypted"} == EXPECTED_COLUMNS
+    assert set(LEGACY_PURPOSE_OF) | {"builds.Job.webhook_secret_encrypted",
+                                     "builds.WebhookNamespaceSecret.secret_encrypted"} == EXPECTED_COLUMNS
     for column in encrypted_columns():
         purpose = LEGACY_PURPOSE_OF.get(column.label)
         if purpose is None:
@@ -285,6 +291,8 @@ def test_secrets_never_appear_in_the_admin_or_the_api(admin_client, admin_api):
     pages = [
         "/admin/builds/job/", f"/admin/builds/job/{rows['builds.Job'][0].pk}/change/",
         "/admin/drones/hypervisor/", f"/admin/drones/hypervisor/{rows['drones.Hypervisor'][0].pk}/change/",
+        "/admin/builds/webhooknamespacesecret/",
+        f"/admin/builds/webhooknamespacesecret/{rows['builds.WebhookNamespaceSecret'][0].pk}/change/",
         "/admin/workflows/tenantsecret/",
         f"/admin/workflows/tenantsecret/{rows['workflows.TenantSecret'][0].pk}/change/",
     ]
