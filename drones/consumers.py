@@ -16,11 +16,9 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from drones import services
 from drones.events import drone_group
-from drones.selectors import DRONE_SUBJECT
 from drones.terminal import relay
 from drones.ws_handlers import ws_handler_for
-from swarm.core.authentication import authenticate_token
-from swarm.core.choices import TokenScope
+from swarm.core.authentication import authenticate_token, drone_token_id
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +39,7 @@ def presented_token(scope) -> str:
 
 @database_sync_to_async
 def _drone_id_for_token(plaintext: str) -> int | None:
-    token = authenticate_token(plaintext) if plaintext else None
-    if token is None or token.scope != TokenScope.DRONE or token.subject_type != DRONE_SUBJECT:
-        return None
-    try:
-        return int(token.subject_id)
-    except ValueError:
-        return None
+    return drone_token_id(authenticate_token(plaintext) if plaintext else None)
 
 
 class AgentConsumer(AsyncJsonWebsocketConsumer):

@@ -6,12 +6,11 @@ from django.db.models import Avg, Count, Q, QuerySet
 
 from drones.models import Drone, EscalationEvent, JoinToken
 from drones.redis_client import key, redis_client
+from swarm.core.authentication import DRONE_SUBJECT, drone_subject_id
 from swarm.core.choices import TokenScope
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.principals import Principal
 from swarm.core.tokens import digests_match, split_prefix
-
-DRONE_SUBJECT = "drone"
 
 
 def drone_id_for_principal(principal: Principal | None) -> int:
@@ -22,10 +21,11 @@ def drone_id_for_principal(principal: Principal | None) -> int:
     if principal is None or principal.scope != TokenScope.DRONE or principal.subject_type != DRONE_SUBJECT:
         raise ApiError("Only a drone token may call the agent endpoints.", code="permission_denied",
                        status_code=403)
-    try:
-        return int(principal.subject_id)
-    except (TypeError, ValueError):
-        raise NotFound("This drone token is not bound to a drone.") from None
+    drone_id = drone_subject_id(scope=principal.scope, subject_type=principal.subject_type,
+                                subject_id=principal.subject_id)
+    if drone_id is None:
+        raise NotFound("This drone token is not bound to a drone.")
+    return drone_id
 
 
 def drone_for_principal(principal: Principal | None) -> Drone:

@@ -10,27 +10,26 @@ through its token, apply the states with the *same* rules as the view
 time and the event rows, upsert the reported hash. The wake and the live
 notice follow the commit.
 
-Anything unusual — a body the serializer might refuse, an unknown token,
-another drone's target — is handed to the view before anything is written
-(it gives the precise 400/401/403/404).
+The body is parsed by the view's parser (drones/payloads/protocol.py). Anything
+unusual — a body the parser refuses, a body that is not JSON, a token that is
+no live drone token (`swarm_drone_token_check`), another drone's target — is
+handed to the view before anything is written (it gives the precise
+400/401/403/404/415).
 """
 from __future__ import annotations
 
 import asyncio
-import re
 
 from django.utils import timezone
 
 from drones.payloads import services
 from drones.payloads.events import EventBatch, emit_rollout_changed_async
 from drones.payloads.models import PayloadEvent, PayloadVersion, Rollout, RolloutTarget
+from drones.payloads.protocol import agent_report_parse
 from drones.payloads.wake import rollout_wake_now
 from swarm.core import async_db
 from swarm.core.fast_routes import FastRequest, FastResponse
 from swarm.core.tokens import split_prefix, token_digest
-
-REPORTABLE = {"downloading", "installing", "verifying", "succeeded", "failed"}
-SHA256 = re.compile(r"^([0-9a-f]{64})?$")
 
 LOCK_TARGET_SQL = f"""
 SELECT target.id, target.state, target.reason, target.healthy_at, target.revert_state, target.rollout_id,
@@ -38,12 +37,8 @@ SELECT target.id, target.state, target.reason, target.healthy_at, target.revert_
 FROM {RolloutTarget._meta.db_table} AS target
 JOIN {Rollout._meta.db_table} AS rollout ON rollout.id = target.rollout_id
 JOIN {PayloadVersion._meta.db_table} AS version ON version.id = target.payload_version_id
-WHERE target.id = %(target)s AND target.drone_id = (
-    SELECT CASE WHEN token.subject_id ~ '^[0-9]{{1,18}}$' THEN CAST(token.subject_id AS bigint) END
-    FROM core_apitoken AS token
-    WHERE token.prefix = %(prefix)s AND token.digest = %(digest)s AND token.scope = 'drone'
-      AND token.subject_type = 'drone' AND token.revoked_at IS NULL
-      AND (token.expires_at IS NULL OR token.expires_at > %(now)s))
+WHERE target.id = %(target)s
+  AND target.drone_id = swarm_drone_token_check(%(prefix)s, %(digest)s, %(now)s)
 FOR UPDATE OF target
 """
 
@@ -64,41 +59,18 @@ VALUES (%(kind)s, %(rollout_id)s, %(target_id)s, %(drone_id)s, NULL, %(from_stat
 """
 
 
-def _report(body) -> dict | None:
-    """The report when AgentReportSerializer would take it as it is, else None (the view answers)."""
-    if not isinstance(body, dict) or set(body) - {"target_id", "action", "states", "current_sha256"}:
-        return None
-    target_id, action, states = body.get("target_id"), body.get("action", "deploy"), body.get("states")
-    current = body.get("current_sha256", "")
-    if type(target_id) is not int or not 0 < target_id < 2**63 or action not in ("deploy", "revert"):
-        return None
-    if not isinstance(current, str) or not SHA256.match(current):
-        return None
-    if not isinstance(states, list) or not 1 <= len(states) <= 20:
-        return None
-    for state in states:
-        if not isinstance(state, dict) or state.get("state") not in REPORTABLE or set(state) - {"state", "reason",
-                                                                                                  "at"}:
-            return None
-        if not isinstance(state.get("reason", ""), str) or len(state.get("reason", "")) > 2000:
-            return None
-        if "at" in state and (type(state["at"]) not in (int, float)):
-            return None
-    return {"target_id": target_id, "action": action, "states": states, "current_sha256": current}
-
-
 async def report(request: FastRequest) -> FastResponse | None:
     """`POST /api/v1/payloads/agent/report`: 204 — or None for the view to answer."""
     token = request.bearer_token()
-    body = _report(request.json())
     prefix = split_prefix(token or "")
-    if body is None or prefix is None:
-        return None
+    if prefix is None:
+        return None  # the view gives the 401 with its challenge
+    body = agent_report_parse(request.json())  # a refusal (ApiError) goes to the view, which answers it the same
     now = timezone.now()
     pool = await async_db.pool()
     async with pool.connection() as connection:
         async with connection.transaction():
-            cursor = await connection.execute(LOCK_TARGET_SQL, {"target": body["target_id"], "prefix": prefix,
+            cursor = await connection.execute(LOCK_TARGET_SQL, {"target": body.target_id, "prefix": prefix,
                                                                 "digest": token_digest(token), "now": now})
             row = await cursor.fetchone()
             if row is None:
@@ -108,8 +80,8 @@ async def report(request: FastRequest) -> FastResponse | None:
                                    revert_state=revert_state, rollout_id=rollout_id, drone_id=drone_id)
             rollout = Rollout(pk=rollout_id, min_healthy_time=min_healthy_time)
             batch = EventBatch()
-            changed = services.payload_report_apply(target=target, rollout=rollout, action=body["action"],
-                                                    states=body["states"], batch=batch, now=now)
+            changed = services.payload_report_apply(target=target, rollout=rollout, action=body.action,
+                                                    states=body.states, batch=batch, now=now)
             if changed:
                 await connection.execute(UPDATE_TARGET_SQL, {
                     "id": target_id, "state": target.state, "reason": target.reason, "healthy_at": target.healthy_at,
@@ -120,9 +92,9 @@ async def report(request: FastRequest) -> FastResponse | None:
                         "kind": event.kind, "rollout_id": rollout_id, "target_id": target_id, "drone_id": drone_id,
                         "from_state": event.from_state, "to_state": event.to_state, "detail": event.detail,
                         "at": event.at} for event in batch.rows])
-            if body["current_sha256"]:
+            if body.current_sha256:
                 await connection.execute(services.REPORTED_HASH_SQL, {
-                    "drone": drone_id, "type": type_id, "sha256": body["current_sha256"], "now": now})
+                    "drone": drone_id, "type": type_id, "sha256": body.current_sha256, "now": now})
     request.written = True  # committed: from here on a failure is a 500, never a second report by the view
     if changed:
         await asyncio.get_running_loop().run_in_executor(None, rollout_wake_now, rollout_id)

@@ -107,9 +107,10 @@ def action_for(*, status: str, stop_requested: bool) -> str:
 
 
 # One statement per heartbeat: find the drone through its token (prefix + sha256
-# digest, usable, drone-scoped; the scalar subquery runs once and the drone is
-# then an index hit), record the heartbeat, bring a stale/offline drone back
-# online, remember the first heartbeat and read back what the answer needs.
+# digest, by the one drone token rule `swarm_drone_token_check`, which is STABLE:
+# it runs once and the drone is then an index hit), record the heartbeat, bring
+# a stale/offline drone back online, remember the first heartbeat and read back
+# what the answer needs.
 # `synchronous_commit` is relaxed for this statement only: losing the last
 # heartbeat on a database crash costs nothing (the next one comes within an
 # interval), and not waiting for the WAL flush halves the endpoint's latency.
@@ -122,13 +123,7 @@ UPDATE drones_drone AS drone SET
     status = CASE WHEN drone.status IN ('stale', 'offline') THEN 'online' ELSE drone.status END,
     first_heartbeat_at = COALESCE(drone.first_heartbeat_at, %(now)s)
 FROM relaxed
-WHERE drone.id = (
-    SELECT CASE WHEN token.subject_id ~ '^[0-9]{1,18}$' THEN CAST(token.subject_id AS bigint) END
-    FROM core_apitoken AS token
-    WHERE token.prefix = %(prefix)s AND token.digest = %(digest)s AND token.scope = 'drone'
-      AND token.subject_type = 'drone' AND token.revoked_at IS NULL
-      AND (token.expires_at IS NULL OR token.expires_at > %(now)s)
-)
+WHERE drone.id = swarm_drone_token_check(%(prefix)s, %(digest)s, %(now)s)
 RETURNING drone.id, drone.status, drone.stop_requested, drone.first_heartbeat_at = %(now)s
 """
 

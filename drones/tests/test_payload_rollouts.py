@@ -239,3 +239,36 @@ def test_reports_on_the_event_loop_follow_the_same_rules_and_hand_the_rest_to_dj
     assert call(other.token, body)["django"]  # another drone's target: the view says 404
     assert call(client.token, {**body, "states": [{"state": "exploded"}]})["django"]
     assert call("swm_nope_nope", body)["django"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_report_is_parsed_alike_on_both_paths_and_the_event_loop_says_when_it_answered(live_url, admin_api):
+    """One parser (drones/payloads/protocol.py): the same 400 for a bad body, 415 for text/plain, 404 with a
+    trailing slash; a plain report is answered on the event loop (`Swarm-Answered-By`)."""
+    import httpx
+
+    push_payload(admin_api)
+    [(drone, client)] = live_drones(1)
+    rollout_id = start(admin_api, target={"names": [drone.name]}).json()["id"]
+    rollout_advance(rollout_id=rollout_id)
+    target = RolloutTarget.objects.get(rollout_id=rollout_id)
+    headers = {"Authorization": f"Bearer {client.token}"}
+    path = "/api/v1/payloads/agent/report"
+    for bad in ({"target_id": target.pk, "states": [{"state": "exploded"}]}, {"target_id": "1", "states": []},
+                {"target_id": target.pk, "states": [{"state": "downloading", "reason": 5}]},
+                {"target_id": target.pk, "states": [{"state": "downloading"}], "current_sha256": "ABC"}, [1]):
+        live = httpx.post(f"{live_url}{path}", json=bad, headers=headers)
+        view = client.post(path, bad, format="json")
+        assert live.status_code == view.status_code == 400, (bad, live.status_code, view.status_code)
+        assert live.json() == view.json() and "swarm-answered-by" not in live.headers, bad
+    body = {"target_id": target.pk, "states": [{"state": "downloading"}]}
+    plain = httpx.post(f"{live_url}{path}", content=json.dumps(body), headers={**headers, "Content-Type": "text/plain"})
+    view = client.generic("POST", path, json.dumps(body), content_type="text/plain")
+    assert plain.status_code == view.status_code == 415 and plain.json() == view.json()
+    slash = httpx.post(f"{live_url}{path}/", json=body, headers=headers)
+    assert slash.status_code == client.post(f"{path}/", body, format="json").status_code == 404
+    assert not PayloadEvent.objects.filter(target=target, kind="target").exists(), "no refusal reported anything"
+    answered = httpx.post(f"{live_url}{path}", json={**body, "unknown": "ignored"}, headers=headers)
+    assert answered.status_code == 204 and answered.headers["swarm-answered-by"] == "event-loop"
+    target.refresh_from_db()
+    assert target.state == "downloading"

@@ -41,7 +41,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import import_module
 
+from csp.utils import build_policy
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from django.urls import Resolver404, resolve
 from prometheus_client import Counter
@@ -57,12 +60,67 @@ logger = logging.getLogger(__name__)
 FAST_ROUTE_REQUESTS = Counter("swarm_fast_route_requests", "Requests on event-loop fast routes, by answer.",
                               labelnames=["route", "answered_by"])
 
-JSON_HEADERS = [(b"content-type", b"application/json"), (b"vary", b"Accept"),
-                (b"x-content-type-options", b"nosniff")]
+JSON_HEADERS = [(b"content-type", b"application/json"), (b"vary", b"Accept")]
 #: Sent on answers made on the event loop when SWARM_FAST_PATH_HEADER is on (tests say which path answered).
 ANSWERED_BY_HEADER = (b"swarm-answered-by", b"event-loop")
 #: The paths whose resolution is remembered (a fleet's log routes differ by build id only).
 RESOLVE_CACHE_SIZE = 8192
+
+
+@lru_cache(maxsize=1)
+def security_headers() -> tuple[tuple[bytes, bytes], ...]:
+    """The headers Django's middleware adds to every response, from the same settings, for event-loop answers.
+
+    SecurityMiddleware (nosniff, Referrer-Policy, Cross-Origin-Opener-Policy),
+    XFrameOptionsMiddleware and django-csp's policy (without a nonce: a JSON
+    answer runs no script). HSTS depends on the request: `hsts_header`.
+    Computed once; a test that changes these settings clears it
+    (`setting_changed` below).
+    """
+    headers = []
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        headers.append((b"x-content-type-options", b"nosniff"))
+    if settings.SECURE_REFERRER_POLICY:
+        policy = settings.SECURE_REFERRER_POLICY
+        policy = policy if isinstance(policy, str) else ",".join(policy)
+        headers.append((b"referrer-policy", policy.encode("latin-1")))
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        headers.append((b"cross-origin-opener-policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode("latin-1")))
+    headers.append((b"x-frame-options", settings.X_FRAME_OPTIONS.upper().encode("latin-1")))
+    if getattr(settings, "CONTENT_SECURITY_POLICY", None):
+        headers.append((b"content-security-policy", build_policy().encode("latin-1")))
+    return tuple(headers)
+
+
+@lru_cache(maxsize=1)
+def hsts_header() -> tuple[bytes, bytes] | None:
+    """`Strict-Transport-Security` as SecurityMiddleware sends it on a secure request (None when HSTS is off)."""
+    if not settings.SECURE_HSTS_SECONDS:
+        return None
+    value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+    if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+        value += "; includeSubDomains"
+    if settings.SECURE_HSTS_PRELOAD:
+        value += "; preload"
+    return b"strict-transport-security", value.encode("latin-1")
+
+
+@receiver(setting_changed)
+def _headers_follow_settings(**kwargs) -> None:
+    security_headers.cache_clear()
+    hsts_header.cache_clear()
+
+
+def request_is_secure(scope) -> bool:
+    """Whether Django's `request.is_secure()` would say so: TLS to us, or the trusted proxy header says https."""
+    proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy_header:
+        name, secure_value = proxy_header
+        wanted = name.removeprefix("HTTP_").lower().replace("_", "-").encode("latin-1")
+        value = _header(scope, wanted)
+        if value is not None:
+            return value.decode("latin-1").split(",", 1)[0].strip() == secure_value
+    return scope.get("scheme", "http") == "https"
 
 
 class NothingWritten(Exception):  # noqa: N818 - a certificate, not a failure kind
@@ -116,8 +174,14 @@ class FastResponse:
                    for name, value in error.headers.items()]
         return cls(error_body(error.code, error.detail, error.field), status=error.status_code, headers=headers)
 
-    async def send(self, send) -> None:
-        extra = [ANSWERED_BY_HEADER] if settings.SWARM_FAST_PATH_HEADER else []
+    async def send(self, send, *, secure: bool = False) -> None:
+        """Send the answer with the headers Django's middleware would add (HSTS on a `secure` request)."""
+        extra = [*security_headers()]
+        hsts = hsts_header() if secure else None
+        if hsts is not None:
+            extra.append(hsts)
+        if settings.SWARM_FAST_PATH_HEADER:
+            extra.append(ANSWERED_BY_HEADER)
         if self.body is None:
             # An empty body says so: without a length uvicorn would answer a 202 in chunked encoding.
             length = [] if self.status in (204, 304) else [(b"content-length", b"0")]
@@ -226,8 +290,11 @@ class FastRoutes:
             return await self.fallback(scope, receive, send)
         route, path_params = found
         length = _declared_length(scope)
-        if length is None or length > route.max_body or not host_allowed(scope):
-            # Chunked or large (Django streams and judges it), or a Host Django refuses with its 400.
+        secure = request_is_secure(scope)
+        if (length is None or length > route.max_body or not host_allowed(scope)
+                or (settings.SECURE_SSL_REDIRECT and not secure)):
+            # Chunked or large (Django streams and judges it), a Host Django refuses with its 400, or plain
+            # HTTP that SecurityMiddleware redirects to HTTPS.
             return await self.fallback(scope, receive, send)
         chunks = []
         while True:
@@ -247,7 +314,7 @@ class FastRoutes:
             FAST_ROUTE_REQUESTS.labels(route.handler_path, "django").inc()
             return await self.fallback(scope, replay(body, receive), send)
         FAST_ROUTE_REQUESTS.labels(route.handler_path, "fast").inc()
-        await response.send(send)
+        await response.send(send, secure=secure)
 
     @staticmethod
     async def _answer(route: FastRoute, request: FastRequest) -> FastResponse | None:

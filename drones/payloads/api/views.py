@@ -40,6 +40,7 @@ from drones.payloads.api.serializers import (
 from drones.payloads.drift import drift_reconcile
 from drones.payloads.engine import deploy_message
 from drones.payloads.models import PayloadVersion, Release
+from drones.payloads.protocol import agent_report_parse
 from swarm.core.api import error_responses, takes_no_body
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.pagination import page_response
@@ -367,11 +368,9 @@ class PayloadAgentReportView(DroneAgentAPIView):
                    responses={204: None, **error_responses(400, 404, 409)},
                    summary="Agent: report a deploy's states")
     def post(self, request):
-        serializer = AgentReportSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        services.payload_target_report(drone_id=self.drone_id, target_id=data["target_id"], action=data["action"],
-                                       states=data["states"], current_sha256=data.get("current_sha256") or "")
+        report = agent_report_parse(request.data)
+        services.payload_target_report(drone_id=self.drone_id, target_id=report.target_id, action=report.action,
+                                       states=report.states, current_sha256=report.current_sha256)
         return Response(status=204)
 
 

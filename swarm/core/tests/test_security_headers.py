@@ -148,3 +148,37 @@ def test_console_pages_run_under_the_csp_without_violations(live_url, browser_pa
     page.wait_for_selector(".swagger-ui .info", timeout=20_000)
     assert page.evaluate("window.__cspViolations || []") == []
     assert violations == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_event_loop_answers_carry_the_same_headers_and_hsts_when_secure(settings):
+    """A fast-path answer (swarm/core/fast_routes.py) has the headers Django's middleware gives its views."""
+    from conftest import fast_route_call
+    from swarm.core.fast_routes import FastRoutes
+    from swarm.urls import FAST_ROUTES
+
+    _, token = register_drone("headers-fast")
+    settings.SWARM_FAST_PATH_HEADER = True
+    routes = FastRoutes(FAST_ROUTES, fallback=None)
+
+    def heartbeat(**headers):
+        return fast_route_call(routes, "POST", "/api/v1/drones/heartbeat", token=token, body=b'{"metrics": {}}',
+                               headers=headers)
+
+    answer = heartbeat()
+    assert answer["status"] == 200 and answer["headers"]["swarm-answered-by"] == "event-loop"
+    view = Client().post("/api/v1/drones/heartbeat", {"metrics": {}}, content_type="application/json",
+                         HTTP_AUTHORIZATION=f"Bearer {token}")
+    for name in ("X-Content-Type-Options", "Referrer-Policy", "X-Frame-Options", "Cross-Origin-Opener-Policy",
+                 "Content-Security-Policy"):
+        assert answer["headers"][name.lower()] == view[name], name
+    _assert_common_headers({name.title(): value for name, value in answer["headers"].items()})
+    assert "strict-transport-security" not in answer["headers"]  # plain HTTP: no HSTS
+
+    settings.SECURE_HSTS_SECONDS = 31536000
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    secure = heartbeat(**{"X-Forwarded-Proto": "https"})
+    assert secure["headers"]["strict-transport-security"] == "max-age=31536000" and not secure["django"]
+    assert "strict-transport-security" not in heartbeat()["headers"]
+    settings.SECURE_SSL_REDIRECT = True
+    assert heartbeat()["django"], "plain HTTP under SECURE_SSL_REDIRECT is Django's (it redirects)"
