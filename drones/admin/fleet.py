@@ -141,8 +141,9 @@ class DroneAdmin(DroneConsoleViews, LiveChangeList):
     def save_model(self, request, obj, form, change):
         from drones.sandbox import labels_with_sandbox
 
-        # The sandbox:* labels are the control plane's, from the agent's report: an edit keeps them as reported.
-        obj.labels = labels_with_sandbox(obj.labels, obj.sandbox)
+        # The sandbox:* and container:* labels are the control plane's, from the agent's report: an edit keeps
+        # them as reported.
+        obj.labels = labels_with_sandbox(obj.labels, obj.sandbox, container_engine=obj.container_engine)
         super().save_model(request, obj, form, change)
 
     @admin.display(description="metrics (last heartbeat)")
