@@ -21,6 +21,7 @@ from builds.services import build_trigger
 from builds.tests.container_image import build_test_image, containers_conf, podman
 from builds.tests.factories import make_git_repo, make_job
 from builds.tests.test_agent_live import attempt_log, build_in, wait_for_drone
+from drones.models import Drone
 from drones.tests.conftest import wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.skipif(podman() is None, reason="podman is not installed "
@@ -30,7 +31,10 @@ pytestmark = [pytest.mark.live, pytest.mark.skipif(podman() is None, reason="pod
 @pytest.fixture(scope="module")
 def container_image(django_db_blocker):
     with django_db_blocker.unblock():
-        return build_test_image()
+        image = build_test_image()
+    for name in swarm_containers():  # an interrupted earlier run's: the assertions count containers
+        subprocess.run([podman(), "rm", "-f", name], capture_output=True)
+    return image
 
 
 @pytest.fixture
@@ -131,3 +135,34 @@ def test_a_drone_without_containers_does_not_claim_an_image_job(builds_live_url,
     assert build.state == BuildState.PENDING and build.drone_id is None
     reason = build_waiting_reason(build)
     assert "no drone offers container:oci" in reason and "SWARM_AGENT_CONTAINER_ENGINE=none" in reason, reason
+
+
+def test_the_timeout_kills_the_container(builds_live_url, build_agent, tmp_path, container_image, container_env):
+    make_git_repo(tmp_path / "repo", {"README": "x\n"})
+    job = make_job(scm_url=f"file://{tmp_path / 'repo'}", image=container_image, timeout=3,
+                   steps=["trap '' TERM; echo begin; sleep 4262"])
+    agent = build_agent("ctr-timeout", env=container_env)
+    wait_for_drone("ctr-timeout")
+    build = build_trigger(job=job, trigger="api")
+    done = wait_until(lambda: build_in(build.pk, BuildState.CANCELED, BuildState.FAILED, BuildState.SUCCESS),
+                      timeout=60, message="the build to time out")
+    assert (done.state, done.failure_reason) == (BuildState.FAILED, "job_execution_timeout"), \
+        agent.log_text()[-3000:]
+    assert not swarm_containers()
+    assert not [line for line in command_lines() if "sleep 4262" in line and "pytest" not in line]
+
+
+def test_a_broken_engine_is_reported_as_it_is_and_a_reprobe_finds_it_fixed(builds_live_url, build_agent, tmp_path,
+                                                                           container_env):
+    # A containers.conf naming a runtime that does not exist: podman fails to run anything, as on a host where
+    # crun refuses hybrid cgroups; the agent must say so, not claim image jobs, and notice the fix.
+    conf = tmp_path / "containers.conf"
+    conf.write_text('[engine]\nruntime = "no-such-runtime"\n')
+    build_agent("ctr-broken", env={"CONTAINERS_CONF": str(conf), "SWARM_AGENT_SANDBOX_PROBE_INTERVAL": "1"})
+    drone = wait_for_drone("ctr-broken")
+    assert drone.container_engine == "" and "podman" in drone.container_detail, drone.container_detail
+    assert not [label for label in drone.labels if label.startswith("container:")]
+    conf.write_text(open(container_env["CONTAINERS_CONF"]).read())
+    fixed = wait_until(lambda: Drone.objects.filter(name="ctr-broken", container_engine="podman").first(),
+                       timeout=30, message="the re-probe to find podman working")
+    assert "container:oci" in fixed.labels and "runs containers" in fixed.container_detail

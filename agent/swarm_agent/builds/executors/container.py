@@ -188,9 +188,13 @@ class ContainerExecutor(Executor):
                 *argv, env=engine_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, start_new_session=True)
             exit_code = await stream_output(self._process, output)
-        finally:
+        except asyncio.CancelledError:
+            # The runner's timeout cancels the step and then calls `stop`, which needs the container's name.
+            raise
+        else:
             self._process = None
             self._container = None
+        finally:
             shutil.rmtree(private, ignore_errors=True)
         await self._remove(container)
         return StepResult(exit_code=exit_code, stopped=self._stopped)
@@ -260,11 +264,15 @@ class ContainerExecutor(Executor):
             except asyncio.TimeoutError:
                 pass
         await self._remove(container)
+        if self._container == container:
+            self._container, self._process = None, None
 
     async def _remove(self, container: str) -> None:
         """`rm -f` the container (SIGKILL to what is left; a no-op once `--rm` removed it)."""
         if self.engine and _CONTAINER_NAME.match(container):
-            await _quiet(self.engine, "rm", "-f", "--time", "0", container)
+            # podman waits out a stop timeout unless told not to; docker's `rm -f` kills at once and has no --time.
+            wait = ["--time", "0"] if self.report.engine == "podman" else []
+            await _quiet(self.engine, "rm", "-f", *wait, container)
 
 
 async def _quiet(*argv: str) -> int:
