@@ -1,28 +1,26 @@
 """A container image for the container executor's tests, made from Debian packages, built once and cached.
 
-Tests have no registry: `mmdebstrap --variant=minbase bookworm` writes a root
-file system tar from Debian's mirror, and `podman import` makes it the local
-image `localhost/swarm-test:bookworm-<key>`. The tar is kept under
-var/container-images/<key>/ (like the microVM image under var/microvm), the key
-a hash of everything that goes into it, so a later run imports the tar (or
-finds the image) instead of building again.
+Tests have no registry. The root file system is the microVM image's base
+layer (`swarm_agent.microvm.image.build_base`: `mmdebstrap` of Debian
+bookworm, cached under var/microvm/base/<key>.tar by a hash of its inputs),
+shared rather than built twice; `podman import` makes it the local image
+`localhost/swarm-test:bookworm-<key>`, which a later run finds in podman's
+storage instead of importing again.
 
-`containers.conf` beside it is the engine configuration the test agents get
-through CONTAINERS_CONF, as an operator would set /etc/containers/containers.conf:
-runc where it is installed (crun refuses hosts with hybrid cgroups) and
-ulimits below any host's hard limits (podman's defaults exceed some hosts').
+`containers.conf` under var/container-images/ is the engine configuration the
+test agents get through CONTAINERS_CONF, as an operator would set
+/etc/containers/containers.conf: runc where it is installed (crun refuses
+hosts with hybrid cgroups) and ulimits below any host's hard limits
+(podman's defaults exceed some hosts').
 """
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 from pathlib import Path
 
 from django.conf import settings
 
-SUITE = "bookworm"
-MMDEBSTRAP = ["mmdebstrap", "--variant=minbase", "--quiet", SUITE]
 CONTAINERS_CONF = """[containers]
 default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 {engine}"""
@@ -33,17 +31,9 @@ def podman() -> str | None:
     return shutil.which("podman")
 
 
-def image_key() -> str:
-    return hashlib.sha256(" ".join(MMDEBSTRAP).encode()).hexdigest()[:12]
-
-
-def cache_dir() -> Path:
-    return Path(settings.VAR_DIR) / "container-images" / image_key()
-
-
 def containers_conf() -> Path:
     """The engine configuration the test agents run podman with (CONTAINERS_CONF)."""
-    path = cache_dir() / "containers.conf"
+    path = Path(settings.VAR_DIR) / "container-images" / "containers.conf"
     path.parent.mkdir(parents=True, exist_ok=True)
     engine = '\n[engine]\nruntime = "runc"\n' if shutil.which("runc") else ""
     path.write_text(CONTAINERS_CONF.format(engine=engine))
@@ -51,16 +41,13 @@ def containers_conf() -> Path:
 
 
 def build_test_image() -> str:
-    """The local image's name, building (mmdebstrap) and importing it when missing."""
-    name = f"localhost/swarm-test:{SUITE}-{image_key()}"
+    """The local image's name, building the root file system and importing it when missing."""
+    from swarm_agent.microvm.image import SUITE, base_key, build_base
+
+    name = f"localhost/swarm-test:{SUITE}-{base_key()}"
     engine = podman()
     if subprocess.run([engine, "image", "exists", name], capture_output=True).returncode == 0:
         return name
-    rootfs = cache_dir() / "rootfs.tar"
-    if not rootfs.exists():
-        rootfs.parent.mkdir(parents=True, exist_ok=True)
-        partial = rootfs.with_suffix(".partial.tar")
-        subprocess.run([*MMDEBSTRAP, str(partial)], check=True, capture_output=True, timeout=900)
-        partial.rename(rootfs)
+    rootfs = build_base(settings.SWARM_MICROVM_IMAGE_DIR, log=lambda line: None)
     subprocess.run([engine, "import", str(rootfs), name], check=True, capture_output=True, timeout=300)
     return name

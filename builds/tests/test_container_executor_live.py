@@ -1,7 +1,7 @@
 """Real agents running a job's steps in its `image` through a real podman, against a real uvicorn server.
 
-The image is made from Debian packages in test setup (builds/tests/container_image.py: mmdebstrap, then
-`podman import`, cached under var/). Covers: steps run in the image and see the workspace (the image's
+The image is made from Debian packages in test setup (builds/tests/container_image.py: the microVM image's
+mmdebstrap base layer, cached under var/microvm/base/, then `podman import`). Covers: steps run in the image and see the workspace (the image's
 /etc/os-release, an artifact written in the container); secrets masked in the log and never in any
 process's command line; cancel kills the container; a drone that runs no containers never claims a job
 with an image, and the build says why.
