@@ -13,6 +13,7 @@ import unicodedata
 from urllib.parse import urlsplit
 
 from builds.choices import FailureReason
+from drones.protocol import CONTAINER_LABEL
 from swarm.core.errors import ApiError
 
 DEFAULT_TIMEOUT_SECONDS = 3600
@@ -75,10 +76,11 @@ def validate_build_config(config) -> dict:
     labels = config.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(x, str) and LABEL.match(x) for x in labels):
         raise _invalid("build_config.labels", "must be a list of labels (letters, digits, _ . : / = -)")
-    reserved = [label for label in labels if label.startswith("sandbox:")]
+    reserved = [label for label in labels if label.startswith(("sandbox:", "container:"))]
     if reserved:
         raise _invalid("build_config.labels", f"{reserved[0]!r}: say what isolation the job needs with "
-                                              f"build_config.sandbox ({' or '.join(SANDBOX_REQUIREMENTS)}) instead")
+                                              f"build_config.sandbox ({' or '.join(SANDBOX_REQUIREMENTS)}) or "
+                                              "build_config.image (runs in a container) instead")
     sandbox = config.get("sandbox", DEFAULT_SANDBOX)
     if sandbox not in SANDBOX_REQUIREMENTS:
         raise _invalid("build_config.sandbox", f"must be one of {', '.join(SANDBOX_REQUIREMENTS)} (the isolation a "
@@ -119,8 +121,11 @@ def validate_build_config(config) -> dict:
 
 
 def required_drone_labels(config: dict) -> list[str]:
-    """The labels a drone must carry to take a build of this config: its own and the sandbox it needs
-    (`sandbox:<requirement>`, an implicit label drones carry from the sandbox they report; drones/sandbox.py)."""
+    """The labels a drone must carry to take a build of this config: its own and the isolation it needs, an
+    implicit label drones carry from what they report (drones/sandbox.py): `container:oci` for a job with an
+    `image` (its steps run in a container, the container is the isolation), else `sandbox:<requirement>`."""
+    if config.get("image"):
+        return sorted(set(config.get("labels", [])) | {CONTAINER_LABEL})
     sandbox = config.get("sandbox", DEFAULT_SANDBOX)
     return sorted(set(config.get("labels", [])) | {f"sandbox:{sandbox}"})
 

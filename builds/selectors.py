@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 
 from builds.choices import ACTIVE_STATES, BuildState
 from builds.models import Artifact, Build, BuildAttempt, Job
+from drones.protocol import CONTAINER_LABEL
 from swarm.core.errors import ApiError, NotFound
 from swarm.core.inputs import MAX_INT32, MAX_INT64, parse_int
 
@@ -119,22 +120,24 @@ def drone_held_build_ids(drone_id: int) -> list[int]:
     return list(Build.objects.filter(drone_id=drone_id, state__in=ACTIVE_STATES).values_list("pk", flat=True))
 
 
-def drones_taking_work() -> list[tuple[list[str], str]]:
-    """(labels, sandbox) of every drone that takes new builds: one query, for `build_waiting_reason`."""
+def drones_taking_work() -> list[tuple[list[str], str, str]]:
+    """(labels, sandbox, container detail) of every drone that takes new builds: one query, for
+    `build_waiting_reason`."""
     from drones.models import Drone
 
     from builds.choices import NO_NEW_WORK_STATUSES
 
-    return [(list(labels or []), sandbox) for labels, sandbox in
-            Drone.objects.exclude(status__in=NO_NEW_WORK_STATUSES).values_list("labels", "sandbox")]
+    return [(list(labels or []), sandbox, container_detail) for labels, sandbox, container_detail in
+            Drone.objects.exclude(status__in=NO_NEW_WORK_STATUSES).values_list("labels", "sandbox",
+                                                                               "container_detail")]
 
 
-def build_waiting_reason(build: Build, *, fleet: list[tuple[list[str], str]] | None = None) -> str | None:
+def build_waiting_reason(build: Build, *, fleet: list[tuple[list[str], str, str]] | None = None) -> str | None:
     """Why a pending build waits although it is queued: no drone that takes new work carries its labels.
 
     None while some drone could take it (it then waits only for a free slot),
     and for any build that is not pending. The reason names the labels no
-    drone offers, and for a sandbox requirement what the fleet reports.
+    drone offers, and for a sandbox or container requirement what the fleet reports.
     `fleet` is `drones_taking_work()`, read once for a whole list of builds.
     """
     from drones.choices import DroneSandbox
@@ -143,18 +146,23 @@ def build_waiting_reason(build: Build, *, fleet: list[tuple[list[str], str]] | N
         return None
     fleet = drones_taking_work() if fleet is None else fleet
     required = set(build.required_labels or [])
-    if any(required <= set(labels) for labels, _ in fleet):
+    if any(required <= set(labels) for labels, _, _ in fleet):
         return None
     if not fleet:
         return "no drone is online to take new builds"
-    offered = {label for labels, _ in fleet for label in labels}
+    offered = {label for labels, _, _ in fleet for label in labels}
     missing = sorted(required - offered)
     if not missing:
         return f"no single drone carries all of its labels ({', '.join(sorted(required))})"
     reason = f"no drone offers {', '.join(missing)}"
     if any(label.startswith("sandbox:") for label in missing):
-        counts = {choice.label: sum(1 for _, sandbox in fleet if sandbox == choice.value) for choice in DroneSandbox}
+        counts = {choice.label: sum(1 for _, sandbox, _ in fleet if sandbox == choice.value)
+                  for choice in DroneSandbox}
         reported = ", ".join(f"{count} {label}" for label, count in counts.items() if count)
         reason += (f" (sandboxes the drones report: {reported}); a drone offers sandbox:bubblewrap when bwrap "
                    "works there, and sandbox:none too, or only when SWARM_AGENT_BUILD_SANDBOX=none opts it out")
+    if CONTAINER_LABEL in missing:
+        details = sorted({detail for _, _, detail in fleet if detail})
+        reason += (f" (its image runs only on a drone whose agent ran a container for real: podman, or docker, "
+                   f"working there; the drones report: {'; '.join(details)[:400] if details else 'nothing'})")
     return reason

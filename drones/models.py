@@ -98,6 +98,13 @@ class Drone(models.Model):
     sandbox_detail = models.CharField(max_length=300, blank=True, default="",
                                       help_text="What the agent's probe found (or the opt-out it was told).")
     sandbox_reported_at = models.DateTimeField(null=True, blank=True)
+    # The container engine the agent runs a job's `image` with, reported with the sandbox; `labels` carries it
+    # as the implicit `container:oci` and `container:<engine>` (drones/sandbox.py).
+    container_engine = models.CharField(max_length=16, blank=True, default="",
+                                        help_text="podman or docker when a real run of a local image worked; "
+                                                  "empty: this drone runs no containers.")
+    container_detail = models.CharField(max_length=300, blank=True, default="",
+                                        help_text="What the agent's container probe found.")
     agent_version = models.CharField(max_length=64, blank=True, default="")
     os = models.CharField(max_length=64, blank=True, default="")
     arch = models.CharField(max_length=32, blank=True, default="")

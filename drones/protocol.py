@@ -8,6 +8,7 @@ the same body for the OpenAPI schema only.
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 from drones.choices import DroneSandbox
 from swarm.core.errors import ApiError
@@ -19,10 +20,28 @@ MAX_RUNNING_BUILDS = 1024
 MAX_BUILD_ID = 2**63 - 1
 #: The sandbox modes an agent may report (UNKNOWN is only the absence of a report; drones/sandbox.py).
 REPORTED_MODES = (DroneSandbox.BUBBLEWRAP, DroneSandbox.NONE, DroneSandbox.UNAVAILABLE)
+#: The container engines an agent may report running build images with ("": none works there).
+CONTAINER_ENGINES = ("", "podman", "docker")
+#: The implicit label of a drone on which some engine ran an image for real: what a job with an `image` requires
+#: (drones/sandbox.py sets it; here, where builds.config can read it without loading models).
+CONTAINER_LABEL = "container:oci"
 
 
-def parse_sandbox_report(report, *, field: str = "sandbox") -> tuple[str, str]:
-    """(mode, detail) of an agent's report, or a 400 naming the field."""
+class SandboxReport(NamedTuple):
+    """An agent's report of what it offers builds: its sandbox, and the container engine it can run images with."""
+
+    mode: str
+    detail: str
+    container_engine: str = ""
+    container_detail: str = ""
+
+
+def parse_sandbox_report(report, *, field: str = "sandbox") -> SandboxReport:
+    """The agent's report checked, or a 400 naming the field.
+
+    `containers` ({engine, detail}; engine `podman`, `docker` or "" for none)
+    is optional: an agent that sends none runs no containers.
+    """
     if not isinstance(report, dict):
         raise ApiError(f"{field}: must be an object {{mode, detail}}", code="invalid", field=field)
     mode, detail = report.get("mode"), report.get("detail", "")
@@ -31,7 +50,17 @@ def parse_sandbox_report(report, *, field: str = "sandbox") -> tuple[str, str]:
                        code="invalid", field=f"{field}.mode")
     if not isinstance(detail, str) or "\x00" in detail:
         raise ApiError(f"{field}.detail: must be text", code="invalid", field=f"{field}.detail")
-    return mode, detail[:300]
+    containers = report.get("containers") or {}
+    if not isinstance(containers, dict):
+        raise ApiError(f"{field}.containers: must be an object {{engine, detail}}", code="invalid",
+                       field=f"{field}.containers")
+    engine, engine_detail = containers.get("engine") or "", containers.get("detail", "")
+    if engine not in CONTAINER_ENGINES:
+        raise ApiError(f"{field}.containers.engine: must be one of {', '.join(CONTAINER_ENGINES[1:])} or empty",
+                       code="invalid", field=f"{field}.containers.engine")
+    if not isinstance(engine_detail, str) or "\x00" in engine_detail:
+        raise ApiError(f"{field}.containers.detail: must be text", code="invalid", field=f"{field}.containers.detail")
+    return SandboxReport(mode, detail[:300], engine, engine_detail[:300])
 
 
 def _build_id(value) -> int | None:
@@ -80,8 +109,9 @@ def heartbeat_parse(body) -> dict:
                        field="payload_hashes")
     parsed = {}
     if body.get("sandbox") is not None:  # checked before anything is written (the sandbox hook records it)
-        mode, detail = parse_sandbox_report(body["sandbox"])
-        parsed["sandbox"] = {"mode": mode, "detail": detail}
+        report = parse_sandbox_report(body["sandbox"])
+        parsed["sandbox"] = {"mode": report.mode, "detail": report.detail,
+                             "containers": {"engine": report.container_engine, "detail": report.container_detail}}
     return {**body, **parsed, "metrics": metrics, "metrics_json": metrics_json,
             "running_build_ids": [pk for pk in map(_build_id, running) if pk is not None],
             "payload_hashes": hashes}

@@ -5,7 +5,8 @@
 # per-connection forwards) and what builds its image from Debian packages
 # (mmdebstrap; e2fsprogs for mke2fs; the kernel package itself is fetched
 # with `apt-get download` by the build); cpio, with which a test reads the
-# initramfs back as the kernel would.
+# initramfs back as the kernel would; podman (the container executor, daemonless) with runc
+# (crun refuses hosts with hybrid cgroups; the tests' containers.conf picks runc).
 # Installs what is missing when run as root; otherwise says what to install.
 set -euo pipefail
 missing=()
@@ -19,6 +20,8 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 command -v mke2fs >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v cpio >/dev/null 2>&1 || missing+=(cpio)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
 # apt-cache must know the kernel package the image build downloads.
 apt-cache show linux-image-amd64 >/dev/null 2>&1 || need_update=1
 [ ${#missing[@]} -eq 0 ] && [ -z "${need_update:-}" ] && exit 0

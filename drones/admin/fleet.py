@@ -71,12 +71,14 @@ class DroneAdmin(DroneConsoleViews, LiveChangeList):
                        "ws_connected", "ws_connected_since", "last_ping", "last_pong", "latency", "missed_pongs",
                        "escalation_level", "escalation_attempts", "last_escalation", "healthy_since_display",
                        "metrics_table", "agent_version", "os", "arch", "hostname", "ip", "label_list", "sandbox_badge",
-                       "sandbox_detail", "sandbox_reported"]
+                       "sandbox_detail", "sandbox_reported", "container_engine", "container_detail"]
     fieldsets = [
         (None, {"fields": ["name", "health", "status", "last_heartbeat", "latency", "ws_connected", "label_list",
                            "capacity"]}),
         ("Build sandbox (reported by the agent; only a drone offering one takes a job that needs it)",
          {"fields": ["sandbox_badge", "sandbox_detail", "sandbox_reported"]}),
+        ("Containers (reported by the agent; only a drone whose engine ran an image takes a job with an image)",
+         {"fields": ["container_engine", "container_detail"]}),
         ("Escalation", {"fields": ["escalation_level", "escalation_attempts", "last_escalation",
                                    "healthy_since_display", "missed_pongs"]}),
         ("Machine", {"fields": ["drone_type", "drone_type_locked", "hostname", "ip", "agent_version", "os", "arch",
@@ -141,8 +143,9 @@ class DroneAdmin(DroneConsoleViews, LiveChangeList):
     def save_model(self, request, obj, form, change):
         from drones.sandbox import labels_with_sandbox
 
-        # The sandbox:* labels are the control plane's, from the agent's report: an edit keeps them as reported.
-        obj.labels = labels_with_sandbox(obj.labels, obj.sandbox)
+        # The sandbox:* and container:* labels are the control plane's, from the agent's report: an edit keeps
+        # them as reported.
+        obj.labels = labels_with_sandbox(obj.labels, obj.sandbox, container_engine=obj.container_engine)
         super().save_model(request, obj, form, change)
 
     @admin.display(description="metrics (last heartbeat)")

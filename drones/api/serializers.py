@@ -24,8 +24,8 @@ class RegisterSerializer(serializers.Serializer):
     os = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
     arch = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
     sandbox = serializers.DictField(required=False, help_text=(
-        "The build isolation the agent offers: {mode: bubblewrap | none | unavailable, detail}; "
-        "see docs/builds.md#the-sandbox."))
+        "The build isolation the agent offers: {mode: bubblewrap | none | unavailable, detail, "
+        "containers: {engine: podman | docker | '', detail}}; see docs/builds.md#the-sandbox and #containers."))
 
 
 class RegisteredSerializer(serializers.Serializer):
@@ -46,7 +46,7 @@ class HeartbeatSerializer(serializers.Serializer):
     running_build_ids = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
     payload_hashes = serializers.DictField(required=False, default=dict)
     sandbox = serializers.DictField(required=False, help_text=(
-        "Sent when the agent's build isolation changed (and once after it starts): {mode, detail}; "
+        "Sent when the agent's build isolation changed (and once after it starts): {mode, detail, containers}; "
         "the answer then carries sandbox_recorded."))
 
 
@@ -67,7 +67,7 @@ class DroneSerializer(serializers.ModelSerializer):
     class Meta:
         model = Drone
         fields = ["id", "name", "hostname", "ip", "drone_type", "labels", "capacity", "agent_version", "os", "arch",
-                  "sandbox", "sandbox_detail", "sandbox_reported_at", "status", "health", "registered_at", "last_seen_at", "last_heartbeat_at", "ws_connected",
+                  "sandbox", "sandbox_detail", "sandbox_reported_at", "container_engine", "container_detail", "status", "health", "registered_at", "last_seen_at", "last_heartbeat_at", "ws_connected",
                   "last_ping_at", "last_pong_at", "ping_latency_ms", "missed_pongs", "escalation_level",
                   "last_escalation_at", "escalation_attempts", "metrics"]
 

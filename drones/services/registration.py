@@ -58,9 +58,9 @@ def drone_register(*, join_token: str, name: str, hostname: str = "", ip: str | 
         drone.ip = ip or None
         if not drone.drone_type_locked:
             drone.drone_type = drone_type
-        drone.labels = labels_with_sandbox(labels, drone.sandbox)
+        drone.labels = labels_with_sandbox(labels, drone.sandbox, container_engine=drone.container_engine)
         if report is not None:
-            apply_sandbox(drone, mode=report[0], detail=report[1])
+            apply_sandbox(drone, report=report)
         drone.capacity = capacity
         drone.agent_version = version
         drone.os = os

@@ -58,7 +58,10 @@ class BuildRunner:
         self.attempt = int(spec.get("attempt") or 1)
         self.work_root = Path(work_dir) / "builds" / f"{self.build_id}-{self.attempt}-{uuid.uuid4().hex[:8]}"
         self.workspace = self.work_root / "workspace"
-        self.executor = executor or executor_for(os.environ.get("SWARM_AGENT_BUILD_EXECUTOR", "process"))
+        # A job with an `image` runs in it (the control plane gave it only to a drone reporting a container
+        # engine); any other takes the drone's configured executor.
+        self.executor = executor or executor_for(
+            "container" if spec.get("image") else os.environ.get("SWARM_AGENT_BUILD_EXECUTOR", "process"))
         self.drone_name = drone_name
         secrets = dict(spec.get("secrets") or {})
         credential = spec.get("scm_credential") or ""
@@ -169,8 +172,8 @@ class BuildRunner:
                       f"{self.spec.get('job', {}).get('name', '?')} on {self.drone_name or 'drone'}")
         self.log.line(f"Using {self.executor.describe()}")
         self.workspace.mkdir(parents=True, exist_ok=True)
-        env = self._step_env()
-        if not await self._clone(env):
+        env = self._step_env(host=self.executor.host_environment)
+        if not await self._clone(self._step_env(host=True)):
             return ("canceled", "", None) if self.stop_reason else ("failed", "source_failure", None)
         env["SWARM_COMMIT_SHA"] = self.commit_sha
         for command in self.spec.get("steps") or []:
@@ -192,15 +195,15 @@ class BuildRunner:
     def _output(self, data: bytes) -> None:
         self.log.write(self.masker.mask(data))
 
-    def _step_env(self) -> dict[str, str]:
-        home = self.work_root / "home"
-        home.mkdir(parents=True, exist_ok=True)
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": str(home),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "TMPDIR": "/tmp",
-        }
+    def _step_env(self, *, host: bool = True) -> dict[str, str]:
+        """The job's variables and secrets, over (`host`) this host's PATH, a HOME of the build's own, TMPDIR;
+        a step in an image keeps the image's PATH and HOME."""
+        env = {"LANG": os.environ.get("LANG", "C.UTF-8")}
+        if host:
+            home = self.work_root / "home"
+            home.mkdir(parents=True, exist_ok=True)
+            env.update({"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": str(home),
+                        "TMPDIR": "/tmp"})
         env.update({str(k): str(v) for k, v in (self.spec.get("env") or {}).items()})
         env.update({str(k): str(v) for k, v in (self.spec.get("secrets") or {}).items()})
         return env

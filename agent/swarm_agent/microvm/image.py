@@ -136,6 +136,12 @@ def _run(argv: list[str], *, log, **kwargs) -> subprocess.CompletedProcess:
         raise ImageBuildError(f"{argv[0]} failed ({exc.returncode}): {(exc.stderr or exc.stdout)[-2000:]}") from exc
 
 
+def build_base(image_root: str | os.PathLike, *, log=print) -> Path:
+    """The root file system tarball the image is made from, built once (cached by `base_key()`): a plain Debian
+    root, shared with the container executor's tests, which import it as a container image."""
+    return _build_base(Path(image_root), log)
+
+
 def _build_base(image_root: Path, log) -> Path:
     """The mmdebstrap tarball (cached by `base_key()`)."""
     base = image_root / "base" / f"{base_key()}.tar"

@@ -13,10 +13,11 @@ SWARM_AGENT_BUILD_EXECUTOR (default `process`), SWARM_AGENT_BUILD_SANDBOX
 (`bubblewrap`, the default, or the explicit opt-out `none`),
 SWARM_AGENT_KEEP_WORKSPACES=1 to keep workspaces.
 
-The sandbox this drone offers (`sandbox_probe`, bwrap run for real) goes to
+The sandbox this drone offers (`sandbox_probe`, bwrap run for real, and with
+it the container engine, a tiny local image run for real) goes to
 the control plane in the registration body and in the first heartbeat after
 the agent starts, then again whenever a re-probe (every
-SWARM_AGENT_SANDBOX_PROBE_INTERVAL seconds, default 600) finds it changed:
+SWARM_AGENT_SANDBOX_PROBE_INTERVAL seconds, default 600, in a thread) finds it changed:
 the drone's record shows it, and only a drone that offers a sandbox is
 handed a job that needs one.
 """
@@ -50,7 +51,9 @@ class BuildsPlugin(AgentPlugin):
         self._sandbox_unsent = True
         self._sandbox_probe_interval = float(os.environ.get("SWARM_AGENT_SANDBOX_PROBE_INTERVAL", "600"))
         self._sandbox_probed_at = time.monotonic()
-        logger.info("build sandbox: %s (%s)", self.sandbox.mode, self.sandbox.detail)
+        self._reprobe: asyncio.Future | None = None
+        logger.info("build sandbox: %s (%s); containers: %s", self.sandbox.mode, self.sandbox.detail,
+                    self.sandbox.containers)
 
     @property
     def capacity(self) -> int:
@@ -74,11 +77,17 @@ class BuildsPlugin(AgentPlugin):
 
     def heartbeat_fields(self) -> dict:
         fields: dict = {"running_build_ids": sorted(self.runners)}
-        if time.monotonic() - self._sandbox_probed_at >= self._sandbox_probe_interval:
+        if time.monotonic() - self._sandbox_probed_at >= self._sandbox_probe_interval and self._reprobe is None:
+            # In a thread: the container probe runs an image (most of a second, up to its timeouts), which
+            # the event loop, with every build's log streaming on it, must not wait for.
             self._sandbox_probed_at = time.monotonic()
-            probed = sandbox_probe()
-            if probed != self.sandbox:
-                logger.warning("build sandbox changed: %s (%s)", probed.mode, probed.detail)
+            self._reprobe = asyncio.ensure_future(asyncio.to_thread(sandbox_probe))
+        if self._reprobe is not None and self._reprobe.done():
+            reprobe, self._reprobe = self._reprobe, None
+            probed = None if reprobe.cancelled() or reprobe.exception() else reprobe.result()
+            if probed is not None and probed != self.sandbox:
+                logger.warning("build sandbox changed: %s (%s; containers: %s)", probed.mode, probed.detail,
+                               probed.containers)
                 self.sandbox, self._sandbox_unsent = probed, True
         if self._sandbox_unsent:
             # Only until a heartbeat carrying it is answered: the heartbeat stays the cheap one otherwise.

@@ -10,11 +10,16 @@ job's `image`) implements the same three methods and is named in
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 OutputCallback = Callable[[bytes], None]
+
+READ_SIZE = 64 * 1024
+#: A partial line is shipped after this long without a newline (progress bars, prompts).
+PARTIAL_LINE_SECONDS = 0.25
 
 
 @dataclass
@@ -29,6 +34,9 @@ class Executor(abc.ABC):
     """Runs build steps in a workspace."""
 
     name = "executor"
+    #: Whether steps run on this host (they get its PATH, a HOME in the build's directory, TMPDIR) or in an
+    #: image of their own, which brings those (then only the job's variables are passed).
+    host_environment = True
 
     @abc.abstractmethod
     def describe(self) -> str:
@@ -42,3 +50,36 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     async def stop(self, *, grace: float) -> None:
         """Stop the running step: SIGTERM its process group, SIGKILL after `grace` seconds."""
+
+
+async def stream_output(process: asyncio.subprocess.Process, output: OutputCallback) -> int:
+    """Ship a process's stdout to `output` as it comes (whole lines, or a partial one after a quiet spell);
+    return its exit code."""
+    pending = b""
+    read = asyncio.ensure_future(process.stdout.read(READ_SIZE))
+    try:
+        while True:
+            done, _ = await asyncio.wait({read}, timeout=PARTIAL_LINE_SECONDS)
+            if not done:
+                if pending:
+                    output(pending)
+                    pending = b""
+                continue
+            data = read.result()
+            if not data:
+                break
+            pending += data
+            cut = pending.rfind(b"\n")
+            if cut >= 0:
+                output(pending[:cut + 1])
+                pending = pending[cut + 1:]
+            if len(pending) >= READ_SIZE:
+                output(pending)
+                pending = b""
+            read = asyncio.ensure_future(process.stdout.read(READ_SIZE))
+    finally:
+        if not read.done():
+            read.cancel()
+    if pending:
+        output(pending)
+    return await process.wait()

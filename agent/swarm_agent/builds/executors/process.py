@@ -22,16 +22,13 @@ import os
 import shutil
 import signal
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarm_agent.builds.executors.base import Executor, OutputCallback, StepResult
+from swarm_agent.builds.executors.base import Executor, OutputCallback, StepResult, stream_output
 
 logger = logging.getLogger(__name__)
 
-READ_SIZE = 64 * 1024
-#: A partial line is shipped after this long without a newline (progress bars, prompts).
-PARTIAL_LINE_SECONDS = 0.25
 #: What SWARM_AGENT_BUILD_SANDBOX takes: `bubblewrap` (`auto`, the default, is the same) or the opt-out `none`.
 SANDBOX_SETTINGS = ("auto", "bubblewrap", "none")
 BWRAP_PROBE = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "true"]
@@ -48,10 +45,15 @@ class SandboxReport:
     mode: str
     detail: str
     bwrap: str | None = None
+    #: The container engine's report (`ContainerReport.as_dict()`), added by `executors.sandbox_probe`.
+    containers: dict | None = field(default=None, hash=False)
 
     def as_dict(self) -> dict:
         """The `sandbox` field of the registration and heartbeat bodies."""
-        return {"mode": self.mode, "detail": self.detail[:300]}
+        report = {"mode": self.mode, "detail": self.detail[:300]}
+        if self.containers is not None:
+            report["containers"] = dict(self.containers)
+        return report
 
 
 def sandbox_probe(setting: str | None = None) -> SandboxReport:
@@ -123,31 +125,7 @@ class ProcessExecutor(Executor):
             *self._argv(command, workspace), cwd=str(workspace), env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        process = self._process
-        pending = b""
-        read = asyncio.ensure_future(process.stdout.read(READ_SIZE))
-        while True:
-            done, _ = await asyncio.wait({read}, timeout=PARTIAL_LINE_SECONDS)
-            if not done:
-                if pending:
-                    output(pending)
-                    pending = b""
-                continue
-            data = read.result()
-            if not data:
-                break
-            pending += data
-            cut = pending.rfind(b"\n")
-            if cut >= 0:
-                output(pending[:cut + 1])
-                pending = pending[cut + 1:]
-            if len(pending) >= READ_SIZE:
-                output(pending)
-                pending = b""
-            read = asyncio.ensure_future(process.stdout.read(READ_SIZE))
-        if pending:
-            output(pending)
-        exit_code = await process.wait()
+        exit_code = await stream_output(self._process, output)
         # The step's shell is gone; anything it left in its group goes too.
         self._kill_group(signal.SIGKILL)
         self._process = None
