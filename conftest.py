@@ -378,9 +378,10 @@ def kill_group(process) -> None:
 class CeleryWorker:
     """A real Celery worker process (threads pool) with the tests' settings; `beat=True` runs beat instead."""
 
-    def __init__(self, env: dict, log_path, *, beat: bool = False):
+    def __init__(self, env: dict, log_path, *, beat: bool = False, extra_args: tuple[str, ...] = ()):
         self.env = env
         self.beat = beat
+        self.extra_args = tuple(extra_args)
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115
         self._start()
@@ -395,6 +396,7 @@ class CeleryWorker:
         else:
             argv = [sys.executable, "-m", "celery", "-A", "swarm", "worker", "--pool", "threads", "--concurrency",
                     "4", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        argv += self.extra_args
         self.process = subprocess.Popen(argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
 
