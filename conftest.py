@@ -289,6 +289,9 @@ def subprocess_environment(django_db_setup, django_db_blocker, s3_server, tmp_pa
         "SWARM_DRONE_HEARTBEAT_INTERVAL": "1",
         "SWARM_DRONE_PING_INTERVAL": "1",
         "SWARM_DRONE_PONG_TIMEOUT": "2",
+        # A test that SIGKILLs a beat (a fault test, a plane's teardown) leaves its Redis lease behind:
+        # the next test's beat takes over after 2 s instead of 30 (swarm/core/beat.py).
+        "SWARM_BEAT_LEASE_SECONDS": "2",
         # Answers made on the event loop say so, so tests know which path answered.
         "SWARM_FAST_PATH_HEADER": "true",
         # The microVM image `make test` built for this checkout (var/ of the subprocesses is per session).

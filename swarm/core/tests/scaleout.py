@@ -32,8 +32,9 @@ SCALEOUT_SETTINGS = {
     # A killed worker's task goes to the other worker after 4 s instead of an hour.
     "SWARM_CELERY_VISIBILITY_TIMEOUT": "4",
     "SWARM_CELERY_RESTORE_INTERVAL": "1",
-    "SWARM_BEAT_LEASE_SECONDS": "3",
     "SWARM_EXECUTION_REAP_INTERVAL": "1",
+    # Longer than the suite's 2 s: a beat stalled on the loaded test machine must not lose its lease.
+    "SWARM_BEAT_LEASE_SECONDS": "3",
 }
 
 
@@ -46,17 +47,20 @@ class RoundRobinProxy:
         self.backends = backends
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._turn = itertools.count()
+        # WebSockets take turns apart from plain HTTP, so N agents' sockets alternate between the
+        # replicas whatever their keep-alive HTTP connections did.
+        self._turns = {False: itertools.count(), True: itertools.count()}
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
-        #: Open client connections per backend port (a test sees where connections are).
+        #: Open client connections per backend port, and the WebSockets among them.
         self.open_connections: dict[int, int] = {port: 0 for _, port in backends}
+        self.open_websockets: dict[int, int] = {port: 0 for _, port in backends}
         self._listener = socket.create_server(("127.0.0.1", self.port), backlog=256)
         self._closed = threading.Event()
         threading.Thread(target=self._accept_loop, daemon=True, name="rr-proxy").start()
 
-    def _connect_backend(self) -> tuple[socket.socket, int] | None:
-        start = next(self._turn)
+    def _connect_backend(self, websocket: bool) -> tuple[socket.socket, int] | None:
+        start = next(self._turns[websocket])
         for offset in range(len(self.backends)):
             host, port = self.backends[(start + offset) % len(self.backends)]
             try:
@@ -74,7 +78,12 @@ class RoundRobinProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        found = self._connect_backend()
+        try:
+            first = client.recv(65536)  # clients speak first (HTTP): it says whether this is a WebSocket
+        except OSError:
+            first = b""
+        websocket = first.startswith(b"GET /ws/")
+        found = self._connect_backend(websocket) if first else None
         if found is None:
             client.close()
             return
@@ -83,12 +92,18 @@ class RoundRobinProxy:
         with self._lock:
             self._sockets.update((client, backend))
             self.open_connections[port] += 1
+            self.open_websockets[port] += websocket
+        try:
+            backend.sendall(first)
+        except OSError:
+            pass
         pump = threading.Thread(target=self._pump, args=(backend, client), daemon=True)
         pump.start()
         self._pump(client, backend)
         pump.join()
         with self._lock:
             self.open_connections[port] -= 1
+            self.open_websockets[port] -= websocket
             self._sockets.difference_update((client, backend))
         for end in (client, backend):
             end.close()
