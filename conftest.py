@@ -289,6 +289,9 @@ def subprocess_environment(django_db_setup, django_db_blocker, s3_server, tmp_pa
         "SWARM_DRONE_HEARTBEAT_INTERVAL": "1",
         "SWARM_DRONE_PING_INTERVAL": "1",
         "SWARM_DRONE_PONG_TIMEOUT": "2",
+        # A test that SIGKILLs a beat (a fault test, a plane's teardown) leaves its Redis lease behind:
+        # the next test's beat takes over after 2 s instead of 30 (swarm/core/beat.py).
+        "SWARM_BEAT_LEASE_SECONDS": "2",
         # Answers made on the event loop say so, so tests know which path answered.
         "SWARM_FAST_PATH_HEADER": "true",
         # The microVM image `make test` built for this checkout (var/ of the subprocesses is per session).
@@ -378,9 +381,10 @@ def kill_group(process) -> None:
 class CeleryWorker:
     """A real Celery worker process (threads pool) with the tests' settings; `beat=True` runs beat instead."""
 
-    def __init__(self, env: dict, log_path, *, beat: bool = False):
+    def __init__(self, env: dict, log_path, *, beat: bool = False, extra_args: tuple[str, ...] = ()):
         self.env = env
         self.beat = beat
+        self.extra_args = tuple(extra_args)
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115
         self._start()
@@ -395,6 +399,7 @@ class CeleryWorker:
         else:
             argv = [sys.executable, "-m", "celery", "-A", "swarm", "worker", "--pool", "threads", "--concurrency",
                     "4", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        argv += self.extra_args
         self.process = subprocess.Popen(argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
 

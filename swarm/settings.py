@@ -218,8 +218,21 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env.bool("SWARM_CELERY_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# acks_late + reject_on_worker_lost: a task is acknowledged once it has finished, so a worker
+# killed mid-task (OOM, SIGKILL, a lost machine) leaves it unacknowledged and Redis hands it to
+# another worker when the visibility timeout has passed. Tasks are idempotent for that (STYLE 4, 5).
+#: Seconds an unacknowledged task waits before another worker gets it; longer than the longest task.
+SWARM_CELERY_VISIBILITY_TIMEOUT = env.int("SWARM_CELERY_VISIBILITY_TIMEOUT", default=3600)
+#: Seconds between a worker's sweeps for such tasks (kombu's default sweep is every 100 s).
+SWARM_CELERY_RESTORE_INTERVAL = env.int("SWARM_CELERY_RESTORE_INTERVAL", default=10)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": SWARM_CELERY_VISIBILITY_TIMEOUT,
+                                   "unacked_restore_interval": SWARM_CELERY_RESTORE_INTERVAL,
+                                   "unacked_restore_throttle": 1}
+# DatabaseScheduler alone lets two beats both send every entry; this one sends only while it holds
+# a Redis lease, so a second beat started by mistake stands by (swarm/core/beat.py, docs/operations.md).
+CELERY_BEAT_SCHEDULER = "swarm.core.beat:SingleLeaderDatabaseScheduler"
+#: Seconds the sending beat's Redis lease lasts unless renewed; a standby beat takes over this long after it dies.
+SWARM_BEAT_LEASE_SECONDS = env.float("SWARM_BEAT_LEASE_SECONDS", default=30.0)
 #: Queue of the rollout engine's tasks (a dedicated worker pool can serve it; tests isolate rollouts with it).
 SWARM_ROLLOUT_QUEUE = env.str("SWARM_ROLLOUT_QUEUE", default="celery")
 CELERY_TASK_ROUTES = {name: {"queue": SWARM_ROLLOUT_QUEUE}
