@@ -19,6 +19,8 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 command -v mke2fs >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v cpio >/dev/null 2>&1 || missing+=(cpio)
+# The packager cross-compiles Go scenarios on the drones (deployments/packaging/steps.py).
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
 # apt-cache must know the kernel package the image build downloads.
 apt-cache show linux-image-amd64 >/dev/null 2>&1 || need_update=1
 [ ${#missing[@]} -eq 0 ] && [ -z "${need_update:-}" ] && exit 0
