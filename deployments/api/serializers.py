@@ -317,8 +317,8 @@ class PackageRequestSerializer(serializers.Serializer):
                                       min_length=1, max_length=8)
     register_as = serializers.ChoiceField(choices=["workflow", "payload"])
     git_url = serializers.CharField(max_length=500, help_text="The repository the builds clone (the scenario's source).")
-    ref = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
-    name = serializers.SlugField(max_length=64, required=False, default="",
+    ref = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    name = serializers.SlugField(max_length=64, required=False,
                                  help_text="Workflow slug or payload type (default: the profile's slug).")
     version = serializers.RegexField(r"^\d+\.\d+\.\d+$", required=False, default="1.0.0",
                                      help_text="Each platform registers <version>+<platform>.")

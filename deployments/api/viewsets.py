@@ -363,8 +363,8 @@ class ProfileViewSet(DeploymentErrors, TenantScopedViewSet):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         run = packaging.package_request(profile=profile, platforms=data["platforms"],
-                                        register_as=data["register_as"], git_url=data["git_url"], ref=data["ref"],
-                                        name=data["name"], version=data["version"], labels=data["labels"],
+                                        register_as=data["register_as"], git_url=data["git_url"], ref=data.get("ref", ""),
+                                        name=data.get("name", ""), version=data["version"], labels=data["labels"],
                                         actor=self.principal)
         url = reverse("package-detail", kwargs={"package_id": run.pk})
         return Response(s.PackageAcceptedSerializer({
