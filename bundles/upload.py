@@ -158,3 +158,15 @@ class BundleUploadHandler(FileUploadHandler):
         if self.received is not None:
             self.received.discard()
             self.received = None
+
+
+def bundle_receive_file(path, *, store: BlobStore, limits: BundleLimits, max_bytes: int) -> ReceivedBundle:
+    """Take a tarball the server made itself (a package run's) through exactly the path an upload takes."""
+    from types import SimpleNamespace
+    from pathlib import Path
+
+    size = Path(path).stat().st_size
+    handler = BundleUploadHandler(SimpleNamespace(META={}), store=store, limits=limits, max_bytes=max_bytes,
+                                  declared_sha256=None)
+    with open(path, "rb") as stream:
+        return handler.receive_stream(stream, content_length=size)

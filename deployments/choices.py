@@ -55,3 +55,26 @@ class Platform(models.TextChoices):
     WIN_ARM64 = "win-arm64", "Windows ARM64"
     ANDROID_ARM64 = "android-arm64", "Android ARM64"
     IOS_ARM64 = "ios-arm64", "iOS ARM64"
+
+
+class PackageState(models.TextChoices):
+    """Where a package run (or one platform of it) stands."""
+
+    QUEUED = "queued", "queued"
+    PROCURING = "procuring", "procuring assets"
+    BUILDING = "building", "building"
+    STAGING = "staging", "staging and registering"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    CANCELED = "canceled", "canceled"
+
+
+#: A run or platform in one of these states changes no more.
+PACKAGE_FINISHED = frozenset({PackageState.SUCCEEDED, PackageState.FAILED, PackageState.CANCELED})
+
+
+class RegisterAs(models.TextChoices):
+    """What a package run registers each platform's tarball as."""
+
+    WORKFLOW = "workflow", "a workflow version"
+    PAYLOAD = "payload", "a drone payload version"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from deployments.choices import EntryKind, FetchState, Tier
+from deployments.choices import EntryKind, FetchState, PackageState, RegisterAs, Tier
 from tenancy.scope import TenantScopedQuerySet
 
 TENANT_MODEL = "tenancy.Tenant"
@@ -177,3 +177,71 @@ class ProfileVersion(models.Model):
         """What this version says (what diffs compare and assembly reads)."""
         return {"snapshot": self.snapshot.sha256, "scenario": self.scenario, "tier": self.tier,
                 "swaps": self.swaps, "secrets": self.decisions, "settings": self.settings}
+
+
+class PackageRun(models.Model):
+    """One packaging of a profile version's manifest for some platforms (`deployments.packaging`).
+
+    `queued` → `procuring` (assets by URL, verified by sha256) → `building` (one CI build per platform)
+    → `staging` (a reproducible tarball per platform, registered as a version) → `succeeded`; or `failed`
+    with `reason`, or `canceled`. The manifest is frozen here at request time, so what is built is what
+    was asked for even if the profile changes meanwhile.
+    """
+
+    tenant = models.ForeignKey(TENANT_MODEL, on_delete=models.PROTECT, related_name="package_runs")
+    profile = models.ForeignKey(DeploymentProfile, on_delete=models.PROTECT, related_name="package_runs")
+    profile_version = models.ForeignKey(ProfileVersion, on_delete=models.PROTECT, related_name="package_runs")
+    manifest_sha256 = models.CharField(max_length=64)
+    manifest_canonical = models.TextField(help_text="The canonical bundle.json this run packages.")
+    register_as = models.CharField(max_length=16, choices=RegisterAs.choices)
+    register_name = models.CharField(max_length=64, help_text="The workflow slug or payload type registered to.")
+    version_label = models.CharField(max_length=64, help_text="Each platform registers <label>+<platform>.")
+    git_url = models.CharField(max_length=500, help_text="The repository the builds clone.")
+    ref = models.CharField(max_length=200, blank=True)
+    labels = models.JSONField(default=dict, blank=True, help_text="Extra drone labels per platform.")
+    job = models.ForeignKey("builds.Job", on_delete=models.SET_NULL, null=True, blank=True,
+                            related_name="package_runs")
+    state = models.CharField(max_length=16, choices=PackageState.choices, default=PackageState.QUEUED)
+    reason = models.TextField(blank=True)
+    assets = models.JSONField(default=list, blank=True,
+                              help_text="[{path, sha256, size_bytes, url, downloaded}] once procured.")
+    log = models.TextField(blank=True, help_text="What the run did, one line a step.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.CharField(max_length=200, blank=True)
+
+    tenant_path = "tenant"
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"package {self.pk} of {self.profile_id} ({self.state})"
+
+
+class PackagePlatform(models.Model):
+    """One platform of a package run: its CI build, its artifacts, its tarball and registered version."""
+
+    run = models.ForeignKey(PackageRun, on_delete=models.CASCADE, related_name="platforms")
+    platform = models.CharField(max_length=32)
+    state = models.CharField(max_length=16, choices=PackageState.choices, default=PackageState.QUEUED)
+    reason = models.TextField(blank=True)
+    required_labels = models.JSONField(default=list, blank=True)
+    build = models.ForeignKey("builds.Build", on_delete=models.SET_NULL, null=True, blank=True,
+                              related_name="package_platforms")
+    artifacts = models.JSONField(default=list, blank=True, help_text="[{path, sha256, size}] the build stored.")
+    bundle = models.ForeignKey("bundles.Bundle", on_delete=models.PROTECT, null=True, blank=True,
+                               related_name="package_platforms")
+    registered_version = models.CharField(max_length=200, blank=True,
+                                          help_text="workflow:<id>:<label> or payload:<id>:<label>")
+
+    tenant_path = "run__tenant"
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["run", "platform"]
+        constraints = [models.UniqueConstraint(fields=["run", "platform"], name="package_platform_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}:{self.platform} ({self.state})"

@@ -22,6 +22,8 @@ command -v mke2fs >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v cpio >/dev/null 2>&1 || missing+=(cpio)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
+# The packager cross-compiles Go scenarios on the drones (deployments/packaging/steps.py).
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
 # apt-cache must know the kernel package the image build downloads.
 apt-cache show linux-image-amd64 >/dev/null 2>&1 || need_update=1
 [ ${#missing[@]} -eq 0 ] && [ -z "${need_update:-}" ] && exit 0

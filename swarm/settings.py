@@ -366,6 +366,10 @@ SWARM_ANALYSIS_CACHE_SECONDS = env.int("SWARM_ANALYSIS_CACHE_SECONDS", default=7
 # file:// and path URLs (the worker's own disk) only when allowed.
 SWARM_CATALOG_GIT_TIMEOUT_SECONDS = env.int("SWARM_CATALOG_GIT_TIMEOUT_SECONDS", default=120)
 SWARM_CATALOG_GIT_ALLOW_FILE = env.bool("SWARM_CATALOG_GIT_ALLOW_FILE", default=False)
+# Seconds a package run waits on an asset URL (connect, or between two reads; ten times that in all).
+SWARM_PACKAGE_ASSET_TIMEOUT = env.float("SWARM_PACKAGE_ASSET_TIMEOUT", default=30.0)
+# Seconds between two looks of the package run at its builds.
+SWARM_PACKAGE_POLL_SECONDS = env.float("SWARM_PACKAGE_POLL_SECONDS", default=2.0)
 
 # --- API --------------------------------------------------------------------
 REST_FRAMEWORK = {

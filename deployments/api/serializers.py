@@ -308,3 +308,69 @@ class VersionQuerySerializer(serializers.Serializer):
         fields["from"] = serializers.IntegerField(required=False, min_value=1, max_value=2**31 - 1)
         fields["to"] = serializers.IntegerField(required=False, min_value=1, max_value=2**31 - 1)
         return fields
+
+
+class PackageRequestSerializer(serializers.Serializer):
+    """`POST /profiles/<id>/package`."""
+
+    platforms = serializers.ListField(child=serializers.RegexField(r"^[a-z0-9]+-[a-z0-9]+$", max_length=32),
+                                      min_length=1, max_length=8)
+    register_as = serializers.ChoiceField(choices=["workflow", "payload"])
+    git_url = serializers.CharField(max_length=500, help_text="The repository the builds clone (the scenario's source).")
+    ref = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    name = serializers.SlugField(max_length=64, required=False,
+                                 help_text="Workflow slug or payload type (default: the profile's slug).")
+    version = serializers.RegexField(r"^\d+\.\d+\.\d+$", required=False, default="1.0.0",
+                                     help_text="Each platform registers <version>+<platform>.")
+    labels = serializers.DictField(child=serializers.ListField(child=serializers.CharField(max_length=100)),
+                                   required=False, default=dict, help_text="Extra drone labels per platform.")
+
+
+class PackageAcceptedSerializer(serializers.Serializer):
+    package_id = serializers.IntegerField()
+    status = serializers.CharField()
+    logs_url = serializers.CharField()
+    url = serializers.CharField()
+
+
+class PackagePlatformSerializer(serializers.Serializer):
+    platform = serializers.CharField()
+    state = serializers.CharField()
+    reason = serializers.CharField()
+    required_labels = serializers.ListField(child=serializers.CharField())
+    build_id = serializers.IntegerField(allow_null=True)
+    artifacts = serializers.ListField(child=serializers.DictField())
+    bundle_sha256 = serializers.SerializerMethodField()
+    registered_version = serializers.CharField()
+
+    def get_bundle_sha256(self, row) -> str | None:
+        return row.bundle.sha256 if row.bundle_id else None
+
+    def to_representation(self, row):
+        body = super().to_representation(row)
+        body["artifacts"] = [{k: a[k] for k in ("path", "sha256", "size")} for a in row.artifacts]
+        return body
+
+
+class PackageRunSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    profile = serializers.IntegerField(source="profile_id")
+    profile_version = serializers.IntegerField(source="profile_version.number")
+    manifest_sha256 = serializers.CharField()
+    register_as = serializers.CharField()
+    register_name = serializers.CharField()
+    version_label = serializers.CharField()
+    state = serializers.CharField()
+    status = serializers.CharField(source="state")
+    reason = serializers.CharField()
+    assets = serializers.ListField(child=serializers.DictField())
+    platforms = PackagePlatformSerializer(many=True, source="platforms.all")
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class PackageLogSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    state = serializers.CharField()
+    log = serializers.CharField()
+    build_logs = serializers.DictField(child=serializers.CharField())

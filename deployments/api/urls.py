@@ -10,6 +10,7 @@ router.register("catalogs", viewsets.CatalogViewSet, basename="catalog")
 router.register("catalog-fetches", viewsets.CatalogFetchViewSet, basename="catalog-fetch")
 router.register("scenarios", viewsets.ScenarioViewSet, basename="scenario")
 router.register("profiles", viewsets.ProfileViewSet, basename="profile")
+router.register("packages", viewsets.PackageViewSet, basename="package")
 
 urlpatterns = [
     path(f"schemas/{SCHEMA_NAME}", viewsets.BundleManifestSchemaView.as_view(), name="schema-bundle-manifest"),

@@ -27,7 +27,8 @@ from deployments import selectors, services
 from deployments.api import serializers as s
 from deployments.errors import DeploymentError
 from deployments.manifest import SCHEMA_NAME, canonical_sha256, manifest_schema, validate_manifest
-from deployments.models import CatalogFetch, CatalogSnapshot, DeploymentProfile
+from deployments.models import CatalogFetch, CatalogSnapshot, DeploymentProfile, PackageRun
+from deployments import packaging
 from deployments.tiers import parse_tier
 from swarm.core.api import ScopedAPIView, error_responses, takes_no_body
 from swarm.core.errors import ApiError
@@ -344,6 +345,71 @@ class ProfileViewSet(DeploymentErrors, TenantScopedViewSet):
             "profile": version.profile_id, "version": version.number, "sha256": assembled.sha256,
             "size_bytes": len(assembled.canonical), "canonical": assembled.canonical.decode("ascii"),
             "manifest": assembled.document}).data)
+
+
+    @extend_schema(request=s.PackageRequestSerializer,
+                   responses={202: s.PackageAcceptedSerializer, 422: s.AssemblyErrorSerializer,
+                              **error_responses(400, 404)},
+                   summary="Package the profile's current version on the fleet (202 with the run to poll)",
+                   description="Procures the manifest's assets, runs one CI build per platform on drones whose "
+                               "labels match, packs a reproducible tarball per platform and registers each as a "
+                               "workflow or payload version `<version>+<platform>`. 422 when the manifest cannot "
+                               "be assembled or a platform cannot be built from it.")
+    @action(detail=True, methods=["post"])
+    def package(self, request, profile_id: str):
+        """`POST /profiles/<id>/package {platforms, register_as, git_url, ref?, name?, version?, labels?}`."""
+        profile = self.get_object()
+        body = s.PackageRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        run = packaging.package_request(profile=profile, platforms=data["platforms"],
+                                        register_as=data["register_as"], git_url=data["git_url"], ref=data.get("ref", ""),
+                                        name=data.get("name", ""), version=data["version"], labels=data["labels"],
+                                        actor=self.principal)
+        url = reverse("package-detail", kwargs={"package_id": run.pk})
+        return Response(s.PackageAcceptedSerializer({
+            "package_id": run.pk, "status": run.state, "url": url,
+            "logs_url": reverse("package-logs", kwargs={"package_id": run.pk})}).data, status=202)
+
+
+class PackageViewSet(DeploymentErrors, TenantScopedViewSet):
+    """`/packages[/<id>]`: package runs, per platform; `logs` and `cancel`."""
+
+    queryset = PackageRun.objects.select_related("profile_version").prefetch_related("platforms__bundle")
+    serializer_class = s.PackageRunSerializer
+    lookup_url_kwarg = "package_id"
+    not_found_detail = "No package run {package_id}."
+
+    @extend_schema(responses={200: s.PackageRunSerializer(many=True), **error_responses(400)},
+                   summary="List package runs")
+    def list(self, request):
+        """`GET /packages`."""
+        return self.list_page()
+
+    @extend_schema(responses={200: s.PackageRunSerializer, **error_responses(404)}, summary="Show a package run")
+    def retrieve(self, request, package_id: str):
+        """`GET /packages/<id>`: per-platform state, build ids, artifact sha256s, bundle sha256, reason."""
+        return Response(s.PackageRunSerializer(self.get_object()).data)
+
+    @extend_schema(responses={200: s.PackageLogSerializer, **error_responses(404)},
+                   summary="A package run's log and the log URLs of its builds")
+    @action(detail=True, methods=["get"])
+    def logs(self, request, package_id: str):
+        """`GET /packages/<id>/logs`."""
+        run = self.get_object()
+        build_logs = {row.platform: reverse("build-log", kwargs={"build_id": row.build_id})
+                      for row in run.platforms.all() if row.build_id}
+        return Response(s.PackageLogSerializer({"id": run.pk, "state": run.state, "log": run.log,
+                                                "build_logs": build_logs}).data)
+
+    @extend_schema(request=None, responses={202: s.PackageRunSerializer, **error_responses(404, 409)},
+                   summary="Cancel a package run and its builds")
+    @action(detail=True, methods=["post"])
+    @takes_no_body
+    def cancel(self, request, package_id: str):
+        """`POST /packages/<id>/cancel`."""
+        run = packaging.package_cancel(run=self.get_object(), actor=self.principal)
+        return Response(s.PackageRunSerializer(PackageRun.objects.get(pk=run.pk)).data, status=202)
 
 
 class BundleManifestSchemaView(ScopedAPIView):

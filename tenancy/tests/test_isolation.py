@@ -38,7 +38,7 @@ from builds.services import build_claim, build_trigger
 from builds.tests.factories import make_drone, make_job
 from bundles.models import Bundle
 from conftest import make_bundle, token_client
-from deployments.models import CatalogFetch, CatalogImport, DeploymentProfile, ProfileVersion
+from deployments.models import CatalogFetch, CatalogImport, DeploymentProfile, PackagePlatform, PackageRun, ProfileVersion
 from deployments.services import catalog_import, profile_create
 from deployments.tests.conftest import sample_files
 from deployments.catalog import tree_from_files
@@ -120,6 +120,7 @@ class World:
     catalog: object
     catalog_fetch: CatalogFetch
     profile: DeploymentProfile
+    package: PackageRun
     markers: list[str] = field(default_factory=list)
 
 
@@ -152,10 +153,15 @@ def build_world(slug: str, drone) -> World:
                                                 ref="main", state="succeeded", snapshot=catalog)
     profile = profile_create(tenant=tenant, slug=f"{slug}-wheel", snapshot=catalog, scenario="picker-wheel",
                              tier="desktop", actor="isolation").profile
+    package = PackageRun.objects.create(tenant=tenant, profile=profile, profile_version=profile.current_version,
+                                        manifest_sha256="b" * 64, manifest_canonical="{}", register_as="workflow",
+                                        register_name=f"{slug}-wheel", version_label="1.0.0",
+                                        git_url=f"https://git.example.com/{slug}/app.git")
+    PackagePlatform.objects.create(run=package, platform="linux-x64")
     markers = [slug, first.bundle.sha256, second.bundle.sha256, catalog.sha256]
     return World(slug=slug, tenant=tenant, workflow=workflow, first=first, second=second, execution=execution,
                  job=job, build=build, artifact=artifact, execution_token=execution_token,
-                 runtime_token=runtime_token, catalog=catalog, catalog_fetch=catalog_fetch, profile=profile,
+                 runtime_token=runtime_token, catalog=catalog, catalog_fetch=catalog_fetch, profile=profile, package=package,
                  markers=markers)
 
 
@@ -167,6 +173,7 @@ def path_values(world: World) -> dict[str, list]:
         "name": [world.job.name], "build_id": [world.build.pk], "artifact_id": [world.artifact.pk],
         "sha256": [world.second.bundle.sha256],
         "catalog_id": [world.catalog.pk], "fetch_id": [world.catalog_fetch.pk], "profile_id": [world.profile.pk],
+        "package_id": [world.package.pk],
         "upload_path": reverse("bundle-detail-upload", kwargs={"sha256": UPLOAD_SHA256})
         + f"?tenant={world.tenant.slug}&workflow=intruder&version=9.9.9",
     }
