@@ -142,3 +142,17 @@ def test_a_full_disk_while_unpacking_leaves_the_previous_release_current(tmp_pat
     assert payloads.current_sha256(tmp_path / "payloads/toolchain") == first
     releases = tmp_path / "payloads/toolchain/releases"
     assert sorted(p.name for p in releases.iterdir() if p.is_dir()) == [first]  # no half-written staging left
+
+
+def test_staging_left_by_a_killed_agent_is_swept_and_this_process_own_is_kept(tmp_path):
+    import os
+
+    from swarm_agent.payloads.install import _sweep_stale_staging
+
+    releases = tmp_path / "releases"
+    (releases / ("." + "a" * 64 + ".1.partial") / "half").mkdir(parents=True)  # pid 1: never this agent
+    own = releases / ("." + "b" * 64 + f".{os.getpid()}.partial")
+    own.mkdir()
+    (releases / ("c" * 64)).mkdir()  # a release: never touched
+    _sweep_stale_staging(releases)
+    assert sorted(path.name for path in releases.iterdir()) == sorted([own.name, "c" * 64])

@@ -55,6 +55,15 @@ class ApplyResult:
     restart_agent: bool = False
 
 
+
+def _sweep_stale_staging(releases: Path) -> None:
+    """Remove staging directories an earlier agent process left when it was killed mid-unpack (they are
+    hidden, `.<sha256>.<pid>.partial`, and never current); this process's own are left alone."""
+    own = f".{os.getpid()}.partial"
+    for stale in releases.glob(".*.partial"):
+        if not stale.name.endswith(own):
+            shutil.rmtree(stale, ignore_errors=True)
+
 class PayloadInstaller:
     """Installs payload releases under a root directory, through a shared verified bundle cache."""
 
@@ -120,6 +129,7 @@ class PayloadInstaller:
         except OSError as error:
             raise DeployFailed(f"cannot create {releases}: {error}") from None
         self._remember_type(command["payload_type"], directory)
+        _sweep_stale_staging(releases)
         release = releases / sha256
         if release.is_dir() and recorded_digest(releases, sha256) is not None:
             report("installing", "already on disk: instant switch")
