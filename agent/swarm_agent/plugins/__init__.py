@@ -81,9 +81,16 @@ async def poll_forever(step, *, wakeup: asyncio.Event, interval, what: str, shou
         got_work = False
         if should_step():
             try:
-                got_work = await step()
+                try:
+                    got_work = await step()
+                except httpx.TransportError as error:
+                    # A kept-alive connection the server closed as it was reused (the poll interval and
+                    # the server's keep-alive timeout are both about 5 s) is routine: try once more on a
+                    # fresh connection, and warn only when that fails too.
+                    logger.debug("%s: %s (%r), trying again", what, type(error).__name__, error)
+                    got_work = await step()
             except httpx.HTTPError as error:
-                logger.warning("%s failed: %s", what, error)
+                logger.warning("%s failed: %s: %s", what, type(error).__name__, error)
             except Exception:  # noqa: BLE001 - the loop must survive anything
                 logger.exception("%s failed", what)
         if got_work:
